@@ -1,0 +1,12 @@
+#pragma once
+// The subcommands of the `lmtk` tool, one source file each (cmd_<name>.cpp).
+#include <string>
+#include <vector>
+
+namespace lmtk::cli {
+using argv_t = std::vector<std::string>;
+int cmd_run(const argv_t& argv);
+int cmd_tokenize(const argv_t& argv);
+int cmd_eval(const argv_t& argv);
+int cmd_perplexity(const argv_t& argv);
+}  // namespace lmtk::cli

@@ -1,0 +1,62 @@
+// lmtk: command-line front end. Every error reaches the user as one line and a non-zero exit.
+#include "commands.hpp"
+
+#include <lmtk/core/error.hpp>
+
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <new>
+#include <string_view>
+
+namespace {
+
+struct subcommand {
+    std::string_view name;
+    int (*fn)(const lmtk::cli::argv_t&);
+    std::string_view usage;
+};
+
+constexpr subcommand subcommands[] = {
+    {"run", lmtk::cli::cmd_run,
+     "run -m MODEL -p PROMPT [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] "
+     "[--seed S] [-t THREADS] [-c CTX]\n      stream a completion to stdout, timings to stderr (--temp 0: greedy)"},
+    {"tokenize", lmtk::cli::cmd_tokenize,
+     "tokenize -m MODEL [--no-bos]\n      read text from stdin, print its token ids on one line"},
+    {"eval", lmtk::cli::cmd_eval,
+     "eval -m MODEL -p PROMPT --logits-out FILE [-t THREADS]\n      write n_tokens x n_vocab float32 logits"},
+    {"perplexity", lmtk::cli::cmd_perplexity,
+     "perplexity -m MODEL -f TEXT [-c CTX] [-t THREADS]\n      perplexity as llama.cpp defines it"},
+};
+
+void usage(std::FILE* out) {
+    std::fputs("usage: lmtk COMMAND [OPTIONS]\n\ncommands:\n", out);
+    for (const auto& s : subcommands) std::fprintf(out, "  %.*s\n", int(s.usage.size()), s.usage.data());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const std::string_view name = argv[1];
+    lmtk::cli::argv_t rest(argv + 2, argv + argc);
+    for (const auto& s : subcommands) {
+        if (s.name != name) continue;
+        try {
+            return s.fn(rest);
+        } catch (const lmtk::error& e) {
+            std::fprintf(stderr, "error: %s\n", e.what());
+        } catch (const std::bad_alloc&) {
+            std::fprintf(stderr, "error: out of memory (the model or context is too large for this machine)\n");
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "error: %s\n", e.what());
+        }
+        return 1;
+    }
+    std::fprintf(stderr, "error: unknown command '%.*s'\n", int(name.size()), name.data());
+    usage(stderr);
+    return 2;
+}
