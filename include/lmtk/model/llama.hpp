@@ -1,0 +1,413 @@
+#pragma once
+// Llama-family transformer: weights bound in place from a GGUF mapping, and a context that owns
+// the KV cache and every activation buffer and runs the forward pass.
+//
+//   llama<Set, Target>        immutable after load; shareable between contexts
+//   llama_context<Model, KV>  one sequence: KV cache + scratch, allocated once; decode() runs
+//                             tokens through the network and allocates nothing
+//
+// Each weight's GGUF type is mapped to a compiled kernel pair (quant::weight_ops) once, at
+// load; the forward pass below calls through those pointers and never switches on a type.
+#include <lmtk/core/error.hpp>
+#include <lmtk/core/thread_pool.hpp>
+#include <lmtk/io/gguf.hpp>
+#include <lmtk/model/hparams.hpp>
+#include <lmtk/model/kv_cache.hpp>
+#include <lmtk/quant/quant.hpp>
+#include <lmtk/target/cpu.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <fstream>
+#include <limits>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace lmtk::model {
+
+// One weight matrix of `rows` x `cols` (GGUF ne = [cols, rows]) with its kernels.
+struct weight {
+    const std::byte* data = nullptr;
+    quant::weight_ops ops{};
+    std::size_t rows = 0, cols = 0;
+
+    std::size_t row_bytes() const noexcept { return cols / ops.block_elems * ops.block_bytes; }
+    void dequantize_row(std::size_t r, float* out) const noexcept {
+        ops.dequantize_row(data + r * row_bytes(), out, cols);
+    }
+};
+
+struct llama_layer {
+    weight wq, wk, wv, wo;      // attention projections
+    weight gate, up, down;      // SwiGLU feed-forward
+    std::vector<float> attn_norm, ffn_norm;
+};
+
+template <class Set = quant::default_set, class Target = target::cpu<>>
+class llama {
+public:
+    using quant_set = Set;
+    using target = Target;
+
+    explicit llama(const std::string& path) : file_(path) { bind(); }
+
+    const gguf::file& file() const noexcept { return file_; }
+    const llama_hparams& hparams() const noexcept { return hp_; }
+    std::uint32_t n_vocab() const noexcept { return hp_.n_vocab; }
+
+    const weight& token_embedding() const noexcept { return tok_embd_; }
+    const weight& output() const noexcept { return output_; }
+    std::span<const float> output_norm() const noexcept { return output_norm_; }
+    const llama_layer& layer(std::size_t i) const noexcept { return layers_[i]; }
+    std::span<const double> rope_inv_freq() const noexcept { return inv_freq_; }
+
+    // Bytes of weight data the forward pass reads per token (all layers plus the output).
+    std::size_t weight_bytes() const noexcept {
+        std::size_t total = output_.rows * output_.row_bytes();
+        for (const auto& l : layers_)
+            for (const weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down}) total += w->rows * w->row_bytes();
+        return total;
+    }
+
+private:
+    weight bind_weight(const std::string& name, std::size_t cols, std::size_t rows) const {
+        const gguf::tensor_info& t = file_.tensor(name);
+        if (static_cast<std::size_t>(t.ne[0]) != cols || static_cast<std::size_t>(t.rows()) != rows)
+            fail(file_.path(), ": tensor '", name, "' has shape [", t.ne[0], ", ", t.rows(), "], expected [", cols, ", ",
+                 rows, "]");
+        const auto ops = quant::resolve<Set, typename Target::arch>(t.type);
+        if (!ops)
+            fail(file_.path(), ": tensor '", name, "' has type ", quant::type_name(t.type),
+                 ", which this build of lmtk does not include");
+        return weight{t.data, *ops, rows, cols};
+    }
+
+    std::vector<float> bind_vector(const std::string& name, std::size_t n) const {
+        const weight w = bind_weight(name, n, 1);
+        std::vector<float> v(n);
+        w.dequantize_row(0, v.data());
+        return v;
+    }
+
+    void bind() {
+        hp_ = llama_hparams::from_gguf(file_);
+        const gguf::tensor_info& emb = file_.tensor("token_embd.weight");
+        if (emb.ne[0] != static_cast<std::int64_t>(hp_.n_embd) || emb.rows() <= 0)
+            fail(file_.path(), ": token_embd.weight has ", emb.ne[0], " columns, expected the embedding length ", hp_.n_embd);
+        hp_.n_vocab = static_cast<std::uint32_t>(emb.rows());
+        if (auto v = file_.get<std::uint32_t>(hp_.arch + ".vocab_size"); v && *v != hp_.n_vocab)
+            fail(file_.path(), ": vocab_size ", *v, " disagrees with token_embd.weight's ", hp_.n_vocab, " rows");
+
+        const std::size_t d = hp_.n_embd, q = hp_.q_dim(), kv = hp_.kv_dim(), ff = hp_.n_ff;
+        tok_embd_ = bind_weight("token_embd.weight", d, hp_.n_vocab);
+        output_ = file_.find_tensor("output.weight") ? bind_weight("output.weight", d, hp_.n_vocab) : tok_embd_;
+        output_norm_ = bind_vector("output_norm.weight", d);
+        layers_.resize(hp_.n_layer);
+        for (std::size_t i = 0; i < hp_.n_layer; ++i) {
+            const std::string p = "blk." + std::to_string(i) + ".";
+            llama_layer& l = layers_[i];
+            l.attn_norm = bind_vector(p + "attn_norm.weight", d);
+            l.wq = bind_weight(p + "attn_q.weight", d, q);
+            l.wk = bind_weight(p + "attn_k.weight", d, kv);
+            l.wv = bind_weight(p + "attn_v.weight", d, kv);
+            l.wo = bind_weight(p + "attn_output.weight", q, d);
+            l.ffn_norm = bind_vector(p + "ffn_norm.weight", d);
+            l.gate = bind_weight(p + "ffn_gate.weight", d, ff);
+            l.up = bind_weight(p + "ffn_up.weight", d, ff);
+            l.down = bind_weight(p + "ffn_down.weight", ff, d);
+        }
+
+        // RoPE frequencies: theta_i = base^(-2i/rope_dim), divided by per-dimension factors
+        // when the file carries them (Llama 3.1 style rope_freqs.weight).
+        const std::size_t half = hp_.rope_dim / 2;
+        std::vector<float> factors;
+        if (file_.find_tensor("rope_freqs.weight")) factors = bind_vector("rope_freqs.weight", half);
+        inv_freq_.resize(half);
+        for (std::size_t i = 0; i < half; ++i) {
+            double f = std::pow(static_cast<double>(hp_.rope_freq_base), -2.0 * double(i) / double(hp_.rope_dim));
+            if (!factors.empty()) f /= factors[i];
+            inv_freq_[i] = f;
+        }
+    }
+
+    gguf::file file_;
+    llama_hparams hp_;
+    weight tok_embd_, output_;
+    std::vector<float> output_norm_;
+    std::vector<llama_layer> layers_;
+    std::vector<double> inv_freq_;
+};
+
+struct context_options {
+    std::size_t n_ctx = 0;       // 0: the model's training context, capped at 4096
+    std::size_t n_threads = 0;   // 0: one per hardware thread
+    std::size_t n_batch = 512;   // tokens per forward pass during prompt processing
+};
+
+// Bytes of memory this machine can still give (MemAvailable), or 0 if unknown.
+inline std::size_t available_memory_bytes() {
+    std::ifstream in("/proc/meminfo");
+    std::string key;
+    std::size_t kb = 0;
+    std::string unit;
+    while (in >> key >> kb >> unit)
+        if (key == "MemAvailable:") return kb * 1024;
+    return 0;
+}
+
+template <class Model, class KV = kv_f32>
+class llama_context {
+public:
+    using kv_type = KV;
+
+    llama_context(const Model& model, context_options opt)
+        : m_(model), hp_(model.hparams()), pool_(opt.n_threads) {
+        n_ctx_ = opt.n_ctx ? opt.n_ctx : std::min<std::size_t>(hp_.n_ctx_train ? hp_.n_ctx_train : 2048, 4096);
+        n_batch_ = std::max<std::size_t>(1, std::min(opt.n_batch ? opt.n_batch : 512, n_ctx_));
+        const std::size_t kv_bytes = kv_cache<KV>::bytes_needed(hp_.n_layer, n_ctx_, hp_.kv_dim());
+        const std::size_t scratch = sizeof(float) * (n_batch_ * (3 * hp_.n_embd + 2 * hp_.q_dim() + 2 * hp_.kv_dim() +
+                                                                 2 * hp_.n_ff + hp_.n_vocab) +
+                                                     pool_.size() * n_ctx_);
+        if (const std::size_t avail = available_memory_bytes(); avail && kv_bytes + scratch > avail)
+            fail("a context of ", n_ctx_, " tokens needs ", (kv_bytes + scratch) >> 20, " MiB (KV cache ", kv_bytes >> 20,
+                 " MiB), more than the ", avail >> 20, " MiB of memory available; choose a smaller -c");
+        cache_ = kv_cache<KV>(hp_.n_layer, n_ctx_, hp_.kv_dim());
+        x_.resize(n_batch_ * hp_.n_embd);
+        xb_.resize(n_batch_ * hp_.n_embd);
+        q_.resize(n_batch_ * hp_.q_dim());
+        k_.resize(n_batch_ * hp_.kv_dim());
+        v_.resize(n_batch_ * hp_.kv_dim());
+        att_.resize(n_batch_ * hp_.q_dim());
+        hb_.resize(n_batch_ * hp_.n_ff);
+        hb2_.resize(n_batch_ * hp_.n_ff);
+        rope_cos_.resize(n_batch_ * hp_.rope_dim / 2);
+        rope_sin_.resize(n_batch_ * hp_.rope_dim / 2);
+        scores_.resize(pool_.size() * n_ctx_);
+        logits_.resize(hp_.n_vocab);
+    }
+
+    const Model& model() const noexcept { return m_; }
+    std::size_t n_ctx() const noexcept { return n_ctx_; }
+    std::size_t n_past() const noexcept { return n_past_; }
+    std::size_t n_threads() const noexcept { return pool_.size(); }
+    std::uint32_t n_vocab() const noexcept { return hp_.n_vocab; }
+
+    // Forgets cached positions from `n_keep` on (0: start a new sequence).
+    void truncate(std::size_t n_keep) noexcept { n_past_ = std::min(n_past_, n_keep); }
+
+    // Runs `tokens` at positions n_past .. n_past + n - 1 and appends them to the cache.
+    // Returns the logits of the last token. With `all_logits_out`, also writes every position's
+    // logits (n x n_vocab, row-major) there.
+    std::span<const float> decode(std::span<const std::int32_t> tokens, float* all_logits_out = nullptr) {
+        if (tokens.empty()) fail("decode: no tokens to evaluate");
+        if (n_past_ + tokens.size() > n_ctx_)
+            fail("the context is full: ", n_past_, " cached + ", tokens.size(), " new tokens exceed the context size of ",
+                 n_ctx_, " (use a larger -c)");
+        for (const std::int32_t t : tokens)
+            if (t < 0 || static_cast<std::uint32_t>(t) >= hp_.n_vocab)
+                fail("token id ", t, " is outside the vocabulary of ", hp_.n_vocab);
+        for (std::size_t start = 0; start < tokens.size(); start += n_batch_) {
+            const std::size_t n = std::min(n_batch_, tokens.size() - start);
+            const bool last_chunk = start + n == tokens.size();
+            forward(tokens.subspan(start, n), all_logits_out ? all_logits_out + start * hp_.n_vocab : nullptr, last_chunk);
+        }
+        return logits_;
+    }
+
+    std::span<const float> logits() const noexcept { return logits_; }
+
+private:
+    // ---------------------------------------------------------------------------------------
+    // The forward pass of n tokens. Reads top-down like the architecture diagram.
+    // ---------------------------------------------------------------------------------------
+    void forward(std::span<const std::int32_t> tokens, float* all_logits, bool want_last) noexcept {
+        const std::size_t n = tokens.size(), d = hp_.n_embd, qd = hp_.q_dim(), kvd = hp_.kv_dim(), ff = hp_.n_ff;
+        const std::size_t pos0 = n_past_;
+
+        // Token embeddings: one (possibly quantized) row per token.
+        for (std::size_t t = 0; t < n; ++t) m_.token_embedding().dequantize_row(std::size_t(tokens[t]), &x_[t * d]);
+        compute_rope_angles(pos0, n);
+
+        for (std::size_t l = 0; l < hp_.n_layer; ++l) {
+            const llama_layer& w = m_.layer(l);
+
+            // Attention: RMSNorm, Q/K/V projections, RoPE on Q and K, cache K and V.
+            rmsnorm(xb_.data(), x_.data(), w.attn_norm.data(), n);
+            matmul3(w.wq, w.wk, w.wv, xb_.data(), n, q_.data(), k_.data(), v_.data());
+            apply_rope(q_.data(), n, hp_.n_head);
+            apply_rope(k_.data(), n, hp_.n_head_kv);
+            for (std::size_t t = 0; t < n; ++t) {
+                typename KV::storage* kr = cache_.k_row(l, pos0 + t);
+                typename KV::storage* vr = cache_.v_row(l, pos0 + t);
+                for (std::size_t i = 0; i < kvd; ++i) {
+                    kr[i] = KV::store(k_[t * kvd + i]);
+                    vr[i] = KV::store(v_[t * kvd + i]);
+                }
+            }
+
+            // Causal grouped-query attention over every cached position, then the output
+            // projection and the residual connection.
+            attention(l, pos0, n);
+            matmul(w.wo, att_.data(), n, xb_.data());
+            add_in_place(x_.data(), xb_.data(), n * d);
+
+            // Feed-forward: RMSNorm, SwiGLU (silu(gate) * up), down projection, residual.
+            rmsnorm(xb_.data(), x_.data(), w.ffn_norm.data(), n);
+            matmul2(w.gate, w.up, xb_.data(), n, hb_.data(), hb2_.data());
+            swiglu(hb_.data(), hb2_.data(), n * ff);
+            matmul(w.down, hb_.data(), n, xb_.data());
+            add_in_place(x_.data(), xb_.data(), n * d);
+        }
+
+        // Final norm and classifier: every row when the caller wants all logits, else the last.
+        if (all_logits) {
+            rmsnorm(xb_.data(), x_.data(), m_.output_norm().data(), n);
+            matmul(m_.output(), xb_.data(), n, all_logits);
+            if (want_last) std::copy_n(all_logits + (n - 1) * hp_.n_vocab, hp_.n_vocab, logits_.data());
+        } else if (want_last) {
+            rmsnorm(xb_.data(), x_.data() + (n - 1) * d, m_.output_norm().data(), 1);
+            matmul(m_.output(), xb_.data(), 1, logits_.data());
+        }
+        n_past_ += n;
+        (void)qd;
+    }
+
+    // y[t] = x[t] / rms(x[t]) * g for n rows of n_embd.
+    void rmsnorm(float* y, const float* x, const float* g, std::size_t n) noexcept {
+        const std::size_t d = hp_.n_embd;
+        const float eps = hp_.rms_eps;
+        pool_.run_sized(n * d, [&](std::size_t i, std::size_t nt) noexcept {
+            const auto [t0, t1] = core::thread_pool::split(n, i, nt);
+            for (std::size_t t = t0; t < t1; ++t) {
+                const float* xr = x + t * d;
+                float* yr = y + t * d;
+                double ss = 0.0;  // double: this sum sets the scale of the whole row
+                for (std::size_t j = 0; j < d; ++j) ss += double(xr[j]) * xr[j];
+                const float scale = static_cast<float>(1.0 / std::sqrt(ss / double(d) + double(eps)));
+                for (std::size_t j = 0; j < d; ++j) yr[j] = xr[j] * scale * g[j];
+            }
+        });
+    }
+
+    // y (n x w.rows) = x (n x w.cols) * W^T, rows split across threads.
+    void matmul(const weight& w, const float* x, std::size_t n, float* y) noexcept {
+        pool_.run_sized(w.rows * w.cols * n, [&](std::size_t i, std::size_t nt) noexcept {
+            const auto [r0, r1] = core::thread_pool::split(w.rows, i, nt);
+            if (r0 < r1) w.ops.matmul(w.data, w.cols, r0, r1, x, w.cols, n, y, w.rows);
+        });
+    }
+    // Two or three projections of the same input share one parallel region.
+    void matmul2(const weight& a, const weight& b, const float* x, std::size_t n, float* ya, float* yb) noexcept {
+        pool_.run_sized((a.rows + b.rows) * a.cols * n, [&](std::size_t i, std::size_t nt) noexcept {
+            const auto [a0, a1] = core::thread_pool::split(a.rows, i, nt);
+            if (a0 < a1) a.ops.matmul(a.data, a.cols, a0, a1, x, a.cols, n, ya, a.rows);
+            const auto [b0, b1] = core::thread_pool::split(b.rows, i, nt);
+            if (b0 < b1) b.ops.matmul(b.data, b.cols, b0, b1, x, b.cols, n, yb, b.rows);
+        });
+    }
+    void matmul3(const weight& a, const weight& b, const weight& c, const float* x, std::size_t n, float* ya, float* yb,
+                 float* yc) noexcept {
+        pool_.run_sized((a.rows + b.rows + c.rows) * a.cols * n, [&](std::size_t i, std::size_t nt) noexcept {
+            for (auto [w, y] : {std::pair{&a, ya}, std::pair{&b, yb}, std::pair{&c, yc}}) {
+                const auto [r0, r1] = core::thread_pool::split(w->rows, i, nt);
+                if (r0 < r1) w->ops.matmul(w->data, w->cols, r0, r1, x, w->cols, n, y, w->rows);
+            }
+        });
+    }
+
+    // cos/sin of every (token, frequency) pair of this batch; angles in double because
+    // position * frequency loses digits in float at long contexts.
+    void compute_rope_angles(std::size_t pos0, std::size_t n) noexcept {
+        const std::size_t half = hp_.rope_dim / 2;
+        const auto inv = m_.rope_inv_freq();
+        for (std::size_t t = 0; t < n; ++t) {
+            const double p = double(pos0 + t) * double(hp_.rope_freq_scale);
+            for (std::size_t i = 0; i < half; ++i) {
+                const double a = p * inv[i];
+                rope_cos_[t * half + i] = static_cast<float>(std::cos(a));
+                rope_sin_[t * half + i] = static_cast<float>(std::sin(a));
+            }
+        }
+    }
+
+    // Rotates the first rope_dim dimensions of each head of n rows of n_heads * head_dim.
+    void apply_rope(float* v, std::size_t n, std::size_t n_heads) noexcept {
+        const std::size_t hd = hp_.head_dim, half = hp_.rope_dim / 2;
+        const bool neox = hp_.rope == rope_kind::neox;
+        for (std::size_t t = 0; t < n; ++t) {
+            const float* c = &rope_cos_[t * half];
+            const float* s = &rope_sin_[t * half];
+            for (std::size_t h = 0; h < n_heads; ++h) {
+                float* x = v + (t * n_heads + h) * hd;
+                for (std::size_t i = 0; i < half; ++i) {
+                    // normal: pairs (2i, 2i+1); neox: pairs (i, i + rope_dim/2)
+                    const std::size_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+                    const float x0 = x[a], x1 = x[b];
+                    x[a] = x0 * c[i] - x1 * s[i];
+                    x[b] = x0 * s[i] + x1 * c[i];
+                }
+            }
+        }
+    }
+
+    // att[t, head h] = softmax(q·k / sqrt(hd)) · v over positions 0..pos0+t, kv head h / group.
+    void attention(std::size_t layer, std::size_t pos0, std::size_t n) noexcept {
+        const std::size_t hd = hp_.head_dim, nh = hp_.n_head, kvd = hp_.kv_dim();
+        const std::size_t group = hp_.n_head / hp_.n_head_kv;
+        const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+        // work: every (token, head) reads its whole causal prefix
+        pool_.run_sized(n * nh * (pos0 + n) * hd, [&](std::size_t ti, std::size_t nt) noexcept {
+            float* scores = &scores_[ti * n_ctx_];
+            const auto [w0, w1] = core::thread_pool::split(n * nh, ti, nt);
+            for (std::size_t item = w0; item < w1; ++item) {
+                const std::size_t t = item / nh, h = item % nh;
+                const std::size_t kv_off = (h / group) * hd;
+                const float* q = &q_[(t * nh + h) * hd];
+                const std::size_t n_pos = pos0 + t + 1;
+                float max_score = -std::numeric_limits<float>::infinity();
+                for (std::size_t p = 0; p < n_pos; ++p) {
+                    const typename KV::storage* k = cache_.k_row(layer, p) + kv_off;
+                    float s = 0.0f;
+                    for (std::size_t j = 0; j < hd; ++j) s += q[j] * KV::load(k[j]);
+                    s *= scale;
+                    scores[p] = s;
+                    max_score = std::max(max_score, s);
+                }
+                float sum = 0.0f;
+                for (std::size_t p = 0; p < n_pos; ++p) {
+                    scores[p] = std::exp(scores[p] - max_score);
+                    sum += scores[p];
+                }
+                const float inv_sum = 1.0f / sum;
+                float* out = &att_[(t * nh + h) * hd];
+                std::fill_n(out, hd, 0.0f);
+                for (std::size_t p = 0; p < n_pos; ++p) {
+                    const typename KV::storage* v = cache_.v_row(layer, p) + kv_off;
+                    const float a = scores[p] * inv_sum;
+                    for (std::size_t j = 0; j < hd; ++j) out[j] += a * KV::load(v[j]);
+                }
+            }
+        });
+        (void)kvd;
+    }
+
+    static void add_in_place(float* x, const float* y, std::size_t n) noexcept {
+        for (std::size_t i = 0; i < n; ++i) x[i] += y[i];
+    }
+    static void swiglu(float* g, const float* u, std::size_t n) noexcept {
+        for (std::size_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    }
+
+    const Model& m_;
+    const llama_hparams& hp_;
+    core::thread_pool pool_;
+    std::size_t n_ctx_ = 0, n_batch_ = 0, n_past_ = 0;
+    kv_cache<KV> cache_;
+    std::vector<float> x_, xb_, q_, k_, v_, att_, hb_, hb2_, rope_cos_, rope_sin_, scores_, logits_;
+};
+
+}  // namespace lmtk::model

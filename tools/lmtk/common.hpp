@@ -1,0 +1,55 @@
+#pragma once
+// What the lmtk tool compiles in: every format of quant::default_set on this machine's CPU, two
+// sampler chains (greedy and the usual llama.cpp order), and f32 or f16 KV caches. The runtime
+// flags (--temp, --kv-type) choose among these instantiations once, before anything runs.
+#include "args.hpp"
+
+#include <lmtk/lmtk.hpp>
+
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <thread>
+
+namespace lmtk::cli {
+
+using cli_set = quant::default_set;
+using cli_target = target::cpu<>;
+using greedy_chain = sample::chain<sample::repetition_penalty, sample::greedy>;
+using sampling_chain = sample::chain<sample::repetition_penalty, sample::top_k, sample::top_p, sample::min_p,
+                                     sample::temperature, sample::dist>;
+using cli_model = model::llama<cli_set, cli_target>;
+
+inline model::context_options context_options_from(const args& a, std::size_t default_ctx = 0) {
+    model::context_options o;
+    o.n_threads = a.number<std::size_t>("-t", 0);
+    if (o.n_threads == 0) o.n_threads = std::max(1u, std::thread::hardware_concurrency());
+    if (o.n_threads > 1024) fail("-t ", o.n_threads, " is not a sensible thread count");
+    o.n_ctx = a.number<std::size_t>("-c", default_ctx);
+    o.n_batch = a.number<std::size_t>("-b", 512);
+    return o;
+}
+
+// Calls f.template operator()<KV>() with the KV cache type named by --kv-type.
+template <class F>
+int with_kv_type(const args& a, F&& f) {
+    const std::string kv = a.get("--kv-type").value_or("f32");
+    if (kv == "f32") return f.template operator()<model::kv_f32>();
+    if (kv == "f16") return f.template operator()<model::kv_f16>();
+    fail("--kv-type must be f32 or f16, not '", kv, "'");
+}
+
+inline std::string read_file(const std::string& path) {
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    if (!f) fail(path, ": cannot open");
+    std::string out;
+    char buf[1 << 16];
+    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) out.append(buf, n);
+    const bool bad = std::ferror(f);
+    std::fclose(f);
+    if (bad) fail(path, ": read error");
+    return out;
+}
+
+}  // namespace lmtk::cli
