@@ -7,6 +7,11 @@ import re
 import subprocess
 import sys
 
+# Single-threaded OpenBLAS (numpy's BLAS): the matrices are tiny and test machines are shared;
+# BLAS worker threads only spin against the CLI and other jobs. Set before numpy is imported.
+# (Only OpenBLAS reads this variable, so it does not change how the lmtk CLI runs.)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)

@@ -13,6 +13,11 @@ import re
 import sys
 import unittest
 
+# Single-threaded OpenBLAS (numpy's BLAS): the matrices are tiny and test machines are shared;
+# BLAS worker threads only spin against the CLI and other jobs. Set before numpy is imported.
+# (Only OpenBLAS reads this variable, so it does not change how the lmtk CLI runs.)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
