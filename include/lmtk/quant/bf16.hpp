@@ -33,12 +33,11 @@ struct bf16 {
 
     template <class Arch>
     static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
-        using u32 = xsimd::batch<std::uint32_t, Arch>;
         using f32 = xsimd::batch<float, Arch>;
         const std::uint16_t* b = reinterpret_cast<const std::uint16_t*>(w);
         return detail::elementwise_dot<Arch>(
             n_blocks, x,
-            [b](std::size_t i) { return xsimd::bitwise_cast<f32>(detail::shift_left<16>(u32::load_unaligned(b + i))); },
+            [b](std::size_t i) { return xsimd::bitwise_cast<f32>(detail::shift_left<16>(detail::load_widened<std::uint32_t, Arch>(b + i))); },
             [b](std::size_t i) { return core::bf16_to_f32(b[i]); });
     }
 };

@@ -21,7 +21,7 @@ template <class Arch>
 xsimd::batch<float, Arch> load_fp16(const std::uint16_t* p) noexcept {
     using u32 = xsimd::batch<std::uint32_t, Arch>;
     using f32 = xsimd::batch<float, Arch>;
-    const u32 h = u32::load_unaligned(p);  // zero-extends each half into a 32-bit lane
+    const u32 h = load_widened<std::uint32_t, Arch>(p);  // each half zero-extended into a lane
     const u32 sign = shift_left<16>(h & u32(0x8000u));
     const u32 rest = shift_left<13>(h & u32(0x7fffu));
     // Rebias the exponent (15 -> 127) by a multiply: subnormal halves come out exact too.

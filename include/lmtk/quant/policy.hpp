@@ -1,9 +1,11 @@
 #pragma once
 // The contract every tensor format meets. A format is a policy type: a block layout, a scalar
 // reference (the executable spec), and one SIMD dot kernel written over an xsimd arch tag.
+#include <bit>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include <xsimd/xsimd.hpp>
@@ -32,6 +34,46 @@ concept quant_policy =
     };
 
 namespace detail {
+
+#if defined(__GNUC__)
+// An integer vector of n lanes -> the same values in lanes of `bytes` bytes. GCC 12 lowers a
+// conversion that more than doubles the lane size (int8 -> int32) to scalar code, but each
+// doubling to one instruction (vpmovsxbw, vpmovsxwd, sxtl, ...), so widen a doubling at a time.
+template <std::size_t bytes, std::size_t n, class Vector>
+auto widen_to_size(const Vector& v) noexcept {
+    using lane = std::remove_cvref_t<decltype(v[0])>;
+    if constexpr (sizeof(lane) == bytes) {
+        return v;
+    } else {
+        using twice = std::conditional_t<sizeof(lane) == 1, std::int16_t,
+                                         std::conditional_t<sizeof(lane) == 2, std::int32_t, std::int64_t>>;
+        using next = std::conditional_t<std::is_signed_v<lane>, twice, std::make_unsigned_t<twice>>;
+        using next_vector [[gnu::vector_size(n * sizeof(next))]] = next;
+        return widen_to_size<bytes, n>(__builtin_convertvector(v, next_vector));
+    }
+}
+#endif
+
+// batch<To, Arch>::size values at p, each converted from From (a narrower integer) to To.
+// xsimd 8.1 does such a load through a stack buffer filled by a scalar copy, which compiles to
+// narrow stores and a wide reload that stalls on store forwarding (Q8_0 ran at a third of its
+// speed). GCC and Clang's generic vectors convert in registers on every target instead.
+template <class To, class Arch, class From>
+xsimd::batch<To, Arch> load_widened(const From* p) noexcept {
+    using batch = xsimd::batch<To, Arch>;
+#if defined(__GNUC__)
+    constexpr std::size_t n = batch::size;
+    using from_vector [[gnu::vector_size(n * sizeof(From))]] = From;
+    using to_vector [[gnu::vector_size(n * sizeof(To))]] = To;
+    static_assert(sizeof(to_vector) == sizeof(typename batch::register_type));
+    from_vector narrow;
+    std::memcpy(&narrow, p, sizeof narrow);
+    return batch(std::bit_cast<typename batch::register_type>(
+        __builtin_convertvector(widen_to_size<sizeof(To), n>(narrow), to_vector)));
+#else
+    return batch::load_unaligned(p);
+#endif
+}
 
 // v << n in every 32-bit lane, spelled as a multiply by 2^n: xsimd 8.1's AVX-512 immediate shift
 // trips a false GCC 12 -Wuninitialized inside <avx512fintrin.h> in every TU that uses it.

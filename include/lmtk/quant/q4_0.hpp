@@ -70,8 +70,8 @@ struct q4_0 {
         static_assert(block_elems % width == 0, "q4_0: a block must be whole batches");
         batch acc0(0.0f), acc1(0.0f);
         const auto block_sum = [](const block& b, const float* xb) noexcept {
-            // Unpack to signed bytes first: a fixed-length byte loop the compiler vectorises,
-            // then the same int8 -> float widening load as Q8_0.
+            // Unpack to signed bytes first (a fixed-length byte loop the compiler vectorises),
+            // then widen to float as Q8_0 does.
             alignas(64) std::int8_t q[block_elems];
             for (std::size_t j = 0; j < half; ++j) {
                 q[j] = static_cast<std::int8_t>((b.qs[j] & 0xF) - 8);
@@ -79,7 +79,7 @@ struct q4_0 {
             }
             batch s(0.0f);
             for (std::size_t j = 0; j < block_elems; j += width)
-                s = xsimd::fma(batch::load_unaligned(q + j), batch::load_unaligned(xb + j), s);
+                s = xsimd::fma(detail::load_widened<float, Arch>(q + j), batch::load_unaligned(xb + j), s);
             return s;
         };
         std::size_t b = 0;

@@ -60,7 +60,7 @@ struct q8_0 {
         const auto block_sum = [](const block& b, const float* xb) noexcept {
             batch s(0.0f);
             for (std::size_t j = 0; j < block_elems; j += width)
-                s = xsimd::fma(batch::load_unaligned(b.qs + j), batch::load_unaligned(xb + j), s);  // int8 -> float
+                s = xsimd::fma(detail::load_widened<float, Arch>(b.qs + j), batch::load_unaligned(xb + j), s);
             return s;
         };
         batch acc0(0.0f), acc1(0.0f);
