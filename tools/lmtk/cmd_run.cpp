@@ -10,13 +10,11 @@ template <class Chain, class KV>
 int run_with(const args& a, Chain chain) {
     pipeline_options po;
     po.context = context_options_from(a);
-    if (a.has("--seed")) {
-        po.seed = a.number<std::uint64_t>("--seed", 0);
-    } else {
-        po.seed = (std::uint64_t(std::random_device{}()) << 32) | std::random_device{}();
-        std::fprintf(stderr, "lmtk: seed = %llu\n", static_cast<unsigned long long>(po.seed));
-    }
+    const bool random_seed = !a.has("--seed");
+    po.seed = random_seed ? (std::uint64_t(std::random_device{}()) << 32) | std::random_device{}()
+                          : a.number<std::uint64_t>("--seed", 0);
     pipeline<cli_set, cli_target, Chain, KV> p(a.require("-m"), po, std::move(chain));
+    if (random_seed) std::fprintf(stderr, "lmtk: seed = %llu\n", static_cast<unsigned long long>(po.seed));
 
     generate_options g;
     g.max_tokens = a.number<int>("-n", -1);
@@ -48,7 +46,7 @@ int run_with(const args& a, Chain chain) {
 int cmd_run(const argv_t& argv) {
     const args a("run", argv,
                  {"-m|--model", "-p|--prompt", "-f|--file", "-n|--n-predict", "--temp", "--top-k", "--top-p", "--min-p",
-                  "--repeat-penalty", "--repeat-last-n", "-s|--seed", "-t|--threads", "-c|--ctx-size", "-b|--batch-size",
+                  "--repeat-penalty", "--repeat-last-n", "--seed|-s", "-t|--threads", "-c|--ctx-size", "-b|--batch-size",
                   "--kv-type", "--stop"},
                  {"--no-display-prompt", "--special", "--ignore-eos"});
     const float temp = a.number<float>("--temp", 0.8f);

@@ -118,9 +118,14 @@ public:
         bool next(std::string& out) {
             out.clear();
             while (finish_ == finish_reason::none) {
-                if (!prompt_done_) {
-                    evaluate_prompt();
-                } else if (last_ >= 0) {  // the last sampled token still has to be run
+                if (!prompt_done_) evaluate_prompt();
+                // The limit is checked before running the last sampled token: nobody needs
+                // the logits that follow it.
+                if (opt_.max_tokens >= 0 && tokens_.size() >= static_cast<std::size_t>(opt_.max_tokens)) {
+                    end(finish_reason::max_tokens, out);
+                    break;
+                }
+                if (last_ >= 0) {  // the last sampled token still has to be run
                     if (p_->context_->n_past() >= p_->context_->n_ctx()) {
                         end(finish_reason::context_full, out);
                         break;
@@ -131,10 +136,6 @@ public:
                     p_->time_.eval_ms += sw.ms();
                     ++p_->time_.n_eval;
                     last_ = -1;
-                }
-                if (opt_.max_tokens >= 0 && tokens_.size() >= static_cast<std::size_t>(opt_.max_tokens)) {
-                    end(finish_reason::max_tokens, out);
-                    break;
                 }
                 const std::int32_t tok = sample();
                 if (!opt_.ignore_eos && p_->tokenizer_->is_eog(tok)) {

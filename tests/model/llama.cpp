@@ -1,0 +1,80 @@
+// Loading and running the Llama forward pass on the real stories260K model.
+#include <catch2/catch.hpp>
+
+#include "support/models.hpp"
+
+#include <lmtk/lmtk.hpp>
+
+#include <cmath>
+#include <vector>
+
+using model_t = lmtk::model::llama<>;
+
+TEST_CASE("stories260K hyperparameters come from the GGUF metadata", "[model]") {
+    const model_t m(lmtk::test::model_path("stories260K.gguf"));
+    const auto& h = m.hparams();
+    CHECK(h.n_embd == 64);
+    CHECK(h.n_layer == 5);
+    CHECK(h.n_head == 8);
+    CHECK(h.n_head_kv == 4);
+    CHECK(h.n_ff == 172);
+    CHECK(h.n_vocab == 512);
+    CHECK(h.head_dim == 8);
+    CHECK(h.rope_dim == 8);
+    CHECK(h.rms_eps == Approx(1e-5f));
+    CHECK(m.output().data != m.token_embedding().data);  // separate output tensor
+}
+
+TEST_CASE("a vocabulary-only GGUF is refused as a model with a clear error", "[model]") {
+    CHECK_THROWS_WITH(model_t(lmtk::test::model_path("vocab/ggml-vocab-llama-spm.gguf")),
+                      Catch::Contains("token_embd.weight") && Catch::Contains("missing"));
+}
+
+template <class KV>
+std::vector<float> logits_one_by_one(const model_t& m, const std::vector<std::int32_t>& ids) {
+    lmtk::model::llama_context<model_t, KV> ctx(m, {.n_ctx = 64, .n_threads = 2});
+    std::vector<float> all;
+    for (const auto id : ids) {
+        const auto l = ctx.decode(std::span(&id, 1));
+        all.insert(all.end(), l.begin(), l.end());
+    }
+    return all;
+}
+
+TEST_CASE("batched prompt evaluation equals token-by-token evaluation", "[model]") {
+    const model_t m(lmtk::test::model_path("stories260K.gguf"));
+    const std::vector<std::int32_t> ids = {1, 403, 407, 261, 378, 432, 9, 347, 285, 261, 378, 432, 9, 347};
+    lmtk::model::llama_context<model_t> batched(m, {.n_ctx = 64, .n_threads = 2, .n_batch = 5});  // 3 chunks
+    std::vector<float> all(ids.size() * m.n_vocab());
+    batched.decode(ids, all.data());
+    const auto one = logits_one_by_one<lmtk::model::kv_f32>(m, ids);
+    REQUIRE(one.size() == all.size());
+    // Same arithmetic in a different grouping: differences are float rounding only.
+    for (std::size_t i = 0; i < all.size(); ++i) CHECK(all[i] == Approx(one[i]).margin(1e-5));
+}
+
+TEST_CASE("an f16 KV cache stays close to the f32 one", "[model]") {
+    const model_t m(lmtk::test::model_path("stories260K.gguf"));
+    const std::vector<std::int32_t> ids = {1, 403, 407, 261, 378, 432, 9, 347};
+    const auto f32 = logits_one_by_one<lmtk::model::kv_f32>(m, ids);
+    const auto f16 = logits_one_by_one<lmtk::model::kv_f16>(m, ids);
+    // fp16 keeps 11 significant bits (relative rounding 2^-11 ~ 5e-4) of each cached value.
+    double max_diff = 0, max_abs = 0;
+    for (std::size_t i = 0; i < f32.size(); ++i) {
+        max_diff = std::max(max_diff, double(std::abs(f32[i] - f16[i])));
+        max_abs = std::max(max_abs, double(std::abs(f32[i])));
+    }
+    CHECK(max_diff / max_abs < 1e-2);
+}
+
+TEST_CASE("decode refuses bad token ids and context overflow", "[model]") {
+    const model_t m(lmtk::test::model_path("stories260K.gguf"));
+    lmtk::model::llama_context<model_t> ctx(m, {.n_ctx = 4, .n_threads = 1});
+    const std::vector<std::int32_t> bad = {1, 512};
+    CHECK_THROWS_WITH(ctx.decode(bad), Catch::Contains("outside the vocabulary"));
+    const std::vector<std::int32_t> five = {1, 2, 3, 4, 5};
+    CHECK_THROWS_WITH(ctx.decode(five), Catch::Contains("context is full"));
+    const std::vector<std::int32_t> four = {1, 2, 3, 4};
+    CHECK_NOTHROW(ctx.decode(four));
+    CHECK(ctx.n_past() == 4);
+}
