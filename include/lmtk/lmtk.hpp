@@ -17,8 +17,10 @@
 #include <lmtk/target/cpu.hpp>
 #include <lmtk/model/hparams.hpp>
 #include <lmtk/model/kv_cache.hpp>
+#include <lmtk/model/source.hpp>
 #include <lmtk/model/llama.hpp>
 #include <lmtk/tokenize/tokenize.hpp>
+#include <lmtk/tokenize/load.hpp>
 #include <lmtk/sample/sample.hpp>
 #include <lmtk/generate/timings.hpp>
 #include <lmtk/generate/text_stream.hpp>

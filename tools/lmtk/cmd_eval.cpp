@@ -14,7 +14,7 @@ int cmd_eval(const argv_t& argv) {
     return with_kv_type(a, [&]<class KV>() {
         const stopwatch load;
         const cli_model m(a.require("-m"));
-        const tokenize::spm_tokenizer tok(tokenize::vocab::from_gguf(m.file()));
+        const auto tok = tokenize::load_tokenizer(m.source());
         std::string prompt = a.get("-p").value_or("");
         if (const auto file = a.get("-f")) prompt = read_file(*file);
         const auto ids = tok.encode(prompt, !a.has("--no-bos") && tok.vocabulary().add_bos(), a.has("--special"));

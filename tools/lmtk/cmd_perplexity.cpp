@@ -16,7 +16,7 @@ int cmd_perplexity(const argv_t& argv) {
     const std::string text = read_file(a.require("-f"));
     return with_kv_type(a, [&]<class KV>() {
         const cli_model m(a.require("-m"));
-        const tokenize::spm_tokenizer tok(tokenize::vocab::from_gguf(m.file()));
+        const auto tok = tokenize::load_tokenizer(m.source());
         const std::size_t n_ctx = a.number<std::size_t>("-c", 512);
         if (n_ctx < 8) fail("perplexity: -c must be at least 8");
         const bool add_bos = tok.vocabulary().add_bos();

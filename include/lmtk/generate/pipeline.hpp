@@ -15,7 +15,7 @@
 #include <lmtk/generate/timings.hpp>
 #include <lmtk/model/llama.hpp>
 #include <lmtk/sample/sample.hpp>
-#include <lmtk/tokenize/tokenize.hpp>
+#include <lmtk/tokenize/load.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -75,7 +75,7 @@ public:
         : chain_(std::move(chain)), gen_(opt.seed) {
         const stopwatch load;
         model_ = std::make_unique<model_type>(model_path);
-        tokenizer_ = std::make_unique<tokenizer_type>(tokenize::vocab::from_gguf(model_->file()));
+        tokenizer_ = std::make_unique<tokenizer_type>(tokenize::load_tokenizer(model_->source()));
         if (tokenizer_->size() != model_->n_vocab())
             fail(model_path, ": the tokenizer has ", tokenizer_->size(), " tokens but the model's vocabulary has ",
                  model_->n_vocab());

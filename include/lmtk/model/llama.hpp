@@ -13,6 +13,7 @@
 #include <lmtk/io/gguf.hpp>
 #include <lmtk/model/hparams.hpp>
 #include <lmtk/model/kv_cache.hpp>
+#include <lmtk/model/source.hpp>
 #include <lmtk/quant/quant.hpp>
 #include <lmtk/target/cpu.hpp>
 
@@ -53,9 +54,12 @@ public:
     using quant_set = Set;
     using target = Target;
 
-    explicit llama(const std::string& path) : file_(path) { bind(); }
+    // Opens a GGUF file (or another source open_weights() knows) and binds every weight.
+    explicit llama(const std::string& path) : llama(open_weights(path)) {}
+    explicit llama(std::unique_ptr<weight_source> src) : src_(std::move(src)) { bind(); }
 
-    const gguf::file& file() const noexcept { return file_; }
+    const weight_source& source() const noexcept { return *src_; }
+    const std::string& path() const noexcept { return src_->path(); }
     const llama_hparams& hparams() const noexcept { return hp_; }
     std::uint32_t n_vocab() const noexcept { return hp_.n_vocab; }
 
@@ -75,13 +79,13 @@ public:
 
 private:
     weight bind_weight(const std::string& name, std::size_t cols, std::size_t rows) const {
-        const gguf::tensor_info& t = file_.tensor(name);
+        const gguf::tensor_info& t = src_->tensor(name);
         if (static_cast<std::size_t>(t.ne[0]) != cols || static_cast<std::size_t>(t.rows()) != rows)
-            fail(file_.path(), ": tensor '", name, "' has shape [", t.ne[0], ", ", t.rows(), "], expected [", cols, ", ",
+            fail(path(), ": tensor '", name, "' has shape [", t.ne[0], ", ", t.rows(), "], expected [", cols, ", ",
                  rows, "]");
         const auto ops = quant::resolve<Set, typename Target::arch>(t.type);
         if (!ops)
-            fail(file_.path(), ": tensor '", name, "' has type ", quant::type_name(t.type),
+            fail(path(), ": tensor '", name, "' has type ", quant::type_name(t.type),
                  ", which this build of lmtk does not include");
         return weight{t.data, *ops, rows, cols};
     }
@@ -94,17 +98,18 @@ private:
     }
 
     void bind() {
-        hp_ = llama_hparams::from_gguf(file_);
-        const gguf::tensor_info& emb = file_.tensor("token_embd.weight");
+        hp_ = src_->hparams();
+        const gguf::tensor_info& emb = src_->tensor("token_embd.weight");
         if (emb.ne[0] != static_cast<std::int64_t>(hp_.n_embd) || emb.rows() <= 0)
-            fail(file_.path(), ": token_embd.weight has ", emb.ne[0], " columns, expected the embedding length ", hp_.n_embd);
+            fail(path(), ": token_embd.weight has ", emb.ne[0], " columns, expected the embedding length ", hp_.n_embd);
         hp_.n_vocab = static_cast<std::uint32_t>(emb.rows());
-        if (auto v = file_.get<std::uint32_t>(hp_.arch + ".vocab_size"); v && *v != hp_.n_vocab)
-            fail(file_.path(), ": vocab_size ", *v, " disagrees with token_embd.weight's ", hp_.n_vocab, " rows");
+        if (const gguf::file* f = src_->gguf_file())
+            if (auto v = f->get<std::uint32_t>(hp_.arch + ".vocab_size"); v && *v != hp_.n_vocab)
+                fail(path(), ": vocab_size ", *v, " disagrees with token_embd.weight's ", hp_.n_vocab, " rows");
 
         const std::size_t d = hp_.n_embd, q = hp_.q_dim(), kv = hp_.kv_dim(), ff = hp_.n_ff;
         tok_embd_ = bind_weight("token_embd.weight", d, hp_.n_vocab);
-        output_ = file_.find_tensor("output.weight") ? bind_weight("output.weight", d, hp_.n_vocab) : tok_embd_;
+        output_ = src_->find_tensor("output.weight") ? bind_weight("output.weight", d, hp_.n_vocab) : tok_embd_;
         output_norm_ = bind_vector("output_norm.weight", d);
         layers_.resize(hp_.n_layer);
         for (std::size_t i = 0; i < hp_.n_layer; ++i) {
@@ -125,7 +130,7 @@ private:
         // when the file carries them (Llama 3.1 style rope_freqs.weight).
         const std::size_t half = hp_.rope_dim / 2;
         std::vector<float> factors;
-        if (file_.find_tensor("rope_freqs.weight")) factors = bind_vector("rope_freqs.weight", half);
+        if (src_->find_tensor("rope_freqs.weight")) factors = bind_vector("rope_freqs.weight", half);
         inv_freq_.resize(half);
         for (std::size_t i = 0; i < half; ++i) {
             double f = std::pow(static_cast<double>(hp_.rope_freq_base), -2.0 * double(i) / double(hp_.rope_dim));
@@ -134,7 +139,7 @@ private:
         }
     }
 
-    gguf::file file_;
+    std::unique_ptr<weight_source> src_;
     llama_hparams hp_;
     weight tok_embd_, output_;
     std::vector<float> output_norm_;

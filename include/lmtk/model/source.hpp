@@ -1,0 +1,57 @@
+#pragma once
+// Where a model's weights and hyperparameters come from. A GGUF file is one source; a Hugging
+// Face checkpoint directory is another. The model binds its weights from a source once, at load,
+// by GGUF tensor names (blk.N.attn_q.weight ...), so the forward pass never knows which it was.
+// The virtual calls here happen only while loading, never per token.
+#include <lmtk/core/error.hpp>
+#include <lmtk/io/gguf.hpp>
+#include <lmtk/model/hparams.hpp>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace lmtk::model {
+
+class weight_source {
+public:
+    virtual ~weight_source() = default;
+
+    virtual const std::string& path() const noexcept = 0;
+    virtual const llama_hparams& hparams() const noexcept = 0;
+    // A tensor by its GGUF name, in GGUF orientation (ne[0] = contiguous input dimension).
+    virtual const gguf::tensor_info* find_tensor(std::string_view name) const noexcept = 0;
+    // The GGUF file behind this source, for metadata such as the vocabulary; nullptr otherwise.
+    virtual const gguf::file* gguf_file() const noexcept { return nullptr; }
+
+    const gguf::tensor_info& tensor(std::string_view name) const {
+        const gguf::tensor_info* t = find_tensor(name);
+        if (!t) fail(path(), ": tensor '", name, "' is missing");
+        return *t;
+    }
+};
+
+class gguf_source final : public weight_source {
+public:
+    explicit gguf_source(const std::string& path) : file_(path), hp_(llama_hparams::from_gguf(file_)) {}
+
+    const std::string& path() const noexcept override { return file_.path(); }
+    const llama_hparams& hparams() const noexcept override { return hp_; }
+    const gguf::tensor_info* find_tensor(std::string_view name) const noexcept override { return file_.find_tensor(name); }
+    const gguf::file* gguf_file() const noexcept override { return &file_; }
+
+private:
+    gguf::file file_;
+    llama_hparams hp_;
+};
+
+// Opens a model path: a GGUF file, or (once the Hugging Face loader is in) a checkpoint folder.
+inline std::unique_ptr<weight_source> open_weights(const std::string& path) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec))
+        fail(path, ": is a directory; Hugging Face checkpoint folders are not supported yet");
+    return std::make_unique<gguf_source>(path);
+}
+
+}  // namespace lmtk::model
