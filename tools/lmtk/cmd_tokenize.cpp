@@ -1,0 +1,58 @@
+// lmtk tokenize: stdin -> token ids on one line. Reads only the GGUF metadata, so it works on
+// vocabulary-only files (llama.cpp's ggml-vocab-*.gguf) as well as full models.
+//
+// The text is taken byte for byte, a trailing newline included (use `printf` or `echo -n` to
+// leave it out). BOS is added when the vocabulary asks for it (tokenizer.ggml.add_bos_token) and
+// --no-bos is absent, and EOS likewise; --special parses control-token texts such as "<s>".
+#include "args.hpp"
+#include "commands.hpp"
+
+#include <lmtk/io/gguf.hpp>
+#include <lmtk/tokenize/tokenize.hpp>
+
+#include <cstdio>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace lmtk::cli {
+
+namespace {
+
+std::string read_stdin() {
+    std::string text;
+    char buf[1 << 16];
+    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, stdin)) > 0;) text.append(buf, n);
+    if (std::ferror(stdin)) fail("lmtk tokenize: error reading stdin");
+    return text;
+}
+
+}  // namespace
+
+int cmd_tokenize(const argv_t& argv) {
+    const args a("tokenize", argv, {"-m|--model"}, {"--no-bos", "--special"});
+    if (!a.positional().empty()) fail("lmtk tokenize: unexpected argument '", a.positional()[0], "' (text comes from stdin)");
+    const gguf::file file(a.require("-m"));
+    tokenize::vocab vocab = tokenize::vocab::from_gguf(file);
+    if (vocab.model() != "llama")
+        fail(file.path(), ": tokenizer model '", vocab.model(), "' is not supported yet (only 'llama', SentencePiece)");
+    const tokenize::spm_tokenizer tok(std::move(vocab));
+    const tokenize::vocab& v = tok.vocabulary();
+
+    const bool add_special = !a.has("--no-bos");
+    std::vector<std::int32_t> ids = tok.encode(read_stdin(), add_special && v.add_bos(), a.has("--special"));
+    if (add_special && v.add_eos() && v.eos() != tokenize::no_token) ids.push_back(v.eos());
+
+    std::string line;
+    line.reserve(ids.size() * 6 + 1);
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        if (i) line.push_back(' ');
+        line += std::to_string(ids[i]);
+    }
+    line.push_back('\n');
+    if (std::fwrite(line.data(), 1, line.size(), stdout) != line.size() || std::fflush(stdout) != 0)
+        fail("lmtk tokenize: error writing stdout");
+    return 0;
+}
+
+}  // namespace lmtk::cli
