@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <new>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -159,6 +160,15 @@ private:
     std::size_t pos_ = 0;
 };
 
+// Counts are only bounded by the file size, and a parsed element takes far more memory than its
+// encoding (a 1-byte u8 item becomes a whole `value`): reserving a claimed count up front would
+// let a large hostile file demand tens of times its size before a byte of it is read. Reserve at
+// most this much; beyond it, vectors grow only as elements are really parsed.
+inline constexpr std::uint64_t max_reserve = std::uint64_t{1} << 16;
+inline std::size_t reserve_hint(std::uint64_t count) noexcept {
+    return static_cast<std::size_t>(count < max_reserve ? count : max_reserve);
+}
+
 // Smallest number of bytes one element of this type can take, to bound counts before allocation.
 inline std::uint64_t min_encoded_size(value_type t) noexcept {
     switch (t) {
@@ -202,7 +212,7 @@ inline value read_value(cursor& c, value_type t, std::size_t depth, std::string_
                                        "' runs past the end of the file"));
             array_value arr;
             arr.elem_type = elem;
-            arr.items.reserve(static_cast<std::size_t>(count));
+            arr.items.reserve(reserve_hint(count));
             for (std::uint64_t i = 0; i < count; ++i) arr.items.push_back(read_value(c, elem, depth + 1, key));
             return {std::move(arr)};
         }
@@ -311,6 +321,16 @@ private:
     }
 
     void parse() {
+        // Memory use is bounded by the file size, not by claimed counts, but a huge file with
+        // huge metadata can still exhaust memory: report that as a load error like any other.
+        try {
+            parse_header();
+        } catch (const std::bad_alloc&) {
+            fail(map_.path(), ": invalid GGUF: metadata too large to hold in memory");
+        }
+    }
+
+    void parse_header() {
         const std::string& p = map_.path();
         detail::cursor c(p, map_.data(), map_.size());
         if (map_.size() < 4) fail(p, ": not a GGUF file (", map_.size(), " bytes, too short for the magic)");
@@ -329,7 +349,7 @@ private:
         if (n_tensors < 0 || static_cast<std::uint64_t>(n_tensors) > c.remaining() / 24)
             c.error(lmtk::detail::concat("tensor count ", n_tensors, " does not fit in the file"));
 
-        kvs_.reserve(static_cast<std::size_t>(n_kv));
+        kvs_.reserve(detail::reserve_hint(static_cast<std::uint64_t>(n_kv)));
         for (std::int64_t i = 0; i < n_kv; ++i) {
             const std::string_view key = c.read_string("metadata key");
             if (key.empty()) c.error("empty metadata key");
@@ -349,7 +369,7 @@ private:
             alignment_ = *u;
         }
 
-        tensors_.reserve(static_cast<std::size_t>(n_tensors));
+        tensors_.reserve(detail::reserve_hint(static_cast<std::uint64_t>(n_tensors)));
         for (std::int64_t i = 0; i < n_tensors; ++i) tensors_.push_back(read_tensor_info(c));
 
         data_offset_ = detail::align_up(c.pos(), alignment_);
@@ -377,13 +397,18 @@ private:
         t.n_dims = c.read<std::uint32_t>(t.name);
         if (t.n_dims > max_dims)
             c.error(lmtk::detail::concat("tensor '", t.name, "' has ", t.n_dims, " dimensions (at most ", max_dims, ")"));
+        // `bound` multiplies the dimensions with zeros counted as ones: a zero-sized tensor such as
+        // [0, 2^62, 2^62] must still be refused, or rows() (ne[1]*ne[2]*ne[3]) would overflow.
+        constexpr auto i64_max = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
         std::uint64_t n = 1;
+        std::uint64_t bound = 1;
         for (std::uint32_t d = 0; d < t.n_dims; ++d) {
             const auto ne = c.read<std::int64_t>(t.name);
             if (ne < 0) c.error(lmtk::detail::concat("tensor '", t.name, "' has negative dimension ", ne));
             t.ne[d] = ne;
-            if (ne != 0 && n > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) / static_cast<std::uint64_t>(ne))
+            if (ne > 1 && bound > i64_max / static_cast<std::uint64_t>(ne))
                 c.error(lmtk::detail::concat("tensor '", t.name, "' element count overflows"));
+            if (ne > 1) bound *= static_cast<std::uint64_t>(ne);
             n *= static_cast<std::uint64_t>(ne);
         }
         t.n_elements = n;
