@@ -1,0 +1,4020 @@
+// lmtk single-header edition: generated from include/lmtk/lmtk.hpp by
+// tools/amalgamate/amalgamate.py (tools/amalgamate/config.json). Do not edit: edit the headers under
+// include/ and run `python3 tools/amalgamate/amalgamate.py` to regenerate single_include/lmtk/lmtk.hpp.
+#pragma once
+// ---- include/lmtk/lmtk.hpp
+// lmtk: header-only toolkit for running large language models locally.
+//
+//   #include <lmtk/lmtk.hpp>
+//
+// brings in everything that needs no extra library: GGUF I/O, the tensor formats and their
+// kernels, the Llama-family model, the native tokenizer, the samplers and the generation
+// pipeline. The sentencepiece adapter (<lmtk/tokenize/sentencepiece.hpp>) is separate because
+// it links libsentencepiece (CMake target lmtk::sentencepiece).
+// #include <lmtk/core/error.hpp>
+// lmtk::error: the one exception type of the library. Load-time and input errors throw it;
+// hot-path kernels are noexcept and never see unchecked input.
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace lmtk {
+
+class error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+namespace detail {
+template <class... Parts>
+std::string concat(Parts&&... parts) {
+    std::ostringstream os;
+    (os << ... << std::forward<Parts>(parts));
+    return os.str();
+}
+}  // namespace detail
+
+// Throws lmtk::error with the parts streamed together: fail("bad magic in ", path).
+template <class... Parts>
+[[noreturn]] void fail(Parts&&... parts) {
+    throw error(detail::concat(std::forward<Parts>(parts)...));
+}
+
+}  // namespace lmtk
+// #include <lmtk/core/fp16.hpp>
+// IEEE binary16 and bfloat16 <-> float32, bit-exact and branch-light. Quant blocks keep their
+// scales as raw uint16_t so that host and device share one layout.
+#include <bit>
+#include <cstdint>
+
+namespace lmtk::core {
+
+constexpr float fp16_to_f32(std::uint16_t h) noexcept {
+    // Shift the half into float position, rescale the exponent by 2^112 (15 -> 127 bias), and
+    // treat inf/NaN separately; subnormal halves come out exact through the multiply.
+    const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
+    const std::uint32_t rest = static_cast<std::uint32_t>(h & 0x7fffu) << 13;
+    if ((h & 0x7c00u) == 0x7c00u) return std::bit_cast<float>(sign | 0x7f800000u | rest);
+    const float magnitude = std::bit_cast<float>(rest) * 0x1p112f;
+    return std::bit_cast<float>(sign | std::bit_cast<std::uint32_t>(magnitude));
+}
+
+constexpr std::uint16_t f32_to_fp16(float f) noexcept {
+    // Round to nearest even, like the hardware conversion (vcvtps2ph with imm 0).
+    const std::uint32_t x = std::bit_cast<std::uint32_t>(f);
+    const std::uint32_t sign = (x >> 16) & 0x8000u;
+    const std::uint32_t ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7e00u | ((ax >> 13) & 0x3ffu));  // NaN
+    if (ax >= 0x477ff000u) return static_cast<std::uint16_t>(sign | 0x7c00u);  // overflow -> inf
+    if (ax < 0x38800000u) {  // result is subnormal or zero
+        // Add 0.5 so that the float adder rounds the mantissa for us (ties to even).
+        const float r = std::bit_cast<float>(ax) + 0.5f;
+        return static_cast<std::uint16_t>(sign | (std::bit_cast<std::uint32_t>(r) - 0x3f000000u));
+    }
+    const std::uint32_t odd = (ax >> 13) & 1u;
+    const std::uint32_t rounded = ax + 0xc8000fffu + odd;  // rebias exponent (-112<<23) and round
+    return static_cast<std::uint16_t>(sign | (rounded >> 13));
+}
+
+constexpr float bf16_to_f32(std::uint16_t b) noexcept {
+    return std::bit_cast<float>(static_cast<std::uint32_t>(b) << 16);
+}
+
+constexpr std::uint16_t f32_to_bf16(float f) noexcept {
+    const std::uint32_t x = std::bit_cast<std::uint32_t>(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((x >> 16) | 0x40u);  // quiet NaN
+    return static_cast<std::uint16_t>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+}  // namespace lmtk::core
+// #include <lmtk/core/mapped_file.hpp>
+// A read-only memory mapping of a whole file. Weights are used in place from the mapping,
+// so a model costs no second copy of its tensors.
+// #include <lmtk/core/error.hpp>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <span>
+#include <string>
+#include <utility>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace lmtk::core {
+
+class mapped_file {
+public:
+    mapped_file() = default;
+    explicit mapped_file(std::string path) : path_(std::move(path)) {
+        const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) fail(path_, ": cannot open: ", std::strerror(errno));
+        struct stat st {};
+        if (::fstat(fd, &st) != 0) {
+            const int e = errno;
+            ::close(fd);
+            fail(path_, ": cannot stat: ", std::strerror(e));
+        }
+        if (!S_ISREG(st.st_mode)) {
+            ::close(fd);
+            fail(path_, ": not a regular file");
+        }
+        size_ = static_cast<std::size_t>(st.st_size);
+        if (size_ > 0) {
+            void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+            if (p == MAP_FAILED) {
+                const int e = errno;
+                ::close(fd);
+                fail(path_, ": cannot map ", size_, " bytes: ", std::strerror(e));
+            }
+            data_ = static_cast<const std::byte*>(p);
+        }
+        ::close(fd);  // the mapping keeps the file alive
+    }
+    mapped_file(const mapped_file&) = delete;
+    mapped_file& operator=(const mapped_file&) = delete;
+    mapped_file(mapped_file&& o) noexcept { swap(o); }
+    mapped_file& operator=(mapped_file&& o) noexcept {
+        if (this != &o) {
+            reset();
+            swap(o);
+        }
+        return *this;
+    }
+    ~mapped_file() { reset(); }
+
+    const std::byte* data() const noexcept { return data_; }
+    std::size_t size() const noexcept { return size_; }
+    std::span<const std::byte> bytes() const noexcept { return {data_, size_}; }
+    const std::string& path() const noexcept { return path_; }
+
+    // Hint that the range will be read soon (weights on first use).
+    void will_need(std::size_t offset, std::size_t length) const noexcept {
+        if (!data_ || offset >= size_) return;
+        const std::size_t page = 4096;
+        const std::size_t start = offset / page * page;
+        ::madvise(const_cast<std::byte*>(data_) + start, std::min(size_ - start, length + (offset - start)),
+                  MADV_WILLNEED);
+    }
+
+private:
+    void reset() noexcept {
+        if (data_) ::munmap(const_cast<std::byte*>(data_), size_);
+        data_ = nullptr;
+        size_ = 0;
+    }
+    void swap(mapped_file& o) noexcept {
+        std::swap(path_, o.path_);
+        std::swap(data_, o.data_);
+        std::swap(size_, o.size_);
+    }
+    std::string path_;
+    const std::byte* data_ = nullptr;
+    std::size_t size_ = 0;
+};
+
+}  // namespace lmtk::core
+// #include <lmtk/core/thread_pool.hpp>
+// A fixed pool of worker threads that run one parallel region at a time.
+//
+// `run(f)` calls f(thread_index, n_threads) on every thread, the caller being thread 0, and
+// returns when all have finished. A forward pass issues a few regions per layer, so the hand-off
+// must cost far less than a kernel: workers spin on an atomic generation counter for a short
+// while before blocking on it (C++20 atomic wait), and the caller spins on the completion count.
+// No allocation happens per region: the callable is passed by reference through a type-erased
+// pointer pair.
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstddef>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+namespace lmtk::core {
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_pause();
+#else
+    std::this_thread::yield();
+#endif
+}
+
+class thread_pool {
+public:
+    // n_threads counts the caller; 0 means one per hardware thread.
+    explicit thread_pool(std::size_t n_threads = 0) {
+        if (n_threads == 0) n_threads = std::max(1u, std::thread::hardware_concurrency());
+        n_threads_ = n_threads;
+        workers_.reserve(n_threads - 1);
+        for (std::size_t i = 1; i < n_threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+    }
+    thread_pool(const thread_pool&) = delete;
+    thread_pool& operator=(const thread_pool&) = delete;
+    ~thread_pool() {
+        stop_.store(true, std::memory_order_relaxed);
+        generation_.fetch_add(1, std::memory_order_release);
+        generation_.notify_all();
+        for (auto& w : workers_) w.join();
+    }
+
+    std::size_t size() const noexcept { return n_threads_; }
+
+    // Runs f(i, n) for i in [0, n) concurrently; f must not throw.
+    template <class F>
+    void run(F&& f) noexcept {
+        if (n_threads_ == 1) {
+            f(std::size_t{0}, std::size_t{1});
+            return;
+        }
+        using Fn = std::remove_reference_t<F>;
+        job_ = const_cast<void*>(static_cast<const void*>(&f));
+        invoke_ = [](void* p, std::size_t i, std::size_t n) noexcept { (*static_cast<Fn*>(p))(i, n); };
+        pending_.store(n_threads_ - 1, std::memory_order_relaxed);
+        generation_.fetch_add(1, std::memory_order_release);
+        generation_.notify_all();
+        f(std::size_t{0}, n_threads_);
+        // Spin while the others finish; yield if they were descheduled (a loaded machine),
+        // so that a spinning caller does not hold the core a worker needs.
+        for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+            if (spins < 4000) cpu_relax();
+            else std::this_thread::yield();
+        }
+    }
+
+    // Like run(), but on the calling thread alone when the work is too small to repay the
+    // hand-off to other threads (a few microseconds).
+    template <class F>
+    void run_sized(std::size_t work, F&& f) noexcept {
+        if (work < min_parallel_work) f(std::size_t{0}, std::size_t{1});
+        else run(std::forward<F>(f));
+    }
+    // Below this many multiply-adds a region runs on one thread.
+    static constexpr std::size_t min_parallel_work = std::size_t{1} << 15;
+
+    // Splits [0, total) into n nearly equal contiguous parts; returns part i.
+    static std::pair<std::size_t, std::size_t> split(std::size_t total, std::size_t i, std::size_t n) noexcept {
+        const std::size_t base = total / n, extra = total % n;
+        const std::size_t begin = i * base + std::min(i, extra);
+        return {begin, begin + base + (i < extra ? 1 : 0)};
+    }
+
+private:
+    void worker_loop(std::size_t index) noexcept {
+        std::uint64_t seen = 0;
+        for (;;) {
+            // Spin first: between the regions of one forward pass the gap is microseconds.
+            std::uint64_t g = generation_.load(std::memory_order_acquire);
+            for (int spins = 0; g == seen && spins < 20000; ++spins) {
+                cpu_relax();
+                g = generation_.load(std::memory_order_acquire);
+            }
+            while (g == seen) {
+                generation_.wait(seen, std::memory_order_acquire);
+                g = generation_.load(std::memory_order_acquire);
+            }
+            seen = g;
+            if (stop_.load(std::memory_order_relaxed)) return;
+            invoke_(job_, index, n_threads_);
+            pending_.fetch_sub(1, std::memory_order_acq_rel);
+        }
+    }
+
+    std::size_t n_threads_ = 1;
+    std::vector<std::thread> workers_;
+    alignas(64) std::atomic<std::uint64_t> generation_{0};
+    alignas(64) std::atomic<std::size_t> pending_{0};
+    std::atomic<bool> stop_{false};
+    void* job_ = nullptr;
+    void (*invoke_)(void*, std::size_t, std::size_t) noexcept = nullptr;
+};
+
+}  // namespace lmtk::core
+// #include <lmtk/io/gguf.hpp>
+// GGUF v2/v3 reader over a memory-mapped file.
+//
+// Every read is bounds-checked against the mapping, every count is checked against the bytes
+// that remain before anything is allocated for it, and every tensor is checked to lie inside the
+// data section, aligned, with a known type and a shape whose byte size does not overflow. A
+// broken or hostile file therefore ends in an lmtk::error naming the file and the problem, never
+// in undefined behaviour. String values are views into the mapping: the file outlives them.
+// #include <lmtk/core/error.hpp>
+// #include <lmtk/core/mapped_file.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+// ggml tensor type ids as stored in GGUF files, and their block geometry. The ids are on-disk
+// values: removed formats keep their gaps, nothing is ever renumbered.
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace lmtk::quant {
+
+enum class ggml_type : std::uint32_t {
+    f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q5_0 = 6, q5_1 = 7, q8_0 = 8, q8_1 = 9,
+    q2_k = 10, q3_k = 11, q4_k = 12, q5_k = 13, q6_k = 14, q8_k = 15,
+    iq2_xxs = 16, iq2_xs = 17, iq3_xxs = 18, iq1_s = 19, iq4_nl = 20, iq3_s = 21, iq2_s = 22,
+    iq4_xs = 23, i8 = 24, i16 = 25, i32 = 26, i64 = 27, f64 = 28, iq1_m = 29, bf16 = 30,
+    tq1_0 = 34, tq2_0 = 35,
+};
+
+// Geometry of one type: `block_elems` consecutive values along a row take `block_bytes` bytes.
+struct type_traits {
+    ggml_type type;
+    std::string_view name;
+    std::size_t block_elems;
+    std::size_t block_bytes;
+};
+
+inline constexpr type_traits known_types[] = {
+    {ggml_type::f32, "F32", 1, 4},         {ggml_type::f16, "F16", 1, 2},
+    {ggml_type::q4_0, "Q4_0", 32, 18},     {ggml_type::q4_1, "Q4_1", 32, 20},
+    {ggml_type::q5_0, "Q5_0", 32, 22},     {ggml_type::q5_1, "Q5_1", 32, 24},
+    {ggml_type::q8_0, "Q8_0", 32, 34},     {ggml_type::q8_1, "Q8_1", 32, 36},
+    {ggml_type::q2_k, "Q2_K", 256, 84},    {ggml_type::q3_k, "Q3_K", 256, 110},
+    {ggml_type::q4_k, "Q4_K", 256, 144},   {ggml_type::q5_k, "Q5_K", 256, 176},
+    {ggml_type::q6_k, "Q6_K", 256, 210},   {ggml_type::q8_k, "Q8_K", 256, 292},
+    {ggml_type::iq2_xxs, "IQ2_XXS", 256, 66}, {ggml_type::iq2_xs, "IQ2_XS", 256, 74},
+    {ggml_type::iq3_xxs, "IQ3_XXS", 256, 98}, {ggml_type::iq1_s, "IQ1_S", 256, 50},
+    {ggml_type::iq4_nl, "IQ4_NL", 32, 18},  {ggml_type::iq3_s, "IQ3_S", 256, 110},
+    {ggml_type::iq2_s, "IQ2_S", 256, 82},   {ggml_type::iq4_xs, "IQ4_XS", 256, 136},
+    {ggml_type::i8, "I8", 1, 1},            {ggml_type::i16, "I16", 1, 2},
+    {ggml_type::i32, "I32", 1, 4},          {ggml_type::i64, "I64", 1, 8},
+    {ggml_type::f64, "F64", 1, 8},          {ggml_type::iq1_m, "IQ1_M", 256, 56},
+    {ggml_type::bf16, "BF16", 1, 2},        {ggml_type::tq1_0, "TQ1_0", 256, 54},
+    {ggml_type::tq2_0, "TQ2_0", 256, 66},
+};
+
+// nullopt for an id that no known ggml version defines (a hostile or future file).
+constexpr std::optional<type_traits> traits_of(std::uint32_t id) noexcept {
+    for (const type_traits& t : known_types)
+        if (static_cast<std::uint32_t>(t.type) == id) return t;
+    return std::nullopt;
+}
+
+constexpr type_traits traits_of(ggml_type t) noexcept { return *traits_of(static_cast<std::uint32_t>(t)); }
+
+constexpr std::string_view type_name(ggml_type t) noexcept {
+    const auto tr = traits_of(static_cast<std::uint32_t>(t));
+    return tr ? tr->name : std::string_view("unknown");
+}
+
+// Parses "Q4_0", "q4_0", "f16"... as written by users on the command line.
+inline std::optional<ggml_type> type_from_name(std::string_view s) noexcept {
+    for (const type_traits& t : known_types) {
+        if (t.name.size() != s.size()) continue;
+        bool same = true;
+        for (std::size_t i = 0; i < s.size() && same; ++i) {
+            char c = s[i];
+            if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+            same = c == t.name[i];
+        }
+        if (same) return t.type;
+    }
+    return std::nullopt;
+}
+
+}  // namespace lmtk::quant
+
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <new>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+namespace lmtk::gguf {
+
+inline constexpr std::uint32_t magic = 0x46554747;  // "GGUF" read as little-endian u32
+inline constexpr std::uint32_t default_alignment = 32;
+inline constexpr std::size_t max_dims = 4;
+inline constexpr std::size_t max_name_bytes = 63;     // ggml's GGML_MAX_NAME - 1
+inline constexpr std::size_t max_array_depth = 16;    // nested arrays deeper than this are refused
+
+enum class value_type : std::uint32_t {
+    u8 = 0, i8 = 1, u16 = 2, i16 = 3, u32 = 4, i32 = 5, f32 = 6, boolean = 7,
+    string = 8, array = 9, u64 = 10, i64 = 11, f64 = 12,
+};
+
+constexpr std::string_view value_type_name(value_type t) noexcept {
+    constexpr std::string_view names[] = {"u8",  "i8",  "u16",    "i16",   "u32", "i32", "f32",
+                                          "bool", "string", "array", "u64", "i64", "f64"};
+    const auto i = static_cast<std::uint32_t>(t);
+    return i < std::size(names) ? names[i] : std::string_view("invalid");
+}
+
+struct value;
+struct array_value {
+    value_type elem_type = value_type::u8;
+    std::vector<value> items;
+};
+
+// One metadata value. Scalars are stored by type; strings view into the mapped file.
+struct value {
+    using storage = std::variant<std::uint8_t, std::int8_t, std::uint16_t, std::int16_t, std::uint32_t,
+                                 std::int32_t, float, bool, std::string_view, array_value, std::uint64_t,
+                                 std::int64_t, double>;
+    storage data;
+
+    value_type type() const noexcept { return static_cast<value_type>(data.index()); }
+    bool is_integer() const noexcept {
+        switch (type()) {
+            case value_type::u8: case value_type::i8: case value_type::u16: case value_type::i16:
+            case value_type::u32: case value_type::i32: case value_type::u64: case value_type::i64:
+                return true;
+            default:
+                return false;
+        }
+    }
+    const array_value* as_array() const noexcept { return std::get_if<array_value>(&data); }
+    const std::string_view* as_string() const noexcept { return std::get_if<std::string_view>(&data); }
+    // Any integer or bool value as int64 (u64 above INT64_MAX yields nullopt).
+    std::optional<std::int64_t> as_int() const noexcept {
+        return std::visit(
+            [](const auto& v) -> std::optional<std::int64_t> {
+                using T = std::decay_t<decltype(v)>;
+                if constexpr (std::is_same_v<T, bool>) return v ? 1 : 0;
+                else if constexpr (std::is_same_v<T, std::uint64_t>) {
+                    if (v > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) return std::nullopt;
+                    return static_cast<std::int64_t>(v);
+                } else if constexpr (std::is_integral_v<T>) return static_cast<std::int64_t>(v);
+                else return std::nullopt;
+            },
+            data);
+    }
+    // Any numeric value as double.
+    std::optional<double> as_number() const noexcept {
+        return std::visit(
+            [](const auto& v) -> std::optional<double> {
+                using T = std::decay_t<decltype(v)>;
+                if constexpr (std::is_arithmetic_v<T>) return static_cast<double>(v);
+                else return std::nullopt;
+            },
+            data);
+    }
+};
+
+struct kv {
+    std::string_view key;
+    value val;
+};
+
+struct tensor_info {
+    std::string_view name;
+    std::array<std::int64_t, max_dims> ne{1, 1, 1, 1};  // ne[0] is the contiguous dimension
+    std::uint32_t n_dims = 0;
+    quant::ggml_type type = quant::ggml_type::f32;
+    std::uint64_t offset = 0;       // relative to the data section
+    std::uint64_t n_elements = 0;
+    std::uint64_t n_bytes = 0;
+    const std::byte* data = nullptr;  // into the mapping
+
+    std::int64_t rows() const noexcept { return ne[1] * ne[2] * ne[3]; }
+    std::int64_t row_elems() const noexcept { return ne[0]; }
+    std::uint64_t row_bytes() const noexcept { return n_elements == 0 ? 0 : n_bytes / static_cast<std::uint64_t>(rows()); }
+};
+
+namespace detail {
+
+// Cursor over the header bytes. Every read checks the remaining length first.
+class cursor {
+public:
+    cursor(const std::string& path, const std::byte* base, std::size_t size) : path_(path), base_(base), size_(size) {}
+
+    std::size_t pos() const noexcept { return pos_; }
+    std::size_t remaining() const noexcept { return size_ - pos_; }
+
+    [[noreturn]] void error(std::string_view what) const {
+        fail(path_, ": invalid GGUF: ", what, " (at byte ", pos_, " of ", size_, ")");
+    }
+
+    void need(std::uint64_t n, std::string_view what) const {
+        if (n > remaining()) {
+            fail(path_, ": invalid GGUF: truncated while reading ", what, " (needs ", n, " bytes at offset ", pos_,
+                 ", file has ", size_, ")");
+        }
+    }
+
+    template <class T>
+    T read(std::string_view what) {
+        static_assert(std::is_trivially_copyable_v<T>);
+        need(sizeof(T), what);
+        T v;
+        std::memcpy(&v, base_ + pos_, sizeof(T));  // no alignment assumption
+        pos_ += sizeof(T);
+        return v;
+    }
+
+    std::string_view read_string(std::string_view what) {
+        const auto len = read<std::uint64_t>(what);
+        need(len, what);
+        std::string_view s(reinterpret_cast<const char*>(base_ + pos_), static_cast<std::size_t>(len));
+        pos_ += static_cast<std::size_t>(len);
+        return s;
+    }
+
+private:
+    const std::string& path_;
+    const std::byte* base_;
+    std::size_t size_;
+    std::size_t pos_ = 0;
+};
+
+// Counts are only bounded by the file size, and a parsed element takes far more memory than its
+// encoding (a 1-byte u8 item becomes a whole `value`): reserving a claimed count up front would
+// let a large hostile file demand tens of times its size before a byte of it is read. Reserve at
+// most this much; beyond it, vectors grow only as elements are really parsed.
+inline constexpr std::uint64_t max_reserve = std::uint64_t{1} << 16;
+inline std::size_t reserve_hint(std::uint64_t count) noexcept {
+    return static_cast<std::size_t>(count < max_reserve ? count : max_reserve);
+}
+
+// Smallest number of bytes one element of this type can take, to bound counts before allocation.
+inline std::uint64_t min_encoded_size(value_type t) noexcept {
+    switch (t) {
+        case value_type::u8: case value_type::i8: case value_type::boolean: return 1;
+        case value_type::u16: case value_type::i16: return 2;
+        case value_type::u32: case value_type::i32: case value_type::f32: return 4;
+        case value_type::u64: case value_type::i64: case value_type::f64: case value_type::string: return 8;
+        case value_type::array: return 12;
+    }
+    return 1;
+}
+
+inline value read_value(cursor& c, value_type t, std::size_t depth, std::string_view key) {
+    switch (t) {
+        case value_type::u8: return {c.read<std::uint8_t>(key)};
+        case value_type::i8: return {c.read<std::int8_t>(key)};
+        case value_type::u16: return {c.read<std::uint16_t>(key)};
+        case value_type::i16: return {c.read<std::int16_t>(key)};
+        case value_type::u32: return {c.read<std::uint32_t>(key)};
+        case value_type::i32: return {c.read<std::int32_t>(key)};
+        case value_type::f32: return {c.read<float>(key)};
+        case value_type::boolean: {
+            const auto b = c.read<std::uint8_t>(key);
+            if (b > 1) c.error(lmtk::detail::concat("bool value ", int(b), " for key '", key, "'"));
+            return {b != 0};
+        }
+        case value_type::string: return {c.read_string(key)};
+        case value_type::u64: return {c.read<std::uint64_t>(key)};
+        case value_type::i64: return {c.read<std::int64_t>(key)};
+        case value_type::f64: return {c.read<double>(key)};
+        case value_type::array: {
+            if (depth >= max_array_depth) c.error(lmtk::detail::concat("arrays nested too deeply for key '", key, "'"));
+            const auto raw_elem = c.read<std::uint32_t>(key);
+            if (raw_elem > static_cast<std::uint32_t>(value_type::f64))
+                c.error(lmtk::detail::concat("unknown array element type ", raw_elem, " for key '", key, "'"));
+            const auto elem = static_cast<value_type>(raw_elem);
+            const auto count = c.read<std::uint64_t>(key);
+            // A count the remaining bytes cannot hold is refused before anything is reserved.
+            if (count > c.remaining() / min_encoded_size(elem))
+                c.error(lmtk::detail::concat("array of ", count, " ", value_type_name(elem), " for key '", key,
+                                       "' runs past the end of the file"));
+            array_value arr;
+            arr.elem_type = elem;
+            arr.items.reserve(reserve_hint(count));
+            for (std::uint64_t i = 0; i < count; ++i) arr.items.push_back(read_value(c, elem, depth + 1, key));
+            return {std::move(arr)};
+        }
+    }
+    c.error(lmtk::detail::concat("unknown value type ", static_cast<std::uint32_t>(t), " for key '", key, "'"));
+}
+
+constexpr std::uint64_t align_up(std::uint64_t x, std::uint64_t a) noexcept { return (x + a - 1) / a * a; }
+
+}  // namespace detail
+
+class file {
+public:
+    explicit file(const std::string& path) : map_(path) { parse(); }
+    explicit file(core::mapped_file map) : map_(std::move(map)) { parse(); }
+
+    file(const file&) = delete;
+    file& operator=(const file&) = delete;
+    file(file&&) noexcept = default;
+    file& operator=(file&&) noexcept = default;
+
+    const std::string& path() const noexcept { return map_.path(); }
+    std::uint32_t version() const noexcept { return version_; }
+    std::uint32_t alignment() const noexcept { return alignment_; }
+    std::uint64_t data_offset() const noexcept { return data_offset_; }
+    const core::mapped_file& mapping() const noexcept { return map_; }
+
+    const std::vector<kv>& metadata() const noexcept { return kvs_; }
+    const std::vector<tensor_info>& tensors() const noexcept { return tensors_; }
+
+    const value* find(std::string_view key) const noexcept {
+        const auto it = kv_index_.find(key);
+        return it == kv_index_.end() ? nullptr : &kvs_[it->second].val;
+    }
+    const tensor_info* find_tensor(std::string_view name) const noexcept {
+        const auto it = tensor_index_.find(name);
+        return it == tensor_index_.end() ? nullptr : &tensors_[it->second];
+    }
+    const tensor_info& tensor(std::string_view name) const {
+        const tensor_info* t = find_tensor(name);
+        if (!t) fail(path(), ": tensor '", name, "' is missing");
+        return *t;
+    }
+
+    // Typed metadata access. Integers convert between widths when the value fits; a wrong type
+    // or an out-of-range value is an error naming the key.
+    template <class T>
+    std::optional<T> get(std::string_view key) const {
+        const value* v = find(key);
+        if (!v) return std::nullopt;
+        return convert<T>(*v, key);
+    }
+    template <class T>
+    T require(std::string_view key) const {
+        auto v = get<T>(key);
+        if (!v) fail(path(), ": required metadata key '", key, "' is missing");
+        return *v;
+    }
+    template <class T>
+    T get_or(std::string_view key, T fallback) const {
+        auto v = get<T>(key);
+        return v ? *v : fallback;
+    }
+    // Arrays of scalars or strings as vectors; nullopt when the key is absent.
+    template <class T>
+    std::optional<std::vector<T>> get_array(std::string_view key) const {
+        const value* v = find(key);
+        if (!v) return std::nullopt;
+        const array_value* a = v->as_array();
+        if (!a) fail(path(), ": metadata key '", key, "' is ", value_type_name(v->type()), ", expected an array");
+        std::vector<T> out;
+        out.reserve(a->items.size());
+        for (const value& item : a->items) out.push_back(convert<T>(item, key));
+        return out;
+    }
+
+private:
+    template <class T>
+    T convert(const value& v, std::string_view key) const {
+        if constexpr (std::is_same_v<T, std::string_view> || std::is_same_v<T, std::string>) {
+            if (const auto* s = v.as_string()) return T(*s);
+            fail(path(), ": metadata key '", key, "' is ", value_type_name(v.type()), ", expected a string");
+        } else if constexpr (std::is_same_v<T, bool>) {
+            if (const bool* b = std::get_if<bool>(&v.data)) return *b;
+            if (v.is_integer()) return *v.as_int() != 0;
+            fail(path(), ": metadata key '", key, "' is ", value_type_name(v.type()), ", expected a bool");
+        } else if constexpr (std::is_integral_v<T>) {
+            if (v.is_integer()) {
+                if (v.type() == value_type::u64) {
+                    const auto u = std::get<std::uint64_t>(v.data);
+                    if (u <= static_cast<std::uint64_t>(std::numeric_limits<T>::max())) return static_cast<T>(u);
+                } else {
+                    const std::int64_t i = *v.as_int();
+                    if (std::in_range<T>(i)) return static_cast<T>(i);
+                }
+                fail(path(), ": metadata key '", key, "' value is out of range");
+            }
+            fail(path(), ": metadata key '", key, "' is ", value_type_name(v.type()), ", expected an integer");
+        } else if constexpr (std::is_floating_point_v<T>) {
+            if (v.type() != value_type::array && v.type() != value_type::string && v.type() != value_type::boolean)
+                return static_cast<T>(*v.as_number());
+            fail(path(), ": metadata key '", key, "' is ", value_type_name(v.type()), ", expected a number");
+        } else {
+            static_assert(sizeof(T) == 0, "unsupported metadata type");
+        }
+    }
+
+    void parse() {
+        // Memory use is bounded by the file size, not by claimed counts, but a huge file with
+        // huge metadata can still exhaust memory: report that as a load error like any other.
+        try {
+            parse_header();
+        } catch (const std::bad_alloc&) {
+            fail(map_.path(), ": invalid GGUF: metadata too large to hold in memory");
+        }
+    }
+
+    void parse_header() {
+        const std::string& p = map_.path();
+        detail::cursor c(p, map_.data(), map_.size());
+        if (map_.size() < 4) fail(p, ": not a GGUF file (", map_.size(), " bytes, too short for the magic)");
+        const auto m = c.read<std::uint32_t>("magic");
+        if (m != magic) fail(p, ": not a GGUF file (bad magic)");
+        version_ = c.read<std::uint32_t>("version");
+        if (version_ == 0x03000000u || version_ == 0x02000000u)
+            fail(p, ": big-endian GGUF files are not supported");
+        if (version_ != 2 && version_ != 3)
+            fail(p, ": unsupported GGUF version ", version_, " (supported: 2 and 3)");
+        const auto n_tensors = c.read<std::int64_t>("tensor count");
+        const auto n_kv = c.read<std::int64_t>("metadata count");
+        // Each kv takes at least 8 (key length) + 4 (type) + 1 bytes; each tensor info at least 8+4+4+8.
+        if (n_kv < 0 || static_cast<std::uint64_t>(n_kv) > c.remaining() / 13)
+            c.error(lmtk::detail::concat("metadata count ", n_kv, " does not fit in the file"));
+        if (n_tensors < 0 || static_cast<std::uint64_t>(n_tensors) > c.remaining() / 24)
+            c.error(lmtk::detail::concat("tensor count ", n_tensors, " does not fit in the file"));
+
+        kvs_.reserve(detail::reserve_hint(static_cast<std::uint64_t>(n_kv)));
+        for (std::int64_t i = 0; i < n_kv; ++i) {
+            const std::string_view key = c.read_string("metadata key");
+            if (key.empty()) c.error("empty metadata key");
+            const auto raw_type = c.read<std::uint32_t>(key);
+            if (raw_type > static_cast<std::uint32_t>(value_type::f64))
+                c.error(lmtk::detail::concat("unknown value type ", raw_type, " for key '", key, "'"));
+            value v = detail::read_value(c, static_cast<value_type>(raw_type), 0, key);
+            if (!kv_index_.emplace(key, kvs_.size()).second) c.error(lmtk::detail::concat("duplicate metadata key '", key, "'"));
+            kvs_.push_back({key, std::move(v)});
+        }
+
+        alignment_ = default_alignment;
+        if (const value* a = find("general.alignment")) {
+            const auto* u = std::get_if<std::uint32_t>(&a->data);
+            if (!u) fail(p, ": invalid GGUF: general.alignment must be u32, not ", value_type_name(a->type()));
+            if (*u == 0 || (*u & (*u - 1)) != 0) fail(p, ": invalid GGUF: general.alignment ", *u, " is not a power of two");
+            alignment_ = *u;
+        }
+
+        tensors_.reserve(detail::reserve_hint(static_cast<std::uint64_t>(n_tensors)));
+        for (std::int64_t i = 0; i < n_tensors; ++i) tensors_.push_back(read_tensor_info(c));
+
+        data_offset_ = detail::align_up(c.pos(), alignment_);
+        if (data_offset_ > map_.size()) {
+            if (n_tensors > 0) fail(p, ": invalid GGUF: truncated before the tensor data section");
+            data_offset_ = map_.size();
+        }
+        const std::uint64_t data_size = map_.size() - data_offset_;
+        for (tensor_info& t : tensors_) {
+            if (t.offset % alignment_ != 0)
+                fail(p, ": invalid GGUF: tensor '", t.name, "' data offset ", t.offset, " is not a multiple of the alignment ",
+                     alignment_);
+            if (t.offset > data_size || t.n_bytes > data_size - t.offset)
+                fail(p, ": invalid GGUF: tensor '", t.name, "' data [", t.offset, ", ", t.offset + t.n_bytes,
+                     ") lies outside the data section of ", data_size, " bytes (truncated file?)");
+            t.data = map_.data() + data_offset_ + t.offset;
+        }
+    }
+
+    tensor_info read_tensor_info(detail::cursor& c) {
+        tensor_info t;
+        t.name = c.read_string("tensor name");
+        if (t.name.size() > max_name_bytes)
+            c.error(lmtk::detail::concat("tensor name of ", t.name.size(), " bytes is longer than ", max_name_bytes));
+        t.n_dims = c.read<std::uint32_t>(t.name);
+        if (t.n_dims > max_dims)
+            c.error(lmtk::detail::concat("tensor '", t.name, "' has ", t.n_dims, " dimensions (at most ", max_dims, ")"));
+        // `bound` multiplies the dimensions with zeros counted as ones: a zero-sized tensor such as
+        // [0, 2^62, 2^62] must still be refused, or rows() (ne[1]*ne[2]*ne[3]) would overflow.
+        constexpr auto i64_max = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+        std::uint64_t n = 1;
+        std::uint64_t bound = 1;
+        for (std::uint32_t d = 0; d < t.n_dims; ++d) {
+            const auto ne = c.read<std::int64_t>(t.name);
+            if (ne < 0) c.error(lmtk::detail::concat("tensor '", t.name, "' has negative dimension ", ne));
+            t.ne[d] = ne;
+            if (ne > 1 && bound > i64_max / static_cast<std::uint64_t>(ne))
+                c.error(lmtk::detail::concat("tensor '", t.name, "' element count overflows"));
+            if (ne > 1) bound *= static_cast<std::uint64_t>(ne);
+            n *= static_cast<std::uint64_t>(ne);
+        }
+        t.n_elements = n;
+        const auto raw_type = c.read<std::uint32_t>(t.name);
+        const auto traits = quant::traits_of(raw_type);
+        if (!traits) c.error(lmtk::detail::concat("tensor '", t.name, "' has unknown type id ", raw_type));
+        t.type = traits->type;
+        if (t.ne[0] % static_cast<std::int64_t>(traits->block_elems) != 0)
+            c.error(lmtk::detail::concat("tensor '", t.name, "' row of ", t.ne[0], " elements is not a multiple of the ",
+                                   traits->name, " block size ", traits->block_elems));
+        const std::uint64_t blocks = n / traits->block_elems;
+        if (blocks > std::numeric_limits<std::uint64_t>::max() / traits->block_bytes)
+            c.error(lmtk::detail::concat("tensor '", t.name, "' byte size overflows"));
+        t.n_bytes = blocks * traits->block_bytes;
+        t.offset = c.read<std::uint64_t>(t.name);
+        if (!tensor_index_.emplace(t.name, tensors_.size()).second)
+            c.error(lmtk::detail::concat("duplicate tensor name '", t.name, "'"));
+        return t;
+    }
+
+    core::mapped_file map_;
+    std::uint32_t version_ = 0;
+    std::uint32_t alignment_ = default_alignment;
+    std::uint64_t data_offset_ = 0;
+    std::vector<kv> kvs_;
+    std::vector<tensor_info> tensors_;
+    std::unordered_map<std::string_view, std::size_t> kv_index_;
+    std::unordered_map<std::string_view, std::size_t> tensor_index_;
+};
+
+}  // namespace lmtk::gguf
+// #include <lmtk/io/gguf_writer.hpp>
+// GGUF v3 writer: metadata of every value type (nested arrays included) and tensors given as
+// bytes or as a callback that streams them, written so that lmtk::gguf::file reads back exactly
+// what was set.
+//
+// Everything that the reader would refuse (an unknown type, a bad shape, a name too long, a
+// wrongly typed general.alignment, arrays nested too deeply) is refused here when it is added,
+// so a file this writer produces always loads. The file is written under a temporary name in
+// the destination folder and renamed over the final name only once it is complete and synced:
+// a failed or interrupted write never leaves a half file under the final name, and a file that
+// is being read (mapped) while it is replaced keeps its old contents for the reader.
+// #include <lmtk/core/error.hpp>
+// #include <lmtk/io/gguf.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <initializer_list>
+#include <limits>
+#include <ranges>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace lmtk::gguf {
+
+namespace detail {
+
+// The GGUF value type that stores a C++ type; strings are anything viewable as std::string_view.
+template <class T>
+constexpr value_type value_type_for() {
+    if constexpr (std::is_same_v<T, bool>) return value_type::boolean;
+    else if constexpr (std::is_same_v<T, std::uint8_t>) return value_type::u8;
+    else if constexpr (std::is_same_v<T, std::int8_t>) return value_type::i8;
+    else if constexpr (std::is_same_v<T, std::uint16_t>) return value_type::u16;
+    else if constexpr (std::is_same_v<T, std::int16_t>) return value_type::i16;
+    else if constexpr (std::is_same_v<T, std::uint32_t>) return value_type::u32;
+    else if constexpr (std::is_same_v<T, std::int32_t>) return value_type::i32;
+    else if constexpr (std::is_same_v<T, float>) return value_type::f32;
+    else if constexpr (std::is_same_v<T, std::uint64_t>) return value_type::u64;
+    else if constexpr (std::is_same_v<T, std::int64_t>) return value_type::i64;
+    else if constexpr (std::is_same_v<T, double>) return value_type::f64;
+    else if constexpr (std::is_same_v<T, array_value>) return value_type::array;
+    else if constexpr (std::is_convertible_v<const T&, std::string_view>) return value_type::string;
+    else static_assert(sizeof(T) == 0, "no GGUF value type stores this C++ type");
+}
+
+// Buffered output to a temporary file next to `final_path`; commit() syncs it and renames it
+// into place. Destroyed uncommitted (an exception on the way), it removes the temporary file.
+class output_file {
+public:
+    explicit output_file(std::string final_path) : final_(std::move(final_path)) {
+        // The temporary lives in the destination folder so that rename() is atomic (same file
+        // system). O_EXCL plus a per-process counter keeps concurrent writers apart; mode 0666
+        // lets the umask decide the permissions, as for any new file.
+        static std::atomic<unsigned> counter{0};
+        for (int attempt = 0; attempt < 100 && fd_ < 0; ++attempt) {
+            temp_ = lmtk::detail::concat(final_, ".tmp.", ::getpid(), ".", counter.fetch_add(1));
+            fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+            if (fd_ < 0 && errno != EEXIST) fail(final_, ": cannot create ", temp_, ": ", std::strerror(errno));
+        }
+        if (fd_ < 0) fail(final_, ": cannot create a temporary file next to it");
+        buf_.reserve(buf_cap);
+    }
+    output_file(const output_file&) = delete;
+    output_file& operator=(const output_file&) = delete;
+    ~output_file() {
+        if (fd_ >= 0) {
+            ::close(fd_);
+            ::unlink(temp_.c_str());
+        }
+    }
+
+    const std::string& path() const noexcept { return final_; }
+    std::uint64_t pos() const noexcept { return pos_; }
+
+    void write(const void* p, std::size_t n) {
+        const auto* b = static_cast<const char*>(p);
+        pos_ += n;
+        if (buf_.size() + n <= buf_cap) {
+            buf_.insert(buf_.end(), b, b + n);
+            return;
+        }
+        flush();
+        if (n < buf_cap) buf_.insert(buf_.end(), b, b + n);
+        else write_all(b, n);  // large tensors go straight to the file, not through the buffer
+    }
+    void pad_to(std::uint64_t alignment) {
+        static constexpr char zeros[256] = {};
+        std::uint64_t n = gguf::detail::align_up(pos_, alignment) - pos_;
+        while (n > 0) {
+            const auto k = static_cast<std::size_t>(std::min<std::uint64_t>(n, sizeof zeros));
+            write(zeros, k);
+            n -= k;
+        }
+    }
+
+    void commit() {
+        flush();
+        if (::fsync(fd_) != 0) fail(final_, ": cannot sync ", temp_, ": ", std::strerror(errno));
+        const int fd = fd_;
+        fd_ = -1;
+        if (::close(fd) != 0) {
+            const int e = errno;
+            ::unlink(temp_.c_str());
+            fail(final_, ": cannot close ", temp_, ": ", std::strerror(e));
+        }
+        if (::rename(temp_.c_str(), final_.c_str()) != 0) {
+            const int e = errno;
+            ::unlink(temp_.c_str());
+            fail(final_, ": cannot rename ", temp_, " to it: ", std::strerror(e));
+        }
+        // Make the rename itself durable; failing here is harmless for correctness, so ignored.
+        std::string dir = std::filesystem::path(final_).parent_path().string();
+        if (dir.empty()) dir = ".";
+        if (const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
+            (void)::fsync(dfd);
+            ::close(dfd);
+        }
+    }
+
+private:
+    static constexpr std::size_t buf_cap = std::size_t{1} << 20;
+
+    void flush() {
+        write_all(buf_.data(), buf_.size());
+        buf_.clear();
+    }
+    void write_all(const char* p, std::size_t n) {
+        while (n > 0) {
+            const ::ssize_t w = ::write(fd_, p, n);
+            if (w < 0) {
+                if (errno == EINTR) continue;
+                fail(final_, ": cannot write ", temp_, ": ", std::strerror(errno));
+            }
+            p += w;
+            n -= static_cast<std::size_t>(w);
+        }
+    }
+
+    std::string final_;
+    std::string temp_;
+    int fd_ = -1;
+    std::vector<char> buf_;
+    std::uint64_t pos_ = 0;
+};
+
+}  // namespace detail
+
+// What a tensor callback writes its bytes into, in order. Writing more than the tensor's size
+// throws at once; writing less is caught when the callback returns.
+class tensor_sink {
+public:
+    void write(std::span<const std::byte> bytes) { write(bytes.data(), bytes.size()); }
+    void write(const void* p, std::size_t n) {
+        if (n > remaining_)
+            fail(out_.path(), ": tensor '", name_, "': the callback wrote more than the tensor's ", size_, " bytes");
+        out_.write(p, n);
+        remaining_ -= n;
+    }
+    // Any trivially copyable values (floats, quant blocks) as their bytes.
+    template <class T>
+        requires std::is_trivially_copyable_v<T>
+    void write(std::span<const T> values) {
+        write(values.data(), values.size_bytes());
+    }
+    std::uint64_t remaining() const noexcept { return remaining_; }
+
+private:
+    friend class writer;
+    tensor_sink(detail::output_file& out, std::string_view name, std::uint64_t size)
+        : out_(out), name_(name), size_(size), remaining_(size) {}
+
+    detail::output_file& out_;
+    std::string_view name_;
+    std::uint64_t size_;
+    std::uint64_t remaining_;
+};
+
+// Builds a GGUF v3 file in memory (metadata, tensor descriptions, references to tensor bytes)
+// and writes it with write(). Metadata keeps insertion order; setting an existing key replaces
+// its value in place. Strings are copied into the writer, so the values passed in may be
+// temporaries; tensor bytes given as a span are NOT copied and must stay valid until write().
+class writer {
+public:
+    using fill_fn = std::function<void(tensor_sink&)>;
+
+    // A tensor shape, ne[0] innermost (contiguous), as in GGUF: {64, 512} is 512 rows of 64.
+    struct shape {
+        std::vector<std::int64_t> ne;
+        shape(std::initializer_list<std::int64_t> dims) : ne(dims) {}
+        template <std::ranges::input_range R>
+            requires std::is_integral_v<std::ranges::range_value_t<R>>
+        shape(const R& dims) : ne(std::ranges::begin(dims), std::ranges::end(dims)) {}
+    };
+
+    writer() = default;
+    // Copying would leave the copy's string views pointing into this writer's storage.
+    writer(const writer&) = delete;
+    writer& operator=(const writer&) = delete;
+    writer(writer&&) noexcept = default;
+    writer& operator=(writer&&) noexcept = default;
+
+    // --- metadata -------------------------------------------------------------------------------
+    void set(std::string_view key, std::uint8_t v) { put(key, make(v)); }
+    void set(std::string_view key, std::int8_t v) { put(key, make(v)); }
+    void set(std::string_view key, std::uint16_t v) { put(key, make(v)); }
+    void set(std::string_view key, std::int16_t v) { put(key, make(v)); }
+    void set(std::string_view key, std::uint32_t v) { put(key, make(v)); }
+    void set(std::string_view key, std::int32_t v) { put(key, make(v)); }
+    void set(std::string_view key, float v) { put(key, make(v)); }
+    void set(std::string_view key, bool v) { put(key, make(v)); }
+    void set(std::string_view key, std::uint64_t v) { put(key, make(v)); }
+    void set(std::string_view key, std::int64_t v) { put(key, make(v)); }
+    void set(std::string_view key, double v) { put(key, make(v)); }
+    void set(std::string_view key, std::string_view v) { put(key, make(v)); }
+    // Without these a string literal would convert to bool, the one built-in conversion.
+    void set(std::string_view key, const char* v) { set(key, std::string_view(v)); }
+    void set(std::string_view key, const std::string& v) { set(key, std::string_view(v)); }
+    // Any value, arrays nested to any depth the reader accepts; every item of an array must
+    // have the array's element type.
+    void set(std::string_view key, const value& v) { put(key, v); }
+    void set(std::string_view key, const array_value& a) { put(key, value{value::storage(std::in_place_type<array_value>, a)}); }
+
+    // An array from any range of one scalar type, of strings, or of array_value (nested).
+    template <std::ranges::input_range R>
+    void set_array(std::string_view key, const R& items) {
+        using T = std::remove_cvref_t<std::ranges::range_value_t<R>>;
+        constexpr value_type elem = detail::value_type_for<T>();
+        array_value a;
+        a.elem_type = elem;
+        if constexpr (std::ranges::sized_range<R>) a.items.reserve(std::ranges::size(items));
+        for (auto&& x : items) {
+            if constexpr (elem == value_type::string) a.items.push_back(make(std::string_view(x)));
+            else a.items.push_back(make(static_cast<T>(x)));
+        }
+        set(key, a);
+    }
+    template <class T>
+    void set_array(std::string_view key, std::initializer_list<T> items) {
+        set_array<std::initializer_list<T>>(key, items);
+    }
+
+    // general.alignment as the reader wants it: u32, a power of two. Tensor offsets and the
+    // data section follow it whenever the key is set, also when copied from another file.
+    void set_alignment(std::uint32_t a) {
+        if (a == 0 || (a & (a - 1)) != 0) fail("gguf writer: alignment ", a, " is not a power of two");
+        set("general.alignment", a);
+    }
+    std::uint32_t alignment() const {
+        const value* v = find("general.alignment");
+        return v ? std::get<std::uint32_t>(v->data) : default_alignment;  // put() checked the type
+    }
+
+    bool erase(std::string_view key) {
+        const auto it = index_.find(key);
+        if (it == index_.end()) return false;
+        kvs_.erase(kvs_.begin() + static_cast<std::ptrdiff_t>(it->second));
+        reindex();
+        return true;
+    }
+    const value* find(std::string_view key) const noexcept {
+        const auto it = index_.find(key);
+        return it == index_.end() ? nullptr : &kvs_[it->second].val;
+    }
+    const std::vector<kv>& metadata() const noexcept { return kvs_; }
+
+    // Every key of `f`, in its order, replacing keys already set here. Strings are copied, so
+    // `f` may be closed afterwards; only tensors added from it by reference need it open.
+    void copy_metadata_from(const file& f) {
+        for (const kv& e : f.metadata()) put(e.key, e.val);
+    }
+
+    // --- tensors --------------------------------------------------------------------------------
+    // `bytes` must be exactly the tensor's size and stay valid until write() returns.
+    void add_tensor(std::string_view name, quant::ggml_type type, const shape& ne, std::span<const std::byte> bytes) {
+        pending& t = add(name, type, ne);
+        check_size(t, bytes.size());
+        t.bytes = bytes;
+    }
+    // The writer keeps the bytes.
+    void add_tensor(std::string_view name, quant::ggml_type type, const shape& ne, std::vector<std::byte>&& bytes) {
+        pending& t = add(name, type, ne);
+        check_size(t, bytes.size());
+        t.owned = std::move(bytes);
+        t.bytes = t.owned;
+    }
+    // `fill` streams the tensor's bytes into the sink when write() reaches the tensor, so a
+    // converter holds one tensor at a time, not the whole model.
+    void add_tensor(std::string_view name, quant::ggml_type type, const shape& ne, fill_fn fill) {
+        if (!fill) fail("gguf writer: tensor '", name, "' has an empty callback");
+        pending& t = add(name, type, ne);
+        t.fill = std::move(fill);
+    }
+    // A tensor of a file that was read, bytes by reference: the file must stay open until write().
+    void add_tensor(const tensor_info& src) {
+        add_tensor(src.name, src.type, std::span<const std::int64_t>(src.ne.data(), src.n_dims),
+                   std::span<const std::byte>(src.data, static_cast<std::size_t>(src.n_bytes)));
+    }
+
+    std::size_t tensor_count() const noexcept { return tensors_.size(); }
+
+    // Writes the file: header, metadata, tensor infos, then each tensor's bytes padded to the
+    // alignment. Errors (I/O, a callback writing the wrong number of bytes, an exception from a
+    // callback) propagate and leave no file under `path`; an existing file there is untouched.
+    void write(const std::string& path) const {
+        const std::uint64_t align = alignment();
+        std::vector<std::uint64_t> offsets;
+        offsets.reserve(tensors_.size());
+        std::uint64_t offset = 0;
+        for (const pending& t : tensors_) {
+            offsets.push_back(offset);
+            offset += gguf::detail::align_up(t.n_bytes, align);
+        }
+
+        detail::output_file out(path);
+        put_raw(out, magic);
+        put_raw(out, std::uint32_t{3});
+        put_raw(out, static_cast<std::int64_t>(tensors_.size()));
+        put_raw(out, static_cast<std::int64_t>(kvs_.size()));
+        for (const kv& e : kvs_) {
+            put_string(out, e.key);
+            put_raw(out, static_cast<std::uint32_t>(e.val.type()));
+            put_value(out, e.val);
+        }
+        for (std::size_t i = 0; i < tensors_.size(); ++i) {
+            const pending& t = tensors_[i];
+            put_string(out, t.name);
+            put_raw(out, t.n_dims);
+            for (std::uint32_t d = 0; d < t.n_dims; ++d) put_raw(out, t.ne[d]);
+            put_raw(out, static_cast<std::uint32_t>(t.type));
+            put_raw(out, offsets[i]);
+        }
+        out.pad_to(align);
+        const std::uint64_t data_start = out.pos();
+        for (std::size_t i = 0; i < tensors_.size(); ++i) {
+            const pending& t = tensors_[i];
+            if (t.fill) {
+                tensor_sink sink(out, t.name, t.n_bytes);
+                t.fill(sink);
+                if (sink.remaining() != 0)
+                    fail(path, ": tensor '", t.name, "': the callback wrote ", t.n_bytes - sink.remaining(), " of its ",
+                         t.n_bytes, " bytes");
+            } else {
+                out.write(t.bytes.data(), t.bytes.size());
+            }
+            out.pad_to(align);
+            // The layout is the one ggml insists on: tensors in info order, each at its offset.
+            if (out.pos() - data_start != offsets[i] + gguf::detail::align_up(t.n_bytes, align))
+                fail(path, ": internal error: tensor '", t.name, "' ends at the wrong offset");
+        }
+        out.commit();
+    }
+
+private:
+    struct pending {
+        std::string_view name;
+        quant::ggml_type type{};
+        std::array<std::int64_t, max_dims> ne{1, 1, 1, 1};
+        std::uint32_t n_dims = 0;
+        std::uint64_t n_bytes = 0;
+        std::span<const std::byte> bytes;
+        std::vector<std::byte> owned;
+        fill_fn fill;
+    };
+
+    template <class T>
+    static value make(T v) {
+        return value{value::storage(std::in_place_type<T>, v)};
+    }
+
+    // Interned strings: a deque never moves its elements, so views into them stay valid as it
+    // grows, and moving the writer moves the deque's blocks without relocating them.
+    std::string_view intern(std::string_view s) { return strings_.emplace_back(s); }
+
+    // A deep copy of `v` whose strings live in this writer, after checking what the reader checks.
+    value own(const value& v, std::string_view key, std::size_t depth) {
+        if (const auto* s = v.as_string()) return make(intern(*s));
+        const array_value* a = v.as_array();
+        if (!a) return v;
+        if (depth >= max_array_depth)
+            fail("gguf writer: key '", key, "': arrays nested deeper than ", max_array_depth, " levels");
+        if (static_cast<std::uint32_t>(a->elem_type) > static_cast<std::uint32_t>(value_type::f64))
+            fail("gguf writer: key '", key, "': unknown array element type ", static_cast<std::uint32_t>(a->elem_type));
+        array_value copy;
+        copy.elem_type = a->elem_type;
+        copy.items.reserve(a->items.size());
+        for (const value& item : a->items) {
+            if (item.type() != a->elem_type)
+                fail("gguf writer: key '", key, "': array of ", value_type_name(a->elem_type), " holds a ",
+                     value_type_name(item.type()));
+            copy.items.push_back(own(item, key, depth + 1));
+        }
+        return value{value::storage(std::in_place_type<array_value>, std::move(copy))};
+    }
+
+    void put(std::string_view key, const value& v) {
+        if (key.empty()) fail("gguf writer: empty metadata key");
+        if (key == "general.alignment") {
+            const auto* u = std::get_if<std::uint32_t>(&v.data);
+            if (!u) fail("gguf writer: general.alignment must be u32, not ", value_type_name(v.type()));
+            if (*u == 0 || (*u & (*u - 1)) != 0) fail("gguf writer: general.alignment ", *u, " is not a power of two");
+        }
+        value owned = own(v, key, 0);
+        if (const auto it = index_.find(key); it != index_.end()) {
+            kvs_[it->second].val = std::move(owned);
+            return;
+        }
+        const std::string_view k = intern(key);
+        index_.emplace(k, kvs_.size());
+        kvs_.push_back({k, std::move(owned)});
+    }
+
+    void reindex() {
+        index_.clear();
+        for (std::size_t i = 0; i < kvs_.size(); ++i) index_.emplace(kvs_[i].key, i);
+    }
+
+    // Validates a tensor as the reader will, and appends it without bytes yet.
+    pending& add(std::string_view name, quant::ggml_type type, const shape& shp) {
+        if (name.size() > max_name_bytes)
+            fail("gguf writer: tensor name '", name, "' is longer than ", max_name_bytes, " bytes");
+        if (tensor_index_.contains(name)) fail("gguf writer: duplicate tensor name '", name, "'");
+        const auto traits = quant::traits_of(static_cast<std::uint32_t>(type));
+        if (!traits) fail("gguf writer: tensor '", name, "' has unknown type id ", static_cast<std::uint32_t>(type));
+        if (shp.ne.size() > max_dims)
+            fail("gguf writer: tensor '", name, "' has ", shp.ne.size(), " dimensions (at most ", max_dims, ")");
+        pending t;
+        t.type = type;
+        t.n_dims = static_cast<std::uint32_t>(shp.ne.size());
+        constexpr auto i64_max = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+        std::uint64_t n = 1, bound = 1;  // bound: zeros counted as ones, as the reader counts them
+        for (std::size_t d = 0; d < shp.ne.size(); ++d) {
+            const std::int64_t e = shp.ne[d];
+            if (e < 0) fail("gguf writer: tensor '", name, "' has negative dimension ", e);
+            if (e > 1 && bound > i64_max / static_cast<std::uint64_t>(e))
+                fail("gguf writer: tensor '", name, "' element count overflows");
+            if (e > 1) bound *= static_cast<std::uint64_t>(e);
+            n *= static_cast<std::uint64_t>(e);
+            t.ne[d] = e;
+        }
+        if (t.ne[0] % static_cast<std::int64_t>(traits->block_elems) != 0)
+            fail("gguf writer: tensor '", name, "' row of ", t.ne[0], " elements is not a multiple of the ", traits->name,
+                 " block size ", traits->block_elems);
+        const std::uint64_t blocks = n / traits->block_elems;
+        if (blocks > std::numeric_limits<std::uint64_t>::max() / traits->block_bytes)
+            fail("gguf writer: tensor '", name, "' byte size overflows");
+        t.n_bytes = blocks * traits->block_bytes;
+        t.name = intern(name);
+        tensor_index_.emplace(t.name, tensors_.size());
+        return tensors_.emplace_back(std::move(t));
+    }
+
+    void check_size(pending& t, std::size_t got) {
+        if (got == t.n_bytes) return;
+        const std::string name(t.name);
+        const std::uint64_t want = t.n_bytes;
+        tensor_index_.erase(t.name);
+        tensors_.pop_back();  // refused: the writer stays as it was before the call
+        fail("gguf writer: tensor '", name, "' needs ", want, " bytes, got ", got);
+    }
+
+    template <class T>
+    static void put_raw(detail::output_file& out, T v) {
+        static_assert(std::is_trivially_copyable_v<T>);
+        out.write(&v, sizeof v);  // GGUF is little-endian, as is every host lmtk supports
+    }
+    static void put_string(detail::output_file& out, std::string_view s) {
+        put_raw(out, static_cast<std::uint64_t>(s.size()));
+        out.write(s.data(), s.size());
+    }
+    static void put_value(detail::output_file& out, const value& v) {
+        std::visit(
+            [&](const auto& x) {
+                using T = std::decay_t<decltype(x)>;
+                if constexpr (std::is_same_v<T, std::string_view>) {
+                    put_string(out, x);
+                } else if constexpr (std::is_same_v<T, array_value>) {
+                    put_raw(out, static_cast<std::uint32_t>(x.elem_type));
+                    put_raw(out, static_cast<std::uint64_t>(x.items.size()));
+                    for (const value& item : x.items) put_value(out, item);
+                } else if constexpr (std::is_same_v<T, bool>) {
+                    put_raw(out, static_cast<std::uint8_t>(x ? 1 : 0));  // sizeof(bool) is not fixed
+                } else {
+                    put_raw(out, x);
+                }
+            },
+            v.data);
+    }
+
+    std::deque<std::string> strings_;
+    std::vector<kv> kvs_;
+    std::unordered_map<std::string_view, std::size_t> index_;
+    std::deque<pending> tensors_;  // deque: `owned` bytes and their spans never move
+    std::unordered_map<std::string_view, std::size_t> tensor_index_;
+};
+
+}  // namespace lmtk::gguf
+// #include <lmtk/quant/quant.hpp>
+// Every tensor format lmtk knows, and the load-time dispatch over them.
+// #include <lmtk/quant/policy.hpp>
+// The contract every tensor format meets. A format is a policy type: a block layout, a scalar
+// reference (the executable spec), and one SIMD dot kernel written over an xsimd arch tag.
+#include <bit>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/quant/ggml_type.hpp>
+
+namespace lmtk::quant {
+
+// P::block is the on-disk unit of P::block_elems values. Its size must agree with the GGUF
+// type table, because the loader sizes tensors from that table and the kernels walk blocks.
+template <class P>
+concept quant_policy =
+    std::same_as<std::remove_cv_t<decltype(P::type_id)>, ggml_type> &&
+    std::same_as<std::remove_cv_t<decltype(P::block_elems)>, std::size_t> &&
+    std::is_trivially_copyable_v<typename P::block> &&
+    std::is_standard_layout_v<typename P::block> &&
+    P::block_elems == traits_of(P::type_id).block_elems &&
+    sizeof(typename P::block) == traits_of(P::type_id).block_bytes &&
+    requires(const typename P::block* w, typename P::block* out, const float* x, float* y, std::size_t n_blocks) {
+        // Scalar reference decoder: n_blocks blocks -> n_blocks * block_elems floats.
+        { P::dequantize_row(w, y, n_blocks) } noexcept;
+        // Reference quantizer: n_blocks * block_elems floats -> n_blocks blocks.
+        { P::quantize_row(x, out, n_blocks) } noexcept;
+        // sum_i w[i] * x[i] over n_blocks blocks; one body for every xsimd architecture.
+        { P::dot(xsimd::default_arch{}, w, x, n_blocks) } noexcept -> std::same_as<float>;
+    };
+
+namespace detail {
+
+#if defined(__GNUC__)
+// An integer vector of n lanes -> the same values in lanes of `bytes` bytes. GCC 12 lowers a
+// conversion that more than doubles the lane size (int8 -> int32) to scalar code, but each
+// doubling to one instruction (vpmovsxbw, vpmovsxwd, sxtl, ...), so widen a doubling at a time.
+template <std::size_t bytes, std::size_t n, class Vector>
+auto widen_to_size(const Vector& v) noexcept {
+    using lane = std::remove_cvref_t<decltype(v[0])>;
+    if constexpr (sizeof(lane) == bytes) {
+        return v;
+    } else {
+        using twice = std::conditional_t<sizeof(lane) == 1, std::int16_t,
+                                         std::conditional_t<sizeof(lane) == 2, std::int32_t, std::int64_t>>;
+        using next = std::conditional_t<std::is_signed_v<lane>, twice, std::make_unsigned_t<twice>>;
+        using next_vector [[gnu::vector_size(n * sizeof(next))]] = next;
+        return widen_to_size<bytes, n>(__builtin_convertvector(v, next_vector));
+    }
+}
+#endif
+
+// batch<To, Arch>::size values at p, each converted from From (a narrower integer) to To.
+// xsimd 8.1 does such a load through a stack buffer filled by a scalar copy, which compiles to
+// narrow stores and a wide reload that stalls on store forwarding (Q8_0 ran at a third of its
+// speed). GCC and Clang's generic vectors convert in registers on every target instead.
+template <class To, class Arch, class From>
+xsimd::batch<To, Arch> load_widened(const From* p) noexcept {
+    using batch = xsimd::batch<To, Arch>;
+#if defined(__GNUC__)
+    constexpr std::size_t n = batch::size;
+    using from_vector [[gnu::vector_size(n * sizeof(From))]] = From;
+    using to_vector [[gnu::vector_size(n * sizeof(To))]] = To;
+    static_assert(sizeof(to_vector) == sizeof(typename batch::register_type));
+    from_vector narrow;
+    std::memcpy(&narrow, p, sizeof narrow);
+    return batch(std::bit_cast<typename batch::register_type>(
+        __builtin_convertvector(widen_to_size<sizeof(To), n>(narrow), to_vector)));
+#else
+    return batch::load_unaligned(p);
+#endif
+}
+
+// v << n in every 32-bit lane, spelled as a multiply by 2^n: xsimd 8.1's AVX-512 immediate shift
+// trips a false GCC 12 -Wuninitialized inside <avx512fintrin.h> in every TU that uses it.
+template <unsigned n, class Arch>
+xsimd::batch<std::uint32_t, Arch> shift_left(const xsimd::batch<std::uint32_t, Arch>& v) noexcept {
+    static_assert(n < 32);
+    return v * xsimd::batch<std::uint32_t, Arch>(std::uint32_t{1} << n);
+}
+
+// Dot product for the one-value-per-block formats (F32, F16, BF16): `load(i)` yields weights
+// i .. i+batch::size-1 as floats, `at(i)` the single weight i for the scalar tail. Four
+// independent accumulators keep the FMA units busy: one chain would stall on FMA latency.
+template <class Arch, class Load, class At>
+float elementwise_dot(std::size_t n, const float* x, Load load, At at) noexcept {
+    using batch = xsimd::batch<float, Arch>;
+    constexpr std::size_t width = batch::size;
+    batch acc0(0.0f), acc1(0.0f), acc2(0.0f), acc3(0.0f);
+    std::size_t i = 0;
+    for (; i + 4 * width <= n; i += 4 * width) {
+        acc0 = xsimd::fma(load(i), batch::load_unaligned(x + i), acc0);
+        acc1 = xsimd::fma(load(i + width), batch::load_unaligned(x + i + width), acc1);
+        acc2 = xsimd::fma(load(i + 2 * width), batch::load_unaligned(x + i + 2 * width), acc2);
+        acc3 = xsimd::fma(load(i + 3 * width), batch::load_unaligned(x + i + 3 * width), acc3);
+    }
+    for (; i + width <= n; i += width) acc0 = xsimd::fma(load(i), batch::load_unaligned(x + i), acc0);
+    float sum = xsimd::hadd((acc0 + acc1) + (acc2 + acc3));
+    for (; i < n; ++i) sum += at(i) * x[i];
+    return sum;
+}
+
+}  // namespace detail
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/f32.hpp>
+// F32 (GGUF id 0): plain IEEE binary32 values; a "block" is one value.
+#include <cstddef>
+#include <cstring>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/policy.hpp>
+
+namespace lmtk::quant {
+
+struct f32 {
+    static constexpr ggml_type type_id = ggml_type::f32;
+    static constexpr std::size_t block_elems = 1;
+    struct block {
+        float value;
+    };
+    static_assert(sizeof(block) == 4, "f32: padding");
+    static_assert(std::is_trivially_copyable_v<block>);
+
+    // Reference: y[i] = w[i].
+    static void dequantize_row(const block* w, float* y, std::size_t n_blocks) noexcept {
+        for (std::size_t i = 0; i < n_blocks; ++i) y[i] = w[i].value;
+    }
+
+    static void quantize_row(const float* x, block* out, std::size_t n_blocks) noexcept {
+        for (std::size_t i = 0; i < n_blocks; ++i) out[i].value = x[i];
+    }
+
+    template <class Arch>
+    static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
+        // block is standard layout with one float member, so the array is an array of floats.
+        const float* v = reinterpret_cast<const float*>(w);
+        return detail::elementwise_dot<Arch>(
+            n_blocks, x, [v](std::size_t i) { return xsimd::batch<float, Arch>::load_unaligned(v + i); },
+            [v](std::size_t i) { return v[i]; });
+    }
+};
+static_assert(quant_policy<f32>);
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/f16.hpp>
+// F16 (GGUF id 1): IEEE binary16 values stored as raw bits; a "block" is one value.
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/core/fp16.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/policy.hpp>
+
+namespace lmtk::quant {
+
+namespace detail {
+
+// batch::size halves at p -> floats, the same bit manipulation as core::fp16_to_f32 done lane-wise
+// with integer batches, so it vectorises on every xsimd arch (F16C is x86-only and xsimd 8.1 does
+// not expose it).
+template <class Arch>
+xsimd::batch<float, Arch> load_fp16(const std::uint16_t* p) noexcept {
+    using u32 = xsimd::batch<std::uint32_t, Arch>;
+    using f32 = xsimd::batch<float, Arch>;
+    const u32 h = load_widened<std::uint32_t, Arch>(p);  // each half zero-extended into a lane
+    const u32 sign = shift_left<16>(h & u32(0x8000u));
+    const u32 rest = shift_left<13>(h & u32(0x7fffu));
+    // Rebias the exponent (15 -> 127) by a multiply: subnormal halves come out exact too.
+    const u32 finite = xsimd::bitwise_cast<u32>(xsimd::bitwise_cast<f32>(rest) * f32(0x1p112f));
+    const u32 inf_nan = rest | u32(0x7f800000u);
+    const auto is_inf_nan = (h & u32(0x7c00u)) == u32(0x7c00u);
+    return xsimd::bitwise_cast<f32>(xsimd::select(is_inf_nan, inf_nan, finite) | sign);
+}
+
+}  // namespace detail
+
+struct f16 {
+    static constexpr ggml_type type_id = ggml_type::f16;
+    static constexpr std::size_t block_elems = 1;
+    struct block {
+        std::uint16_t bits;  // binary16
+    };
+    static_assert(sizeof(block) == 2, "f16: padding");
+    static_assert(std::is_trivially_copyable_v<block>);
+
+    // Reference: y[i] = h2f(w[i]).
+    static void dequantize_row(const block* w, float* y, std::size_t n_blocks) noexcept {
+        for (std::size_t i = 0; i < n_blocks; ++i) y[i] = core::fp16_to_f32(w[i].bits);
+    }
+
+    // Round to nearest even; out-of-range values become +-inf.
+    static void quantize_row(const float* x, block* out, std::size_t n_blocks) noexcept {
+        for (std::size_t i = 0; i < n_blocks; ++i) out[i].bits = core::f32_to_fp16(x[i]);
+    }
+
+    template <class Arch>
+    static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
+        const std::uint16_t* h = reinterpret_cast<const std::uint16_t*>(w);
+        return detail::elementwise_dot<Arch>(
+            n_blocks, x, [h](std::size_t i) { return detail::load_fp16<Arch>(h + i); },
+            [h](std::size_t i) { return core::fp16_to_f32(h[i]); });
+    }
+};
+static_assert(quant_policy<f16>);
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/bf16.hpp>
+// BF16 (GGUF id 30): the top 16 bits of an IEEE binary32; a "block" is one value.
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/core/fp16.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/policy.hpp>
+
+namespace lmtk::quant {
+
+struct bf16 {
+    static constexpr ggml_type type_id = ggml_type::bf16;
+    static constexpr std::size_t block_elems = 1;
+    struct block {
+        std::uint16_t bits;  // bfloat16
+    };
+    static_assert(sizeof(block) == 2, "bf16: padding");
+    static_assert(std::is_trivially_copyable_v<block>);
+
+    // Reference: y[i] = float(bits << 16).
+    static void dequantize_row(const block* w, float* y, std::size_t n_blocks) noexcept {
+        for (std::size_t i = 0; i < n_blocks; ++i) y[i] = core::bf16_to_f32(w[i].bits);
+    }
+
+    // Round to nearest even, NaN kept quiet.
+    static void quantize_row(const float* x, block* out, std::size_t n_blocks) noexcept {
+        for (std::size_t i = 0; i < n_blocks; ++i) out[i].bits = core::f32_to_bf16(x[i]);
+    }
+
+    template <class Arch>
+    static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
+        using f32 = xsimd::batch<float, Arch>;
+        const std::uint16_t* b = reinterpret_cast<const std::uint16_t*>(w);
+        return detail::elementwise_dot<Arch>(
+            n_blocks, x,
+            [b](std::size_t i) { return xsimd::bitwise_cast<f32>(detail::shift_left<16>(detail::load_widened<std::uint32_t, Arch>(b + i))); },
+            [b](std::size_t i) { return core::bf16_to_f32(b[i]); });
+    }
+};
+static_assert(quant_policy<bf16>);
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/q8_0.hpp>
+// Q8_0 (GGUF id 8): 32 weights share one fp16 scale; w[j] = d * qs[j].
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/core/fp16.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/policy.hpp>
+
+namespace lmtk::quant {
+
+struct q8_0 {
+    static constexpr ggml_type type_id = ggml_type::q8_0;
+    static constexpr std::size_t block_elems = 32;
+    struct block {
+        std::uint16_t d;  // scale, fp16 bits
+        std::int8_t qs[block_elems];
+    };
+    static_assert(sizeof(block) == sizeof(std::uint16_t) + block_elems, "q8_0: padding");
+    static_assert(std::is_trivially_copyable_v<block>);
+
+    // Reference decoder, the executable spec: y[j] = d * qs[j].
+    static void dequantize_row(const block* w, float* y, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b) {
+            const float d = core::fp16_to_f32(w[b].d);
+            for (std::size_t j = 0; j < block_elems; ++j) *y++ = d * static_cast<float>(w[b].qs[j]);
+        }
+    }
+
+    // Reference quantizer (x finite): d = amax / 127, q = round(x / d), ties away from zero.
+    // Like ggml, the quants are computed against the unrounded d (as x * (1/d)) and only then
+    // is d stored as fp16, so files quantized here match ggml's bit for bit.
+    static void quantize_row(const float* x, block* out, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            float amax = 0.0f;
+            for (std::size_t j = 0; j < block_elems; ++j) amax = std::max(amax, std::fabs(x[j]));
+            const float d = amax / 127.0f;
+            const float inv_d = d != 0.0f ? 1.0f / d : 0.0f;
+            out[b].d = core::f32_to_fp16(d);
+            for (std::size_t j = 0; j < block_elems; ++j) {
+                // |x * inv_d| <= 127 up to one rounding, so the clamp only guards the cast.
+                const float q = std::clamp(std::round(x[j] * inv_d), -127.0f, 127.0f);
+                out[b].qs[j] = static_cast<std::int8_t>(q);
+            }
+        }
+    }
+
+    template <class Arch>
+    static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
+        using batch = xsimd::batch<float, Arch>;
+        constexpr std::size_t width = batch::size;
+        static_assert(block_elems % width == 0, "q8_0: a block must be whole batches");
+        // Each block's partial sum is scaled into a running vector sum; the horizontal add is
+        // paid once per row. Two block accumulators break the cross-block dependency chain.
+        const auto block_sum = [](const block& b, const float* xb) noexcept {
+            batch s(0.0f);
+            for (std::size_t j = 0; j < block_elems; j += width)
+                s = xsimd::fma(detail::load_widened<float, Arch>(b.qs + j), batch::load_unaligned(xb + j), s);
+            return s;
+        };
+        batch acc0(0.0f), acc1(0.0f);
+        std::size_t b = 0;
+        for (; b + 2 <= n_blocks; b += 2, x += 2 * block_elems) {
+            acc0 = xsimd::fma(batch(core::fp16_to_f32(w[b].d)), block_sum(w[b], x), acc0);
+            acc1 = xsimd::fma(batch(core::fp16_to_f32(w[b + 1].d)), block_sum(w[b + 1], x + block_elems), acc1);
+        }
+        if (b < n_blocks) acc0 = xsimd::fma(batch(core::fp16_to_f32(w[b].d)), block_sum(w[b], x), acc0);
+        return xsimd::hadd(acc0 + acc1);
+    }
+};
+static_assert(quant_policy<q8_0>);
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/q4_0.hpp>
+// Q4_0 (GGUF id 2): 32 weights share one fp16 scale, 4 bits each with an implicit offset of 8.
+// Low nibbles hold the first half of the block, high nibbles the second half (not pairs):
+// w[j] = ((qs[j] & 0xF) - 8) * d, w[j + 16] = ((qs[j] >> 4) - 8) * d, j < 16.
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/core/fp16.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/policy.hpp>
+
+namespace lmtk::quant {
+
+struct q4_0 {
+    static constexpr ggml_type type_id = ggml_type::q4_0;
+    static constexpr std::size_t block_elems = 32;
+    static constexpr std::size_t half = block_elems / 2;
+    struct block {
+        std::uint16_t d;  // scale, fp16 bits
+        std::uint8_t qs[half];
+    };
+    static_assert(sizeof(block) == sizeof(std::uint16_t) + half, "q4_0: padding");
+    static_assert(std::is_trivially_copyable_v<block>);
+
+    // Reference decoder, the executable spec.
+    static void dequantize_row(const block* w, float* y, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, y += block_elems) {
+            const float d = core::fp16_to_f32(w[b].d);
+            for (std::size_t j = 0; j < half; ++j) {
+                y[j] = static_cast<float>((w[b].qs[j] & 0xF) - 8) * d;
+                y[j + half] = static_cast<float>((w[b].qs[j] >> 4) - 8) * d;
+            }
+        }
+    }
+
+    // Reference quantizer (x finite). The value m of largest magnitude (sign kept) sets
+    // d = m / -8, so m itself lands exactly on quant 0 (-8 after the offset) and the full
+    // negative range is used; values of the other sign reach +8, which clamps to 15.
+    // q = min(15, floor(x / d + 8.5)): rounding to nearest with ties up, and x / d computed as
+    // x * (1/d) against the unrounded d, as ggml's reference does, so the bits match ggml's.
+    static void quantize_row(const float* x, block* out, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            float amax = 0.0f, m = 0.0f;
+            for (std::size_t j = 0; j < block_elems; ++j) {
+                if (std::fabs(x[j]) > amax) {
+                    amax = std::fabs(x[j]);
+                    m = x[j];
+                }
+            }
+            const float d = m / -8.0f;
+            const float inv_d = d != 0.0f ? 1.0f / d : 0.0f;
+            out[b].d = core::f32_to_fp16(d);
+            const auto quant = [inv_d](float v) noexcept {
+                return static_cast<std::uint8_t>(std::clamp(std::floor(v * inv_d + 8.5f), 0.0f, 15.0f));
+            };
+            for (std::size_t j = 0; j < half; ++j)
+                out[b].qs[j] = static_cast<std::uint8_t>(quant(x[j]) | (quant(x[j + half]) << 4));
+        }
+    }
+
+    template <class Arch>
+    static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
+        using batch = xsimd::batch<float, Arch>;
+        constexpr std::size_t width = batch::size;
+        static_assert(block_elems % width == 0, "q4_0: a block must be whole batches");
+        batch acc0(0.0f), acc1(0.0f);
+        const auto block_sum = [](const block& b, const float* xb) noexcept {
+            // Unpack to signed bytes first (a fixed-length byte loop the compiler vectorises),
+            // then widen to float as Q8_0 does.
+            alignas(64) std::int8_t q[block_elems];
+            for (std::size_t j = 0; j < half; ++j) {
+                q[j] = static_cast<std::int8_t>((b.qs[j] & 0xF) - 8);
+                q[j + half] = static_cast<std::int8_t>((b.qs[j] >> 4) - 8);
+            }
+            batch s(0.0f);
+            for (std::size_t j = 0; j < block_elems; j += width)
+                s = xsimd::fma(detail::load_widened<float, Arch>(q + j), batch::load_unaligned(xb + j), s);
+            return s;
+        };
+        std::size_t b = 0;
+        for (; b + 2 <= n_blocks; b += 2, x += 2 * block_elems) {
+            acc0 = xsimd::fma(batch(core::fp16_to_f32(w[b].d)), block_sum(w[b], x), acc0);
+            acc1 = xsimd::fma(batch(core::fp16_to_f32(w[b + 1].d)), block_sum(w[b + 1], x + block_elems), acc1);
+        }
+        if (b < n_blocks) acc0 = xsimd::fma(batch(core::fp16_to_f32(w[b].d)), block_sum(w[b], x), acc0);
+        return xsimd::hadd(acc0 + acc1);
+    }
+};
+static_assert(quant_policy<q4_0>);
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/dispatch.hpp>
+// Load-time dispatch: a GGUF tensor's ggml_type -> the compiled kernels of its format, resolved
+// once per tensor into plain function pointers so the forward pass has no type switches.
+#include <algorithm>
+#include <cstddef>
+#include <memory>
+#include <new>
+#include <optional>
+
+#include <boost/hana/ext/std/integral_constant.hpp>
+#include <boost/hana/tuple.hpp>
+#include <boost/hana/type.hpp>
+#include <boost/hana/unpack.hpp>
+
+// #include <lmtk/quant/bf16.hpp>
+// #include <lmtk/quant/f16.hpp>
+// #include <lmtk/quant/f32.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/policy.hpp>
+// #include <lmtk/quant/q4_0.hpp>
+// #include <lmtk/quant/q8_0.hpp>
+
+namespace lmtk::quant {
+
+struct weight_ops {
+    ggml_type type;
+    std::size_t block_elems, block_bytes;
+    // Dequantize the first n values (n % block_elems == 0) of a row starting at `row` into out.
+    void (*dequantize_row)(const std::byte* row, float* out, std::size_t n) noexcept;
+    // For r in [r0, r1) and t in [0, n_tok): y[t*y_stride + r] = dot(row r of W, x + t*x_stride).
+    // W is row-major with `cols` elements per row (row bytes = cols/block_elems*block_bytes).
+    void (*matmul)(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1,
+                   const float* x, std::size_t x_stride, std::size_t n_tok,
+                   float* y, std::size_t y_stride) noexcept;
+};
+
+// The formats compiled into a program. Ids must be distinct: resolve() takes the first match.
+template <quant_policy... Ps>
+struct set {
+    static constexpr auto types = boost::hana::tuple_t<Ps...>;
+    static constexpr bool contains(ggml_type t) noexcept { return ((Ps::type_id == t) || ...); }
+};
+
+using default_set = set<f32, f16, bf16, q8_0, q4_0>;  // later formats extend it
+
+namespace kernels {
+
+template <quant_policy P>
+const typename P::block* blocks(const std::byte* p) noexcept {
+    // GGUF aligns tensor data to >= 32 bytes and every row is whole blocks, so the bytes of a
+    // mapped tensor are an array of blocks.
+    return reinterpret_cast<const typename P::block*>(p);
+}
+
+template <quant_policy P>
+void dequantize_row(const std::byte* row, float* out, std::size_t n) noexcept {
+    P::dequantize_row(blocks<P>(row), out, n / P::block_elems);
+}
+
+// Prefill visits the rows of W in tiles of about this many bytes (as floats); within a tile
+// every token is multiplied before moving on, so each weight byte comes from memory once while
+// the tile sits in L2 and the token's activations in L1.
+inline constexpr std::size_t row_tile_bytes = 64 * 1024;
+
+template <quant_policy P, class Arch>
+void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1, const float* x,
+            std::size_t x_stride, std::size_t n_tok, float* y, std::size_t y_stride) noexcept {
+    const std::size_t n_blocks = cols / P::block_elems;
+    const auto* rows = blocks<P>(w);
+    if (n_tok == 1) {  // decode: one pass over the rows, decoding inside the dot
+        for (std::size_t r = r0; r < r1; ++r) y[r] = P::dot(Arch{}, rows + r * n_blocks, x, n_blocks);
+        return;
+    }
+    // Prefill: decode each row of a tile to floats once and reuse it for every token, rather
+    // than decoding it again per token inside P::dot (twice the speed for Q8_0 at 32 tokens).
+    // If the scratch cannot be had, fall back to P::dot: slower, same results up to rounding.
+    const std::size_t tile = std::max<std::size_t>(1, row_tile_bytes / (std::max<std::size_t>(1, cols) * sizeof(float)));
+    std::unique_ptr<float[]> decoded;
+    if constexpr (P::type_id != ggml_type::f32) decoded.reset(new (std::nothrow) float[tile * cols]);
+    const auto* decoded_rows = reinterpret_cast<const f32::block*>(decoded.get());
+    for (std::size_t rt = r0; rt < r1; rt += tile) {
+        const std::size_t rt_end = std::min(r1, rt + tile);
+        if (decoded) {
+            for (std::size_t r = rt; r < rt_end; ++r)
+                P::dequantize_row(rows + r * n_blocks, decoded.get() + (r - rt) * cols, n_blocks);
+        }
+        for (std::size_t t = 0; t < n_tok; ++t) {
+            const float* xt = x + t * x_stride;
+            float* yt = y + t * y_stride;
+            for (std::size_t r = rt; r < rt_end; ++r) {
+                yt[r] = decoded ? f32::dot(Arch{}, decoded_rows + (r - rt) * cols, xt, cols)
+                                : P::dot(Arch{}, rows + r * n_blocks, xt, n_blocks);
+            }
+        }
+    }
+}
+
+}  // namespace kernels
+
+template <quant_policy P, class Arch>
+constexpr weight_ops ops_of() noexcept {
+    return weight_ops{P::type_id, P::block_elems, sizeof(typename P::block), &kernels::dequantize_row<P>,
+                      &kernels::matmul<P, Arch>};
+}
+
+// nullopt when the type is not compiled into Set: the loader turns that into a load error.
+template <class Set, class Arch>
+std::optional<weight_ops> resolve(ggml_type t) noexcept {
+    return boost::hana::unpack(Set::types, [t](auto... p) {
+        std::optional<weight_ops> ops;
+        // A short-circuit switch over the set: stops at the first format whose id matches.
+        static_cast<void>(
+            ((decltype(p)::type::type_id == t ? (ops = ops_of<typename decltype(p)::type, Arch>(), true) : false) ||
+             ...));
+        return ops;
+    });
+}
+
+}  // namespace lmtk::quant
+// #include <lmtk/target/cpu.hpp>
+// The CPU target: an empty tag naming the xsimd architecture the kernels are instantiated for.
+#include <xsimd/xsimd.hpp>
+
+namespace lmtk::target {
+
+template <class Arch = xsimd::default_arch>
+struct cpu {
+    using arch = Arch;
+    static_assert(Arch::supported(),
+                  "lmtk::target::cpu<Arch>: this translation unit is not compiled for Arch "
+                  "(add its -m flags, or use xsimd::default_arch)");
+    static constexpr const char* name() noexcept { return Arch::name(); }
+};
+
+}  // namespace lmtk::target
+// #include <lmtk/model/hparams.hpp>
+// Llama-family hyperparameters as a GGUF file states them ({arch}.* keys), checked for
+// consistency before any buffer is sized from them.
+// #include <lmtk/core/error.hpp>
+// #include <lmtk/io/gguf.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+namespace lmtk::model {
+
+// How RoPE pairs dimensions: `normal` rotates (x[2i], x[2i+1]) (GGUF llama, whose converter
+// permutes Q/K rows for it); `neox` rotates (x[i], x[i + d/2]) (HF layout, qwen2 and others).
+enum class rope_kind { normal, neox };
+
+struct llama_hparams {
+    std::string arch;
+    std::uint32_t n_vocab = 0;
+    std::uint32_t n_embd = 0;
+    std::uint32_t n_layer = 0;
+    std::uint32_t n_head = 0;
+    std::uint32_t n_head_kv = 0;
+    std::uint32_t n_ff = 0;
+    std::uint32_t n_ctx_train = 0;
+    std::uint32_t head_dim = 0;
+    std::uint32_t rope_dim = 0;
+    float rope_freq_base = 10000.0f;
+    float rope_freq_scale = 1.0f;  // positions are multiplied by this (linear scaling)
+    float rms_eps = 1e-5f;
+    rope_kind rope = rope_kind::normal;
+
+    std::uint32_t q_dim() const noexcept { return n_head * head_dim; }
+    std::uint32_t kv_dim() const noexcept { return n_head_kv * head_dim; }
+
+    static llama_hparams from_gguf(const gguf::file& f) {
+        llama_hparams h;
+        h.arch = f.require<std::string>("general.architecture");
+        if (h.arch != "llama")
+            fail(f.path(), ": architecture '", h.arch, "' is not supported yet (supported: llama)");
+        const std::string a = h.arch + ".";
+        h.n_embd = f.require<std::uint32_t>(a + "embedding_length");
+        h.n_layer = f.require<std::uint32_t>(a + "block_count");
+        h.n_head = f.require<std::uint32_t>(a + "attention.head_count");
+        h.n_head_kv = f.get_or<std::uint32_t>(a + "attention.head_count_kv", h.n_head);
+        h.n_ff = f.require<std::uint32_t>(a + "feed_forward_length");
+        h.n_ctx_train = f.get_or<std::uint32_t>(a + "context_length", 2048);
+        h.rms_eps = f.get_or<float>(a + "attention.layer_norm_rms_epsilon", 1e-5f);
+        h.rope_freq_base = f.get_or<float>(a + "rope.freq_base", 10000.0f);
+        if (h.n_head == 0 || h.n_embd == 0 || h.n_layer == 0 || h.n_ff == 0)
+            fail(f.path(), ": embedding length, block count, head count and feed-forward length must be non-zero");
+        if (h.n_embd % h.n_head != 0)
+            fail(f.path(), ": embedding length ", h.n_embd, " is not a multiple of the head count ", h.n_head);
+        h.head_dim = f.get_or<std::uint32_t>(a + "attention.key_length", h.n_embd / h.n_head);
+        if (h.head_dim == 0 || h.head_dim % 2 != 0) fail(f.path(), ": head dimension ", h.head_dim, " must be even");
+        if (f.get_or<std::uint32_t>(a + "attention.value_length", h.head_dim) != h.head_dim)
+            fail(f.path(), ": different key and value head sizes are not supported");
+        if (h.n_head_kv == 0 || h.n_head % h.n_head_kv != 0)
+            fail(f.path(), ": head count ", h.n_head, " is not a multiple of the KV head count ", h.n_head_kv);
+        h.rope_dim = f.get_or<std::uint32_t>(a + "rope.dimension_count", h.head_dim);
+        if (h.rope_dim > h.head_dim || h.rope_dim % 2 != 0)
+            fail(f.path(), ": rope dimension ", h.rope_dim, " must be even and at most the head dimension ", h.head_dim);
+        if (!(h.rope_freq_base > 0.0f) || !std::isfinite(h.rope_freq_base))
+            fail(f.path(), ": rope.freq_base must be positive");
+        if (!(h.rms_eps >= 0.0f) || !std::isfinite(h.rms_eps)) fail(f.path(), ": invalid RMS norm epsilon");
+        const std::string scaling = f.get_or<std::string>(a + "rope.scaling.type", "none");
+        if (scaling == "linear") {
+            const float factor = f.get_or<float>(a + "rope.scaling.factor", 1.0f);
+            if (!(factor > 0.0f)) fail(f.path(), ": rope.scaling.factor must be positive");
+            h.rope_freq_scale = 1.0f / factor;
+        } else if (scaling != "none") {
+            fail(f.path(), ": rope scaling '", scaling, "' is not supported yet");
+        }
+        // The vocabulary size comes from the embedding tensor; the key is optional.
+        return h;
+    }
+};
+
+}  // namespace lmtk::model
+// #include <lmtk/model/kv_cache.hpp>
+// Key/value cache of one sequence, allocated once for the whole context. The element type is a
+// policy: `kv_f32` stores floats, `kv_f16` stores IEEE halves (half the memory, ~1e-3 relative
+// rounding of cached keys/values). Layout per layer: [position][kv_head * head_dim], one row per
+// token, so appending a token writes one contiguous row.
+// #include <lmtk/core/error.hpp>
+// #include <lmtk/core/fp16.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+namespace lmtk::model {
+
+struct kv_f32 {
+    using storage = float;
+    static constexpr std::string_view name = "f32";
+    static storage store(float v) noexcept { return v; }
+    static float load(storage v) noexcept { return v; }
+};
+
+struct kv_f16 {
+    using storage = std::uint16_t;
+    static constexpr std::string_view name = "f16";
+    static storage store(float v) noexcept { return core::f32_to_fp16(v); }
+    static float load(storage v) noexcept { return core::fp16_to_f32(v); }
+};
+
+template <class KV>
+class kv_cache {
+public:
+    using storage = typename KV::storage;
+
+    kv_cache() = default;
+    kv_cache(std::size_t n_layer, std::size_t n_ctx, std::size_t kv_dim)
+        : n_layer_(n_layer), n_ctx_(n_ctx), kv_dim_(kv_dim),
+          k_(n_layer * n_ctx * kv_dim), v_(n_layer * n_ctx * kv_dim) {}
+
+    static std::size_t bytes_needed(std::size_t n_layer, std::size_t n_ctx, std::size_t kv_dim) noexcept {
+        return 2 * n_layer * n_ctx * kv_dim * sizeof(storage);
+    }
+
+    std::size_t n_ctx() const noexcept { return n_ctx_; }
+    std::size_t kv_dim() const noexcept { return kv_dim_; }
+
+    storage* k_row(std::size_t layer, std::size_t pos) noexcept { return k_.data() + (layer * n_ctx_ + pos) * kv_dim_; }
+    storage* v_row(std::size_t layer, std::size_t pos) noexcept { return v_.data() + (layer * n_ctx_ + pos) * kv_dim_; }
+    const storage* k_row(std::size_t layer, std::size_t pos) const noexcept {
+        return k_.data() + (layer * n_ctx_ + pos) * kv_dim_;
+    }
+    const storage* v_row(std::size_t layer, std::size_t pos) const noexcept {
+        return v_.data() + (layer * n_ctx_ + pos) * kv_dim_;
+    }
+
+private:
+    std::size_t n_layer_ = 0, n_ctx_ = 0, kv_dim_ = 0;
+    std::vector<storage> k_, v_;
+};
+
+}  // namespace lmtk::model
+// #include <lmtk/model/source.hpp>
+// Where a model's weights and hyperparameters come from. A GGUF file is one source; a Hugging
+// Face checkpoint directory is another. The model binds its weights from a source once, at load,
+// by GGUF tensor names (blk.N.attn_q.weight ...), so the forward pass never knows which it was.
+// The virtual calls here happen only while loading, never per token.
+// #include <lmtk/core/error.hpp>
+// #include <lmtk/io/gguf.hpp>
+// #include <lmtk/model/hparams.hpp>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace lmtk::model {
+
+class weight_source {
+public:
+    virtual ~weight_source() = default;
+
+    virtual const std::string& path() const noexcept = 0;
+    virtual const llama_hparams& hparams() const noexcept = 0;
+    // A tensor by its GGUF name, in GGUF orientation (ne[0] = contiguous input dimension).
+    virtual const gguf::tensor_info* find_tensor(std::string_view name) const noexcept = 0;
+    // The GGUF file behind this source, for metadata such as the vocabulary; nullptr otherwise.
+    virtual const gguf::file* gguf_file() const noexcept { return nullptr; }
+
+    const gguf::tensor_info& tensor(std::string_view name) const {
+        const gguf::tensor_info* t = find_tensor(name);
+        if (!t) fail(path(), ": tensor '", name, "' is missing");
+        return *t;
+    }
+};
+
+class gguf_source final : public weight_source {
+public:
+    explicit gguf_source(const std::string& path) : file_(path), hp_(llama_hparams::from_gguf(file_)) {}
+
+    const std::string& path() const noexcept override { return file_.path(); }
+    const llama_hparams& hparams() const noexcept override { return hp_; }
+    const gguf::tensor_info* find_tensor(std::string_view name) const noexcept override { return file_.find_tensor(name); }
+    const gguf::file* gguf_file() const noexcept override { return &file_; }
+
+private:
+    gguf::file file_;
+    llama_hparams hp_;
+};
+
+// Opens a model path: a GGUF file, or (once the Hugging Face loader is in) a checkpoint folder.
+inline std::unique_ptr<weight_source> open_weights(const std::string& path) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec))
+        fail(path, ": is a directory; Hugging Face checkpoint folders are not supported yet");
+    return std::make_unique<gguf_source>(path);
+}
+
+}  // namespace lmtk::model
+// #include <lmtk/model/llama.hpp>
+// Llama-family transformer: weights bound in place from a GGUF mapping, and a context that owns
+// the KV cache and every activation buffer and runs the forward pass.
+//
+//   llama<Set, Target>        immutable after load; shareable between contexts
+//   llama_context<Model, KV>  one sequence: KV cache + scratch, allocated once; decode() runs
+//                             tokens through the network and allocates nothing
+//
+// Each weight's GGUF type is mapped to a compiled kernel pair (quant::weight_ops) once, at
+// load; the forward pass below calls through those pointers and never switches on a type.
+// #include <lmtk/core/error.hpp>
+// #include <lmtk/core/thread_pool.hpp>
+// #include <lmtk/io/gguf.hpp>
+// #include <lmtk/model/hparams.hpp>
+// #include <lmtk/model/kv_cache.hpp>
+// #include <lmtk/model/source.hpp>
+// #include <lmtk/quant/quant.hpp>
+// #include <lmtk/target/cpu.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <fstream>
+#include <limits>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace lmtk::model {
+
+// One weight matrix of `rows` x `cols` (GGUF ne = [cols, rows]) with its kernels.
+struct weight {
+    const std::byte* data = nullptr;
+    quant::weight_ops ops{};
+    std::size_t rows = 0, cols = 0;
+
+    std::size_t row_bytes() const noexcept { return cols / ops.block_elems * ops.block_bytes; }
+    void dequantize_row(std::size_t r, float* out) const noexcept {
+        ops.dequantize_row(data + r * row_bytes(), out, cols);
+    }
+};
+
+struct llama_layer {
+    weight wq, wk, wv, wo;      // attention projections
+    weight gate, up, down;      // SwiGLU feed-forward
+    std::vector<float> attn_norm, ffn_norm;
+};
+
+template <class Set = quant::default_set, class Target = target::cpu<>>
+class llama {
+public:
+    using quant_set = Set;
+    using target = Target;
+
+    // Opens a GGUF file (or another source open_weights() knows) and binds every weight.
+    explicit llama(const std::string& path) : llama(open_weights(path)) {}
+    explicit llama(std::unique_ptr<weight_source> src) : src_(std::move(src)) { bind(); }
+
+    const weight_source& source() const noexcept { return *src_; }
+    const std::string& path() const noexcept { return src_->path(); }
+    const llama_hparams& hparams() const noexcept { return hp_; }
+    std::uint32_t n_vocab() const noexcept { return hp_.n_vocab; }
+
+    const weight& token_embedding() const noexcept { return tok_embd_; }
+    const weight& output() const noexcept { return output_; }
+    std::span<const float> output_norm() const noexcept { return output_norm_; }
+    const llama_layer& layer(std::size_t i) const noexcept { return layers_[i]; }
+    std::span<const double> rope_inv_freq() const noexcept { return inv_freq_; }
+
+    // Bytes of weight data the forward pass reads per token (all layers plus the output).
+    std::size_t weight_bytes() const noexcept {
+        std::size_t total = output_.rows * output_.row_bytes();
+        for (const auto& l : layers_)
+            for (const weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down}) total += w->rows * w->row_bytes();
+        return total;
+    }
+
+private:
+    weight bind_weight(const std::string& name, std::size_t cols, std::size_t rows) const {
+        const gguf::tensor_info& t = src_->tensor(name);
+        if (static_cast<std::size_t>(t.ne[0]) != cols || static_cast<std::size_t>(t.rows()) != rows)
+            fail(path(), ": tensor '", name, "' has shape [", t.ne[0], ", ", t.rows(), "], expected [", cols, ", ",
+                 rows, "]");
+        const auto ops = quant::resolve<Set, typename Target::arch>(t.type);
+        if (!ops)
+            fail(path(), ": tensor '", name, "' has type ", quant::type_name(t.type),
+                 ", which this build of lmtk does not include");
+        return weight{t.data, *ops, rows, cols};
+    }
+
+    std::vector<float> bind_vector(const std::string& name, std::size_t n) const {
+        const weight w = bind_weight(name, n, 1);
+        std::vector<float> v(n);
+        w.dequantize_row(0, v.data());
+        return v;
+    }
+
+    void bind() {
+        hp_ = src_->hparams();
+        const gguf::tensor_info& emb = src_->tensor("token_embd.weight");
+        if (emb.ne[0] != static_cast<std::int64_t>(hp_.n_embd) || emb.rows() <= 0)
+            fail(path(), ": token_embd.weight has ", emb.ne[0], " columns, expected the embedding length ", hp_.n_embd);
+        hp_.n_vocab = static_cast<std::uint32_t>(emb.rows());
+        if (const gguf::file* f = src_->gguf_file())
+            if (auto v = f->get<std::uint32_t>(hp_.arch + ".vocab_size"); v && *v != hp_.n_vocab)
+                fail(path(), ": vocab_size ", *v, " disagrees with token_embd.weight's ", hp_.n_vocab, " rows");
+
+        const std::size_t d = hp_.n_embd, q = hp_.q_dim(), kv = hp_.kv_dim(), ff = hp_.n_ff;
+        tok_embd_ = bind_weight("token_embd.weight", d, hp_.n_vocab);
+        output_ = src_->find_tensor("output.weight") ? bind_weight("output.weight", d, hp_.n_vocab) : tok_embd_;
+        output_norm_ = bind_vector("output_norm.weight", d);
+        layers_.resize(hp_.n_layer);
+        for (std::size_t i = 0; i < hp_.n_layer; ++i) {
+            const std::string p = "blk." + std::to_string(i) + ".";
+            llama_layer& l = layers_[i];
+            l.attn_norm = bind_vector(p + "attn_norm.weight", d);
+            l.wq = bind_weight(p + "attn_q.weight", d, q);
+            l.wk = bind_weight(p + "attn_k.weight", d, kv);
+            l.wv = bind_weight(p + "attn_v.weight", d, kv);
+            l.wo = bind_weight(p + "attn_output.weight", q, d);
+            l.ffn_norm = bind_vector(p + "ffn_norm.weight", d);
+            l.gate = bind_weight(p + "ffn_gate.weight", d, ff);
+            l.up = bind_weight(p + "ffn_up.weight", d, ff);
+            l.down = bind_weight(p + "ffn_down.weight", ff, d);
+        }
+
+        // RoPE frequencies: theta_i = base^(-2i/rope_dim), divided by per-dimension factors
+        // when the file carries them (Llama 3.1 style rope_freqs.weight).
+        const std::size_t half = hp_.rope_dim / 2;
+        std::vector<float> factors;
+        if (src_->find_tensor("rope_freqs.weight")) factors = bind_vector("rope_freqs.weight", half);
+        inv_freq_.resize(half);
+        for (std::size_t i = 0; i < half; ++i) {
+            double f = std::pow(static_cast<double>(hp_.rope_freq_base), -2.0 * double(i) / double(hp_.rope_dim));
+            if (!factors.empty()) f /= factors[i];
+            inv_freq_[i] = f;
+        }
+    }
+
+    std::unique_ptr<weight_source> src_;
+    llama_hparams hp_;
+    weight tok_embd_, output_;
+    std::vector<float> output_norm_;
+    std::vector<llama_layer> layers_;
+    std::vector<double> inv_freq_;
+};
+
+struct context_options {
+    std::size_t n_ctx = 0;       // 0: the model's training context, capped at 4096
+    std::size_t n_threads = 0;   // 0: one per hardware thread
+    std::size_t n_batch = 512;   // tokens per forward pass during prompt processing
+};
+
+// Bytes of memory this machine can still give (MemAvailable), or 0 if unknown.
+inline std::size_t available_memory_bytes() {
+    std::ifstream in("/proc/meminfo");
+    std::string key;
+    std::size_t kb = 0;
+    std::string unit;
+    while (in >> key >> kb >> unit)
+        if (key == "MemAvailable:") return kb * 1024;
+    return 0;
+}
+
+template <class Model, class KV = kv_f32>
+class llama_context {
+public:
+    using kv_type = KV;
+
+    llama_context(const Model& model, context_options opt)
+        : m_(model), hp_(model.hparams()), pool_(opt.n_threads) {
+        n_ctx_ = opt.n_ctx ? opt.n_ctx : std::min<std::size_t>(hp_.n_ctx_train ? hp_.n_ctx_train : 2048, 4096);
+        n_batch_ = std::max<std::size_t>(1, std::min(opt.n_batch ? opt.n_batch : 512, n_ctx_));
+        const std::size_t kv_bytes = kv_cache<KV>::bytes_needed(hp_.n_layer, n_ctx_, hp_.kv_dim());
+        const std::size_t scratch = sizeof(float) * (n_batch_ * (3 * hp_.n_embd + 2 * hp_.q_dim() + 2 * hp_.kv_dim() +
+                                                                 2 * hp_.n_ff + hp_.n_vocab) +
+                                                     pool_.size() * n_ctx_);
+        if (const std::size_t avail = available_memory_bytes(); avail && kv_bytes + scratch > avail)
+            fail("a context of ", n_ctx_, " tokens needs ", (kv_bytes + scratch) >> 20, " MiB (KV cache ", kv_bytes >> 20,
+                 " MiB), more than the ", avail >> 20, " MiB of memory available; choose a smaller -c");
+        cache_ = kv_cache<KV>(hp_.n_layer, n_ctx_, hp_.kv_dim());
+        x_.resize(n_batch_ * hp_.n_embd);
+        xb_.resize(n_batch_ * hp_.n_embd);
+        q_.resize(n_batch_ * hp_.q_dim());
+        k_.resize(n_batch_ * hp_.kv_dim());
+        v_.resize(n_batch_ * hp_.kv_dim());
+        att_.resize(n_batch_ * hp_.q_dim());
+        hb_.resize(n_batch_ * hp_.n_ff);
+        hb2_.resize(n_batch_ * hp_.n_ff);
+        rope_cos_.resize(n_batch_ * hp_.rope_dim / 2);
+        rope_sin_.resize(n_batch_ * hp_.rope_dim / 2);
+        scores_.resize(pool_.size() * n_ctx_);
+        logits_.resize(hp_.n_vocab);
+    }
+
+    const Model& model() const noexcept { return m_; }
+    std::size_t n_ctx() const noexcept { return n_ctx_; }
+    std::size_t n_past() const noexcept { return n_past_; }
+    std::size_t n_threads() const noexcept { return pool_.size(); }
+    std::uint32_t n_vocab() const noexcept { return hp_.n_vocab; }
+
+    // Forgets cached positions from `n_keep` on (0: start a new sequence).
+    void truncate(std::size_t n_keep) noexcept { n_past_ = std::min(n_past_, n_keep); }
+
+    // Runs `tokens` at positions n_past .. n_past + n - 1 and appends them to the cache.
+    // Returns the logits of the last token. With `all_logits_out`, also writes every position's
+    // logits (n x n_vocab, row-major) there.
+    std::span<const float> decode(std::span<const std::int32_t> tokens, float* all_logits_out = nullptr) {
+        if (tokens.empty()) fail("decode: no tokens to evaluate");
+        if (n_past_ + tokens.size() > n_ctx_)
+            fail("the context is full: ", n_past_, " cached + ", tokens.size(), " new tokens exceed the context size of ",
+                 n_ctx_, " (use a larger -c)");
+        for (const std::int32_t t : tokens)
+            if (t < 0 || static_cast<std::uint32_t>(t) >= hp_.n_vocab)
+                fail("token id ", t, " is outside the vocabulary of ", hp_.n_vocab);
+        for (std::size_t start = 0; start < tokens.size(); start += n_batch_) {
+            const std::size_t n = std::min(n_batch_, tokens.size() - start);
+            const bool last_chunk = start + n == tokens.size();
+            forward(tokens.subspan(start, n), all_logits_out ? all_logits_out + start * hp_.n_vocab : nullptr, last_chunk);
+        }
+        return logits_;
+    }
+
+    std::span<const float> logits() const noexcept { return logits_; }
+
+private:
+    // ---------------------------------------------------------------------------------------
+    // The forward pass of n tokens. Reads top-down like the architecture diagram.
+    // ---------------------------------------------------------------------------------------
+    void forward(std::span<const std::int32_t> tokens, float* all_logits, bool want_last) noexcept {
+        const std::size_t n = tokens.size(), d = hp_.n_embd, qd = hp_.q_dim(), kvd = hp_.kv_dim(), ff = hp_.n_ff;
+        const std::size_t pos0 = n_past_;
+
+        // Token embeddings: one (possibly quantized) row per token.
+        for (std::size_t t = 0; t < n; ++t) m_.token_embedding().dequantize_row(std::size_t(tokens[t]), &x_[t * d]);
+        compute_rope_angles(pos0, n);
+
+        for (std::size_t l = 0; l < hp_.n_layer; ++l) {
+            const llama_layer& w = m_.layer(l);
+
+            // Attention: RMSNorm, Q/K/V projections, RoPE on Q and K, cache K and V.
+            rmsnorm(xb_.data(), x_.data(), w.attn_norm.data(), n);
+            matmul3(w.wq, w.wk, w.wv, xb_.data(), n, q_.data(), k_.data(), v_.data());
+            apply_rope(q_.data(), n, hp_.n_head);
+            apply_rope(k_.data(), n, hp_.n_head_kv);
+            for (std::size_t t = 0; t < n; ++t) {
+                typename KV::storage* kr = cache_.k_row(l, pos0 + t);
+                typename KV::storage* vr = cache_.v_row(l, pos0 + t);
+                for (std::size_t i = 0; i < kvd; ++i) {
+                    kr[i] = KV::store(k_[t * kvd + i]);
+                    vr[i] = KV::store(v_[t * kvd + i]);
+                }
+            }
+
+            // Causal grouped-query attention over every cached position, then the output
+            // projection and the residual connection.
+            attention(l, pos0, n);
+            matmul(w.wo, att_.data(), n, xb_.data());
+            add_in_place(x_.data(), xb_.data(), n * d);
+
+            // Feed-forward: RMSNorm, SwiGLU (silu(gate) * up), down projection, residual.
+            rmsnorm(xb_.data(), x_.data(), w.ffn_norm.data(), n);
+            matmul2(w.gate, w.up, xb_.data(), n, hb_.data(), hb2_.data());
+            swiglu(hb_.data(), hb2_.data(), n * ff);
+            matmul(w.down, hb_.data(), n, xb_.data());
+            add_in_place(x_.data(), xb_.data(), n * d);
+        }
+
+        // Final norm and classifier: every row when the caller wants all logits, else the last.
+        if (all_logits) {
+            rmsnorm(xb_.data(), x_.data(), m_.output_norm().data(), n);
+            matmul(m_.output(), xb_.data(), n, all_logits);
+            if (want_last) std::copy_n(all_logits + (n - 1) * hp_.n_vocab, hp_.n_vocab, logits_.data());
+        } else if (want_last) {
+            rmsnorm(xb_.data(), x_.data() + (n - 1) * d, m_.output_norm().data(), 1);
+            matmul(m_.output(), xb_.data(), 1, logits_.data());
+        }
+        n_past_ += n;
+        (void)qd;
+    }
+
+    // y[t] = x[t] / rms(x[t]) * g for n rows of n_embd.
+    void rmsnorm(float* y, const float* x, const float* g, std::size_t n) noexcept {
+        const std::size_t d = hp_.n_embd;
+        const float eps = hp_.rms_eps;
+        pool_.run_sized(n * d, [&](std::size_t i, std::size_t nt) noexcept {
+            const auto [t0, t1] = core::thread_pool::split(n, i, nt);
+            for (std::size_t t = t0; t < t1; ++t) {
+                const float* xr = x + t * d;
+                float* yr = y + t * d;
+                double ss = 0.0;  // double: this sum sets the scale of the whole row
+                for (std::size_t j = 0; j < d; ++j) ss += double(xr[j]) * xr[j];
+                const float scale = static_cast<float>(1.0 / std::sqrt(ss / double(d) + double(eps)));
+                for (std::size_t j = 0; j < d; ++j) yr[j] = xr[j] * scale * g[j];
+            }
+        });
+    }
+
+    // y (n x w.rows) = x (n x w.cols) * W^T, rows split across threads.
+    void matmul(const weight& w, const float* x, std::size_t n, float* y) noexcept {
+        pool_.run_sized(w.rows * w.cols * n, [&](std::size_t i, std::size_t nt) noexcept {
+            const auto [r0, r1] = core::thread_pool::split(w.rows, i, nt);
+            if (r0 < r1) w.ops.matmul(w.data, w.cols, r0, r1, x, w.cols, n, y, w.rows);
+        });
+    }
+    // Two or three projections of the same input share one parallel region.
+    void matmul2(const weight& a, const weight& b, const float* x, std::size_t n, float* ya, float* yb) noexcept {
+        pool_.run_sized((a.rows + b.rows) * a.cols * n, [&](std::size_t i, std::size_t nt) noexcept {
+            const auto [a0, a1] = core::thread_pool::split(a.rows, i, nt);
+            if (a0 < a1) a.ops.matmul(a.data, a.cols, a0, a1, x, a.cols, n, ya, a.rows);
+            const auto [b0, b1] = core::thread_pool::split(b.rows, i, nt);
+            if (b0 < b1) b.ops.matmul(b.data, b.cols, b0, b1, x, b.cols, n, yb, b.rows);
+        });
+    }
+    void matmul3(const weight& a, const weight& b, const weight& c, const float* x, std::size_t n, float* ya, float* yb,
+                 float* yc) noexcept {
+        pool_.run_sized((a.rows + b.rows + c.rows) * a.cols * n, [&](std::size_t i, std::size_t nt) noexcept {
+            for (auto [w, y] : {std::pair{&a, ya}, std::pair{&b, yb}, std::pair{&c, yc}}) {
+                const auto [r0, r1] = core::thread_pool::split(w->rows, i, nt);
+                if (r0 < r1) w->ops.matmul(w->data, w->cols, r0, r1, x, w->cols, n, y, w->rows);
+            }
+        });
+    }
+
+    // cos/sin of every (token, frequency) pair of this batch; angles in double because
+    // position * frequency loses digits in float at long contexts.
+    void compute_rope_angles(std::size_t pos0, std::size_t n) noexcept {
+        const std::size_t half = hp_.rope_dim / 2;
+        const auto inv = m_.rope_inv_freq();
+        for (std::size_t t = 0; t < n; ++t) {
+            const double p = double(pos0 + t) * double(hp_.rope_freq_scale);
+            for (std::size_t i = 0; i < half; ++i) {
+                const double a = p * inv[i];
+                rope_cos_[t * half + i] = static_cast<float>(std::cos(a));
+                rope_sin_[t * half + i] = static_cast<float>(std::sin(a));
+            }
+        }
+    }
+
+    // Rotates the first rope_dim dimensions of each head of n rows of n_heads * head_dim.
+    void apply_rope(float* v, std::size_t n, std::size_t n_heads) noexcept {
+        const std::size_t hd = hp_.head_dim, half = hp_.rope_dim / 2;
+        const bool neox = hp_.rope == rope_kind::neox;
+        for (std::size_t t = 0; t < n; ++t) {
+            const float* c = &rope_cos_[t * half];
+            const float* s = &rope_sin_[t * half];
+            for (std::size_t h = 0; h < n_heads; ++h) {
+                float* x = v + (t * n_heads + h) * hd;
+                for (std::size_t i = 0; i < half; ++i) {
+                    // normal: pairs (2i, 2i+1); neox: pairs (i, i + rope_dim/2)
+                    const std::size_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+                    const float x0 = x[a], x1 = x[b];
+                    x[a] = x0 * c[i] - x1 * s[i];
+                    x[b] = x0 * s[i] + x1 * c[i];
+                }
+            }
+        }
+    }
+
+    // att[t, head h] = softmax(q·k / sqrt(hd)) · v over positions 0..pos0+t, kv head h / group.
+    void attention(std::size_t layer, std::size_t pos0, std::size_t n) noexcept {
+        const std::size_t hd = hp_.head_dim, nh = hp_.n_head, kvd = hp_.kv_dim();
+        const std::size_t group = hp_.n_head / hp_.n_head_kv;
+        const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+        // work: every (token, head) reads its whole causal prefix
+        pool_.run_sized(n * nh * (pos0 + n) * hd, [&](std::size_t ti, std::size_t nt) noexcept {
+            float* scores = &scores_[ti * n_ctx_];
+            const auto [w0, w1] = core::thread_pool::split(n * nh, ti, nt);
+            for (std::size_t item = w0; item < w1; ++item) {
+                const std::size_t t = item / nh, h = item % nh;
+                const std::size_t kv_off = (h / group) * hd;
+                const float* q = &q_[(t * nh + h) * hd];
+                const std::size_t n_pos = pos0 + t + 1;
+                float max_score = -std::numeric_limits<float>::infinity();
+                for (std::size_t p = 0; p < n_pos; ++p) {
+                    const typename KV::storage* k = cache_.k_row(layer, p) + kv_off;
+                    float s = 0.0f;
+                    for (std::size_t j = 0; j < hd; ++j) s += q[j] * KV::load(k[j]);
+                    s *= scale;
+                    scores[p] = s;
+                    max_score = std::max(max_score, s);
+                }
+                float sum = 0.0f;
+                for (std::size_t p = 0; p < n_pos; ++p) {
+                    scores[p] = std::exp(scores[p] - max_score);
+                    sum += scores[p];
+                }
+                const float inv_sum = 1.0f / sum;
+                float* out = &att_[(t * nh + h) * hd];
+                std::fill_n(out, hd, 0.0f);
+                for (std::size_t p = 0; p < n_pos; ++p) {
+                    const typename KV::storage* v = cache_.v_row(layer, p) + kv_off;
+                    const float a = scores[p] * inv_sum;
+                    for (std::size_t j = 0; j < hd; ++j) out[j] += a * KV::load(v[j]);
+                }
+            }
+        });
+        (void)kvd;
+    }
+
+    static void add_in_place(float* x, const float* y, std::size_t n) noexcept {
+        for (std::size_t i = 0; i < n; ++i) x[i] += y[i];
+    }
+    static void swiglu(float* g, const float* u, std::size_t n) noexcept {
+        for (std::size_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    }
+
+    const Model& m_;
+    const llama_hparams& hp_;
+    core::thread_pool pool_;
+    std::size_t n_ctx_ = 0, n_batch_ = 0, n_past_ = 0;
+    kv_cache<KV> cache_;
+    std::vector<float> x_, xb_, q_, k_, v_, att_, hb_, hb2_, rope_cos_, rope_sin_, scores_, logits_;
+};
+
+}  // namespace lmtk::model
+// #include <lmtk/tokenize/tokenize.hpp>
+// Tokenizers over GGUF vocabularies. The libsentencepiece adapter,
+// <lmtk/tokenize/sentencepiece.hpp>, is not included: it needs lmtk::sentencepiece to link.
+// #include <lmtk/tokenize/special_tokens.hpp>
+// lmtk::tokenize::special_matcher: finds special-token texts ("<s>", "<|im_end|>") in input
+// text, so a tokenizer can emit their ids directly and run its algorithm only on the text between.
+//
+// Matching is leftmost first and, at one position, longest first: "<|end|>" inside
+// "<|endoftext|>" is never split out when both are special.
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace lmtk::tokenize {
+
+class special_matcher {
+public:
+    // Empty texts are ignored: they would match everywhere.
+    void add(std::string_view text, std::int32_t id) {
+        if (text.empty()) return;
+        auto& bucket = by_first_byte_[static_cast<unsigned char>(text[0])];
+        // Kept longest first so the first hit at a position is the longest one.
+        const auto at = std::find_if(bucket.begin(), bucket.end(),
+                                     [&](const entry& e) { return e.text.size() < text.size(); });
+        bucket.insert(at, entry{std::string(text), id});
+        ++count_;
+    }
+    bool empty() const noexcept { return count_ == 0; }
+
+    // Calls on_text(std::string_view) for each non-empty stretch of ordinary text and
+    // on_special(std::int32_t) for each special token, in input order.
+    template <class OnText, class OnSpecial>
+    void split(std::string_view s, OnText&& on_text, OnSpecial&& on_special) const {
+        if (empty()) {
+            if (!s.empty()) on_text(s);
+            return;
+        }
+        std::size_t text_start = 0;
+        std::size_t i = 0;
+        while (i < s.size()) {
+            const auto& bucket = by_first_byte_[static_cast<unsigned char>(s[i])];
+            const entry* hit = nullptr;
+            for (const entry& e : bucket)
+                if (s.substr(i, e.text.size()) == e.text) { hit = &e; break; }
+            if (!hit) { ++i; continue; }
+            if (i > text_start) on_text(s.substr(text_start, i - text_start));
+            on_special(hit->id);
+            i += hit->text.size();
+            text_start = i;
+        }
+        if (text_start < s.size()) on_text(s.substr(text_start));
+    }
+
+private:
+    struct entry {
+        std::string text;
+        std::int32_t id;
+    };
+    std::array<std::vector<entry>, 256> by_first_byte_;
+    std::size_t count_ = 0;
+};
+
+}  // namespace lmtk::tokenize
+// #include <lmtk/tokenize/spm.hpp>
+// lmtk::tokenize::spm_tokenizer: SentencePiece BPE encoding over a GGUF vocabulary (the `llama`
+// tokenizer model: Llama 1/2, Mistral v0.1, TinyLlama, stories260K, ...).
+//
+// encode, per stretch of text between special tokens:
+//   1. normalise: prepend a space (add_space_prefix), then write every space as U+2581 "▁";
+//   2. split into UTF-8 characters (a malformed byte is a character of its own);
+//   3. repeatedly merge the adjacent pair whose concatenation is a vocabulary piece with the
+//      highest score, leftmost on ties; a max-heap of candidate pairs makes this O(n log n);
+//   4. emit each final symbol's id; a symbol that is no emittable piece (a merged `unused`
+//      piece, or a character the vocabulary lacks) splits back into the symbols it was merged
+//      from, and a character that is still unknown becomes its UTF-8 bytes as <0xXX> tokens
+//      (byte fallback), or one unknown token when the vocabulary has no byte tokens.
+// This reproduces sentencepiece and llama.cpp on their test vectors (tests/tokenize/spm_vectors.cpp).
+// #include <lmtk/core/error.hpp>
+// #include <lmtk/tokenize/special_tokens.hpp>
+// #include <lmtk/tokenize/vocab.hpp>
+// lmtk::tokenize::vocab: the token table of a model, as GGUF stores it under tokenizer.ggml.*.
+//
+// It owns copies of the token texts, so it outlives the gguf::file it came from. Every array is
+// checked against the token count and every special id against the range at load: a tokenizer
+// built on a vocab never sees an id it cannot index.
+// #include <lmtk/core/error.hpp>
+// #include <lmtk/io/gguf.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace lmtk::tokenize {
+
+// GGUF token types (llama.cpp's llama_token_type). Stored ids: never renumber.
+enum class token_type : std::uint8_t {
+    undefined = 0,
+    normal = 1,
+    unknown = 2,
+    control = 3,
+    user_defined = 4,
+    unused = 5,
+    byte = 6,
+};
+
+inline constexpr std::int32_t no_token = -1;  // a special id the vocabulary does not have
+
+// Everything a vocab is made of. from_gguf fills one from metadata; other loaders (llama2.c's
+// tokenizer.bin, tests) can fill one by hand. `vocab` validates it.
+struct vocab_spec {
+    std::string model;                  // tokenizer.ggml.model: "llama" (SPM), "gpt2" (BPE), ...
+    std::string pre;                    // tokenizer.ggml.pre: BPE pre-tokenizer name, may be empty
+    std::vector<std::string> tokens;
+    std::vector<float> scores;          // empty: all 0
+    std::vector<token_type> types;      // empty: all normal
+    std::vector<std::string> merges;    // BPE merges "a b", empty for SPM
+    std::int32_t bos = no_token, eos = no_token, unk = no_token, sep = no_token, pad = no_token;
+    std::int32_t eot = no_token, eom = no_token;  // end of turn / end of message (chat models)
+    bool add_bos = false, add_eos = false, add_space_prefix = false;
+};
+
+class vocab {
+public:
+    vocab() = default;
+
+    // `origin` names the source (a path) in error messages.
+    vocab(vocab_spec spec, std::string_view origin) : s_(std::move(spec)) {
+        const std::size_t n = s_.tokens.size();
+        if (n == 0) fail(origin, ": the vocabulary has no tokens");
+        if (n > static_cast<std::size_t>(INT32_MAX)) fail(origin, ": the vocabulary has too many tokens (", n, ")");
+        if (s_.scores.empty()) s_.scores.assign(n, 0.0f);
+        if (s_.types.empty()) s_.types.assign(n, token_type::normal);
+        if (s_.scores.size() != n)
+            fail(origin, ": tokenizer.ggml.scores has ", s_.scores.size(), " entries for ", n, " tokens");
+        if (s_.types.size() != n)
+            fail(origin, ": tokenizer.ggml.token_type has ", s_.types.size(), " entries for ", n, " tokens");
+        for (std::size_t i = 0; i < n; ++i)
+            if (static_cast<std::uint8_t>(s_.types[i]) > static_cast<std::uint8_t>(token_type::byte))
+                fail(origin, ": token ", i, " has unknown token type ", int(static_cast<std::uint8_t>(s_.types[i])));
+        const std::pair<const char*, std::int32_t> ids[] = {{"bos", s_.bos}, {"eos", s_.eos}, {"unknown", s_.unk},
+                                                            {"seperator", s_.sep}, {"padding", s_.pad},
+                                                            {"eot", s_.eot}, {"eom", s_.eom}};
+        for (const auto& [name, id] : ids)
+            if (id != no_token && (id < 0 || static_cast<std::size_t>(id) >= n))
+                fail(origin, ": tokenizer.ggml.", name, "_token_id ", id, " is outside the vocabulary of ", n, " tokens");
+        index_.reserve(n);
+        // Duplicate texts happen in real vocabularies (e.g. unused slots); the first id wins, as
+        // in sentencepiece and llama.cpp.
+        for (std::size_t i = 0; i < n; ++i) index_.emplace(s_.tokens[i], static_cast<std::int32_t>(i));
+    }
+
+    // Reads tokenizer.ggml.* from a GGUF file (a full model or a vocabulary-only file).
+    static vocab from_gguf(const gguf::file& f) {
+        const std::string& path = f.path();
+        vocab_spec s;
+        auto model = f.get<std::string>("tokenizer.ggml.model");
+        if (!model) fail(path, ": no tokenizer in the file (tokenizer.ggml.model is missing)");
+        s.model = std::move(*model);
+        s.pre = f.get_or<std::string>("tokenizer.ggml.pre", "");
+        auto tokens = f.get_array<std::string>("tokenizer.ggml.tokens");
+        if (!tokens) fail(path, ": tokenizer.ggml.tokens is missing");
+        s.tokens = std::move(*tokens);
+        if (auto scores = f.get_array<float>("tokenizer.ggml.scores")) s.scores = std::move(*scores);
+        if (auto types = f.get_array<std::int32_t>("tokenizer.ggml.token_type")) {
+            s.types.reserve(types->size());
+            for (std::size_t i = 0; i < types->size(); ++i) {
+                const std::int32_t t = (*types)[i];
+                if (t < 0 || t > static_cast<std::int32_t>(token_type::byte))
+                    fail(path, ": token ", i, " has unknown token type ", t);
+                s.types.push_back(static_cast<token_type>(t));
+            }
+        }
+        if (auto merges = f.get_array<std::string>("tokenizer.ggml.merges")) s.merges = std::move(*merges);
+
+        const bool spm = s.model == "llama";
+        s.bos = special_id(f, "tokenizer.ggml.bos_token_id");
+        s.eos = special_id(f, "tokenizer.ggml.eos_token_id");
+        s.unk = special_id(f, "tokenizer.ggml.unknown_token_id");
+        s.sep = special_id(f, "tokenizer.ggml.seperator_token_id");  // sic: the key llama.cpp writes
+        s.pad = special_id(f, "tokenizer.ggml.padding_token_id");
+        s.eot = special_id(f, "tokenizer.ggml.eot_token_id");
+        s.eom = special_id(f, "tokenizer.ggml.eom_token_id");
+        // Defaults as llama.cpp applies them: SPM models prepend BOS and a space unless told not to.
+        s.add_bos = f.get_or<bool>("tokenizer.ggml.add_bos_token", spm);
+        s.add_eos = f.get_or<bool>("tokenizer.ggml.add_eos_token", false);
+        s.add_space_prefix = f.get_or<bool>("tokenizer.ggml.add_space_prefix", spm);
+        return vocab(std::move(s), path);
+    }
+
+    const std::string& model() const noexcept { return s_.model; }
+    const std::string& pre() const noexcept { return s_.pre; }
+    std::size_t size() const noexcept { return s_.tokens.size(); }
+    bool contains(std::int32_t id) const noexcept { return id >= 0 && static_cast<std::size_t>(id) < size(); }
+
+    // Per-token accessors; `id` must be valid (contains(id)).
+    const std::string& text(std::int32_t id) const noexcept { return s_.tokens[static_cast<std::size_t>(id)]; }
+    float score(std::int32_t id) const noexcept { return s_.scores[static_cast<std::size_t>(id)]; }
+    token_type type(std::int32_t id) const noexcept { return s_.types[static_cast<std::size_t>(id)]; }
+
+    // The id of a token text, or no_token.
+    std::int32_t find(std::string_view text) const noexcept {
+        const auto it = index_.find(text);
+        return it == index_.end() ? no_token : it->second;
+    }
+
+    const std::vector<std::string>& merges() const noexcept { return s_.merges; }
+
+    std::int32_t bos() const noexcept { return s_.bos; }
+    std::int32_t eos() const noexcept { return s_.eos; }
+    std::int32_t unk() const noexcept { return s_.unk; }
+    std::int32_t sep() const noexcept { return s_.sep; }
+    std::int32_t pad() const noexcept { return s_.pad; }
+    std::int32_t eot() const noexcept { return s_.eot; }
+    std::int32_t eom() const noexcept { return s_.eom; }
+    bool add_bos() const noexcept { return s_.add_bos; }
+    bool add_eos() const noexcept { return s_.add_eos; }
+    bool add_space_prefix() const noexcept { return s_.add_space_prefix; }
+
+private:
+    // GGUF writers store "none" as u32 0xFFFFFFFF; some write -1. Both mean absent.
+    static std::int32_t special_id(const gguf::file& f, std::string_view key) {
+        const gguf::value* v = f.find(key);
+        if (!v) return no_token;
+        const auto i = v->as_int();
+        if (!i) fail(f.path(), ": metadata key '", key, "' is ", gguf::value_type_name(v->type()), ", expected an integer");
+        if (*i == -1 || *i == 0xFFFFFFFF) return no_token;
+        if (*i < 0 || *i > INT32_MAX) fail(f.path(), ": ", key, " ", *i, " is not a valid token id");
+        return static_cast<std::int32_t>(*i);
+    }
+
+    // Heterogeneous lookup: the hot merge loop probes with string_views into the input.
+    struct text_hash {
+        using is_transparent = void;
+        std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+    };
+
+    vocab_spec s_;
+    std::unordered_map<std::string, std::int32_t, text_hash, std::equal_to<>> index_;
+};
+
+}  // namespace lmtk::tokenize
+
+#include <array>
+#include <cstdint>
+#include <queue>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace lmtk::tokenize {
+
+namespace detail {
+
+inline constexpr std::string_view spm_space = "\xE2\x96\x81";      // U+2581, SentencePiece's space
+inline constexpr std::string_view spm_unk_surface = " \xE2\x81\x87 ";  // " ⁇ ", how sentencepiece shows <unk>
+
+// Length of the UTF-8 character starting at s[i]. Anything malformed (stray continuation byte,
+// invalid lead byte, truncated or broken sequence) counts as a one-byte character, so hostile
+// input still tokenizes, via byte fallback, without reading past the end.
+inline std::size_t utf8_char_len(std::string_view s, std::size_t i) noexcept {
+    const auto lead = static_cast<unsigned char>(s[i]);
+    std::size_t n = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xE ? 3 : (lead >> 3) == 0x1E ? 4 : 1;
+    if (n > s.size() - i) return 1;
+    for (std::size_t k = 1; k < n; ++k)
+        if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 1;
+    return n;
+}
+
+// "<0x41>" -> 0x41; -1 when the text is not a byte-token text.
+inline int parse_byte_token(std::string_view t) noexcept {
+    if (t.size() != 6 || t.substr(0, 3) != "<0x" || t[5] != '>') return -1;
+    auto hex = [](char c) {
+        return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    };
+    const int hi = hex(t[3]), lo = hex(t[4]);
+    return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+}
+
+}  // namespace detail
+
+class spm_tokenizer {
+public:
+    explicit spm_tokenizer(vocab v) : v_(std::move(v)) {
+        if (v_.model() != "llama")
+            fail("spm_tokenizer: the vocabulary's tokenizer model is '", v_.model(),
+                 "', expected 'llama' (SentencePiece)");
+        byte_ids_.fill(no_token);
+        for (std::int32_t id = 0; id < static_cast<std::int32_t>(v_.size()); ++id) {
+            const token_type t = v_.type(id);
+            if (t == token_type::byte || t == token_type::undefined) {
+                // Byte-typed tokens win over a normal token that merely looks like one.
+                const int b = detail::parse_byte_token(v_.text(id));
+                if (b >= 0 && (byte_ids_[b] == no_token || t == token_type::byte)) byte_ids_[b] = id;
+            }
+            if (mergeable(t) && v_.text(id).size() > max_piece_bytes_) max_piece_bytes_ = v_.text(id).size();
+            // User-defined pieces are atomic in sentencepiece and llama.cpp, special or not;
+            // control (and unknown) texts only when the caller asks for special parsing.
+            if (t == token_type::user_defined) {
+                always_.add(v_.text(id), id);
+                with_control_.add(v_.text(id), id);
+            } else if (t == token_type::control || t == token_type::unknown) {
+                with_control_.add(v_.text(id), id);
+            }
+        }
+        has_all_bytes_ = true;
+        for (std::int32_t id : byte_ids_) has_all_bytes_ = has_all_bytes_ && id != no_token;
+    }
+
+    // Token ids of `text`: BOS first when add_bos (and the vocabulary has one). With
+    // parse_special, control-token texts such as "<s>" become their ids; as in llama.cpp, the
+    // text after a special token gets the space prefix again.
+    std::vector<std::int32_t> encode(std::string_view text, bool add_bos, bool parse_special = false) const {
+        std::vector<std::int32_t> out;
+        out.reserve(text.size() / 3 + 2);
+        if (add_bos && v_.bos() != no_token) out.push_back(v_.bos());
+        bool after_special = true;  // the start of the text counts as "after a special token"
+        (parse_special ? with_control_ : always_)
+            .split(
+                text,
+                [&](std::string_view fragment) {
+                    encode_fragment(fragment, v_.add_space_prefix() && after_special, out);
+                    after_special = false;
+                },
+                [&](std::int32_t id) {
+                    out.push_back(id);
+                    after_special = true;
+                });
+        return out;
+    }
+
+    // Text of `ids`. The space the space prefix put at the start is dropped, as sentencepiece
+    // does. skip_special drops control tokens; otherwise their text is written and, mirroring
+    // encode, the space prefix after each is dropped too. An id outside the vocabulary throws.
+    std::string decode(std::span<const std::int32_t> ids, bool skip_special = true) const {
+        std::string out;
+        bool at_prefix = v_.add_space_prefix();  // the next text piece starts with the space prefix
+        for (const std::int32_t id : ids) {
+            check(id);
+            const token_type t = v_.type(id);
+            if (t == token_type::control) {
+                if (skip_special) continue;
+                out += v_.text(id);
+                at_prefix = v_.add_space_prefix();
+                continue;
+            }
+            if (t == token_type::unknown) {
+                out += detail::spm_unk_surface;
+            } else if (t == token_type::byte) {
+                out += piece(id);
+            } else {
+                std::string_view text = v_.text(id);
+                if (at_prefix && text.starts_with(detail::spm_space)) text.remove_prefix(detail::spm_space.size());
+                append_with_spaces(out, text);
+            }
+            at_prefix = false;
+        }
+        return out;
+    }
+
+    // The raw bytes one token stands for: "▁" -> ' ', <0xXX> -> that byte, control -> empty.
+    // For streaming output: concatenated pieces may split a UTF-8 character across tokens.
+    std::string piece(std::int32_t id) const {
+        check(id);
+        std::string out;
+        switch (v_.type(id)) {
+            case token_type::control: break;
+            case token_type::unknown: out = detail::spm_unk_surface; break;
+            case token_type::byte: {
+                const int b = detail::parse_byte_token(v_.text(id));
+                if (b >= 0) out.push_back(static_cast<char>(b));
+                else append_with_spaces(out, v_.text(id));
+                break;
+            }
+            default: append_with_spaces(out, v_.text(id));
+        }
+        return out;
+    }
+
+    const vocab& vocabulary() const noexcept { return v_; }
+    std::int32_t bos() const noexcept { return v_.bos(); }
+    std::int32_t eos() const noexcept { return v_.eos(); }
+    // End of generation: EOS, or an end-of-turn/end-of-message token when the model has one.
+    bool is_eog(std::int32_t id) const noexcept {
+        return id != no_token && (id == v_.eos() || id == v_.eot() || id == v_.eom());
+    }
+    std::size_t size() const noexcept { return v_.size(); }
+
+private:
+    // Pieces the merge step may form. Control, unknown and byte tokens are no text pieces (in
+    // sentencepiece they are not in the piece table at all), so "<s>" is never built from '<' 's' '>'.
+    static bool mergeable(token_type t) noexcept {
+        return t != token_type::control && t != token_type::unknown && t != token_type::byte;
+    }
+    // Pieces emitted as they are; a merged `unused` piece is split back (sentencepiece does so).
+    static bool emittable(token_type t) noexcept { return mergeable(t) && t != token_type::unused; }
+
+    void check(std::int32_t id) const {
+        if (!v_.contains(id)) fail("token id ", id, " is outside the vocabulary of ", v_.size(), " tokens");
+    }
+
+    static void append_with_spaces(std::string& out, std::string_view t) {
+        for (std::size_t p = t.find(detail::spm_space); p != std::string_view::npos; p = t.find(detail::spm_space)) {
+            out.append(t.substr(0, p)).push_back(' ');
+            t.remove_prefix(p + detail::spm_space.size());
+        }
+        out.append(t);
+    }
+
+    // A stretch of the normalised text; merged nodes remember their halves for resegmenting.
+    struct node {
+        std::uint32_t start, len;
+        std::int32_t left = -1, right = -1;  // -1: a single character
+    };
+    // One live symbol of the doubly linked list being merged.
+    struct symbol {
+        std::int32_t prev, next;
+        std::int32_t node;  // -1 once merged into its left neighbour
+    };
+    struct candidate {
+        float score;
+        std::uint32_t start;               // byte offset of the left symbol: the tie-break
+        std::int32_t left, right;          // symbols
+        std::int32_t left_node, right_node;  // stale once either symbol changes
+    };
+    struct lower_priority {
+        bool operator()(const candidate& a, const candidate& b) const noexcept {
+            return a.score < b.score || (a.score == b.score && a.start > b.start);
+        }
+    };
+
+    void encode_fragment(std::string_view fragment, bool space_prefix, std::vector<std::int32_t>& out) const {
+        std::string norm;
+        norm.reserve(fragment.size() + fragment.size() / 2 + detail::spm_space.size());
+        if (space_prefix) norm += detail::spm_space;
+        for (const char c : fragment) {
+            if (c == ' ') norm += detail::spm_space;
+            else norm.push_back(c);
+        }
+        if (norm.size() > UINT32_MAX) fail("spm_tokenizer: input of ", norm.size(), " bytes is too long to encode");
+
+        std::vector<node> nodes;
+        std::vector<symbol> syms;
+        nodes.reserve(norm.size() * 2);
+        syms.reserve(norm.size());
+        for (std::size_t i = 0; i < norm.size();) {
+            const std::size_t n = detail::utf8_char_len(norm, i);
+            const auto k = static_cast<std::int32_t>(syms.size());
+            nodes.push_back({static_cast<std::uint32_t>(i), static_cast<std::uint32_t>(n)});
+            syms.push_back({k - 1, k + 1, k});
+            i += n;
+        }
+        if (syms.empty()) return;
+        syms.back().next = -1;
+
+        std::vector<candidate> heap_storage;
+        heap_storage.reserve(syms.size());
+        std::priority_queue<candidate, std::vector<candidate>, lower_priority> heap(lower_priority{},
+                                                                                    std::move(heap_storage));
+        auto consider = [&](std::int32_t l, std::int32_t r) {
+            if (l < 0 || r < 0) return;
+            const node& a = nodes[static_cast<std::size_t>(syms[l].node)];
+            const node& b = nodes[static_cast<std::size_t>(syms[r].node)];
+            if (a.len + b.len > max_piece_bytes_) return;
+            const std::int32_t id = v_.find(std::string_view(norm).substr(a.start, a.len + b.len));
+            if (id == no_token || !mergeable(v_.type(id))) return;
+            heap.push({v_.score(id), a.start, l, r, syms[l].node, syms[r].node});
+        };
+        for (std::int32_t i = 0; i + 1 < static_cast<std::int32_t>(syms.size()); ++i) consider(i, i + 1);
+
+        while (!heap.empty()) {
+            const candidate c = heap.top();
+            heap.pop();
+            symbol& l = syms[c.left];
+            symbol& r = syms[c.right];
+            if (l.node != c.left_node || r.node != c.right_node) continue;  // a side has changed since
+            const node& a = nodes[static_cast<std::size_t>(l.node)];
+            const node& b = nodes[static_cast<std::size_t>(r.node)];
+            nodes.push_back({a.start, a.len + b.len, l.node, r.node});
+            l.node = static_cast<std::int32_t>(nodes.size() - 1);
+            r.node = -1;
+            l.next = r.next;
+            if (r.next >= 0) syms[r.next].prev = c.left;
+            consider(l.prev, c.left);
+            consider(c.left, l.next);
+        }
+
+        std::vector<std::int32_t> pending;  // nodes to emit, last on top
+        bool last_was_unk = false;          // sentencepiece collapses a run of unknowns into one
+        for (std::int32_t s = 0; s >= 0; s = syms[s].next) {
+            pending.push_back(syms[s].node);
+            while (!pending.empty()) {
+                const node& nd = nodes[static_cast<std::size_t>(pending.back())];
+                pending.pop_back();
+                const std::string_view t = std::string_view(norm).substr(nd.start, nd.len);
+                const std::int32_t id = v_.find(t);
+                if (id != no_token && emittable(v_.type(id))) {
+                    out.push_back(id);
+                    last_was_unk = false;
+                } else if (nd.left >= 0) {
+                    pending.push_back(nd.right);
+                    pending.push_back(nd.left);
+                } else if (has_all_bytes_) {
+                    for (const char ch : t) out.push_back(byte_ids_[static_cast<unsigned char>(ch)]);
+                    last_was_unk = false;
+                } else if (v_.unk() != no_token) {
+                    if (!last_was_unk) out.push_back(v_.unk());
+                    last_was_unk = true;
+                } else {
+                    fail("spm_tokenizer: cannot encode '", t,
+                         "': the vocabulary has neither byte tokens nor an unknown token");
+                }
+            }
+        }
+    }
+
+    vocab v_;
+    std::array<std::int32_t, 256> byte_ids_{};
+    bool has_all_bytes_ = false;
+    std::size_t max_piece_bytes_ = 0;
+    special_matcher always_;        // user-defined pieces
+    special_matcher with_control_;  // user-defined, control and unknown pieces
+};
+
+}  // namespace lmtk::tokenize
+// #include <lmtk/tokenize/vocab.hpp>
+// #include <lmtk/tokenize/load.hpp>
+// The tokenizer a model source carries. GGUF files hold their vocabulary in metadata.
+// #include <lmtk/core/error.hpp>
+// #include <lmtk/model/source.hpp>
+// #include <lmtk/tokenize/tokenize.hpp>
+
+namespace lmtk::tokenize {
+
+inline spm_tokenizer load_tokenizer(const model::weight_source& src) {
+    if (const gguf::file* f = src.gguf_file()) return spm_tokenizer(vocab::from_gguf(*f));
+    fail(src.path(), ": this model source carries no tokenizer lmtk can read");
+}
+
+}  // namespace lmtk::tokenize
+// #include <lmtk/sample/sample.hpp>
+// Sampling: candidates, the seeded generator, the stages and the compile-time chain.
+// #include <lmtk/sample/candidate.hpp>
+// One vocabulary entry as it moves through a sampling chain.
+#include <cstdint>
+#include <type_traits>
+
+namespace lmtk::sample {
+
+struct candidate {
+    std::int32_t id;  // token id
+    float logit;      // current (possibly transformed) logit
+    float p;          // probability; scratch for filters, the final distribution after a pick
+};
+static_assert(std::is_trivially_copyable_v<candidate>);
+static_assert(sizeof(candidate) == 12, "candidate: padding");
+
+}  // namespace lmtk::sample
+// #include <lmtk/sample/chain.hpp>
+// lmtk::sample::chain: filters applied left to right, then one pick stage, fixed at compile time.
+//
+//   namespace s = lmtk::sample;
+//   s::chain<s::repetition_penalty, s::top_k, s::top_p, s::temperature, s::dist> sampler{
+//       s::repetition_penalty{1.1f, 64}, s::top_k{40}, s::top_p{0.95f, 1},
+//       s::temperature{0.8f}, s::dist{}};
+//   s::rng gen(seed);
+//   s::context ctx{history, gen};
+//   std::int32_t token = sampler(logits, ctx);
+//   sampler.get<s::temperature>().value = 0.0f;  // parameters change at run time
+//
+// Chain rules are static_asserts, so a wrong composition does not compile:
+//   chain<>                    "a chain needs at least a pick stage"
+//   chain<top_k>               "the last stage must pick a token (greedy or dist)"
+//   chain<dist, top_k, dist>   "every stage before the last must be a filter"
+//   get<S>() with S absent or repeated: "get<S>: S must appear exactly once"
+// #include <lmtk/core/error.hpp>
+// #include <lmtk/sample/candidate.hpp>
+// #include <lmtk/sample/stages.hpp>
+// Sampling stages: small aggregates with runtime parameters, composed by lmtk::sample::chain.
+//
+// A filter stage takes the current candidates and returns the survivors as a subspan (usually a
+// prefix) of its input; it may reorder them and rewrite their logits. A pick stage comes last and
+// returns the chosen token id. Both see a context: the token history and the seeded generator.
+//
+// The `p` field of a candidate is scratch while filters run (top_p and repetition_penalty use
+// it); after a pick stage it holds the softmax of the surviving candidates' final logits, which
+// is what chain::last_candidates() exposes for logprobs.
+//
+// Logits may be -infinity (a banned token) and +infinity; NaN is not allowed (chain turns NaN
+// into -infinity before the first stage).
+//
+// Semantics follow llama.cpp's samplers, so a user's settings mean the same thing here.
+// #include <lmtk/sample/candidate.hpp>
+// #include <lmtk/sample/rng.hpp>
+// lmtk::sample::rng: xoshiro256** seeded through splitmix64. Small, fast and identical on every
+// platform (unlike std::uniform_real_distribution, whose output the standard leaves open), so a
+// seed reproduces a run anywhere.
+#include <array>
+#include <cstdint>
+#include <limits>
+
+namespace lmtk::sample {
+
+class rng {
+public:
+    using result_type = std::uint64_t;  // satisfies std::uniform_random_bit_generator
+
+    explicit rng(std::uint64_t seed = 0) noexcept { reseed(seed); }
+
+    // splitmix64 spreads any seed (0 included) over the 256-bit state, which must not be all zero.
+    void reseed(std::uint64_t seed) noexcept {
+        for (std::uint64_t& word : s_) {
+            seed += 0x9e3779b97f4a7c15ull;
+            std::uint64_t z = seed;
+            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+            z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+            word = z ^ (z >> 31);
+        }
+    }
+
+    std::uint64_t next() noexcept {
+        const std::uint64_t result = rotl(s_[1] * 5, 7) * 9;
+        const std::uint64_t t = s_[1] << 17;
+        s_[2] ^= s_[0];
+        s_[3] ^= s_[1];
+        s_[1] ^= s_[2];
+        s_[0] ^= s_[3];
+        s_[2] ^= t;
+        s_[3] = rotl(s_[3], 45);
+        return result;
+    }
+    result_type operator()() noexcept { return next(); }
+    static constexpr result_type min() noexcept { return 0; }
+    static constexpr result_type max() noexcept { return std::numeric_limits<result_type>::max(); }
+
+    // Top 24 bits: every value is exact in a float and strictly below 1.
+    float uniform() noexcept { return static_cast<float>(next() >> 40) * 0x1.0p-24f; }
+    // Top 53 bits, for sampling from large vocabularies where 2^-24 steps would bias rare tokens.
+    double uniform_double() noexcept { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
+
+    friend bool operator==(const rng&, const rng&) = default;
+
+private:
+    static constexpr std::uint64_t rotl(std::uint64_t x, int k) noexcept {
+        return (x << k) | (x >> (64 - k));
+    }
+    std::array<std::uint64_t, 4> s_{};
+};
+
+}  // namespace lmtk::sample
+
+#include <algorithm>
+#include <cmath>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <vector>
+
+namespace lmtk::sample {
+
+struct context {
+    std::span<const std::int32_t> history;  // tokens so far, oldest first, prompt included
+    rng& gen;
+};
+
+template <class S>
+concept filter_stage = std::copy_constructible<S> &&
+    requires(const S& s, std::span<candidate> c, context& ctx) {
+        { s(c, ctx) } -> std::same_as<std::span<candidate>>;
+    };
+
+template <class S>
+concept pick_stage = std::copy_constructible<S> &&
+    requires(const S& s, std::span<candidate> c, context& ctx) {
+        { s(c, ctx) } -> std::same_as<std::int32_t>;
+    };
+
+namespace detail {
+
+inline constexpr float inf = std::numeric_limits<float>::infinity();
+
+// Descending logit; equal logits by ascending id, so every stage's survivors are well defined.
+inline bool better(const candidate& a, const candidate& b) noexcept {
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+}
+
+inline std::size_t argmax(std::span<const candidate> c) noexcept {
+    std::size_t best = 0;
+    for (std::size_t i = 1; i < c.size(); ++i)
+        if (better(c[i], c[best])) best = i;
+    return best;
+}
+
+inline float max_logit(std::span<const candidate> c) noexcept {
+    float m = -inf;
+    for (const candidate& x : c) m = std::max(m, x.logit);
+    return m;
+}
+
+// Writes p = exp(logit - max) and returns their sum (in double: 128k small terms). Degenerate
+// inputs stay finite: if all logits are -inf every candidate weighs 1 (nothing is preferred);
+// if some are +inf, only those weigh 1.
+inline double exp_weights(std::span<candidate> c) noexcept {
+    const float m = max_logit(c);
+    if (m == -inf || m == inf) {
+        double sum = 0.0;
+        for (candidate& x : c) {
+            x.p = (x.logit == m) ? 1.0f : 0.0f;
+            sum += x.p;
+        }
+        return sum;
+    }
+    double sum = 0.0;
+    for (candidate& x : c) {
+        x.p = std::exp(x.logit - m);
+        sum += x.p;
+    }
+    return sum;
+}
+
+// Finds a token among candidates without allocating. A chain's buffer starts in id order
+// (c[id].id == id), the common case when a stage runs first; stable filters keep ids ascending,
+// which a binary search handles; anything else falls back to a linear scan.
+class token_locator {
+public:
+    explicit token_locator(std::span<candidate> c) noexcept : c_(c) {}
+
+    candidate* find(std::int32_t id) noexcept {
+        if (id < 0) return nullptr;
+        const auto u = static_cast<std::size_t>(id);
+        if (u < c_.size() && c_[u].id == id) return &c_[u];
+        if (!order_known_) {
+            by_id_ = std::is_sorted(c_.begin(), c_.end(),
+                                    [](const candidate& a, const candidate& b) { return a.id < b.id; });
+            order_known_ = true;
+        }
+        if (by_id_) {
+            auto it = std::lower_bound(c_.begin(), c_.end(), id,
+                                       [](const candidate& a, std::int32_t v) { return a.id < v; });
+            return (it != c_.end() && it->id == id) ? &*it : nullptr;
+        }
+        auto it = std::find_if(c_.begin(), c_.end(), [id](const candidate& a) { return a.id == id; });
+        return it != c_.end() ? &*it : nullptr;
+    }
+
+private:
+    std::span<candidate> c_;
+    bool order_known_ = false;
+    bool by_id_ = false;
+};
+
+inline std::size_t clamp_keep(std::int32_t min_keep, std::size_t n) noexcept {
+    return std::min<std::size_t>(static_cast<std::size_t>(std::max<std::int32_t>(min_keep, 1)), n);
+}
+
+}  // namespace detail
+
+// Normalized softmax of the current logits into p; for callers and tests.
+inline void softmax(std::span<candidate> c) noexcept {
+    const double sum = detail::exp_weights(c);
+    for (candidate& x : c) x.p = static_cast<float>(x.p / sum);
+}
+
+// ---- filters -------------------------------------------------------------------------------
+
+// Adds a bias to chosen tokens' logits; -infinity bans a token. Ids not among the candidates are
+// ignored; a repeated id adds up. Servers fill it from a request's logit_bias.
+struct token_bias {
+    std::int32_t id;
+    float bias;
+};
+struct logit_bias {
+    std::vector<token_bias> biases;
+
+    std::span<candidate> operator()(std::span<candidate> c, context&) const noexcept {
+        detail::token_locator find(c);
+        for (const token_bias& b : biases)
+            if (candidate* x = find.find(b.id)) x->logit += b.bias;
+        return c;
+    }
+};
+
+// Penalizes tokens seen in the last `last_n` history tokens (llama.cpp "penalties"):
+// each distinct seen token gets logit > 0 ? logit / penalty : logit * penalty, then
+// logit -= count * frequency + presence (OpenAI's frequency and presence penalties).
+// last_n == 0 disables it; last_n < 0 looks at the whole history. penalty must be > 0.
+struct repetition_penalty {
+    float penalty = 1.0f;
+    std::int32_t last_n = 64;
+    float frequency = 0.0f;
+    float presence = 0.0f;
+
+    std::span<candidate> operator()(std::span<candidate> c, context& ctx) const noexcept {
+        if (penalty == 1.0f && frequency == 0.0f && presence == 0.0f) return c;
+        if (last_n == 0 || ctx.history.empty() || c.empty()) return c;
+        const auto window = (last_n < 0 || static_cast<std::size_t>(last_n) >= ctx.history.size())
+                                ? ctx.history
+                                : ctx.history.last(static_cast<std::size_t>(last_n));
+        // Count occurrences in p (scratch), touching only the window's tokens: no pass over the
+        // vocabulary and no allocation. The last pass applies each token once and resets its count.
+        detail::token_locator find(c);
+        for (std::int32_t t : window)
+            if (candidate* x = find.find(t)) x->p = 0.0f;
+        for (std::int32_t t : window)
+            if (candidate* x = find.find(t)) x->p += 1.0f;
+        for (std::int32_t t : window) {
+            candidate* x = find.find(t);
+            if (!x || x->p == 0.0f) continue;
+            x->logit = x->logit > 0.0f ? x->logit / penalty : x->logit * penalty;
+            x->logit -= x->p * frequency + presence;
+            x->p = 0.0f;
+        }
+        return c;
+    }
+};
+
+// Divides logits by `value`. 1 is a no-op. value <= 0 means greedy: only the best candidate
+// (ties: lowest id) survives, so a following `dist` picks the argmax.
+struct temperature {
+    float value = 1.0f;
+
+    std::span<candidate> operator()(std::span<candidate> c, context&) const noexcept {
+        if (value == 1.0f || c.empty()) return c;
+        if (!(value > 0.0f)) {
+            std::swap(c[0], c[detail::argmax(c)]);
+            return c.first(1);
+        }
+        for (candidate& x : c) x.logit /= value;
+        return c;
+    }
+};
+
+// Keeps the k best candidates, sorted best first. k <= 0 or k >= size is a no-op (order kept).
+// nth_element + sorting the k survivors: O(n + k log k) over a 128k vocabulary.
+struct top_k {
+    std::int32_t k = 0;
+
+    std::span<candidate> operator()(std::span<candidate> c, context&) const noexcept {
+        if (k <= 0 || static_cast<std::size_t>(k) >= c.size()) return c;
+        const auto mid = c.begin() + k;
+        std::nth_element(c.begin(), mid, c.end(), detail::better);
+        std::sort(c.begin(), mid, detail::better);
+        return c.first(static_cast<std::size_t>(k));
+    }
+};
+
+// Nucleus sampling: keeps the smallest set of best candidates whose probability reaches p, and
+// at least min_keep. p >= 1 is a no-op. Survivors come in unspecified order (best first when
+// the input was sorted, as after top_k).
+// Sorts only as needed: sorted input is scanned as is; otherwise a quickselect on the nucleus
+// boundary (O(n) expected: halve the range with nth_element, keep the half that crosses p) and a
+// sort of the last few dozen candidates. A flat 128k distribution's nucleus can be most of the
+// vocabulary, where a sort would cost O(n log n).
+struct top_p {
+    float p = 1.0f;
+    std::int32_t min_keep = 1;
+
+    std::span<candidate> operator()(std::span<candidate> c, context&) const noexcept {
+        if (!(p < 1.0f) || c.size() <= 1) return c;
+        const std::size_t n = c.size();
+        const double target = static_cast<double>(p) * detail::exp_weights(c);
+        // [0, lo) is known to be in the nucleus, with weight cum; the boundary lies in [lo, hi].
+        std::size_t lo = 0;
+        std::size_t hi = n;
+        double cum = 0.0;
+        if (!std::is_sorted(c.begin(), c.end(), detail::better)) {
+            constexpr std::size_t small = 64;
+            while (hi - lo > small) {
+                const std::size_t mid = lo + (hi - lo) / 2;
+                std::nth_element(c.begin() + lo, c.begin() + mid, c.begin() + hi, detail::better);
+                double half = 0.0;
+                for (std::size_t i = lo; i < mid; ++i) half += c[i].p;
+                if (cum + half >= target) {
+                    hi = mid;
+                } else {
+                    cum += half;
+                    lo = mid;
+                }
+            }
+            std::sort(c.begin() + lo, c.begin() + hi, detail::better);
+        }
+        std::size_t m = hi;  // rounding may leave the scan short of target: keep [0, hi)
+        for (std::size_t i = lo; i < hi; ++i) {
+            cum += c[i].p;
+            if (cum >= target) {
+                m = i + 1;
+                break;
+            }
+        }
+        const std::size_t keep = detail::clamp_keep(min_keep, n);
+        if (m < keep) {
+            // [0, m) are the best m; bring the next best up to min_keep behind them.
+            std::nth_element(c.begin() + m, c.begin() + (keep - 1), c.end(), detail::better);
+            m = keep;
+        }
+        return c.first(m);
+    }
+};
+
+// Keeps candidates whose probability is at least p times the best one's (llama.cpp min_p),
+// and at least min_keep. p <= 0 is a no-op. Compared on logits: logit >= max + log(p), so no
+// softmax is needed. Survivors keep their relative order.
+struct min_p {
+    float p = 0.0f;
+    std::int32_t min_keep = 1;
+
+    std::span<candidate> operator()(std::span<candidate> c, context&) const noexcept {
+        if (!(p > 0.0f) || c.size() <= 1) return c;
+        const float threshold = detail::max_logit(c) + std::log(p);
+        const auto below = [threshold](const candidate& x) { return x.logit < threshold; };
+        const std::size_t kept = static_cast<std::size_t>(std::count_if(
+            c.begin(), c.end(), [&](const candidate& x) { return !below(x); }));
+        const std::size_t keep = detail::clamp_keep(min_keep, c.size());
+        if (kept >= keep) {
+            (void)std::remove_if(c.begin(), c.end(), below);  // stable compaction to the front
+            return c.first(kept);
+        }
+        std::partial_sort(c.begin(), c.begin() + keep, c.end(), detail::better);
+        return c.first(keep);
+    }
+};
+
+// ---- pickers -------------------------------------------------------------------------------
+// Callers guarantee at least one candidate (chain does).
+
+// The best candidate; ties go to the lowest id. Leaves p = softmax (for logprobs); draws nothing.
+struct greedy {
+    std::int32_t operator()(std::span<candidate> c, context&) const noexcept {
+        softmax(c);
+        return c[detail::argmax(c)].id;
+    }
+};
+
+// Samples from the softmax of the current logits with ctx.gen; leaves p = that softmax.
+// Always consumes exactly one draw, so a seed's stream stays aligned whatever the settings.
+// Temperature 0 is handled upstream: `temperature{0}` leaves only the argmax, which dist then
+// picks with certainty, so chain<temperature, dist> degrades to greedy.
+struct dist {
+    std::int32_t operator()(std::span<candidate> c, context& ctx) const noexcept {
+        const double sum = detail::exp_weights(c);
+        const double u = ctx.gen.uniform_double() * sum;
+        // Accumulate in the order sum was formed, so the walk reaches exactly `sum`; rounding of
+        // u * sum up to sum falls through to the last candidate with weight.
+        std::size_t pick = c.size();
+        double acc = 0.0;
+        for (std::size_t i = 0; i < c.size(); ++i) {
+            acc += c[i].p;
+            if (u < acc) {
+                pick = i;
+                break;
+            }
+        }
+        if (pick == c.size()) {
+            pick = c.size() - 1;
+            while (pick > 0 && c[pick].p == 0.0f) --pick;
+        }
+        for (candidate& x : c) x.p = static_cast<float>(x.p / sum);
+        return c[pick].id;
+    }
+};
+
+static_assert(filter_stage<logit_bias> && filter_stage<repetition_penalty> &&
+              filter_stage<temperature> && filter_stage<top_k> && filter_stage<top_p> &&
+              filter_stage<min_p>);
+static_assert(pick_stage<greedy> && pick_stage<dist>);
+static_assert(!pick_stage<top_k> && !filter_stage<dist>);
+
+}  // namespace lmtk::sample
+
+#include <boost/hana/all_of.hpp>
+#include <boost/hana/at.hpp>
+#include <boost/hana/back.hpp>
+#include <boost/hana/count.hpp>
+#include <boost/hana/drop_back.hpp>
+#include <boost/hana/equal.hpp>
+#include <boost/hana/for_each.hpp>
+#include <boost/hana/index_if.hpp>
+#include <boost/hana/integral_constant.hpp>
+#include <boost/hana/optional.hpp>
+#include <boost/hana/range.hpp>
+#include <boost/hana/tuple.hpp>
+#include <boost/hana/type.hpp>
+
+#include <cassert>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace lmtk::sample {
+
+namespace detail {
+namespace hana = boost::hana;
+
+// Each check passes on an empty list so that only the "needs a pick stage" assert fires there.
+template <class... Stages>
+constexpr bool last_is_pick() {
+    if constexpr (sizeof...(Stages) == 0) {
+        return true;
+    } else {
+        return pick_stage<typename decltype(+hana::back(hana::tuple_t<Stages...>))::type>;
+    }
+}
+
+template <class... Stages>
+constexpr bool rest_are_filters() {
+    if constexpr (sizeof...(Stages) == 0) {
+        return true;
+    } else {
+        return hana::all_of(hana::drop_back(hana::tuple_t<Stages...>), [](auto s) {
+            return hana::bool_c<filter_stage<typename decltype(s)::type>>;
+        });
+    }
+}
+}  // namespace detail
+
+template <class... Stages>
+class chain {
+    static constexpr std::size_t count = sizeof...(Stages);
+    static_assert(count > 0, "a chain needs at least a pick stage (greedy or dist)");
+    static_assert(((std::is_same_v<Stages, std::remove_cvref_t<Stages>>) && ...),
+                  "stages are plain value types");
+    static_assert(detail::last_is_pick<Stages...>(), "the last stage must pick a token (greedy or dist)");
+    static_assert(detail::rest_are_filters<Stages...>(), "every stage before the last must be a filter");
+
+public:
+    chain() = default;
+    explicit chain(Stages... s) requires(sizeof...(Stages) > 0) : stages_(std::move(s)...) {}
+
+    // Samples one token from `logits` (one per vocabulary entry). Throws lmtk::error on empty
+    // logits or if a filter removed every candidate; otherwise allocates nothing once the
+    // buffer has grown to the vocabulary size.
+    std::int32_t operator()(std::span<const float> logits, context& ctx) {
+        namespace hana = boost::hana;
+        if (logits.empty()) fail("sample::chain: no logits");
+        if (logits.size() > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max()))
+            fail("sample::chain: vocabulary of ", logits.size(), " entries exceeds int32 ids");
+        buf_.resize(logits.size());
+        for (std::size_t i = 0; i < logits.size(); ++i) {
+            // NaN would break the strict weak order every sorting stage relies on.
+            const float l = logits[i];
+            buf_[i] = candidate{static_cast<std::int32_t>(i),
+                                std::isnan(l) ? -std::numeric_limits<float>::infinity() : l, 0.0f};
+        }
+        std::span<candidate> c(buf_);
+        constexpr auto last = hana::size_c<count - 1>;
+        hana::for_each(hana::make_range(hana::size_c<0>, last), [&](auto i) {
+            const std::span<candidate> kept = hana::at(stages_, i)(c, ctx);
+            assert(kept.empty() || (kept.data() >= c.data() && kept.data() + kept.size() <= c.data() + c.size()));
+            c = kept;
+        });
+        if (c.empty()) fail("sample::chain: the filters removed every candidate");
+        const std::int32_t token = hana::at(stages_, last)(c, ctx);
+        first_ = static_cast<std::size_t>(c.data() - buf_.data());
+        size_ = c.size();
+        return token;
+    }
+
+    // The candidates that reached the pick stage in the last call, with p = their softmax (the
+    // distribution the token was drawn from); order unspecified. Empty before the first call;
+    // valid until the next call.
+    std::span<const candidate> last_candidates() const noexcept {
+        return std::span<const candidate>(buf_.data() + first_, size_);
+    }
+
+    // A stage by type (must occur once) or by position, to change its parameters.
+    template <class S>
+    S& get() noexcept { return boost::hana::at(stages_, index_of<S>()); }
+    template <class S>
+    const S& get() const noexcept { return boost::hana::at(stages_, index_of<S>()); }
+    template <std::size_t I>
+    auto& get() noexcept { return boost::hana::at_c<I>(stages_); }
+    template <std::size_t I>
+    const auto& get() const noexcept { return boost::hana::at_c<I>(stages_); }
+
+    static constexpr std::size_t size() noexcept { return count; }
+
+private:
+    template <class S>
+    static constexpr auto index_of() {
+        namespace hana = boost::hana;
+        constexpr auto types = hana::tuple_t<Stages...>;
+        static_assert(hana::count(types, hana::type_c<S>) == hana::size_c<1>,
+                      "get<S>: S must appear exactly once in the chain; use get<I>() otherwise");
+        if constexpr (hana::count(types, hana::type_c<S>) == hana::size_c<1>)
+            return *hana::index_if(types, hana::equal.to(hana::type_c<S>));
+        else
+            return hana::size_c<0>;  // only reached after the assert above failed
+    }
+
+    boost::hana::tuple<Stages...> stages_;
+    std::vector<candidate> buf_;
+    std::size_t first_ = 0;  // last_candidates() = buf_[first_, first_ + size_)
+    std::size_t size_ = 0;
+};
+
+}  // namespace lmtk::sample
+// #include <lmtk/sample/rng.hpp>
+// #include <lmtk/sample/stages.hpp>
+// #include <lmtk/generate/timings.hpp>
+// Timings of one generation, reported the way llama.cpp users read them.
+#include <chrono>
+#include <cstddef>
+#include <cstdio>
+
+namespace lmtk {
+
+struct timings {
+    double load_ms = 0.0;
+    std::size_t n_prompt = 0;   // prompt tokens evaluated
+    double prompt_ms = 0.0;
+    std::size_t n_eval = 0;     // generated tokens evaluated one at a time
+    double eval_ms = 0.0;
+    std::size_t n_sample = 0;
+    double sample_ms = 0.0;
+
+    static double per_second(std::size_t n, double ms) noexcept { return ms > 0.0 ? 1e3 * double(n) / ms : 0.0; }
+    double prompt_tokens_per_second() const noexcept { return per_second(n_prompt, prompt_ms); }
+    double eval_tokens_per_second() const noexcept { return per_second(n_eval, eval_ms); }
+
+    void print(std::FILE* out) const {
+        auto line = [out](const char* what, double ms, std::size_t n, const char* unit) {
+            if (n == 0) {
+                std::fprintf(out, "lmtk: %16s = %10.2f ms\n", what, ms);
+                return;
+            }
+            std::fprintf(out, "lmtk: %16s = %10.2f ms / %5zu %s (%8.2f ms per token, %8.2f tokens per second)\n", what, ms,
+                         n, unit, ms / double(n), per_second(n, ms));
+        };
+        line("load time", load_ms, 0, "");
+        line("sample time", sample_ms, n_sample, "runs  ");
+        line("prompt eval time", prompt_ms, n_prompt, "tokens");
+        line("eval time", eval_ms, n_eval, "runs  ");
+        std::fprintf(out, "lmtk: %16s = %10.2f ms / %5zu tokens\n", "total time", load_ms + prompt_ms + eval_ms + sample_ms,
+                     n_prompt + n_eval);
+    }
+};
+
+// Milliseconds since construction (steady clock).
+class stopwatch {
+public:
+    stopwatch() noexcept : start_(std::chrono::steady_clock::now()) {}
+    double ms() const noexcept {
+        return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_).count();
+    }
+
+private:
+    std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace lmtk
+// #include <lmtk/generate/text_stream.hpp>
+// Turns token pieces into text that is safe to show: it holds back an incomplete UTF-8
+// sequence (a character split across byte tokens) and any tail that could be the start of a
+// stop string, and reports when a stop string has appeared. Text before a stop string is
+// emitted; the stop string itself and anything after it are not.
+#include <algorithm>
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lmtk {
+
+class text_stream {
+public:
+    text_stream() = default;
+    explicit text_stream(std::vector<std::string> stops) : stops_(std::move(stops)) {
+        stops_.erase(std::remove(stops_.begin(), stops_.end(), std::string()), stops_.end());
+    }
+
+    // Adds a piece; appends what may be shown now to `out`. Returns true when a stop string
+    // has been seen (generation should end).
+    bool push(std::string_view piece, std::string& out) {
+        pending_.append(piece);
+        std::size_t stop_at = std::string::npos;
+        for (const auto& s : stops_) stop_at = std::min(stop_at, pending_.find(s));
+        if (stop_at != std::string::npos) {
+            out.append(pending_, 0, stop_at);
+            pending_.clear();
+            return true;
+        }
+        std::size_t safe = complete_utf8_prefix(pending_);
+        for (const auto& s : stops_) {
+            // Longest proper prefix of s that ends pending_.
+            for (std::size_t k = std::min(s.size() - 1, pending_.size()); k > 0; --k) {
+                if (std::string_view(pending_).substr(pending_.size() - k) == std::string_view(s).substr(0, k)) {
+                    safe = std::min(safe, pending_.size() - k);
+                    break;
+                }
+            }
+        }
+        out.append(pending_, 0, safe);
+        pending_.erase(0, safe);
+        return false;
+    }
+
+    // End of generation: whatever is still held back is shown (an incomplete UTF-8 tail too:
+    // the bytes are the model's output).
+    void flush(std::string& out) {
+        out += pending_;
+        pending_.clear();
+    }
+
+    // Length of the longest prefix of s that does not end inside a UTF-8 sequence.
+    static std::size_t complete_utf8_prefix(std::string_view s) noexcept {
+        const std::size_t n = s.size();
+        // Look back at most 3 bytes for the lead byte of the last sequence.
+        for (std::size_t back = 1; back <= std::min<std::size_t>(4, n); ++back) {
+            const auto c = static_cast<unsigned char>(s[n - back]);
+            if ((c & 0xC0) == 0x80) continue;  // continuation byte
+            std::size_t len = 1;
+            if ((c & 0xE0) == 0xC0) len = 2;
+            else if ((c & 0xF0) == 0xE0) len = 3;
+            else if ((c & 0xF8) == 0xF0) len = 4;
+            return len > back ? n - back : n;
+        }
+        return n;
+    }
+
+private:
+    std::vector<std::string> stops_;
+    std::string pending_;
+};
+
+}  // namespace lmtk
+// #include <lmtk/generate/pipeline.hpp>
+// The generation pipeline: a model format set x a compute target x a sampler chain, fixed at
+// compile time, e.g.
+//
+//   using my_pipeline = lmtk::pipeline<lmtk::quant::default_set, lmtk::target::cpu<>,
+//                                      lmtk::sample::chain<lmtk::sample::top_k, lmtk::sample::dist>>;
+//   my_pipeline p("model.gguf");
+//   for (const std::string& text : p.stream("Once upon a time", {.max_tokens = 64})) std::cout << text;
+//
+// Streaming comes as a pull iterator (`stream`) and as a callback (`generate`); both stop on
+// end-of-generation tokens, a token limit, a stop string or a full context. A new prompt that
+// extends the previous conversation reuses the cached prefix instead of evaluating it again.
+// #include <lmtk/core/error.hpp>
+// #include <lmtk/generate/text_stream.hpp>
+// #include <lmtk/generate/timings.hpp>
+// #include <lmtk/model/llama.hpp>
+// #include <lmtk/sample/sample.hpp>
+// #include <lmtk/tokenize/load.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lmtk {
+
+enum class finish_reason { none, end_of_text, stop_string, max_tokens, context_full };
+
+constexpr std::string_view to_string(finish_reason r) noexcept {
+    switch (r) {
+        case finish_reason::none: return "none";
+        case finish_reason::end_of_text: return "end_of_text";
+        case finish_reason::stop_string: return "stop_string";
+        case finish_reason::max_tokens: return "max_tokens";
+        case finish_reason::context_full: return "context_full";
+    }
+    return "none";
+}
+
+struct generate_options {
+    int max_tokens = 128;                 // < 0: until the context is full
+    std::vector<std::string> stop;        // stop strings (not included in the output)
+    std::optional<bool> add_bos;          // default: what the model's metadata says
+    bool parse_special = false;           // turn "<s>"-like text in the prompt into control tokens
+    bool ignore_eos = false;
+    std::optional<std::uint64_t> seed;    // reseed the sampler's generator for this request
+};
+
+struct completion {
+    std::string text;
+    std::vector<std::int32_t> tokens;     // generated tokens (an end-of-generation token excluded)
+    std::size_t n_prompt_tokens = 0;
+    finish_reason finish = finish_reason::none;
+    timings time;
+};
+
+struct pipeline_options {
+    model::context_options context;
+    std::uint64_t seed = 0x6c6d746b;      // "lmtk"
+};
+
+template <class Set, class Target, class Chain, class KV = model::kv_f32>
+class pipeline {
+public:
+    using model_type = model::llama<Set, Target>;
+    using context_type = model::llama_context<model_type, KV>;
+    using tokenizer_type = tokenize::spm_tokenizer;
+    using sampler_type = Chain;
+
+    explicit pipeline(const std::string& model_path, pipeline_options opt = {}, Chain chain = Chain{})
+        : chain_(std::move(chain)), gen_(opt.seed) {
+        const stopwatch load;
+        model_ = std::make_unique<model_type>(model_path);
+        tokenizer_ = std::make_unique<tokenizer_type>(tokenize::load_tokenizer(model_->source()));
+        if (tokenizer_->size() != model_->n_vocab())
+            fail(model_path, ": the tokenizer has ", tokenizer_->size(), " tokens but the model's vocabulary has ",
+                 model_->n_vocab());
+        context_ = std::make_unique<context_type>(*model_, opt.context);
+        time_.load_ms = load.ms();
+    }
+
+    const model_type& model() const noexcept { return *model_; }
+    context_type& context() noexcept { return *context_; }
+    const tokenizer_type& tokenizer() const noexcept { return *tokenizer_; }
+    Chain& sampler() noexcept { return chain_; }
+    const timings& last_timings() const noexcept { return time_; }
+
+    std::vector<std::int32_t> tokenize(std::string_view text, const generate_options& opt = {}) const {
+        return tokenizer_->encode(text, opt.add_bos.value_or(tokenizer_->vocabulary().add_bos()), opt.parse_special);
+    }
+
+    // A generation in progress: call next() (or iterate) to get text as it is produced.
+    class generation {
+    public:
+        generation(pipeline& p, std::string_view prompt, generate_options opt)
+            : p_(&p), opt_(std::move(opt)), text_(opt_.stop) {
+            prompt_ = p.tokenize(prompt, opt_);
+            if (prompt_.empty()) fail("the prompt is empty and the model adds no BOS token: nothing to condition on");
+            if (prompt_.size() >= p.context_->n_ctx())
+                fail("the prompt has ", prompt_.size(), " tokens, which does not fit in the context of ",
+                     p.context_->n_ctx(), " tokens (use a larger -c or a shorter prompt)");
+            if (opt_.seed) p.gen_.reseed(*opt_.seed);
+            const double load_ms = p.time_.load_ms;
+            p.time_ = timings{};
+            p.time_.load_ms = load_ms;
+        }
+        generation(const generation&) = delete;
+        generation& operator=(const generation&) = delete;
+        generation(generation&&) noexcept = default;
+        generation& operator=(generation&&) noexcept = default;
+
+        // Replaces `out` with the next piece of text; false once the generation has ended
+        // and everything has been returned.
+        bool next(std::string& out) {
+            out.clear();
+            while (finish_ == finish_reason::none) {
+                if (!prompt_done_) evaluate_prompt();
+                // The limit is checked before running the last sampled token: nobody needs
+                // the logits that follow it.
+                if (opt_.max_tokens >= 0 && tokens_.size() >= static_cast<std::size_t>(opt_.max_tokens)) {
+                    end(finish_reason::max_tokens, out);
+                    break;
+                }
+                if (last_ >= 0) {  // the last sampled token still has to be run
+                    if (p_->context_->n_past() >= p_->context_->n_ctx()) {
+                        end(finish_reason::context_full, out);
+                        break;
+                    }
+                    const stopwatch sw;
+                    p_->context_->decode(std::span(&last_, 1));
+                    p_->cached_.push_back(last_);
+                    p_->time_.eval_ms += sw.ms();
+                    ++p_->time_.n_eval;
+                    last_ = -1;
+                }
+                const std::int32_t tok = sample();
+                if (!opt_.ignore_eos && p_->tokenizer_->is_eog(tok)) {
+                    end(finish_reason::end_of_text, out);
+                    break;
+                }
+                tokens_.push_back(tok);
+                history_.push_back(tok);
+                last_ = tok;
+                if (text_.push(p_->tokenizer_->piece(tok), out)) {
+                    end(finish_reason::stop_string, out);
+                    break;
+                }
+                if (!out.empty()) return true;
+            }
+            return !out.empty();  // the flushed tail, if any; false from then on
+        }
+
+        finish_reason finish() const noexcept { return finish_; }
+        const std::vector<std::int32_t>& tokens() const noexcept { return tokens_; }
+        std::size_t n_prompt_tokens() const noexcept { return prompt_.size(); }
+
+        // Input iteration: for (const std::string& piece : generation) ...
+        class iterator {
+        public:
+            using value_type = std::string;
+            using difference_type = std::ptrdiff_t;
+            iterator() = default;
+            explicit iterator(generation* g) : g_(g) { ++*this; }
+            const std::string& operator*() const noexcept { return cur_; }
+            iterator& operator++() {
+                if (g_ && !g_->next(cur_)) g_ = nullptr;
+                return *this;
+            }
+            void operator++(int) { ++*this; }
+            bool operator==(std::default_sentinel_t) const noexcept { return g_ == nullptr; }
+
+        private:
+            generation* g_ = nullptr;
+            std::string cur_;
+        };
+        iterator begin() { return iterator(this); }
+        std::default_sentinel_t end() const noexcept { return {}; }
+
+    private:
+        void evaluate_prompt() {
+            // Reuse the longest cached prefix; at least one token is run to get fresh logits.
+            auto& cached = p_->cached_;
+            std::size_t common = 0;
+            while (common < cached.size() && common < prompt_.size() && cached[common] == prompt_[common]) ++common;
+            if (common == prompt_.size()) --common;
+            p_->context_->truncate(common);
+            cached.resize(common);
+            const stopwatch sw;
+            p_->context_->decode(std::span(prompt_).subspan(common));
+            p_->time_.prompt_ms += sw.ms();
+            p_->time_.n_prompt += prompt_.size() - common;
+            cached.insert(cached.end(), prompt_.begin() + std::ptrdiff_t(common), prompt_.end());
+            history_ = prompt_;
+            prompt_done_ = true;
+        }
+
+        std::int32_t sample() {
+            const stopwatch sw;
+            sample::context sc{history_, p_->gen_};
+            const std::int32_t tok = p_->chain_(p_->context_->logits(), sc);
+            p_->time_.sample_ms += sw.ms();
+            ++p_->time_.n_sample;
+            return tok;
+        }
+
+        void end(finish_reason why, std::string& out) {
+            finish_ = why;
+            text_.flush(out);
+        }
+
+        pipeline* p_;
+        generate_options opt_;
+        text_stream text_;
+        std::vector<std::int32_t> prompt_, tokens_, history_;
+        std::int32_t last_ = -1;
+        bool prompt_done_ = false;
+        finish_reason finish_ = finish_reason::none;
+    };
+
+    generation stream(std::string_view prompt, generate_options opt = {}) { return generation(*this, prompt, std::move(opt)); }
+
+    // Runs to the end, calling on_text(std::string_view) for each piece of text.
+    template <class OnText>
+    completion generate(std::string_view prompt, generate_options opt, OnText&& on_text) {
+        generation g = stream(prompt, std::move(opt));
+        completion c;
+        std::string piece;
+        while (g.next(piece)) {
+            c.text += piece;
+            on_text(std::string_view(piece));
+        }
+        c.tokens = g.tokens();
+        c.n_prompt_tokens = g.n_prompt_tokens();
+        c.finish = g.finish();
+        c.time = time_;
+        return c;
+    }
+    completion generate(std::string_view prompt, generate_options opt = {}) {
+        return generate(prompt, std::move(opt), [](std::string_view) {});
+    }
+
+private:
+    std::unique_ptr<model_type> model_;
+    std::unique_ptr<tokenizer_type> tokenizer_;
+    std::unique_ptr<context_type> context_;
+    Chain chain_;
+    sample::rng gen_;
+    timings time_;
+    std::vector<std::int32_t> cached_;  // tokens whose keys/values are in the context
+};
+
+}  // namespace lmtk
