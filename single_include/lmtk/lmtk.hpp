@@ -1770,6 +1770,1261 @@ struct q4_0 {
 static_assert(quant_policy<q4_0>);
 
 }  // namespace lmtk::quant
+// #include <lmtk/quant/q4_1.hpp>
+// Q4_1 (GGUF id 3): 32 weights share an fp16 scale d and an fp16 offset m, 4 bits each.
+// Low nibbles hold the first half of the block, high nibbles the second half:
+// w[j] = (qs[j] & 0xF) * d + m, w[j + 16] = (qs[j] >> 4) * d + m, j < 16.
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/core/fp16.hpp>
+// #include <lmtk/quant/block_common.hpp>
+// Pieces shared by the block formats beyond Q8_0/Q4_0 (Q4_1 ... Q6_K, IQ4_NL, Q8_K): the dot
+// kernels' inner loop over unpacked quants, and the scale searches of the reference quantizers.
+//
+// Every dot kernel here works the same way: unpack a block's quants to signed bytes (a fixed-
+// length byte loop the compiler vectorises), widen them to float in registers and fma against
+// the activations one sub-block at a time; the sub-block's scale (and min) multiply the
+// sub-block's partial sums, never each term.
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/quant/policy.hpp>
+
+namespace lmtk::quant::detail {
+
+// sum_j q[j] * x[j] for j < n, n a multiple of the batch size, as a vector of lane sums.
+template <class Arch>
+xsimd::batch<float, Arch> dot_i8(const std::int8_t* q, const float* x, std::size_t n) noexcept {
+    using batch = xsimd::batch<float, Arch>;
+    batch s(0.0f);
+    for (std::size_t j = 0; j < n; j += batch::size)
+        s = xsimd::fma(load_widened<float, Arch>(q + j), batch::load_unaligned(x + j), s);
+    return s;
+}
+
+// Both sum_j q[j] * x[j] and sum_j x[j]: formats with a per-sub-block minimum pay it once per
+// sub-block as min * sum(x) rather than once per weight.
+template <class Arch>
+void dot_i8_and_sum(const std::int8_t* q, const float* x, std::size_t n, xsimd::batch<float, Arch>& qx,
+                    xsimd::batch<float, Arch>& sx) noexcept {
+    using batch = xsimd::batch<float, Arch>;
+    qx = batch(0.0f);
+    sx = batch(0.0f);
+    for (std::size_t j = 0; j < n; j += batch::size) {
+        const batch xv = batch::load_unaligned(x + j);
+        qx = xsimd::fma(load_widened<float, Arch>(q + j), xv, qx);
+        sx += xv;
+    }
+}
+
+// The sub-block sizes below (16 and 32) must be whole batches on every arch the dot is built for.
+template <class Arch>
+inline constexpr bool whole_batches(std::size_t n) noexcept {
+    return n % xsimd::batch<float, Arch>::size == 0;
+}
+
+// --- reference quantizer helpers -----------------------------------------------------------------
+
+// Round to nearest, ties to even (the current rounding mode, round-to-nearest by default); the
+// callers clamp afterwards, so only finite inputs in int range matter.
+inline int round_int(float v) noexcept { return static_cast<int>(std::lrintf(v)); }
+
+// Relative steps around the plain max-based scale that the searches try: a scale a little off
+// the one that maps the extreme onto the end of the grid often fits the other values better.
+inline constexpr int search_steps = 10;
+inline constexpr float search_step = 0.1f;
+
+// Symmetric fit x[j] ~= s * q[j] with integers q in [-nmax, nmax - 1], by least squares over a
+// few candidate grids: for each candidate, quantize, then take the s that minimises
+// sum (x - s q)^2 for those q (s = sum(xq) / sum(q^2)); keep the candidate with the smallest
+// error (the largest sum(xq)^2 / sum(q^2)). The candidates map the value of largest magnitude
+// to about -nmax (the end of the grid with room), so s takes the opposite sign of that value.
+// Returns s (0 for an all-zero input) and writes q.
+inline float fit_symmetric(const float* x, std::size_t n, int nmax, std::int8_t* q) noexcept {
+    float amax = 0.0f, extreme = 0.0f;
+    for (std::size_t j = 0; j < n; ++j) {
+        if (std::fabs(x[j]) > amax) {
+            amax = std::fabs(x[j]);
+            extreme = x[j];
+        }
+    }
+    if (amax == 0.0f) {
+        std::fill(q, q + n, std::int8_t{0});
+        return 0.0f;
+    }
+    float best_s = 0.0f, best_gain = -1.0f;
+    std::int8_t trial[256];
+    for (int t = -search_steps; t <= search_steps; ++t) {
+        const float iscale = -(static_cast<float>(nmax) + search_step * static_cast<float>(t)) / extreme;
+        double sxq = 0.0, sqq = 0.0;
+        for (std::size_t j = 0; j < n; ++j) {
+            const int v = std::clamp(round_int(iscale * x[j]), -nmax, nmax - 1);
+            trial[j] = static_cast<std::int8_t>(v);
+            sxq += static_cast<double>(x[j]) * v;
+            sqq += static_cast<double>(v) * v;
+        }
+        if (sqq == 0.0) continue;
+        const double gain = sxq * sxq / sqq;  // the error is sum(x^2) - gain
+        if (gain > best_gain) {
+            best_gain = static_cast<float>(gain);
+            best_s = static_cast<float>(sxq / sqq);
+            std::copy(trial, trial + n, q);
+        }
+    }
+    return best_s;
+}
+
+// The same once s is fixed (after it was rounded into the block's own scale format).
+inline void quantize_symmetric(const float* x, std::size_t n, float s, int nmax, std::int8_t* q) noexcept {
+    const float inv = s != 0.0f ? 1.0f / s : 0.0f;
+    for (std::size_t j = 0; j < n; ++j) q[j] = static_cast<std::int8_t>(std::clamp(round_int(x[j] * inv), -nmax, nmax - 1));
+}
+
+struct scale_min {
+    float scale;  // >= 0
+    float min;    // >= 0: the decoded value is scale * q - min
+};
+
+// Affine fit x[j] ~= scale * q[j] - min with integers q in [0, qmax], scale >= 0 and min >= 0
+// (the K-quants store both unsigned; min >= 0 means the grid always reaches down to <= 0, so a
+// sub-block of positive values keeps 0 representable). For each of a few candidate grids over
+// [min(x, 0), max(x)], quantize, then fit scale and min by two-parameter least squares for
+// those q (one-parameter when the fitted min comes out negative); keep the smallest error.
+inline scale_min fit_affine(const float* x, std::size_t n, int qmax, std::uint8_t* q) noexcept {
+    float lo = x[0], hi = x[0];
+    for (std::size_t j = 1; j < n; ++j) {
+        lo = std::min(lo, x[j]);
+        hi = std::max(hi, x[j]);
+    }
+    lo = std::min(lo, 0.0f);
+    if (hi <= lo) {  // every value is the same non-positive number: q = 0 and min = -x
+        std::fill(q, q + n, std::uint8_t{0});
+        return {0.0f, -lo};
+    }
+    double sx = 0.0;
+    for (std::size_t j = 0; j < n; ++j) sx += x[j];
+    // Start from the plain min/max grid: scale = (hi - lo) / qmax, min = -lo.
+    scale_min best{(hi - lo) / static_cast<float>(qmax), -lo};
+    double best_err = 0.0;
+    {
+        const float inv = 1.0f / best.scale;
+        for (std::size_t j = 0; j < n; ++j) {
+            const int v = std::clamp(round_int((x[j] - lo) * inv), 0, qmax);
+            q[j] = static_cast<std::uint8_t>(v);
+            const double e = static_cast<double>(best.scale) * v - best.min - x[j];
+            best_err += e * e;
+        }
+    }
+    std::uint8_t trial[256];
+    for (int t = -search_steps; t <= search_steps; ++t) {
+        const float iscale = (static_cast<float>(qmax) + search_step * static_cast<float>(t)) / (hi - lo);
+        double sq = 0.0, sqq = 0.0, sxq = 0.0;
+        for (std::size_t j = 0; j < n; ++j) {
+            const int v = std::clamp(round_int((x[j] - lo) * iscale), 0, qmax);
+            trial[j] = static_cast<std::uint8_t>(v);
+            sq += v;
+            sqq += static_cast<double>(v) * v;
+            sxq += static_cast<double>(v) * x[j];
+        }
+        const double nn = static_cast<double>(n), det = nn * sqq - sq * sq;
+        if (det <= 0.0) continue;  // all q equal: no line to fit
+        double a = (nn * sxq - sq * sx) / det;  // x ~= a q + b
+        double b = (sqq * sx - sq * sxq) / det;
+        if (b > 0.0) {  // min would be negative: fit through the origin instead
+            b = 0.0;
+            a = sxq / sqq;
+        }
+        if (!(a > 0.0)) continue;
+        double err = 0.0;
+        for (std::size_t j = 0; j < n; ++j) {
+            const double e = a * trial[j] + b - x[j];
+            err += e * e;
+        }
+        if (err < best_err) {
+            best_err = err;
+            best = {static_cast<float>(a), static_cast<float>(-b)};
+            std::copy(trial, trial + n, q);
+        }
+    }
+    return best;
+}
+
+// The same once scale and min are fixed: q = round((x + min) / scale) in [0, qmax].
+inline void quantize_affine(const float* x, std::size_t n, float scale, float min, int qmax, std::uint8_t* q) noexcept {
+    const float inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+    for (std::size_t j = 0; j < n; ++j)
+        q[j] = static_cast<std::uint8_t>(std::clamp(round_int((x[j] + min) * inv), 0, qmax));
+}
+
+// Non-negative sub-block values v[k] -> unsigned integers of `bits` bits against one super-block
+// step d = max(v) / (2^bits - 1): returns d (0 when every v is 0) and writes the integers.
+inline float quantize_unsigned_scales(const float* v, std::size_t n, int bits, std::uint8_t* out) noexcept {
+    const int top = (1 << bits) - 1;
+    float vmax = 0.0f;
+    for (std::size_t k = 0; k < n; ++k) vmax = std::max(vmax, v[k]);
+    if (!(vmax > 0.0f)) {
+        std::fill(out, out + n, std::uint8_t{0});
+        return 0.0f;
+    }
+    const float inv = static_cast<float>(top) / vmax;
+    for (std::size_t k = 0; k < n; ++k) out[k] = static_cast<std::uint8_t>(std::clamp(round_int(v[k] * inv), 0, top));
+    return vmax / static_cast<float>(top);
+}
+
+// Signed sub-block scales s[k] -> integers in [-half, half - 1] against one super-block step d
+// that maps the scale of largest magnitude onto -half (so d has the opposite sign of it).
+inline float quantize_signed_scales(const float* s, std::size_t n, int half, int* out) noexcept {
+    float amax = 0.0f, extreme = 0.0f;
+    for (std::size_t k = 0; k < n; ++k) {
+        if (std::fabs(s[k]) > amax) {
+            amax = std::fabs(s[k]);
+            extreme = s[k];
+        }
+    }
+    if (amax == 0.0f) {
+        std::fill(out, out + n, 0);
+        return 0.0f;
+    }
+    const float iscale = -static_cast<float>(half) / extreme;
+    for (std::size_t k = 0; k < n; ++k) out[k] = std::clamp(round_int(s[k] * iscale), -half, half - 1);
+    return 1.0f / iscale;
+}
+
+}  // namespace lmtk::quant::detail
+// #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/policy.hpp>
+
+namespace lmtk::quant {
+
+struct q4_1 {
+    static constexpr ggml_type type_id = ggml_type::q4_1;
+    static constexpr std::size_t block_elems = 32;
+    static constexpr std::size_t half = block_elems / 2;
+    struct block {
+        std::uint16_t d;  // scale, fp16 bits
+        std::uint16_t m;  // offset (the block minimum), fp16 bits
+        std::uint8_t qs[half];
+    };
+    static_assert(sizeof(block) == 2 * sizeof(std::uint16_t) + half, "q4_1: padding");
+    static_assert(std::is_trivially_copyable_v<block>);
+
+    // Reference decoder, the executable spec.
+    static void dequantize_row(const block* w, float* y, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, y += block_elems) {
+            const float d = core::fp16_to_f32(w[b].d), m = core::fp16_to_f32(w[b].m);
+            for (std::size_t j = 0; j < half; ++j) {
+                y[j] = static_cast<float>(w[b].qs[j] & 0xF) * d + m;
+                y[j + half] = static_cast<float>(w[b].qs[j] >> 4) * d + m;
+            }
+        }
+    }
+
+    // Reference quantizer (x finite), ggml's rule so files match llama.cpp's bit for bit:
+    // m = min(x), d = (max(x) - m) / 15, q = min(15, trunc((x - m) / d + 0.5)), with the quants
+    // computed against the unrounded d and m before both are stored as fp16.
+    static void quantize_row(const float* x, block* out, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            const auto [lo, hi] = std::minmax_element(x, x + block_elems);
+            const float mn = *lo, d = (*hi - mn) / 15.0f;
+            const float inv_d = d != 0.0f ? 1.0f / d : 0.0f;
+            out[b].d = core::f32_to_fp16(d);
+            out[b].m = core::f32_to_fp16(mn);
+            const auto quant = [&](float v) noexcept {
+                return static_cast<std::uint8_t>(std::min(15.0f, std::trunc((v - mn) * inv_d + 0.5f)));
+            };
+            for (std::size_t j = 0; j < half; ++j)
+                out[b].qs[j] = static_cast<std::uint8_t>(quant(x[j]) | (quant(x[j + half]) << 4));
+        }
+    }
+
+    template <class Arch>
+    static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
+        using batch = xsimd::batch<float, Arch>;
+        static_assert(detail::whole_batches<Arch>(block_elems), "q4_1: a block must be whole batches");
+        // sum (q d + m) x = d * sum(q x) + m * sum(x), both per block.
+        batch acc(0.0f);
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            alignas(64) std::int8_t q[block_elems];
+            for (std::size_t j = 0; j < half; ++j) {
+                q[j] = static_cast<std::int8_t>(w[b].qs[j] & 0xF);
+                q[j + half] = static_cast<std::int8_t>(w[b].qs[j] >> 4);
+            }
+            batch qx, sx;
+            detail::dot_i8_and_sum<Arch>(q, x, block_elems, qx, sx);
+            acc = xsimd::fma(batch(core::fp16_to_f32(w[b].d)), qx, acc);
+            acc = xsimd::fma(batch(core::fp16_to_f32(w[b].m)), sx, acc);
+        }
+        return xsimd::hadd(acc);
+    }
+};
+static_assert(quant_policy<q4_1>);
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/q5_0.hpp>
+// Q5_0 (GGUF id 6): 32 weights share one fp16 scale, 5 bits each with an implicit offset of 16.
+// The low 4 bits sit in nibbles as in Q4_0 (low nibbles: elements 0..15, high: 16..31); bit j
+// of the little-endian u32 qh is the fifth bit of element j:
+// w[j] = (((qs[j] & 0xF) | ((h >> j) & 1) << 4) - 16) * d,
+// w[j + 16] = (((qs[j] >> 4) | ((h >> (j + 16)) & 1) << 4) - 16) * d, j < 16.
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/core/fp16.hpp>
+// #include <lmtk/quant/block_common.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/policy.hpp>
+
+namespace lmtk::quant {
+
+namespace detail {
+
+// The 32 fifth bits of a Q5 block (a u32 stored as 4 bytes, so the block needs no 4-byte
+// alignment) -> bit j of the result is element j's.
+inline std::uint32_t load_qh(const std::uint8_t* qh) noexcept {
+    std::uint32_t h;
+    std::memcpy(&h, qh, sizeof h);  // GGUF is little-endian, as is every host lmtk supports
+    return h;
+}
+
+// 5-bit quants 0..31 of one Q5_0/Q5_1 block, in element order.
+inline void unpack_q5(const std::uint8_t* qs, const std::uint8_t* qh, std::uint8_t* q) noexcept {
+    const std::uint32_t h = load_qh(qh);
+    for (std::size_t j = 0; j < 16; ++j) {
+        q[j] = static_cast<std::uint8_t>((qs[j] & 0xF) | (((h >> j) & 1u) << 4));
+        q[j + 16] = static_cast<std::uint8_t>((qs[j] >> 4) | (((h >> (j + 16)) & 1u) << 4));
+    }
+}
+
+// The inverse: 32 quants 0..31 -> nibbles and fifth bits.
+inline void pack_q5(const std::uint8_t* q, std::uint8_t* qs, std::uint8_t* qh) noexcept {
+    std::uint32_t h = 0;
+    for (std::size_t j = 0; j < 16; ++j) {
+        qs[j] = static_cast<std::uint8_t>((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));
+        h |= static_cast<std::uint32_t>(q[j] >> 4) << j;
+        h |= static_cast<std::uint32_t>(q[j + 16] >> 4) << (j + 16);
+    }
+    std::memcpy(qh, &h, sizeof h);
+}
+
+}  // namespace detail
+
+struct q5_0 {
+    static constexpr ggml_type type_id = ggml_type::q5_0;
+    static constexpr std::size_t block_elems = 32;
+    struct block {
+        std::uint16_t d;       // scale, fp16 bits
+        std::uint8_t qh[4];    // fifth bits, u32 little-endian
+        std::uint8_t qs[16];   // low 4 bits
+    };
+    static_assert(sizeof(block) == sizeof(std::uint16_t) + 4 + 16, "q5_0: padding");
+    static_assert(std::is_trivially_copyable_v<block>);
+
+    // Reference decoder, the executable spec.
+    static void dequantize_row(const block* w, float* y, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, y += block_elems) {
+            const float d = core::fp16_to_f32(w[b].d);
+            const std::uint32_t h = detail::load_qh(w[b].qh);
+            for (std::size_t j = 0; j < 16; ++j) {
+                const int lo = (w[b].qs[j] & 0xF) | static_cast<int>(((h >> j) & 1u) << 4);
+                const int hi = (w[b].qs[j] >> 4) | static_cast<int>(((h >> (j + 16)) & 1u) << 4);
+                y[j] = static_cast<float>(lo - 16) * d;
+                y[j + 16] = static_cast<float>(hi - 16) * d;
+            }
+        }
+    }
+
+    // Reference quantizer (x finite), ggml's rule as for Q4_0: the value m of largest magnitude
+    // sets d = m / -16 (m lands on quant 0), q = min(31, floor(x / d + 16.5)) against the
+    // unrounded d, so the bits match llama.cpp's.
+    static void quantize_row(const float* x, block* out, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            float amax = 0.0f, m = 0.0f;
+            for (std::size_t j = 0; j < block_elems; ++j) {
+                if (std::fabs(x[j]) > amax) {
+                    amax = std::fabs(x[j]);
+                    m = x[j];
+                }
+            }
+            const float d = m / -16.0f;
+            const float inv_d = d != 0.0f ? 1.0f / d : 0.0f;
+            out[b].d = core::f32_to_fp16(d);
+            std::uint8_t q[block_elems];
+            for (std::size_t j = 0; j < block_elems; ++j)
+                q[j] = static_cast<std::uint8_t>(std::clamp(std::floor(x[j] * inv_d + 16.5f), 0.0f, 31.0f));
+            detail::pack_q5(q, out[b].qs, out[b].qh);
+        }
+    }
+
+    template <class Arch>
+    static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
+        using batch = xsimd::batch<float, Arch>;
+        static_assert(detail::whole_batches<Arch>(block_elems), "q5_0: a block must be whole batches");
+        batch acc(0.0f);
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            alignas(64) std::uint8_t u[block_elems];
+            alignas(64) std::int8_t q[block_elems];
+            detail::unpack_q5(w[b].qs, w[b].qh, u);
+            for (std::size_t j = 0; j < block_elems; ++j) q[j] = static_cast<std::int8_t>(u[j] - 16);
+            acc = xsimd::fma(batch(core::fp16_to_f32(w[b].d)), detail::dot_i8<Arch>(q, x, block_elems), acc);
+        }
+        return xsimd::hadd(acc);
+    }
+};
+static_assert(quant_policy<q5_0>);
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/q5_1.hpp>
+// Q5_1 (GGUF id 7): 32 weights share an fp16 scale d and an fp16 offset m, 5 bits each, laid
+// out as Q5_0 (nibbles + a u32 of fifth bits) without the -16: w = q * d + m.
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/core/fp16.hpp>
+// #include <lmtk/quant/block_common.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/policy.hpp>
+// #include <lmtk/quant/q5_0.hpp>
+
+namespace lmtk::quant {
+
+struct q5_1 {
+    static constexpr ggml_type type_id = ggml_type::q5_1;
+    static constexpr std::size_t block_elems = 32;
+    struct block {
+        std::uint16_t d;      // scale, fp16 bits
+        std::uint16_t m;      // offset (the block minimum), fp16 bits
+        std::uint8_t qh[4];   // fifth bits, u32 little-endian
+        std::uint8_t qs[16];  // low 4 bits
+    };
+    static_assert(sizeof(block) == 2 * sizeof(std::uint16_t) + 4 + 16, "q5_1: padding");
+    static_assert(std::is_trivially_copyable_v<block>);
+
+    // Reference decoder, the executable spec.
+    static void dequantize_row(const block* w, float* y, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, y += block_elems) {
+            const float d = core::fp16_to_f32(w[b].d), m = core::fp16_to_f32(w[b].m);
+            const std::uint32_t h = detail::load_qh(w[b].qh);
+            for (std::size_t j = 0; j < 16; ++j) {
+                const int lo = (w[b].qs[j] & 0xF) | static_cast<int>(((h >> j) & 1u) << 4);
+                const int hi = (w[b].qs[j] >> 4) | static_cast<int>(((h >> (j + 16)) & 1u) << 4);
+                y[j] = static_cast<float>(lo) * d + m;
+                y[j + 16] = static_cast<float>(hi) * d + m;
+            }
+        }
+    }
+
+    // Reference quantizer (x finite), ggml's rule: m = min(x), d = (max(x) - m) / 31,
+    // q = min(31, trunc((x - m) / d + 0.5)) against the unrounded d and m.
+    static void quantize_row(const float* x, block* out, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            const auto [lo, hi] = std::minmax_element(x, x + block_elems);
+            const float mn = *lo, d = (*hi - mn) / 31.0f;
+            const float inv_d = d != 0.0f ? 1.0f / d : 0.0f;
+            out[b].d = core::f32_to_fp16(d);
+            out[b].m = core::f32_to_fp16(mn);
+            std::uint8_t q[block_elems];
+            for (std::size_t j = 0; j < block_elems; ++j)
+                q[j] = static_cast<std::uint8_t>(std::min(31.0f, std::trunc((x[j] - mn) * inv_d + 0.5f)));
+            detail::pack_q5(q, out[b].qs, out[b].qh);
+        }
+    }
+
+    template <class Arch>
+    static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
+        using batch = xsimd::batch<float, Arch>;
+        static_assert(detail::whole_batches<Arch>(block_elems), "q5_1: a block must be whole batches");
+        batch acc(0.0f);
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            alignas(64) std::uint8_t u[block_elems];
+            detail::unpack_q5(w[b].qs, w[b].qh, u);
+            batch qx, sx;
+            detail::dot_i8_and_sum<Arch>(reinterpret_cast<const std::int8_t*>(u), x, block_elems, qx, sx);  // 0..31 fit
+            acc = xsimd::fma(batch(core::fp16_to_f32(w[b].d)), qx, acc);
+            acc = xsimd::fma(batch(core::fp16_to_f32(w[b].m)), sx, acc);
+        }
+        return xsimd::hadd(acc);
+    }
+};
+static_assert(quant_policy<q5_1>);
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/q2_k.hpp>
+// Q2_K (GGUF id 10): super-blocks of 256 weights = 16 sub-blocks of 16. Each sub-block has a
+// 4-bit scale and a 4-bit min (one byte: scale low, min high) against the super-block's fp16
+// d and dmin; each weight is 2 bits: w = d * sc * q - dmin * m, q in 0..3.
+// Element e = 128n + 32j + l (n < 2, j < 4, l < 32) is bits 2j..2j+1 of qs[32n + l]; its
+// sub-block is e / 16.
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/core/fp16.hpp>
+// #include <lmtk/quant/block_common.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/policy.hpp>
+
+namespace lmtk::quant {
+
+struct q2_k {
+    static constexpr ggml_type type_id = ggml_type::q2_k;
+    static constexpr std::size_t block_elems = 256;
+    static constexpr std::size_t sub_elems = 16;
+    static constexpr std::size_t n_sub = block_elems / sub_elems;
+    struct block {
+        std::uint8_t scales[n_sub];  // low nibble: scale, high nibble: min
+        std::uint8_t qs[block_elems / 4];
+        std::uint16_t d;     // super-block scale of the scales, fp16 bits
+        std::uint16_t dmin;  // super-block scale of the mins, fp16 bits
+    };
+    static_assert(sizeof(block) == n_sub + block_elems / 4 + 2 * sizeof(std::uint16_t), "q2_k: padding");
+    static_assert(std::is_trivially_copyable_v<block>);
+
+    // The 2-bit quant of element e (0..255).
+    static int quant(const block& b, std::size_t e) noexcept {
+        const std::size_t n = e / 128, j = (e % 128) / 32, l = e % 32;
+        return (b.qs[32 * n + l] >> (2 * j)) & 3;
+    }
+
+    // Reference decoder, the executable spec (spec 3.4's loop).
+    static void dequantize_row(const block* w, float* y, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b) {
+            const float d = core::fp16_to_f32(w[b].d), dmin = core::fp16_to_f32(w[b].dmin);
+            for (std::size_t n = 0; n < 2; ++n) {
+                const std::uint8_t* q = w[b].qs + 32 * n;
+                for (std::size_t j = 0; j < 4; ++j) {
+                    const std::size_t is = 8 * n + 2 * j;
+                    for (std::size_t half = 0; half < 2; ++half) {
+                        const std::uint8_t sc = w[b].scales[is + half];
+                        const float dl = d * static_cast<float>(sc & 0xF), ml = dmin * static_cast<float>(sc >> 4);
+                        for (std::size_t l = 0; l < 16; ++l)
+                            *y++ = dl * static_cast<float>((q[l + 16 * half] >> (2 * j)) & 3) - ml;
+                    }
+                }
+            }
+        }
+    }
+
+    // Reference quantizer (x finite): per sub-block an affine least-squares fit (scale, min),
+    // then the 16 scales and 16 mins to 4 bits against d = max scale / 15, dmin = max min / 15,
+    // then every weight requantized against its sub-block's decoded scale and min.
+    static void quantize_row(const float* x, block* out, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            float scales[n_sub], mins[n_sub];
+            std::uint8_t q[block_elems];
+            for (std::size_t s = 0; s < n_sub; ++s) {
+                const detail::scale_min f = detail::fit_affine(x + s * sub_elems, sub_elems, 3, q + s * sub_elems);
+                scales[s] = f.scale;
+                mins[s] = f.min;
+            }
+            std::uint8_t sc[n_sub], mn[n_sub];
+            block& o = out[b];
+            o.d = core::f32_to_fp16(detail::quantize_unsigned_scales(scales, n_sub, 4, sc));
+            o.dmin = core::f32_to_fp16(detail::quantize_unsigned_scales(mins, n_sub, 4, mn));
+            const float d = core::fp16_to_f32(o.d), dmin = core::fp16_to_f32(o.dmin);
+            for (std::size_t s = 0; s < n_sub; ++s) {
+                o.scales[s] = static_cast<std::uint8_t>(sc[s] | (mn[s] << 4));
+                detail::quantize_affine(x + s * sub_elems, sub_elems, d * sc[s], dmin * mn[s], 3, q + s * sub_elems);
+            }
+            for (std::size_t i = 0; i < block_elems / 4; ++i) o.qs[i] = 0;
+            for (std::size_t e = 0; e < block_elems; ++e) {
+                const std::size_t n = e / 128, j = (e % 128) / 32, l = e % 32;
+                o.qs[32 * n + l] = static_cast<std::uint8_t>(o.qs[32 * n + l] | (q[e] << (2 * j)));
+            }
+        }
+    }
+
+    template <class Arch>
+    static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
+        using batch = xsimd::batch<float, Arch>;
+        static_assert(detail::whole_batches<Arch>(sub_elems), "q2_k: a sub-block must be whole batches");
+        batch acc(0.0f);
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            alignas(64) std::int8_t q[block_elems];
+            for (std::size_t n = 0; n < 2; ++n)
+                for (std::size_t j = 0; j < 4; ++j)
+                    for (std::size_t l = 0; l < 32; ++l)
+                        q[128 * n + 32 * j + l] = static_cast<std::int8_t>((w[b].qs[32 * n + l] >> (2 * j)) & 3);
+            const float d = core::fp16_to_f32(w[b].d), dmin = core::fp16_to_f32(w[b].dmin);
+            for (std::size_t s = 0; s < n_sub; ++s) {
+                batch qx, sx;
+                detail::dot_i8_and_sum<Arch>(q + s * sub_elems, x + s * sub_elems, sub_elems, qx, sx);
+                const std::uint8_t sc = w[b].scales[s];
+                acc = xsimd::fma(batch(d * static_cast<float>(sc & 0xF)), qx, acc);
+                acc = xsimd::fnma(batch(dmin * static_cast<float>(sc >> 4)), sx, acc);
+            }
+        }
+        return xsimd::hadd(acc);
+    }
+};
+static_assert(quant_policy<q2_k>);
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/q3_k.hpp>
+// Q3_K (GGUF id 11): super-blocks of 256 weights = 16 sub-blocks of 16 with signed 6-bit
+// scales against one fp16 d; each weight is 3 bits, q in -4..3: w = d * (sc - 32) * q.
+// Element e = 128n + 32j + l (n < 2, j < 4, l < 32): its low two bits are bits 2j..2j+1 of
+// qs[32n + l]; its high bit is bit 4n + j of hmask[l], and a *clear* high bit subtracts 4
+// (q = low2 + 4 * high - 4). Scale k (the sub-block e / 16) is 6 bits stored with +32: the low
+// 4 bits in scales[k] (k < 8, low nibble) or scales[k - 8] (high nibble), the high 2 bits in
+// bits 2 * (k / 4) of scales[8 + k % 4].
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/core/fp16.hpp>
+// #include <lmtk/quant/block_common.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/policy.hpp>
+
+namespace lmtk::quant {
+
+struct q3_k {
+    static constexpr ggml_type type_id = ggml_type::q3_k;
+    static constexpr std::size_t block_elems = 256;
+    static constexpr std::size_t sub_elems = 16;
+    static constexpr std::size_t n_sub = block_elems / sub_elems;
+    struct block {
+        std::uint8_t hmask[block_elems / 8];  // high bits
+        std::uint8_t qs[block_elems / 4];     // low 2 bits
+        std::uint8_t scales[12];              // 16 x 6-bit scales, +32
+        std::uint16_t d;                      // super-block scale, fp16 bits
+    };
+    static_assert(sizeof(block) == block_elems / 8 + block_elems / 4 + 12 + sizeof(std::uint16_t), "q3_k: padding");
+    static_assert(std::is_trivially_copyable_v<block>);
+
+    // Sub-block k's signed scale, -32..31 (spec 3.4's scale(k)).
+    static int scale(const std::uint8_t* scales, std::size_t k) noexcept {
+        const int low4 = k < 8 ? (scales[k] & 0xF) : (scales[k - 8] >> 4);
+        const int high2 = (scales[8 + k % 4] >> (2 * (k / 4))) & 3;
+        return (low4 | (high2 << 4)) - 32;
+    }
+    // The inverse over all 16: sc[k] in -32..31.
+    static void pack_scales(const int* sc, std::uint8_t* scales) noexcept {
+        for (std::size_t i = 0; i < 12; ++i) scales[i] = 0;
+        for (std::size_t k = 0; k < n_sub; ++k) {
+            const auto u = static_cast<unsigned>(sc[k] + 32);
+            if (k < 8) scales[k] = static_cast<std::uint8_t>(scales[k] | (u & 0xF));
+            else scales[k - 8] = static_cast<std::uint8_t>(scales[k - 8] | ((u & 0xF) << 4));
+            scales[8 + k % 4] = static_cast<std::uint8_t>(scales[8 + k % 4] | ((u >> 4) << (2 * (k / 4))));
+        }
+    }
+
+    // Reference decoder, the executable spec (spec 3.4's loop).
+    static void dequantize_row(const block* w, float* y, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b) {
+            const float d = core::fp16_to_f32(w[b].d);
+            unsigned m = 1;  // the hmask bit of this 32-element group; hmask itself never advances
+            for (std::size_t n = 0; n < 2; ++n) {
+                const std::uint8_t* q = w[b].qs + 32 * n;
+                for (std::size_t j = 0; j < 4; ++j, m <<= 1) {
+                    for (std::size_t half = 0; half < 2; ++half) {
+                        const float dl = d * static_cast<float>(scale(w[b].scales, 8 * n + 2 * j + half));
+                        for (std::size_t l = 16 * half; l < 16 * half + 16; ++l) {
+                            const int v = ((q[l] >> (2 * j)) & 3) - ((w[b].hmask[l] & m) ? 0 : 4);
+                            *y++ = dl * static_cast<float>(v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // Reference quantizer (x finite): per sub-block a symmetric least-squares scale for
+    // q in -4..3, the 16 scales to signed 6 bits against d (the largest scale maps to -32),
+    // then every weight requantized against its sub-block's decoded scale.
+    static void quantize_row(const float* x, block* out, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            float s[n_sub];
+            std::int8_t q[block_elems];
+            for (std::size_t k = 0; k < n_sub; ++k) s[k] = detail::fit_symmetric(x + k * sub_elems, sub_elems, 4, q + k * sub_elems);
+            int sc[n_sub];
+            block& o = out[b];
+            o.d = core::f32_to_fp16(detail::quantize_signed_scales(s, n_sub, 32, sc));
+            pack_scales(sc, o.scales);
+            const float d = core::fp16_to_f32(o.d);
+            for (std::size_t k = 0; k < n_sub; ++k)
+                detail::quantize_symmetric(x + k * sub_elems, sub_elems, d * static_cast<float>(sc[k]), 4, q + k * sub_elems);
+            for (std::size_t i = 0; i < sizeof o.hmask; ++i) o.hmask[i] = 0;
+            for (std::size_t i = 0; i < sizeof o.qs; ++i) o.qs[i] = 0;
+            for (std::size_t e = 0; e < block_elems; ++e) {
+                const std::size_t n = e / 128, j = (e % 128) / 32, l = e % 32;
+                const auto v = static_cast<unsigned>(q[e] + 4);  // 0..7
+                o.qs[32 * n + l] = static_cast<std::uint8_t>(o.qs[32 * n + l] | ((v & 3) << (2 * j)));
+                if (v & 4) o.hmask[l] = static_cast<std::uint8_t>(o.hmask[l] | (1u << (4 * n + j)));
+            }
+        }
+    }
+
+    template <class Arch>
+    static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
+        using batch = xsimd::batch<float, Arch>;
+        static_assert(detail::whole_batches<Arch>(sub_elems), "q3_k: a sub-block must be whole batches");
+        batch acc(0.0f);
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            alignas(64) std::int8_t q[block_elems];
+            for (std::size_t n = 0; n < 2; ++n)
+                for (std::size_t j = 0; j < 4; ++j)
+                    for (std::size_t l = 0; l < 32; ++l)
+                        q[128 * n + 32 * j + l] = static_cast<std::int8_t>(
+                            ((w[b].qs[32 * n + l] >> (2 * j)) & 3) + (((w[b].hmask[l] >> (4 * n + j)) & 1) << 2) - 4);
+            const float d = core::fp16_to_f32(w[b].d);
+            for (std::size_t k = 0; k < n_sub; ++k)
+                acc = xsimd::fma(batch(d * static_cast<float>(scale(w[b].scales, k))),
+                                 detail::dot_i8<Arch>(q + k * sub_elems, x + k * sub_elems, sub_elems), acc);
+        }
+        return xsimd::hadd(acc);
+    }
+};
+static_assert(quant_policy<q3_k>);
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/q4_k.hpp>
+// Q4_K (GGUF id 12): super-blocks of 256 weights = 8 sub-blocks of 32. Each sub-block has a
+// 6-bit scale and a 6-bit min against the super-block's fp16 d and dmin; each weight is 4 bits:
+// w = d * sc * q - dmin * m, q in 0..15. Element 64c + l (c < 4, l < 32) is the low nibble of
+// qs[32c + l] (sub-block 2c), element 64c + 32 + l its high nibble (sub-block 2c + 1).
+// The 8 scales and 8 mins share 12 bytes (get_scale_min below; also used by Q5_K).
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/core/fp16.hpp>
+// #include <lmtk/quant/block_common.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/policy.hpp>
+
+namespace lmtk::quant {
+
+namespace detail {
+
+// Sub-block k's (scale, min), each 6 bits, from the 12 packed bytes of Q4_K/Q5_K: k < 4 keep
+// both whole in the low 6 bits of bytes k and k + 4; k >= 4 keep their low 4 bits in the
+// nibbles of byte k + 4 and their high 2 bits in the top bits of bytes k - 4 and k.
+inline std::pair<int, int> get_scale_min_k4(std::size_t k, const std::uint8_t* s) noexcept {
+    if (k < 4) return {s[k] & 63, s[k + 4] & 63};
+    return {(s[k + 4] & 0xF) | ((s[k - 4] >> 6) << 4), (s[k + 4] >> 4) | ((s[k] >> 6) << 4)};
+}
+
+// The inverse: sc[k], mn[k] in 0..63 -> 12 bytes.
+inline void pack_scale_min_k4(const std::uint8_t* sc, const std::uint8_t* mn, std::uint8_t* s) noexcept {
+    for (std::size_t k = 0; k < 4; ++k) {
+        s[k] = static_cast<std::uint8_t>((sc[k] & 63) | ((sc[k + 4] >> 4) << 6));
+        s[k + 4] = static_cast<std::uint8_t>((mn[k] & 63) | ((mn[k + 4] >> 4) << 6));
+        s[k + 8] = static_cast<std::uint8_t>((sc[k + 4] & 0xF) | ((mn[k + 4] & 0xF) << 4));
+    }
+}
+
+// The affine K-quant recipe shared by Q4_K and Q5_K: fit each 32-element sub-block, quantize
+// the 8 scales and 8 mins to 6 bits against d and dmin, and requantize every weight against
+// its decoded scale and min. Returns the quants 0..qmax of the 256 elements in q.
+inline void quantize_k4_scales(const float* x, int qmax, std::uint16_t& d_out, std::uint16_t& dmin_out,
+                               std::uint8_t* scales, std::uint8_t* q) noexcept {
+    constexpr std::size_t n_sub = 8, sub = 32;
+    float fs[n_sub], fm[n_sub];
+    for (std::size_t k = 0; k < n_sub; ++k) {
+        const scale_min f = fit_affine(x + k * sub, sub, qmax, q + k * sub);
+        fs[k] = f.scale;
+        fm[k] = f.min;
+    }
+    std::uint8_t sc[n_sub], mn[n_sub];
+    d_out = core::f32_to_fp16(quantize_unsigned_scales(fs, n_sub, 6, sc));
+    dmin_out = core::f32_to_fp16(quantize_unsigned_scales(fm, n_sub, 6, mn));
+    pack_scale_min_k4(sc, mn, scales);
+    const float d = core::fp16_to_f32(d_out), dmin = core::fp16_to_f32(dmin_out);
+    for (std::size_t k = 0; k < n_sub; ++k)
+        quantize_affine(x + k * sub, sub, d * sc[k], dmin * mn[k], qmax, q + k * sub);
+}
+
+// sum over one Q4_K/Q5_K super-block of (d sc q - dmin m) x, given its quants in element order.
+template <class Arch>
+xsimd::batch<float, Arch> dot_k4_block(const std::int8_t* q, const float* x, float d, float dmin,
+                                       const std::uint8_t* scales, xsimd::batch<float, Arch> acc) noexcept {
+    using batch = xsimd::batch<float, Arch>;
+    for (std::size_t k = 0; k < 8; ++k) {
+        batch qx, sx;
+        dot_i8_and_sum<Arch>(q + 32 * k, x + 32 * k, 32, qx, sx);
+        const auto [sc, mn] = get_scale_min_k4(k, scales);
+        acc = xsimd::fma(batch(d * static_cast<float>(sc)), qx, acc);
+        acc = xsimd::fnma(batch(dmin * static_cast<float>(mn)), sx, acc);
+    }
+    return acc;
+}
+
+}  // namespace detail
+
+struct q4_k {
+    static constexpr ggml_type type_id = ggml_type::q4_k;
+    static constexpr std::size_t block_elems = 256;
+    struct block {
+        std::uint16_t d;     // super-block scale of the scales, fp16 bits
+        std::uint16_t dmin;  // super-block scale of the mins, fp16 bits
+        std::uint8_t scales[12];
+        std::uint8_t qs[block_elems / 2];
+    };
+    static_assert(sizeof(block) == 2 * sizeof(std::uint16_t) + 12 + block_elems / 2, "q4_k: padding");
+    static_assert(std::is_trivially_copyable_v<block>);
+
+    // Reference decoder, the executable spec (spec 3.4's loop).
+    static void dequantize_row(const block* w, float* y, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b) {
+            const float d = core::fp16_to_f32(w[b].d), dmin = core::fp16_to_f32(w[b].dmin);
+            for (std::size_t c = 0; c < 4; ++c) {
+                const std::uint8_t* q = w[b].qs + 32 * c;
+                const auto [s1, m1] = detail::get_scale_min_k4(2 * c, w[b].scales);
+                const auto [s2, m2] = detail::get_scale_min_k4(2 * c + 1, w[b].scales);
+                for (std::size_t l = 0; l < 32; ++l) *y++ = d * static_cast<float>(s1) * static_cast<float>(q[l] & 0xF) - dmin * static_cast<float>(m1);
+                for (std::size_t l = 0; l < 32; ++l) *y++ = d * static_cast<float>(s2) * static_cast<float>(q[l] >> 4) - dmin * static_cast<float>(m2);
+            }
+        }
+    }
+
+    // Reference quantizer (x finite): affine least-squares fits per 32-element sub-block, 6-bit
+    // scales and mins against d = max scale / 63 and dmin = max min / 63, then requantization.
+    static void quantize_row(const float* x, block* out, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            std::uint8_t q[block_elems];
+            detail::quantize_k4_scales(x, 15, out[b].d, out[b].dmin, out[b].scales, q);
+            for (std::size_t c = 0; c < 4; ++c)
+                for (std::size_t l = 0; l < 32; ++l)
+                    out[b].qs[32 * c + l] = static_cast<std::uint8_t>(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
+        }
+    }
+
+    template <class Arch>
+    static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
+        using batch = xsimd::batch<float, Arch>;
+        static_assert(detail::whole_batches<Arch>(32), "q4_k: a sub-block must be whole batches");
+        batch acc(0.0f);
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            alignas(64) std::int8_t q[block_elems];
+            for (std::size_t c = 0; c < 4; ++c)
+                for (std::size_t l = 0; l < 32; ++l) {
+                    q[64 * c + l] = static_cast<std::int8_t>(w[b].qs[32 * c + l] & 0xF);
+                    q[64 * c + 32 + l] = static_cast<std::int8_t>(w[b].qs[32 * c + l] >> 4);
+                }
+            acc = detail::dot_k4_block<Arch>(q, x, core::fp16_to_f32(w[b].d), core::fp16_to_f32(w[b].dmin), w[b].scales, acc);
+        }
+        return xsimd::hadd(acc);
+    }
+};
+static_assert(quant_policy<q4_k>);
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/q5_k.hpp>
+// Q5_K (GGUF id 13): Q4_K plus a fifth bit per weight, q in 0..31: w = d * sc * q - dmin * m.
+// Nibbles and the packed 6-bit scales/mins as Q4_K; the fifth bit of element e (sub-block
+// k = e / 32) is bit k of qh[e % 32] (qh is shared by all sub-blocks, never advanced).
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/core/fp16.hpp>
+// #include <lmtk/quant/block_common.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/policy.hpp>
+// #include <lmtk/quant/q4_k.hpp>
+
+namespace lmtk::quant {
+
+struct q5_k {
+    static constexpr ggml_type type_id = ggml_type::q5_k;
+    static constexpr std::size_t block_elems = 256;
+    struct block {
+        std::uint16_t d;     // super-block scale of the scales, fp16 bits
+        std::uint16_t dmin;  // super-block scale of the mins, fp16 bits
+        std::uint8_t scales[12];
+        std::uint8_t qh[block_elems / 8];  // fifth bits
+        std::uint8_t qs[block_elems / 2];  // low 4 bits
+    };
+    static_assert(sizeof(block) == 2 * sizeof(std::uint16_t) + 12 + block_elems / 8 + block_elems / 2, "q5_k: padding");
+    static_assert(std::is_trivially_copyable_v<block>);
+
+    // Reference decoder, the executable spec.
+    static void dequantize_row(const block* w, float* y, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b) {
+            const float d = core::fp16_to_f32(w[b].d), dmin = core::fp16_to_f32(w[b].dmin);
+            for (std::size_t c = 0; c < 4; ++c) {
+                const std::uint8_t* q = w[b].qs + 32 * c;
+                const auto [s1, m1] = detail::get_scale_min_k4(2 * c, w[b].scales);
+                const auto [s2, m2] = detail::get_scale_min_k4(2 * c + 1, w[b].scales);
+                const unsigned u1 = 1u << (2 * c), u2 = 1u << (2 * c + 1);
+                for (std::size_t l = 0; l < 32; ++l) {
+                    const int v = (q[l] & 0xF) + ((w[b].qh[l] & u1) ? 16 : 0);
+                    *y++ = d * static_cast<float>(s1) * static_cast<float>(v) - dmin * static_cast<float>(m1);
+                }
+                for (std::size_t l = 0; l < 32; ++l) {
+                    const int v = (q[l] >> 4) + ((w[b].qh[l] & u2) ? 16 : 0);
+                    *y++ = d * static_cast<float>(s2) * static_cast<float>(v) - dmin * static_cast<float>(m2);
+                }
+            }
+        }
+    }
+
+    // Reference quantizer (x finite): Q4_K's recipe with q in 0..31.
+    static void quantize_row(const float* x, block* out, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            std::uint8_t q[block_elems];
+            detail::quantize_k4_scales(x, 31, out[b].d, out[b].dmin, out[b].scales, q);
+            for (std::size_t l = 0; l < 32; ++l) out[b].qh[l] = 0;
+            for (std::size_t c = 0; c < 4; ++c)
+                for (std::size_t l = 0; l < 32; ++l) {
+                    const std::uint8_t lo = q[64 * c + l], hi = q[64 * c + 32 + l];
+                    out[b].qs[32 * c + l] = static_cast<std::uint8_t>((lo & 0xF) | ((hi & 0xF) << 4));
+                    out[b].qh[l] = static_cast<std::uint8_t>(out[b].qh[l] | ((lo >> 4) << (2 * c)) | ((hi >> 4) << (2 * c + 1)));
+                }
+        }
+    }
+
+    template <class Arch>
+    static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
+        using batch = xsimd::batch<float, Arch>;
+        static_assert(detail::whole_batches<Arch>(32), "q5_k: a sub-block must be whole batches");
+        batch acc(0.0f);
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            alignas(64) std::int8_t q[block_elems];
+            for (std::size_t c = 0; c < 4; ++c)
+                for (std::size_t l = 0; l < 32; ++l) {
+                    const std::uint8_t h = w[b].qh[l];
+                    q[64 * c + l] = static_cast<std::int8_t>((w[b].qs[32 * c + l] & 0xF) | (((h >> (2 * c)) & 1) << 4));
+                    q[64 * c + 32 + l] = static_cast<std::int8_t>((w[b].qs[32 * c + l] >> 4) | (((h >> (2 * c + 1)) & 1) << 4));
+                }
+            acc = detail::dot_k4_block<Arch>(q, x, core::fp16_to_f32(w[b].d), core::fp16_to_f32(w[b].dmin), w[b].scales, acc);
+        }
+        return xsimd::hadd(acc);
+    }
+};
+static_assert(quant_policy<q5_k>);
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/q6_k.hpp>
+// Q6_K (GGUF id 14): super-blocks of 256 weights = 16 sub-blocks of 16 with int8 scales
+// against one fp16 d; each weight is 6 bits with an offset of 32: w = d * sc * (q - 32).
+// Element e = 128n + 32k + l (n < 2, k < 4, l < 32): its low 4 bits are the low (k < 2) or
+// high (k >= 2) nibble of ql[64n + 32(k % 2) + l], its high 2 bits are bits 2k..2k+1 of
+// qh[32n + l]; its scale is scales[e / 16].
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/core/fp16.hpp>
+// #include <lmtk/quant/block_common.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/policy.hpp>
+
+namespace lmtk::quant {
+
+struct q6_k {
+    static constexpr ggml_type type_id = ggml_type::q6_k;
+    static constexpr std::size_t block_elems = 256;
+    static constexpr std::size_t sub_elems = 16;
+    static constexpr std::size_t n_sub = block_elems / sub_elems;
+    struct block {
+        std::uint8_t ql[block_elems / 2];  // low 4 bits
+        std::uint8_t qh[block_elems / 4];  // high 2 bits
+        std::int8_t scales[n_sub];
+        std::uint16_t d;  // super-block scale, fp16 bits
+    };
+    static_assert(sizeof(block) == block_elems / 2 + block_elems / 4 + n_sub + sizeof(std::uint16_t), "q6_k: padding");
+    static_assert(std::is_trivially_copyable_v<block>);
+
+    // Reference decoder, the executable spec (spec 3.4's loop).
+    static void dequantize_row(const block* w, float* y, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, y += block_elems) {
+            const float d = core::fp16_to_f32(w[b].d);
+            for (std::size_t n = 0; n < 2; ++n) {
+                const std::uint8_t* ql = w[b].ql + 64 * n;
+                const std::uint8_t* qh = w[b].qh + 32 * n;
+                const std::int8_t* sc = w[b].scales + 8 * n;
+                float* yn = y + 128 * n;
+                for (std::size_t l = 0; l < 32; ++l) {
+                    const std::size_t is = l / 16;
+                    const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                    const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                    const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                    const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                    yn[l] = d * static_cast<float>(sc[is + 0]) * static_cast<float>(q1);
+                    yn[l + 32] = d * static_cast<float>(sc[is + 2]) * static_cast<float>(q2);
+                    yn[l + 64] = d * static_cast<float>(sc[is + 4]) * static_cast<float>(q3);
+                    yn[l + 96] = d * static_cast<float>(sc[is + 6]) * static_cast<float>(q4);
+                }
+            }
+        }
+    }
+
+    // Reference quantizer (x finite): per sub-block a symmetric least-squares scale for
+    // q - 32 in -32..31, the 16 scales to int8 against d (the largest scale maps to -128), then
+    // every weight requantized against its sub-block's decoded scale.
+    static void quantize_row(const float* x, block* out, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            float s[n_sub];
+            std::int8_t q[block_elems];
+            for (std::size_t k = 0; k < n_sub; ++k) s[k] = detail::fit_symmetric(x + k * sub_elems, sub_elems, 32, q + k * sub_elems);
+            int sc[n_sub];
+            block& o = out[b];
+            o.d = core::f32_to_fp16(detail::quantize_signed_scales(s, n_sub, 128, sc));
+            const float d = core::fp16_to_f32(o.d);
+            for (std::size_t k = 0; k < n_sub; ++k) {
+                o.scales[k] = static_cast<std::int8_t>(sc[k]);
+                detail::quantize_symmetric(x + k * sub_elems, sub_elems, d * static_cast<float>(sc[k]), 32, q + k * sub_elems);
+            }
+            for (std::size_t i = 0; i < sizeof o.ql; ++i) o.ql[i] = 0;
+            for (std::size_t i = 0; i < sizeof o.qh; ++i) o.qh[i] = 0;
+            for (std::size_t e = 0; e < block_elems; ++e) {
+                const std::size_t n = e / 128, k = (e % 128) / 32, l = e % 32;
+                const auto v = static_cast<unsigned>(q[e] + 32);  // 0..63
+                std::uint8_t& lo = o.ql[64 * n + 32 * (k % 2) + l];
+                lo = static_cast<std::uint8_t>(lo | ((v & 0xF) << (4 * (k / 2))));
+                o.qh[32 * n + l] = static_cast<std::uint8_t>(o.qh[32 * n + l] | ((v >> 4) << (2 * k)));
+            }
+        }
+    }
+
+    template <class Arch>
+    static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
+        using batch = xsimd::batch<float, Arch>;
+        static_assert(detail::whole_batches<Arch>(sub_elems), "q6_k: a sub-block must be whole batches");
+        batch acc(0.0f);
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            alignas(64) std::int8_t q[block_elems];
+            for (std::size_t n = 0; n < 2; ++n) {
+                const std::uint8_t* ql = w[b].ql + 64 * n;
+                const std::uint8_t* qh = w[b].qh + 32 * n;
+                std::int8_t* qn = q + 128 * n;
+                for (std::size_t l = 0; l < 32; ++l) {
+                    qn[l] = static_cast<std::int8_t>(((ql[l] & 0xF) | ((qh[l] & 3) << 4)) - 32);
+                    qn[l + 32] = static_cast<std::int8_t>(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+                    qn[l + 64] = static_cast<std::int8_t>(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+                    qn[l + 96] = static_cast<std::int8_t>(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+                }
+            }
+            const float d = core::fp16_to_f32(w[b].d);
+            for (std::size_t k = 0; k < n_sub; ++k)
+                acc = xsimd::fma(batch(d * static_cast<float>(w[b].scales[k])),
+                                 detail::dot_i8<Arch>(q + k * sub_elems, x + k * sub_elems, sub_elems), acc);
+        }
+        return xsimd::hadd(acc);
+    }
+};
+static_assert(quant_policy<q6_k>);
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/q8_k.hpp>
+// Q8_K (GGUF id 15): 256 int8 quants with one fp32 scale, plus the sums of each 16 quants.
+// ggml uses it for activations inside K-quant dot products, not for weights in model files;
+// it is here so that files and tools that carry it can be read and produced.
+// w[j] = d * qs[j]; bsums[i] = sum of qs[16i .. 16i + 15].
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/quant/block_common.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/policy.hpp>
+
+namespace lmtk::quant {
+
+struct q8_k {
+    static constexpr ggml_type type_id = ggml_type::q8_k;
+    static constexpr std::size_t block_elems = 256;
+    struct block {
+        float d;  // scale, fp32 (not fp16, unlike every other block format)
+        std::int8_t qs[block_elems];
+        std::int16_t bsums[block_elems / 16];
+    };
+    static_assert(sizeof(block) == sizeof(float) + block_elems + block_elems / 16 * sizeof(std::int16_t), "q8_k: padding");
+    static_assert(std::is_trivially_copyable_v<block>);
+
+    // Reference decoder, the executable spec: bsums do not enter it.
+    static void dequantize_row(const block* w, float* y, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b)
+            for (std::size_t j = 0; j < block_elems; ++j) *y++ = w[b].d * static_cast<float>(w[b].qs[j]);
+    }
+
+    // Reference quantizer (x finite): d = amax / 127, q = round(x / d); bsums filled in.
+    static void quantize_row(const float* x, block* out, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            float amax = 0.0f;
+            for (std::size_t j = 0; j < block_elems; ++j) amax = std::max(amax, std::fabs(x[j]));
+            const float d = amax / 127.0f;
+            const float inv_d = d != 0.0f ? 1.0f / d : 0.0f;
+            out[b].d = d;
+            for (std::size_t j = 0; j < block_elems; ++j)
+                out[b].qs[j] = static_cast<std::int8_t>(std::clamp(detail::round_int(x[j] * inv_d), -127, 127));
+            for (std::size_t i = 0; i < block_elems / 16; ++i) {
+                int s = 0;
+                for (std::size_t j = 0; j < 16; ++j) s += out[b].qs[16 * i + j];
+                out[b].bsums[i] = static_cast<std::int16_t>(s);
+            }
+        }
+    }
+
+    template <class Arch>
+    static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
+        using batch = xsimd::batch<float, Arch>;
+        static_assert(detail::whole_batches<Arch>(block_elems), "q8_k: a block must be whole batches");
+        batch acc(0.0f);
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems)
+            acc = xsimd::fma(batch(w[b].d), detail::dot_i8<Arch>(w[b].qs, x, block_elems), acc);
+        return xsimd::hadd(acc);
+    }
+};
+static_assert(quant_policy<q8_k>);
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/iq4_nl.hpp>
+// IQ4_NL (GGUF id 20): 32 weights share one fp16 scale; each 4-bit index picks one of 16
+// non-uniform levels (denser near zero, where trained weights cluster). Nibble layout as Q4_0:
+// w[j] = d * K[qs[j] & 0xF], w[j + 16] = d * K[qs[j] >> 4], j < 16.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/core/fp16.hpp>
+// #include <lmtk/quant/block_common.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/policy.hpp>
+
+namespace lmtk::quant {
+
+struct iq4_nl {
+    static constexpr ggml_type type_id = ggml_type::iq4_nl;
+    static constexpr std::size_t block_elems = 32;
+    static constexpr std::size_t half = block_elems / 2;
+    // The codebook (spec 3.4), ascending; int8 so the dot can widen it like any quant.
+    static constexpr std::array<std::int8_t, 16> levels = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                                           1,    13,   25,  38,  53,  69,  89,  113};
+    struct block {
+        std::uint16_t d;  // scale, fp16 bits
+        std::uint8_t qs[half];
+    };
+    static_assert(sizeof(block) == sizeof(std::uint16_t) + half, "iq4_nl: padding");
+    static_assert(std::is_trivially_copyable_v<block>);
+
+    // Reference decoder, the executable spec.
+    static void dequantize_row(const block* w, float* y, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, y += block_elems) {
+            const float d = core::fp16_to_f32(w[b].d);
+            for (std::size_t j = 0; j < half; ++j) {
+                y[j] = d * static_cast<float>(levels[w[b].qs[j] & 0xF]);
+                y[j + half] = d * static_cast<float>(levels[w[b].qs[j] >> 4]);
+            }
+        }
+    }
+
+    // The index of the level nearest to v (in units of d).
+    static int nearest_level(float v) noexcept {
+        const auto it = std::lower_bound(levels.begin(), levels.end(), v,
+                                         [](std::int8_t l, float x) { return static_cast<float>(l) < x; });
+        if (it == levels.begin()) return 0;
+        if (it == levels.end()) return 15;
+        const auto i = static_cast<int>(it - levels.begin());
+        return v - static_cast<float>(levels[i - 1]) <= static_cast<float>(levels[i]) - v ? i - 1 : i;
+    }
+
+    // Reference quantizer (x finite). The levels are not evenly spaced, so no formula gives
+    // the best d: try candidate scales that put the value of largest magnitude at or near
+    // either end of the codebook, pick the nearest level for every value, refit d by least
+    // squares for those levels (d = sum(x K) / sum(K^2)), and keep the candidate with the
+    // smallest squared error; the levels are then chosen again against the fp16-rounded d.
+    static void quantize_row(const float* x, block* out, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            float amax = 0.0f, extreme = 0.0f;
+            for (std::size_t j = 0; j < block_elems; ++j) {
+                if (std::fabs(x[j]) > amax) {
+                    amax = std::fabs(x[j]);
+                    extreme = x[j];
+                }
+            }
+            float best_d = 0.0f;
+            double best_gain = -1.0;
+            if (amax > 0.0f) {
+                for (const float end : {static_cast<float>(levels.front()), static_cast<float>(levels.back())}) {
+                    for (int t = -detail::search_steps; t <= detail::search_steps; ++t) {
+                        // The extreme maps to `end` scaled by 1 +- up to 10%.
+                        const float inv = end * (1.0f + 0.01f * static_cast<float>(t)) / extreme;
+                        double sxk = 0.0, skk = 0.0;
+                        for (std::size_t j = 0; j < block_elems; ++j) {
+                            const float k = levels[static_cast<std::size_t>(nearest_level(x[j] * inv))];
+                            sxk += static_cast<double>(x[j]) * k;
+                            skk += static_cast<double>(k) * k;
+                        }
+                        const double gain = sxk * sxk / skk;  // skk > 0: no level is 0
+                        if (gain > best_gain) {
+                            best_gain = gain;
+                            best_d = static_cast<float>(sxk / skk);
+                        }
+                    }
+                }
+            }
+            out[b].d = core::f32_to_fp16(best_d);
+            const float d = core::fp16_to_f32(out[b].d);
+            const float inv_d = d != 0.0f ? 1.0f / d : 0.0f;
+            const auto index = [&](float v) noexcept { return static_cast<std::uint8_t>(nearest_level(v * inv_d)); };
+            for (std::size_t j = 0; j < half; ++j)
+                out[b].qs[j] = static_cast<std::uint8_t>(index(x[j]) | (index(x[j + half]) << 4));
+        }
+    }
+
+    template <class Arch>
+    static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
+        using batch = xsimd::batch<float, Arch>;
+        static_assert(detail::whole_batches<Arch>(block_elems), "iq4_nl: a block must be whole batches");
+        batch acc(0.0f);
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            alignas(64) std::int8_t q[block_elems];
+            for (std::size_t j = 0; j < half; ++j) {
+                q[j] = levels[w[b].qs[j] & 0xF];
+                q[j + half] = levels[w[b].qs[j] >> 4];
+            }
+            acc = xsimd::fma(batch(core::fp16_to_f32(w[b].d)), detail::dot_i8<Arch>(q, x, block_elems), acc);
+        }
+        return xsimd::hadd(acc);
+    }
+};
+static_assert(quant_policy<iq4_nl>);
+
+}  // namespace lmtk::quant
 // #include <lmtk/quant/dispatch.hpp>
 // Load-time dispatch: a GGUF tensor's ggml_type -> the compiled kernels of its format, resolved
 // once per tensor into plain function pointers so the forward pass has no type switches.
@@ -1788,8 +3043,17 @@ static_assert(quant_policy<q4_0>);
 // #include <lmtk/quant/f16.hpp>
 // #include <lmtk/quant/f32.hpp>
 // #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/iq4_nl.hpp>
 // #include <lmtk/quant/policy.hpp>
+// #include <lmtk/quant/q2_k.hpp>
+// #include <lmtk/quant/q3_k.hpp>
 // #include <lmtk/quant/q4_0.hpp>
+// #include <lmtk/quant/q4_1.hpp>
+// #include <lmtk/quant/q4_k.hpp>
+// #include <lmtk/quant/q5_0.hpp>
+// #include <lmtk/quant/q5_1.hpp>
+// #include <lmtk/quant/q5_k.hpp>
+// #include <lmtk/quant/q6_k.hpp>
 // #include <lmtk/quant/q8_0.hpp>
 
 namespace lmtk::quant {
@@ -1813,7 +3077,8 @@ struct set {
     static constexpr bool contains(ggml_type t) noexcept { return ((Ps::type_id == t) || ...); }
 };
 
-using default_set = set<f32, f16, bf16, q8_0, q4_0>;  // later formats extend it
+// Every weight format lmtk reads. Q8_K is left out: ggml only uses it for activations.
+using default_set = set<f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl>;
 
 namespace kernels {
 
@@ -2093,11 +3358,727 @@ private:
     llama_hparams hp_;
 };
 
-// Opens a model path: a GGUF file, or (once the Hugging Face loader is in) a checkpoint folder.
+}  // namespace lmtk::model
+
+// open_weights(path), for a GGUF file or a Hugging Face checkpoint folder, lives with the HF
+// source it needs. Included last: hf.hpp builds on the classes above, whichever header comes first.
+// #include <lmtk/model/hf.hpp>
+// A Hugging Face checkpoint folder as a weight_source: config.json for the hyperparameters,
+// model.safetensors (or shards named by model.safetensors.index.json) for the weights.
+//
+// Supported: LlamaForCausalLM, MistralForCausalLM (and Qwen2ForCausalLM once the forward pass
+// has attention biases) with F32, F16 or BF16 tensors. Each HF tensor is presented under its
+// GGUF name and in GGUF orientation (ne = the HF shape reversed: [out, in] -> ne = [in, out]),
+// so the model binds it exactly like a GGUF tensor. HF keeps Q and K rows in the rotate-half
+// layout, so the hyperparameters say rope_kind::neox; nothing is permuted here.
+//
+// Tensors are used in place from the mapping when their bytes are aligned for their type;
+// safetensors gives no alignment guarantee (the header length is arbitrary), so a misaligned
+// tensor is copied once, at load, into an aligned buffer this source owns.
+// #include <lmtk/core/error.hpp>
+// #include <lmtk/io/gguf.hpp>
+// #include <lmtk/io/safetensors.hpp>
+// safetensors reader over a memory-mapped file, and Hugging Face checkpoints split into shards
+// (model.safetensors.index.json).
+//
+//   u64le N | N bytes of JSON header | data
+//
+// The header is untrusted: its length is bounded before anything is read, its JSON nesting depth
+// is bounded before the parser (which recurses) sees it, duplicate names are caught while it is
+// parsed (a JSON object would silently keep the last one), every dtype must be known, every
+// shape must be non-negative integers whose element and byte counts do not overflow, and the
+// tensors' [begin, end) ranges, sorted, must tile the data section exactly: start at 0, no holes,
+// no overlaps, end at the end of the file, with end - begin equal to the tensor's byte size. A
+// broken or hostile file therefore ends in an lmtk::error naming the file, never in a read outside
+// the mapping. Tensor bytes are views into the mapping and carry NO alignment guarantee: the
+// header length is arbitrary, so copy (or check) before reinterpreting them as wider types.
+// #include <lmtk/core/error.hpp>
+// #include <lmtk/core/mapped_file.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace lmtk::safetensors {
+
+// The reference implementation refuses larger headers; a real header is a few hundred KiB.
+inline constexpr std::uint64_t max_header_bytes = 100'000'000;
+// A valid header nests three deep (root, tensor entry, shape); anything much deeper is hostile
+// and would only exercise the JSON parser's recursion.
+inline constexpr std::size_t max_json_depth = 32;
+
+enum class dtype : std::uint8_t {
+    boolean, u8, i8, f8_e5m2, f8_e4m3, f8_e8m0, f8_e4m3fnuz, f8_e5m2fnuz,
+    i16, u16, f16, bf16, i32, u32, f32, i64, u64, f64, c64, f4, f6_e2m3, f6_e3m2,
+};
+
+struct dtype_info {
+    dtype type;
+    std::string_view name;  // as spelled in the header
+    std::uint32_t bits;     // per element; sub-byte types pack, a tensor must fill whole bytes
+};
+
+inline constexpr dtype_info dtypes[] = {
+    {dtype::boolean, "BOOL", 8},         {dtype::u8, "U8", 8},
+    {dtype::i8, "I8", 8},                {dtype::f8_e5m2, "F8_E5M2", 8},
+    {dtype::f8_e4m3, "F8_E4M3", 8},      {dtype::f8_e8m0, "F8_E8M0", 8},
+    {dtype::f8_e4m3fnuz, "F8_E4M3FNUZ", 8}, {dtype::f8_e5m2fnuz, "F8_E5M2FNUZ", 8},
+    {dtype::i16, "I16", 16},             {dtype::u16, "U16", 16},
+    {dtype::f16, "F16", 16},             {dtype::bf16, "BF16", 16},
+    {dtype::i32, "I32", 32},             {dtype::u32, "U32", 32},
+    {dtype::f32, "F32", 32},             {dtype::i64, "I64", 64},
+    {dtype::u64, "U64", 64},             {dtype::f64, "F64", 64},
+    {dtype::c64, "C64", 64},             {dtype::f4, "F4", 4},
+    {dtype::f6_e2m3, "F6_E2M3", 6},      {dtype::f6_e3m2, "F6_E3M2", 6},
+};
+
+// info() indexes the table by enum value.
+constexpr bool dtype_table_in_order() noexcept {
+    for (std::size_t i = 0; i < std::size(dtypes); ++i)
+        if (static_cast<std::size_t>(dtypes[i].type) != i) return false;
+    return true;
+}
+static_assert(dtype_table_in_order());
+
+constexpr const dtype_info& info(dtype t) noexcept { return dtypes[static_cast<std::size_t>(t)]; }
+constexpr std::string_view dtype_name(dtype t) noexcept { return info(t).name; }
+
+inline std::optional<dtype> dtype_from_name(std::string_view s) noexcept {
+    for (const dtype_info& d : dtypes)
+        if (d.name == s) return d.type;
+    return std::nullopt;
+}
+
+struct tensor {
+    std::string name;
+    dtype type = dtype::f32;
+    std::vector<std::uint64_t> shape;     // row-major, outermost first (PyTorch order); [] = scalar
+    std::uint64_t n_elements = 1;
+    std::uint64_t begin = 0, end = 0;     // data_offsets: relative to the data section
+    std::span<const std::byte> bytes;     // into the mapping; any alignment
+
+    std::size_t n_dims() const noexcept { return shape.size(); }
+};
+
+namespace detail {
+
+// Depth of [ and { nesting outside strings; stops counting once `limit` is passed.
+inline std::size_t json_depth(std::string_view s, std::size_t limit) noexcept {
+    std::size_t depth = 0, max_depth = 0;
+    bool in_string = false;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        const char c = s[i];
+        if (in_string) {
+            if (c == '\\') ++i;
+            else if (c == '"') in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > max_depth && (max_depth = depth) > limit) return max_depth;
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            --depth;
+        }
+    }
+    return max_depth;
+}
+
+// Parses untrusted JSON text. Duplicate keys in any object are errors (nlohmann would keep the
+// last one silently); `what` names the text in messages.
+inline nlohmann::json parse_json(std::string_view text, const std::string& what) {
+    if (json_depth(text, max_json_depth) > max_json_depth)
+        fail(what, ": JSON nested more than ", max_json_depth, " levels deep");
+    // One set of keys per open object, innermost last.
+    std::vector<std::set<std::string>> keys;
+    std::string duplicate;
+    auto cb = [&](int /*depth*/, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+        using ev = nlohmann::json::parse_event_t;
+        if (event == ev::object_start) keys.emplace_back();
+        else if (event == ev::object_end && !keys.empty()) keys.pop_back();
+        else if (event == ev::key && !keys.empty() && parsed.is_string()) {
+            if (!keys.back().insert(parsed.get<std::string>()).second && duplicate.empty())
+                duplicate = parsed.get<std::string>();
+        }
+        return true;
+    };
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(text.begin(), text.end(), cb);
+    } catch (const nlohmann::json::exception& e) {
+        fail(what, ": invalid JSON: ", e.what());
+    }
+    if (!duplicate.empty()) fail(what, ": duplicate key '", duplicate, "'");
+    return j;
+}
+
+// a * b, or nullopt on overflow.
+inline std::optional<std::uint64_t> mul(std::uint64_t a, std::uint64_t b) noexcept {
+    if (a != 0 && b > std::numeric_limits<std::uint64_t>::max() / a) return std::nullopt;
+    return a * b;
+}
+
+}  // namespace detail
+
+// One .safetensors file.
+class file {
+public:
+    explicit file(const std::string& path) : map_(path) { parse(); }
+
+    file(const file&) = delete;
+    file& operator=(const file&) = delete;
+    file(file&&) noexcept = default;
+    file& operator=(file&&) noexcept = default;
+
+    const std::string& path() const noexcept { return map_.path(); }
+    const core::mapped_file& mapping() const noexcept { return map_; }
+    std::uint64_t header_bytes() const noexcept { return header_bytes_; }
+    std::uint64_t data_offset() const noexcept { return 8 + header_bytes_; }
+
+    // "__metadata__" (string -> string), e.g. {"format": "pt"}.
+    const std::map<std::string, std::string>& metadata() const noexcept { return metadata_; }
+    // Tensors in data-offset order.
+    const std::vector<tensor>& tensors() const noexcept { return tensors_; }
+
+    const tensor* find(std::string_view name) const noexcept {
+        const auto it = index_.find(std::string(name));
+        return it == index_.end() ? nullptr : &tensors_[it->second];
+    }
+    const tensor& get(std::string_view name) const {
+        const tensor* t = find(name);
+        if (!t) fail(path(), ": tensor '", name, "' is missing");
+        return *t;
+    }
+
+private:
+    [[noreturn]] void invalid(auto&&... parts) const {
+        fail(path(), ": invalid safetensors: ", std::forward<decltype(parts)>(parts)...);
+    }
+
+    void parse() {
+        const std::uint64_t size = map_.size();
+        if (size < 8) invalid("file of ", size, " bytes is too short for the header length");
+        std::uint64_t n = 0;
+        std::memcpy(&n, map_.data(), 8);  // little-endian on every target lmtk supports
+        if (n > max_header_bytes) invalid("header length ", n, " exceeds the limit of ", max_header_bytes, " bytes");
+        if (n > size - 8) invalid("header length ", n, " runs past the end of the file (", size, " bytes; truncated?)");
+        header_bytes_ = n;
+        const std::string_view text(reinterpret_cast<const char*>(map_.data()) + 8, static_cast<std::size_t>(n));
+        if (text.empty() || text[0] != '{') invalid("the header does not start with '{'");
+
+        nlohmann::json j;
+        try {
+            j = detail::parse_json(text, path() + ": invalid safetensors header");
+        } catch (const std::bad_alloc&) {
+            invalid("header too large to hold in memory");
+        }
+        if (!j.is_object()) invalid("the header is not a JSON object");
+
+        const std::uint64_t data_size = size - 8 - n;
+        for (auto it = j.begin(); it != j.end(); ++it) {
+            if (it.key() == "__metadata__") {
+                if (!it->is_object()) invalid("__metadata__ is not an object");
+                for (auto m = it->begin(); m != it->end(); ++m) {
+                    if (!m->is_string()) invalid("__metadata__ value of '", m.key(), "' is not a string");
+                    metadata_.emplace(m.key(), m->get<std::string>());
+                }
+                continue;
+            }
+            tensors_.push_back(read_tensor(it.key(), *it, data_size));
+        }
+
+        // The data section must be exactly the tensors, back to back, in some order.
+        std::sort(tensors_.begin(), tensors_.end(), [](const tensor& a, const tensor& b) {
+            return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+        });
+        std::uint64_t expect = 0;
+        for (const tensor& t : tensors_) {
+            if (t.begin < expect)
+                invalid("tensor '", t.name, "' data [", t.begin, ", ", t.end, ") overlaps the previous tensor");
+            if (t.begin > expect) invalid("a hole in the data section before tensor '", t.name, "' at offset ", expect);
+            expect = t.end;
+        }
+        if (expect != data_size)
+            invalid("the tensors cover ", expect, " bytes of a ", data_size, " byte data section",
+                    expect < data_size ? " (trailing bytes)" : " (truncated file?)");
+
+        const std::byte* base = map_.data() + 8 + n;
+        index_.reserve(tensors_.size());
+        for (std::size_t i = 0; i < tensors_.size(); ++i) {
+            tensor& t = tensors_[i];
+            t.bytes = {base + t.begin, static_cast<std::size_t>(t.end - t.begin)};
+            index_.emplace(t.name, i);
+        }
+    }
+
+    tensor read_tensor(const std::string& name, const nlohmann::json& e, std::uint64_t data_size) const {
+        if (!e.is_object()) invalid("entry '", name, "' is not an object");
+        tensor t;
+        t.name = name;
+        const auto dt = e.find("dtype");
+        if (dt == e.end() || !dt->is_string()) invalid("tensor '", name, "' has no dtype string");
+        const auto type = dtype_from_name(dt->get_ref<const std::string&>());
+        if (!type) invalid("tensor '", name, "' has unknown dtype '", dt->get_ref<const std::string&>(), "'");
+        t.type = *type;
+
+        const auto shape = e.find("shape");
+        if (shape == e.end() || !shape->is_array()) invalid("tensor '", name, "' has no shape array");
+        std::uint64_t n = 1;
+        for (const auto& d : *shape) {
+            // is_number_unsigned: non-negative integers only (no -1, no 2.5, no "3")
+            if (!d.is_number_unsigned()) invalid("tensor '", name, "' has a shape entry that is not a non-negative integer");
+            const auto v = d.get<std::uint64_t>();
+            const auto p = detail::mul(n, v);
+            if (!p) invalid("tensor '", name, "' element count overflows");
+            n = *p;
+            t.shape.push_back(v);
+        }
+        t.n_elements = n;
+        const auto bits = detail::mul(n, info(t.type).bits);
+        if (!bits) invalid("tensor '", name, "' byte size overflows");
+        if (*bits % 8 != 0) invalid("tensor '", name, "' of ", n, " ", dtype_name(t.type), " values is not whole bytes");
+
+        const auto off = e.find("data_offsets");
+        if (off == e.end() || !off->is_array() || off->size() != 2 || !(*off)[0].is_number_unsigned() ||
+            !(*off)[1].is_number_unsigned())
+            invalid("tensor '", name, "' data_offsets must be two non-negative integers");
+        t.begin = (*off)[0].get<std::uint64_t>();
+        t.end = (*off)[1].get<std::uint64_t>();
+        if (t.end < t.begin) invalid("tensor '", name, "' data_offsets [", t.begin, ", ", t.end, "] end before they begin");
+        if (t.end - t.begin != *bits / 8)
+            invalid("tensor '", name, "' data_offsets span ", t.end - t.begin, " bytes, but ", dtype_name(t.type), " ",
+                    shape_string(t.shape), " needs ", *bits / 8);
+        if (t.end > data_size)
+            invalid("tensor '", name, "' data [", t.begin, ", ", t.end, ") lies outside the data section of ", data_size,
+                    " bytes (truncated file?)");
+        return t;
+    }
+
+    static std::string shape_string(const std::vector<std::uint64_t>& s) {
+        std::string out = "[";
+        for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+        return out + "]";
+    }
+
+    core::mapped_file map_;
+    std::uint64_t header_bytes_ = 0;
+    std::map<std::string, std::string> metadata_;
+    std::vector<tensor> tensors_;
+    std::unordered_map<std::string, std::size_t> index_;
+};
+
+// The tensors of a checkpoint: one .safetensors file, or the shards an index names. Shards are
+// opened once each; a tensor name may appear in only one shard.
+class checkpoint {
+public:
+    // `path`: a .safetensors file, a model.safetensors.index.json, or a folder holding either
+    // (model.safetensors is preferred when both are there).
+    explicit checkpoint(const std::string& path) {
+        namespace fs = std::filesystem;
+        std::error_code ec;
+        if (fs::is_directory(path, ec)) {
+            const fs::path dir(path);
+            if (fs::is_regular_file(dir / "model.safetensors", ec)) open_single((dir / "model.safetensors").string());
+            else if (fs::is_regular_file(dir / "model.safetensors.index.json", ec))
+                open_index((dir / "model.safetensors.index.json").string());
+            else if (fs::exists(dir / "pytorch_model.bin", ec) || fs::exists(dir / "pytorch_model.bin.index.json", ec))
+                fail(path, ": PyTorch .bin checkpoints are not supported (pickle); save the model as safetensors");
+            else
+                fail(path, ": no model.safetensors or model.safetensors.index.json in the folder");
+        } else if (path.ends_with(".json")) {
+            open_index(path);
+        } else {
+            open_single(path);
+        }
+    }
+
+    const std::vector<std::unique_ptr<file>>& files() const noexcept { return files_; }
+    // Every tensor of every shard, shard by shard.
+    std::vector<const tensor*> tensors() const {
+        std::vector<const tensor*> out;
+        for (const auto& f : files_)
+            for (const tensor& t : f->tensors()) out.push_back(&t);
+        return out;
+    }
+    const tensor* find(std::string_view name) const noexcept {
+        const auto it = where_.find(std::string(name));
+        return it == where_.end() ? nullptr : it->second.second;
+    }
+    // The file a tensor lives in (for error messages), or nullptr.
+    const file* file_of(std::string_view name) const noexcept {
+        const auto it = where_.find(std::string(name));
+        return it == where_.end() ? nullptr : it->second.first;
+    }
+    // __metadata__ of the first file (HF writes the same in every shard).
+    const std::map<std::string, std::string>& metadata() const noexcept { return files_.front()->metadata(); }
+
+private:
+    void add(std::unique_ptr<file> f) {
+        for (const tensor& t : f->tensors())
+            if (!where_.emplace(t.name, std::pair{f.get(), &t}).second)
+                fail(f->path(), ": tensor '", t.name, "' also appears in ", where_.at(t.name).first->path());
+        files_.push_back(std::move(f));
+    }
+
+    void open_single(const std::string& path) { add(std::make_unique<file>(path)); }
+
+    void open_index(const std::string& index_path) {
+        namespace fs = std::filesystem;
+        const core::mapped_file m(index_path);
+        if (m.size() > max_header_bytes) fail(index_path, ": index of ", m.size(), " bytes is implausibly large");
+        const nlohmann::json j =
+            detail::parse_json(std::string_view(reinterpret_cast<const char*>(m.data()), m.size()), index_path);
+        if (!j.is_object()) fail(index_path, ": not a JSON object");
+        const auto wm = j.find("weight_map");
+        if (wm == j.end() || !wm->is_object() || wm->empty()) fail(index_path, ": no weight_map object");
+
+        const fs::path dir = fs::path(index_path).parent_path();
+        std::map<std::string, std::size_t> shard_of_name;  // shard file name -> files_ index
+        std::vector<std::pair<std::string, std::string>> entries;
+        for (auto it = wm->begin(); it != wm->end(); ++it) {
+            if (!it->is_string()) fail(index_path, ": weight_map entry '", it.key(), "' is not a file name");
+            const std::string& shard = it->get_ref<const std::string&>();
+            // Shards are plain file names next to the index: never a path that leaves the folder.
+            if (shard.empty() || shard == "." || shard == ".." || shard.find('/') != std::string::npos ||
+                shard.find('\\') != std::string::npos || shard.find('\0') != std::string::npos)
+                fail(index_path, ": weight_map entry '", it.key(), "' names '", shard, "', not a file in this folder");
+            entries.emplace_back(it.key(), shard);
+            if (!shard_of_name.count(shard)) {
+                shard_of_name.emplace(shard, files_.size());
+                add(std::make_unique<file>((dir / shard).string()));
+            }
+        }
+        for (const auto& [name, shard] : entries) {
+            const file& f = *files_[shard_of_name.at(shard)];
+            if (!f.find(name)) fail(index_path, ": weight_map puts '", name, "' in ", shard, ", which does not hold it");
+        }
+    }
+
+    std::vector<std::unique_ptr<file>> files_;
+    std::unordered_map<std::string, std::pair<const file*, const tensor*>> where_;
+};
+
+}  // namespace lmtk::safetensors
+// #include <lmtk/model/hparams.hpp>
+// #include <lmtk/model/source.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <charconv>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <limits>
+#include <memory>
+#include <new>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace lmtk::model {
+
+namespace detail {
+
+// "model.layers.12.self_attn.q_proj.weight" -> "blk.12.attn_q.weight"; nullopt for names that
+// are not weights of the Llama family (the caller decides whether that is an error).
+inline std::optional<std::string> gguf_name_of(std::string_view hf) {
+    if (hf == "model.embed_tokens.weight") return "token_embd.weight";
+    if (hf == "model.norm.weight") return "output_norm.weight";
+    if (hf == "lm_head.weight") return "output.weight";
+    constexpr std::string_view layers = "model.layers.";
+    if (!hf.starts_with(layers)) return std::nullopt;
+    hf.remove_prefix(layers.size());
+    const std::size_t dot = hf.find('.');
+    if (dot == 0 || dot == std::string_view::npos) return std::nullopt;
+    unsigned layer = 0;
+    const auto [p, ec] = std::from_chars(hf.data(), hf.data() + dot, layer);
+    if (ec != std::errc() || p != hf.data() + dot) return std::nullopt;
+    const std::string_view rest = hf.substr(dot + 1);
+    static constexpr std::pair<std::string_view, std::string_view> parts[] = {
+        {"input_layernorm.weight", "attn_norm.weight"},
+        {"post_attention_layernorm.weight", "ffn_norm.weight"},
+        {"self_attn.q_proj.weight", "attn_q.weight"},
+        {"self_attn.k_proj.weight", "attn_k.weight"},
+        {"self_attn.v_proj.weight", "attn_v.weight"},
+        {"self_attn.o_proj.weight", "attn_output.weight"},
+        {"self_attn.q_proj.bias", "attn_q.bias"},
+        {"self_attn.k_proj.bias", "attn_k.bias"},
+        {"self_attn.v_proj.bias", "attn_v.bias"},
+        {"mlp.gate_proj.weight", "ffn_gate.weight"},
+        {"mlp.up_proj.weight", "ffn_up.weight"},
+        {"mlp.down_proj.weight", "ffn_down.weight"},
+    };
+    for (const auto& [from, to] : parts)
+        if (rest == from) return "blk." + std::to_string(layer) + "." + std::string(to);
+    return std::nullopt;
+}
+
+// Buffers for tensors copied out of the mapping; 64-byte aligned like a cache line, which is
+// more than any kernel needs.
+struct aligned_delete {
+    void operator()(std::byte* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
+};
+using aligned_bytes = std::unique_ptr<std::byte[], aligned_delete>;
+
+}  // namespace detail
+
+class hf_source final : public weight_source {
+public:
+    static constexpr std::string_view supported_architectures = "LlamaForCausalLM, MistralForCausalLM";
+
+    explicit hf_source(const std::string& dir) : dir_(dir), path_(dir) {
+        namespace fs = std::filesystem;
+        config_path_ = (dir_ / "config.json").string();
+        std::error_code ec;
+        if (!fs::is_regular_file(config_path_, ec)) fail(path_, ": no config.json in the checkpoint folder");
+        {
+            const core::mapped_file m(config_path_);
+            if (m.size() > safetensors::max_header_bytes) fail(config_path_, ": implausibly large (", m.size(), " bytes)");
+            config_ = safetensors::detail::parse_json(
+                std::string_view(reinterpret_cast<const char*>(m.data()), m.size()), config_path_);
+        }
+        if (!config_.is_object()) fail(config_path_, ": not a JSON object");
+        read_config();
+        weights_ = std::make_unique<safetensors::checkpoint>(dir);
+        bind_tensors();
+    }
+
+    const std::string& path() const noexcept override { return path_; }
+    const llama_hparams& hparams() const noexcept override { return hp_; }
+    const gguf::tensor_info* find_tensor(std::string_view name) const noexcept override {
+        const auto it = index_.find(name);
+        return it == index_.end() ? nullptr : &tensors_[it->second];
+    }
+
+    const std::filesystem::path& directory() const noexcept { return dir_; }
+    const nlohmann::json& config() const noexcept { return config_; }
+    const std::string& architecture() const noexcept { return architecture_; }  // "LlamaForCausalLM"
+    bool tied_embeddings() const noexcept { return tied_; }
+    // The tensors under their GGUF names, in checkpoint order.
+    const std::vector<gguf::tensor_info>& tensors() const noexcept { return tensors_; }
+    const safetensors::checkpoint& checkpoint() const noexcept { return *weights_; }
+    // config.json values that are not hyperparameters of the forward pass.
+    std::optional<std::int64_t> bos_token_id() const { return optional_int("bos_token_id"); }
+    std::optional<std::int64_t> eos_token_id() const { return optional_int("eos_token_id"); }
+    // tokenizer.json in the folder, if there is one.
+    std::optional<std::string> tokenizer_json() const {
+        std::error_code ec;
+        const auto p = dir_ / "tokenizer.json";
+        if (std::filesystem::is_regular_file(p, ec)) return p.string();
+        return std::nullopt;
+    }
+
+private:
+    // --- config.json ------------------------------------------------------------------------
+    const nlohmann::json* field(std::string_view key) const {
+        const auto it = config_.find(key);
+        return it == config_.end() || it->is_null() ? nullptr : &*it;
+    }
+    std::optional<std::int64_t> optional_int(std::string_view key) const {
+        const nlohmann::json* v = field(key);
+        if (!v) return std::nullopt;
+        if (v->is_array() && v->size() == 1) v = &(*v)[0];  // eos_token_id may be a list
+        if (!v->is_number_integer()) return std::nullopt;
+        return v->get<std::int64_t>();
+    }
+    std::uint32_t positive(std::string_view key, std::optional<std::uint32_t> fallback = std::nullopt) const {
+        const nlohmann::json* v = field(key);
+        if (!v) {
+            if (fallback) return *fallback;
+            fail(config_path_, ": '", key, "' is missing");
+        }
+        if (!v->is_number_integer() || v->get<std::int64_t>() <= 0 || v->get<std::int64_t>() > (1 << 30))
+            fail(config_path_, ": '", key, "' must be a positive integer, not ", v->dump());
+        return static_cast<std::uint32_t>(v->get<std::int64_t>());
+    }
+    double number(std::string_view key, double fallback) const {
+        const nlohmann::json* v = field(key);
+        if (!v) return fallback;
+        if (!v->is_number() || !std::isfinite(v->get<double>()))
+            fail(config_path_, ": '", key, "' must be a number, not ", v->dump());
+        return v->get<double>();
+    }
+
+    void read_config() {
+        const nlohmann::json* archs = field("architectures");
+        if (!archs || !archs->is_array() || archs->empty() || !(*archs)[0].is_string())
+            fail(config_path_, ": no 'architectures' list");
+        architecture_ = (*archs)[0].get<std::string>();
+        if (architecture_ == "Qwen2ForCausalLM")
+            fail(config_path_, ": Qwen2ForCausalLM needs attention biases (q/k/v_proj.bias), which lmtk's forward pass "
+                               "does not have yet (supported: ", supported_architectures, ")");
+        if (architecture_ != "LlamaForCausalLM" && architecture_ != "MistralForCausalLM")
+            fail(config_path_, ": architecture '", architecture_, "' is not supported (supported: ", supported_architectures,
+                 ")");
+        if (const nlohmann::json* q = field("quantization_config")) {
+            const auto m = q->is_object() ? q->find("quant_method") : q->end();
+            fail(config_path_, ": quantized checkpoints (",
+                 m != q->end() && m->is_string() ? m->get<std::string>() : std::string("quantization_config"),
+                 ") are not supported by the safetensors loader; only F32, F16 and BF16 weights are");
+        }
+        if (const nlohmann::json* act = field("hidden_act"); act && *act != "silu")
+            fail(config_path_, ": hidden_act ", act->dump(), " is not supported (Llama uses silu)");
+        for (const char* key : {"attention_bias", "mlp_bias"})
+            if (const nlohmann::json* b = field(key); b && *b == true)
+                fail(config_path_, ": '", key, "' is true; biases are not supported by lmtk's forward pass yet");
+
+        llama_hparams h;
+        h.arch = "llama";
+        h.rope = rope_kind::neox;  // HF's rotate-half layout, unpermuted
+        h.n_embd = positive("hidden_size");
+        h.n_ff = positive("intermediate_size");
+        h.n_layer = positive("num_hidden_layers");
+        h.n_head = positive("num_attention_heads");
+        h.n_head_kv = positive("num_key_value_heads", h.n_head);
+        if (h.n_head % h.n_head_kv != 0)
+            fail(config_path_, ": num_attention_heads ", h.n_head, " is not a multiple of num_key_value_heads ", h.n_head_kv);
+        if (!field("head_dim") && h.n_embd % h.n_head != 0)
+            fail(config_path_, ": hidden_size ", h.n_embd, " is not a multiple of num_attention_heads ", h.n_head);
+        h.head_dim = positive("head_dim", h.n_embd / h.n_head);
+        if (h.head_dim % 2 != 0) fail(config_path_, ": head_dim ", h.head_dim, " must be even");
+        h.rope_dim = h.head_dim;
+        h.n_ctx_train = positive("max_position_embeddings", 2048);
+        // Sliding-window attention (Mistral v0.1) equals full attention while the context fits in
+        // the window, so the default context is capped at the window rather than refused.
+        if (const nlohmann::json* w = field("sliding_window"); w && w->is_number_integer() && w->get<std::int64_t>() > 0 &&
+                                                               (!field("use_sliding_window") || *field("use_sliding_window") != false))
+            h.n_ctx_train = std::min<std::uint32_t>(h.n_ctx_train, static_cast<std::uint32_t>(
+                                                                         std::min<std::int64_t>(w->get<std::int64_t>(), 1 << 30)));
+        h.rms_eps = static_cast<float>(number("rms_norm_eps", 1e-6));
+        if (!(h.rms_eps >= 0.0f)) fail(config_path_, ": rms_norm_eps must not be negative");
+        h.rope_freq_base = static_cast<float>(number("rope_theta", 10000.0));
+        if (!(h.rope_freq_base > 0.0f)) fail(config_path_, ": rope_theta must be positive");
+        if (const nlohmann::json* rs = field("rope_scaling")) {
+            if (!rs->is_object()) fail(config_path_, ": rope_scaling must be an object or null");
+            std::string type;
+            for (const char* k : {"rope_type", "type"})
+                if (const auto it = rs->find(k); it != rs->end() && it->is_string()) type = it->get<std::string>();
+            if (type == "linear") {
+                const auto f = rs->find("factor");
+                if (f == rs->end() || !f->is_number() || !(f->get<double>() > 0.0) || !std::isfinite(f->get<double>()))
+                    fail(config_path_, ": rope_scaling.factor must be a positive number");
+                h.rope_freq_scale = static_cast<float>(1.0 / f->get<double>());
+            } else if (type != "default") {
+                fail(config_path_, ": rope_scaling type '", type, "' is not supported (supported: linear)");
+            }
+        }
+        const nlohmann::json* tie = field("tie_word_embeddings");
+        if (tie && !tie->is_boolean()) fail(config_path_, ": tie_word_embeddings must be true or false");
+        tied_ = tie && tie->get<bool>();  // transformers' Llama/Mistral default is false
+        hp_ = h;
+    }
+
+    // --- tensors ----------------------------------------------------------------------------
+    void bind_tensors() {
+        const std::vector<const safetensors::tensor*> all = weights_->tensors();
+        tensors_.reserve(all.size());
+        const bool embed_stored = weights_->find("model.embed_tokens.weight") != nullptr;
+        for (const safetensors::tensor* t : all) {
+            std::optional<std::string> name = detail::gguf_name_of(t->name);
+            if (!name) {
+                // Non-persistent buffers some older checkpoints saved along with the weights.
+                if (t->name.ends_with(".rotary_emb.inv_freq")) continue;
+                fail(where(*t), ": tensor '", t->name, "' is not part of a ", architecture_, " lmtk can run");
+            }
+            if (name->ends_with(".bias"))
+                fail(where(*t), ": tensor '", t->name, "' is a bias; lmtk's forward pass has no attention biases yet");
+            if (*name == "output.weight") {
+                // torch's save_model stores tied weights once, sometimes under lm_head.weight
+                // only: then it is the embedding. With both present and tied, the head is dropped.
+                if (!embed_stored) name = "token_embd.weight";
+                else if (tied_) continue;
+            }
+            add(*t, std::move(*name));
+        }
+        if (!find_tensor("token_embd.weight")) fail(path_, ": model.embed_tokens.weight is missing");
+        if (!tied_ && !find_tensor("output.weight"))
+            fail(path_, ": lm_head.weight is missing and tie_word_embeddings is not true");
+
+        const gguf::tensor_info& emb = *find_tensor("token_embd.weight");
+        if (const nlohmann::json* v = field("vocab_size"); v && (!v->is_number_integer() || v->get<std::int64_t>() != emb.ne[1]))
+            fail(config_path_, ": vocab_size ", v->dump(), " disagrees with the embedding's ", emb.ne[1], " rows");
+        hp_.n_vocab = static_cast<std::uint32_t>(emb.ne[1]);
+    }
+
+    std::string where(const safetensors::tensor& t) const {
+        const safetensors::file* f = weights_->file_of(t.name);
+        return f ? f->path() : path_;
+    }
+
+    void add(const safetensors::tensor& t, std::string gguf_name) {
+        gguf::tensor_info info;
+        switch (t.type) {
+            case safetensors::dtype::f32: info.type = quant::ggml_type::f32; break;
+            case safetensors::dtype::f16: info.type = quant::ggml_type::f16; break;
+            case safetensors::dtype::bf16: info.type = quant::ggml_type::bf16; break;
+            default:
+                fail(where(t), ": tensor '", t.name, "' has dtype ", safetensors::dtype_name(t.type),
+                     "; only F32, F16 and BF16 weights are supported");
+        }
+        if (t.n_dims() == 0 || t.n_dims() > gguf::max_dims)
+            fail(where(t), ": tensor '", t.name, "' has ", t.n_dims(), " dimensions (1 to ", gguf::max_dims, " supported)");
+        info.n_dims = static_cast<std::uint32_t>(t.n_dims());
+        for (std::size_t d = 0; d < t.n_dims(); ++d) {
+            const std::uint64_t v = t.shape[t.n_dims() - 1 - d];
+            // safetensors bounds the element count by the file size, so this cannot overflow int64.
+            info.ne[d] = static_cast<std::int64_t>(v);
+        }
+        info.n_elements = t.n_elements;
+        info.n_bytes = t.bytes.size();
+        info.offset = t.begin;
+        const std::size_t align = quant::traits_of(info.type).block_bytes;
+        if (reinterpret_cast<std::uintptr_t>(t.bytes.data()) % align == 0) {
+            info.data = t.bytes.data();
+        } else {
+            detail::aligned_bytes copy(static_cast<std::byte*>(::operator new[](t.bytes.size() + 1, std::align_val_t{64})));
+            std::memcpy(copy.get(), t.bytes.data(), t.bytes.size());
+            info.data = copy.get();
+            owned_.push_back(std::move(copy));
+        }
+        names_.push_back(std::move(gguf_name));
+        info.name = names_.back();
+        if (index_.count(info.name)) fail(where(t), ": two tensors map to '", info.name, "'");
+        index_.emplace(info.name, tensors_.size());
+        tensors_.push_back(info);
+    }
+
+    std::filesystem::path dir_;
+    std::string path_, config_path_;
+    nlohmann::json config_;
+    std::string architecture_;
+    llama_hparams hp_;
+    bool tied_ = false;
+    std::unique_ptr<safetensors::checkpoint> weights_;
+    std::deque<std::string> names_;  // GGUF names; a deque keeps the views in tensors_ valid
+    std::vector<gguf::tensor_info> tensors_;
+    std::unordered_map<std::string_view, std::size_t> index_;
+    std::vector<detail::aligned_bytes> owned_;
+};
+
+// Opens a model path: a GGUF file or a Hugging Face checkpoint folder.
 inline std::unique_ptr<weight_source> open_weights(const std::string& path) {
     std::error_code ec;
-    if (std::filesystem::is_directory(path, ec))
-        fail(path, ": is a directory; Hugging Face checkpoint folders are not supported yet");
+    if (std::filesystem::is_directory(path, ec)) return std::make_unique<hf_source>(path);
     return std::make_unique<gguf_source>(path);
 }
 
@@ -2252,9 +4233,10 @@ private:
 };
 
 struct context_options {
-    std::size_t n_ctx = 0;       // 0: the model's training context, capped at 4096
+    std::size_t n_ctx = 0;       // per sequence; 0: the model's training context, capped at 4096
     std::size_t n_threads = 0;   // 0: one per hardware thread
-    std::size_t n_batch = 512;   // tokens per forward pass during prompt processing
+    std::size_t n_batch = 512;   // rows per forward pass (prompt chunks, or tokens of many sequences)
+    std::size_t n_seq = 1;       // sequences with their own KV cache (server slots)
 };
 
 // Bytes of memory this machine can still give (MemAvailable), or 0 if unknown.
@@ -2268,6 +4250,13 @@ inline std::size_t available_memory_bytes() {
     return 0;
 }
 
+// One row of a multi-sequence batch: `token` appended to sequence `seq`.
+struct batch_entry {
+    std::int32_t token = 0;
+    std::uint32_t seq = 0;
+    bool want_logits = false;
+};
+
 template <class Model, class KV = kv_f32>
 class llama_context {
 public:
@@ -2276,15 +4265,17 @@ public:
     llama_context(const Model& model, context_options opt)
         : m_(model), hp_(model.hparams()), pool_(opt.n_threads) {
         n_ctx_ = opt.n_ctx ? opt.n_ctx : std::min<std::size_t>(hp_.n_ctx_train ? hp_.n_ctx_train : 2048, 4096);
-        n_batch_ = std::max<std::size_t>(1, std::min(opt.n_batch ? opt.n_batch : 512, n_ctx_));
-        const std::size_t kv_bytes = kv_cache<KV>::bytes_needed(hp_.n_layer, n_ctx_, hp_.kv_dim());
+        n_batch_ = std::max<std::size_t>(1, std::min(opt.n_batch ? opt.n_batch : 512, n_ctx_ * std::max<std::size_t>(1, opt.n_seq)));
+        const std::size_t n_seq = std::max<std::size_t>(1, opt.n_seq);
+        const std::size_t kv_bytes = n_seq * kv_cache<KV>::bytes_needed(hp_.n_layer, n_ctx_, hp_.kv_dim());
         const std::size_t scratch = sizeof(float) * (n_batch_ * (3 * hp_.n_embd + 2 * hp_.q_dim() + 2 * hp_.kv_dim() +
-                                                                 2 * hp_.n_ff + hp_.n_vocab) +
-                                                     pool_.size() * n_ctx_);
+                                                                 2 * hp_.n_ff + hp_.rope_dim) +
+                                                     hp_.n_vocab + pool_.size() * n_ctx_);
         if (const std::size_t avail = available_memory_bytes(); avail && kv_bytes + scratch > avail)
-            fail("a context of ", n_ctx_, " tokens needs ", (kv_bytes + scratch) >> 20, " MiB (KV cache ", kv_bytes >> 20,
-                 " MiB), more than the ", avail >> 20, " MiB of memory available; choose a smaller -c");
-        cache_ = kv_cache<KV>(hp_.n_layer, n_ctx_, hp_.kv_dim());
+            fail("a context of ", n_seq, " x ", n_ctx_, " tokens needs ", (kv_bytes + scratch) >> 20, " MiB (KV cache ",
+                 kv_bytes >> 20, " MiB), more than the ", avail >> 20, " MiB of memory available; choose a smaller -c");
+        for (std::size_t i = 0; i < n_seq; ++i) caches_.emplace_back(hp_.n_layer, n_ctx_, hp_.kv_dim());
+        n_past_.assign(n_seq, 0);
         x_.resize(n_batch_ * hp_.n_embd);
         xb_.resize(n_batch_ * hp_.n_embd);
         q_.resize(n_batch_ * hp_.q_dim());
@@ -2297,49 +4288,102 @@ public:
         rope_sin_.resize(n_batch_ * hp_.rope_dim / 2);
         scores_.resize(pool_.size() * n_ctx_);
         logits_.resize(hp_.n_vocab);
+        row_seq_.resize(n_batch_);
+        row_pos_.resize(n_batch_);
+        out_rows_.resize(n_batch_);
+        seq_fill_.resize(n_seq);
+        tokens_.reserve(n_batch_);
     }
 
     const Model& model() const noexcept { return m_; }
     std::size_t n_ctx() const noexcept { return n_ctx_; }
-    std::size_t n_past() const noexcept { return n_past_; }
+    std::size_t n_seq() const noexcept { return caches_.size(); }
+    std::size_t n_batch() const noexcept { return n_batch_; }
+    std::size_t n_past(std::size_t seq = 0) const noexcept { return n_past_[seq]; }
     std::size_t n_threads() const noexcept { return pool_.size(); }
     std::uint32_t n_vocab() const noexcept { return hp_.n_vocab; }
 
-    // Forgets cached positions from `n_keep` on (0: start a new sequence).
-    void truncate(std::size_t n_keep) noexcept { n_past_ = std::min(n_past_, n_keep); }
+    // Forgets the cached positions of a sequence from `n_keep` on (0: start it anew).
+    void truncate(std::size_t n_keep, std::size_t seq = 0) noexcept { n_past_[seq] = std::min(n_past_[seq], n_keep); }
 
-    // Runs `tokens` at positions n_past .. n_past + n - 1 and appends them to the cache.
-    // Returns the logits of the last token. With `all_logits_out`, also writes every position's
-    // logits (n x n_vocab, row-major) there.
+    // Runs `tokens` on sequence 0 at positions n_past .. n_past + n - 1 and appends them to its
+    // cache. Returns the logits of the last token. With `all_logits_out`, also writes every
+    // position's logits (n x n_vocab, row-major) there.
     std::span<const float> decode(std::span<const std::int32_t> tokens, float* all_logits_out = nullptr) {
         if (tokens.empty()) fail("decode: no tokens to evaluate");
-        if (n_past_ + tokens.size() > n_ctx_)
-            fail("the context is full: ", n_past_, " cached + ", tokens.size(), " new tokens exceed the context size of ",
-                 n_ctx_, " (use a larger -c)");
-        for (const std::int32_t t : tokens)
-            if (t < 0 || static_cast<std::uint32_t>(t) >= hp_.n_vocab)
-                fail("token id ", t, " is outside the vocabulary of ", hp_.n_vocab);
+        check_room(0, tokens.size());
+        for (const std::int32_t t : tokens) check_token(t);
         for (std::size_t start = 0; start < tokens.size(); start += n_batch_) {
             const std::size_t n = std::min(n_batch_, tokens.size() - start);
             const bool last_chunk = start + n == tokens.size();
-            forward(tokens.subspan(start, n), all_logits_out ? all_logits_out + start * hp_.n_vocab : nullptr, last_chunk);
+            std::size_t n_out = 0;
+            for (std::size_t t = 0; t < n; ++t) {
+                row_seq_[t] = 0;
+                row_pos_[t] = n_past_[0] + t;
+                if (all_logits_out || (last_chunk && t + 1 == n)) out_rows_[n_out++] = t;
+            }
+            float* out = all_logits_out ? all_logits_out + start * hp_.n_vocab : logits_.data();
+            forward(tokens.subspan(start, n), std::span(out_rows_.data(), n_out), out);
+            if (all_logits_out && last_chunk) std::copy_n(out + (n - 1) * hp_.n_vocab, hp_.n_vocab, logits_.data());
+            n_past_[0] += n;
         }
         return logits_;
+    }
+
+    // Runs rows of several sequences in one forward pass per n_batch rows, so the weights stream
+    // once for all of them. Rows of one sequence take its next positions in order. The logits of
+    // rows with want_logits are written to `logits_out`, one n_vocab row each, in batch order.
+    // Returns the number of logit rows written.
+    std::size_t decode_batch(std::span<const batch_entry> batch, float* logits_out) {
+        std::fill(seq_fill_.begin(), seq_fill_.end(), 0);
+        for (const batch_entry& e : batch) {
+            if (e.seq >= caches_.size()) fail("decode_batch: sequence ", e.seq, " does not exist (", caches_.size(), " slots)");
+            check_token(e.token);
+            ++seq_fill_[e.seq];
+        }
+        for (std::size_t sq = 0; sq < caches_.size(); ++sq) check_room(sq, seq_fill_[sq]);
+        std::size_t written = 0;
+        for (std::size_t start = 0; start < batch.size(); start += n_batch_) {
+            const std::size_t n = std::min(n_batch_, batch.size() - start);
+            std::size_t n_out = 0;
+            tokens_.resize(n);  // capacity reserved up front: no allocation here
+            for (std::size_t t = 0; t < n; ++t) {
+                const batch_entry& e = batch[start + t];
+                tokens_[t] = e.token;
+                row_seq_[t] = e.seq;
+                row_pos_[t] = n_past_[e.seq]++;
+                if (e.want_logits) out_rows_[n_out++] = t;
+            }
+            forward(tokens_, std::span(out_rows_.data(), n_out), logits_out + written * hp_.n_vocab);
+            written += n_out;
+        }
+        return written;
     }
 
     std::span<const float> logits() const noexcept { return logits_; }
 
 private:
+    void check_room(std::size_t seq, std::size_t n) const {
+        if (n_past_[seq] + n > n_ctx_)
+            fail("the context is full: ", n_past_[seq], " cached + ", n, " new tokens exceed the context size of ", n_ctx_,
+                 " (use a larger -c)");
+    }
+    void check_token(std::int32_t t) const {
+        if (t < 0 || static_cast<std::uint32_t>(t) >= hp_.n_vocab)
+            fail("token id ", t, " is outside the vocabulary of ", hp_.n_vocab);
+    }
+
     // ---------------------------------------------------------------------------------------
-    // The forward pass of n tokens. Reads top-down like the architecture diagram.
+    // The forward pass of n rows: row t is token tokens[t] of sequence row_seq_[t] at position
+    // row_pos_[t]. Logits are computed for the rows listed in `out_rows`, into `out`.
+    // Reads top-down like the architecture diagram.
     // ---------------------------------------------------------------------------------------
-    void forward(std::span<const std::int32_t> tokens, float* all_logits, bool want_last) noexcept {
-        const std::size_t n = tokens.size(), d = hp_.n_embd, qd = hp_.q_dim(), kvd = hp_.kv_dim(), ff = hp_.n_ff;
-        const std::size_t pos0 = n_past_;
+    void forward(std::span<const std::int32_t> tokens, std::span<const std::size_t> out_rows, float* out) noexcept {
+        const std::size_t n = tokens.size(), d = hp_.n_embd, kvd = hp_.kv_dim(), ff = hp_.n_ff;
 
         // Token embeddings: one (possibly quantized) row per token.
         for (std::size_t t = 0; t < n; ++t) m_.token_embedding().dequantize_row(std::size_t(tokens[t]), &x_[t * d]);
-        compute_rope_angles(pos0, n);
+        compute_rope_angles(n);
 
         for (std::size_t l = 0; l < hp_.n_layer; ++l) {
             const llama_layer& w = m_.layer(l);
@@ -2350,17 +4394,18 @@ private:
             apply_rope(q_.data(), n, hp_.n_head);
             apply_rope(k_.data(), n, hp_.n_head_kv);
             for (std::size_t t = 0; t < n; ++t) {
-                typename KV::storage* kr = cache_.k_row(l, pos0 + t);
-                typename KV::storage* vr = cache_.v_row(l, pos0 + t);
+                kv_cache<KV>& cache = caches_[row_seq_[t]];
+                typename KV::storage* kr = cache.k_row(l, row_pos_[t]);
+                typename KV::storage* vr = cache.v_row(l, row_pos_[t]);
                 for (std::size_t i = 0; i < kvd; ++i) {
                     kr[i] = KV::store(k_[t * kvd + i]);
                     vr[i] = KV::store(v_[t * kvd + i]);
                 }
             }
 
-            // Causal grouped-query attention over every cached position, then the output
-            // projection and the residual connection.
-            attention(l, pos0, n);
+            // Causal grouped-query attention over every cached position of the row's sequence,
+            // then the output projection and the residual connection.
+            attention(l, n);
             matmul(w.wo, att_.data(), n, xb_.data());
             add_in_place(x_.data(), xb_.data(), n * d);
 
@@ -2372,17 +4417,12 @@ private:
             add_in_place(x_.data(), xb_.data(), n * d);
         }
 
-        // Final norm and classifier: every row when the caller wants all logits, else the last.
-        if (all_logits) {
-            rmsnorm(xb_.data(), x_.data(), m_.output_norm().data(), n);
-            matmul(m_.output(), xb_.data(), n, all_logits);
-            if (want_last) std::copy_n(all_logits + (n - 1) * hp_.n_vocab, hp_.n_vocab, logits_.data());
-        } else if (want_last) {
-            rmsnorm(xb_.data(), x_.data() + (n - 1) * d, m_.output_norm().data(), 1);
-            matmul(m_.output(), xb_.data(), 1, logits_.data());
-        }
-        n_past_ += n;
-        (void)qd;
+        // Final norm and classifier, for the rows whose logits are wanted.
+        if (out_rows.empty()) return;
+        for (std::size_t i = 0; i < out_rows.size(); ++i)
+            if (out_rows[i] != i) std::copy_n(&x_[out_rows[i] * d], d, &x_[i * d]);  // gather (i <= out_rows[i])
+        rmsnorm(xb_.data(), x_.data(), m_.output_norm().data(), out_rows.size());
+        matmul(m_.output(), xb_.data(), out_rows.size(), out);
     }
 
     // y[t] = x[t] / rms(x[t]) * g for n rows of n_embd.
@@ -2428,13 +4468,13 @@ private:
         });
     }
 
-    // cos/sin of every (token, frequency) pair of this batch; angles in double because
+    // cos/sin of every (row, frequency) pair of this batch; angles in double because
     // position * frequency loses digits in float at long contexts.
-    void compute_rope_angles(std::size_t pos0, std::size_t n) noexcept {
+    void compute_rope_angles(std::size_t n) noexcept {
         const std::size_t half = hp_.rope_dim / 2;
         const auto inv = m_.rope_inv_freq();
         for (std::size_t t = 0; t < n; ++t) {
-            const double p = double(pos0 + t) * double(hp_.rope_freq_scale);
+            const double p = double(row_pos_[t]) * double(hp_.rope_freq_scale);
             for (std::size_t i = 0; i < half; ++i) {
                 const double a = p * inv[i];
                 rope_cos_[t * half + i] = static_cast<float>(std::cos(a));
@@ -2463,23 +4503,26 @@ private:
         }
     }
 
-    // att[t, head h] = softmax(q·k / sqrt(hd)) · v over positions 0..pos0+t, kv head h / group.
-    void attention(std::size_t layer, std::size_t pos0, std::size_t n) noexcept {
-        const std::size_t hd = hp_.head_dim, nh = hp_.n_head, kvd = hp_.kv_dim();
+    // att[t, head h] = softmax(q·k / sqrt(hd)) · v over positions 0..row_pos_[t] of the row's
+    // sequence, with kv head h / group.
+    void attention(std::size_t layer, std::size_t n) noexcept {
+        const std::size_t hd = hp_.head_dim, nh = hp_.n_head;
+        std::size_t work = 0;
+        for (std::size_t t = 0; t < n; ++t) work += (row_pos_[t] + 1) * nh * hd;
         const std::size_t group = hp_.n_head / hp_.n_head_kv;
         const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-        // work: every (token, head) reads its whole causal prefix
-        pool_.run_sized(n * nh * (pos0 + n) * hd, [&](std::size_t ti, std::size_t nt) noexcept {
+        pool_.run_sized(work, [&](std::size_t ti, std::size_t nt) noexcept {
             float* scores = &scores_[ti * n_ctx_];
             const auto [w0, w1] = core::thread_pool::split(n * nh, ti, nt);
             for (std::size_t item = w0; item < w1; ++item) {
                 const std::size_t t = item / nh, h = item % nh;
                 const std::size_t kv_off = (h / group) * hd;
                 const float* q = &q_[(t * nh + h) * hd];
-                const std::size_t n_pos = pos0 + t + 1;
+                const std::size_t n_pos = row_pos_[t] + 1;
+                const kv_cache<KV>& cache = caches_[row_seq_[t]];
                 float max_score = -std::numeric_limits<float>::infinity();
                 for (std::size_t p = 0; p < n_pos; ++p) {
-                    const typename KV::storage* k = cache_.k_row(layer, p) + kv_off;
+                    const typename KV::storage* k = cache.k_row(layer, p) + kv_off;
                     float s = 0.0f;
                     for (std::size_t j = 0; j < hd; ++j) s += q[j] * KV::load(k[j]);
                     s *= scale;
@@ -2495,13 +4538,12 @@ private:
                 float* out = &att_[(t * nh + h) * hd];
                 std::fill_n(out, hd, 0.0f);
                 for (std::size_t p = 0; p < n_pos; ++p) {
-                    const typename KV::storage* v = cache_.v_row(layer, p) + kv_off;
+                    const typename KV::storage* v = cache.v_row(layer, p) + kv_off;
                     const float a = scores[p] * inv_sum;
                     for (std::size_t j = 0; j < hd; ++j) out[j] += a * KV::load(v[j]);
                 }
             }
         });
-        (void)kvd;
     }
 
     static void add_in_place(float* x, const float* y, std::size_t n) noexcept {
@@ -2514,9 +4556,14 @@ private:
     const Model& m_;
     const llama_hparams& hp_;
     core::thread_pool pool_;
-    std::size_t n_ctx_ = 0, n_batch_ = 0, n_past_ = 0;
-    kv_cache<KV> cache_;
+    std::size_t n_ctx_ = 0, n_batch_ = 0;
+    std::vector<kv_cache<KV>> caches_;       // one per sequence
+    std::vector<std::size_t> n_past_;        // cached positions per sequence
     std::vector<float> x_, xb_, q_, k_, v_, att_, hb_, hb2_, rope_cos_, rope_sin_, scores_, logits_;
+    std::vector<std::uint32_t> row_seq_;     // per batch row: its sequence
+    std::vector<std::size_t> row_pos_;       // per batch row: its position
+    std::vector<std::size_t> out_rows_, seq_fill_;
+    std::vector<std::int32_t> tokens_;
 };
 
 }  // namespace lmtk::model

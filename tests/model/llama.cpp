@@ -78,3 +78,46 @@ TEST_CASE("decode refuses bad token ids and context overflow", "[model]") {
     CHECK_NOTHROW(ctx.decode(four));
     CHECK(ctx.n_past() == 4);
 }
+
+TEST_CASE("several sequences decoded in one batch equal each decoded alone", "[model]") {
+    const model_t m(lmtk::test::model_path("stories260K.gguf"));
+    const std::vector<std::int32_t> a = {1, 403, 407, 261, 378, 432};
+    const std::vector<std::int32_t> b = {1, 347, 285, 9};
+    lmtk::model::llama_context<model_t> multi(m, {.n_ctx = 32, .n_threads = 2, .n_batch = 4, .n_seq = 3});
+    // Prompt of a on slot 0 and b on slot 2 in one batch (chunked by n_batch = 4); logits for
+    // the last row of each.
+    std::vector<lmtk::model::batch_entry> batch;
+    for (std::size_t i = 0; i < a.size(); ++i) batch.push_back({a[i], 0, i + 1 == a.size()});
+    for (std::size_t i = 0; i < b.size(); ++i) batch.push_back({b[i], 2, i + 1 == b.size()});
+    std::vector<float> out(2 * m.n_vocab());
+    REQUIRE(multi.decode_batch(batch, out.data()) == 2);
+    CHECK(multi.n_past(0) == a.size());
+    CHECK(multi.n_past(1) == 0);
+    CHECK(multi.n_past(2) == b.size());
+    // Then one more token for each, interleaved in one batch.
+    const std::vector<lmtk::model::batch_entry> step = {{9, 2, true}, {261, 0, true}};
+    std::vector<float> out2(2 * m.n_vocab());
+    REQUIRE(multi.decode_batch(step, out2.data()) == 2);
+
+    auto alone = [&](std::vector<std::int32_t> ids) {
+        lmtk::model::llama_context<model_t> ctx(m, {.n_ctx = 32, .n_threads = 1});
+        const auto l = ctx.decode(ids);
+        return std::vector<float>(l.begin(), l.end());
+    };
+    const auto a_last = alone(a), b_last = alone(b);
+    auto a2 = a;
+    a2.push_back(261);
+    auto b2 = b;
+    b2.push_back(9);
+    const auto a_next = alone(a2), b_next = alone(b2);
+    const std::size_t V = m.n_vocab();
+    for (std::size_t v = 0; v < V; ++v) {
+        CHECK(out[v] == Approx(a_last[v]).margin(1e-5));
+        CHECK(out[V + v] == Approx(b_last[v]).margin(1e-5));
+        CHECK(out2[v] == Approx(b_next[v]).margin(1e-5));
+        CHECK(out2[V + v] == Approx(a_next[v]).margin(1e-5));
+    }
+    // A full slot refuses more, naming the problem.
+    const std::vector<lmtk::model::batch_entry> bad = {{1, 5, false}};
+    CHECK_THROWS_WITH(multi.decode_batch(bad, out.data()), Catch::Contains("does not exist"));
+}

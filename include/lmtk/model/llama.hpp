@@ -148,9 +148,10 @@ private:
 };
 
 struct context_options {
-    std::size_t n_ctx = 0;       // 0: the model's training context, capped at 4096
+    std::size_t n_ctx = 0;       // per sequence; 0: the model's training context, capped at 4096
     std::size_t n_threads = 0;   // 0: one per hardware thread
-    std::size_t n_batch = 512;   // tokens per forward pass during prompt processing
+    std::size_t n_batch = 512;   // rows per forward pass (prompt chunks, or tokens of many sequences)
+    std::size_t n_seq = 1;       // sequences with their own KV cache (server slots)
 };
 
 // Bytes of memory this machine can still give (MemAvailable), or 0 if unknown.
@@ -164,6 +165,13 @@ inline std::size_t available_memory_bytes() {
     return 0;
 }
 
+// One row of a multi-sequence batch: `token` appended to sequence `seq`.
+struct batch_entry {
+    std::int32_t token = 0;
+    std::uint32_t seq = 0;
+    bool want_logits = false;
+};
+
 template <class Model, class KV = kv_f32>
 class llama_context {
 public:
@@ -172,15 +180,17 @@ public:
     llama_context(const Model& model, context_options opt)
         : m_(model), hp_(model.hparams()), pool_(opt.n_threads) {
         n_ctx_ = opt.n_ctx ? opt.n_ctx : std::min<std::size_t>(hp_.n_ctx_train ? hp_.n_ctx_train : 2048, 4096);
-        n_batch_ = std::max<std::size_t>(1, std::min(opt.n_batch ? opt.n_batch : 512, n_ctx_));
-        const std::size_t kv_bytes = kv_cache<KV>::bytes_needed(hp_.n_layer, n_ctx_, hp_.kv_dim());
+        n_batch_ = std::max<std::size_t>(1, std::min(opt.n_batch ? opt.n_batch : 512, n_ctx_ * std::max<std::size_t>(1, opt.n_seq)));
+        const std::size_t n_seq = std::max<std::size_t>(1, opt.n_seq);
+        const std::size_t kv_bytes = n_seq * kv_cache<KV>::bytes_needed(hp_.n_layer, n_ctx_, hp_.kv_dim());
         const std::size_t scratch = sizeof(float) * (n_batch_ * (3 * hp_.n_embd + 2 * hp_.q_dim() + 2 * hp_.kv_dim() +
-                                                                 2 * hp_.n_ff + hp_.n_vocab) +
-                                                     pool_.size() * n_ctx_);
+                                                                 2 * hp_.n_ff + hp_.rope_dim) +
+                                                     hp_.n_vocab + pool_.size() * n_ctx_);
         if (const std::size_t avail = available_memory_bytes(); avail && kv_bytes + scratch > avail)
-            fail("a context of ", n_ctx_, " tokens needs ", (kv_bytes + scratch) >> 20, " MiB (KV cache ", kv_bytes >> 20,
-                 " MiB), more than the ", avail >> 20, " MiB of memory available; choose a smaller -c");
-        cache_ = kv_cache<KV>(hp_.n_layer, n_ctx_, hp_.kv_dim());
+            fail("a context of ", n_seq, " x ", n_ctx_, " tokens needs ", (kv_bytes + scratch) >> 20, " MiB (KV cache ",
+                 kv_bytes >> 20, " MiB), more than the ", avail >> 20, " MiB of memory available; choose a smaller -c");
+        for (std::size_t i = 0; i < n_seq; ++i) caches_.emplace_back(hp_.n_layer, n_ctx_, hp_.kv_dim());
+        n_past_.assign(n_seq, 0);
         x_.resize(n_batch_ * hp_.n_embd);
         xb_.resize(n_batch_ * hp_.n_embd);
         q_.resize(n_batch_ * hp_.q_dim());
@@ -193,49 +203,102 @@ public:
         rope_sin_.resize(n_batch_ * hp_.rope_dim / 2);
         scores_.resize(pool_.size() * n_ctx_);
         logits_.resize(hp_.n_vocab);
+        row_seq_.resize(n_batch_);
+        row_pos_.resize(n_batch_);
+        out_rows_.resize(n_batch_);
+        seq_fill_.resize(n_seq);
+        tokens_.reserve(n_batch_);
     }
 
     const Model& model() const noexcept { return m_; }
     std::size_t n_ctx() const noexcept { return n_ctx_; }
-    std::size_t n_past() const noexcept { return n_past_; }
+    std::size_t n_seq() const noexcept { return caches_.size(); }
+    std::size_t n_batch() const noexcept { return n_batch_; }
+    std::size_t n_past(std::size_t seq = 0) const noexcept { return n_past_[seq]; }
     std::size_t n_threads() const noexcept { return pool_.size(); }
     std::uint32_t n_vocab() const noexcept { return hp_.n_vocab; }
 
-    // Forgets cached positions from `n_keep` on (0: start a new sequence).
-    void truncate(std::size_t n_keep) noexcept { n_past_ = std::min(n_past_, n_keep); }
+    // Forgets the cached positions of a sequence from `n_keep` on (0: start it anew).
+    void truncate(std::size_t n_keep, std::size_t seq = 0) noexcept { n_past_[seq] = std::min(n_past_[seq], n_keep); }
 
-    // Runs `tokens` at positions n_past .. n_past + n - 1 and appends them to the cache.
-    // Returns the logits of the last token. With `all_logits_out`, also writes every position's
-    // logits (n x n_vocab, row-major) there.
+    // Runs `tokens` on sequence 0 at positions n_past .. n_past + n - 1 and appends them to its
+    // cache. Returns the logits of the last token. With `all_logits_out`, also writes every
+    // position's logits (n x n_vocab, row-major) there.
     std::span<const float> decode(std::span<const std::int32_t> tokens, float* all_logits_out = nullptr) {
         if (tokens.empty()) fail("decode: no tokens to evaluate");
-        if (n_past_ + tokens.size() > n_ctx_)
-            fail("the context is full: ", n_past_, " cached + ", tokens.size(), " new tokens exceed the context size of ",
-                 n_ctx_, " (use a larger -c)");
-        for (const std::int32_t t : tokens)
-            if (t < 0 || static_cast<std::uint32_t>(t) >= hp_.n_vocab)
-                fail("token id ", t, " is outside the vocabulary of ", hp_.n_vocab);
+        check_room(0, tokens.size());
+        for (const std::int32_t t : tokens) check_token(t);
         for (std::size_t start = 0; start < tokens.size(); start += n_batch_) {
             const std::size_t n = std::min(n_batch_, tokens.size() - start);
             const bool last_chunk = start + n == tokens.size();
-            forward(tokens.subspan(start, n), all_logits_out ? all_logits_out + start * hp_.n_vocab : nullptr, last_chunk);
+            std::size_t n_out = 0;
+            for (std::size_t t = 0; t < n; ++t) {
+                row_seq_[t] = 0;
+                row_pos_[t] = n_past_[0] + t;
+                if (all_logits_out || (last_chunk && t + 1 == n)) out_rows_[n_out++] = t;
+            }
+            float* out = all_logits_out ? all_logits_out + start * hp_.n_vocab : logits_.data();
+            forward(tokens.subspan(start, n), std::span(out_rows_.data(), n_out), out);
+            if (all_logits_out && last_chunk) std::copy_n(out + (n - 1) * hp_.n_vocab, hp_.n_vocab, logits_.data());
+            n_past_[0] += n;
         }
         return logits_;
+    }
+
+    // Runs rows of several sequences in one forward pass per n_batch rows, so the weights stream
+    // once for all of them. Rows of one sequence take its next positions in order. The logits of
+    // rows with want_logits are written to `logits_out`, one n_vocab row each, in batch order.
+    // Returns the number of logit rows written.
+    std::size_t decode_batch(std::span<const batch_entry> batch, float* logits_out) {
+        std::fill(seq_fill_.begin(), seq_fill_.end(), 0);
+        for (const batch_entry& e : batch) {
+            if (e.seq >= caches_.size()) fail("decode_batch: sequence ", e.seq, " does not exist (", caches_.size(), " slots)");
+            check_token(e.token);
+            ++seq_fill_[e.seq];
+        }
+        for (std::size_t sq = 0; sq < caches_.size(); ++sq) check_room(sq, seq_fill_[sq]);
+        std::size_t written = 0;
+        for (std::size_t start = 0; start < batch.size(); start += n_batch_) {
+            const std::size_t n = std::min(n_batch_, batch.size() - start);
+            std::size_t n_out = 0;
+            tokens_.resize(n);  // capacity reserved up front: no allocation here
+            for (std::size_t t = 0; t < n; ++t) {
+                const batch_entry& e = batch[start + t];
+                tokens_[t] = e.token;
+                row_seq_[t] = e.seq;
+                row_pos_[t] = n_past_[e.seq]++;
+                if (e.want_logits) out_rows_[n_out++] = t;
+            }
+            forward(tokens_, std::span(out_rows_.data(), n_out), logits_out + written * hp_.n_vocab);
+            written += n_out;
+        }
+        return written;
     }
 
     std::span<const float> logits() const noexcept { return logits_; }
 
 private:
+    void check_room(std::size_t seq, std::size_t n) const {
+        if (n_past_[seq] + n > n_ctx_)
+            fail("the context is full: ", n_past_[seq], " cached + ", n, " new tokens exceed the context size of ", n_ctx_,
+                 " (use a larger -c)");
+    }
+    void check_token(std::int32_t t) const {
+        if (t < 0 || static_cast<std::uint32_t>(t) >= hp_.n_vocab)
+            fail("token id ", t, " is outside the vocabulary of ", hp_.n_vocab);
+    }
+
     // ---------------------------------------------------------------------------------------
-    // The forward pass of n tokens. Reads top-down like the architecture diagram.
+    // The forward pass of n rows: row t is token tokens[t] of sequence row_seq_[t] at position
+    // row_pos_[t]. Logits are computed for the rows listed in `out_rows`, into `out`.
+    // Reads top-down like the architecture diagram.
     // ---------------------------------------------------------------------------------------
-    void forward(std::span<const std::int32_t> tokens, float* all_logits, bool want_last) noexcept {
-        const std::size_t n = tokens.size(), d = hp_.n_embd, qd = hp_.q_dim(), kvd = hp_.kv_dim(), ff = hp_.n_ff;
-        const std::size_t pos0 = n_past_;
+    void forward(std::span<const std::int32_t> tokens, std::span<const std::size_t> out_rows, float* out) noexcept {
+        const std::size_t n = tokens.size(), d = hp_.n_embd, kvd = hp_.kv_dim(), ff = hp_.n_ff;
 
         // Token embeddings: one (possibly quantized) row per token.
         for (std::size_t t = 0; t < n; ++t) m_.token_embedding().dequantize_row(std::size_t(tokens[t]), &x_[t * d]);
-        compute_rope_angles(pos0, n);
+        compute_rope_angles(n);
 
         for (std::size_t l = 0; l < hp_.n_layer; ++l) {
             const llama_layer& w = m_.layer(l);
@@ -246,17 +309,18 @@ private:
             apply_rope(q_.data(), n, hp_.n_head);
             apply_rope(k_.data(), n, hp_.n_head_kv);
             for (std::size_t t = 0; t < n; ++t) {
-                typename KV::storage* kr = cache_.k_row(l, pos0 + t);
-                typename KV::storage* vr = cache_.v_row(l, pos0 + t);
+                kv_cache<KV>& cache = caches_[row_seq_[t]];
+                typename KV::storage* kr = cache.k_row(l, row_pos_[t]);
+                typename KV::storage* vr = cache.v_row(l, row_pos_[t]);
                 for (std::size_t i = 0; i < kvd; ++i) {
                     kr[i] = KV::store(k_[t * kvd + i]);
                     vr[i] = KV::store(v_[t * kvd + i]);
                 }
             }
 
-            // Causal grouped-query attention over every cached position, then the output
-            // projection and the residual connection.
-            attention(l, pos0, n);
+            // Causal grouped-query attention over every cached position of the row's sequence,
+            // then the output projection and the residual connection.
+            attention(l, n);
             matmul(w.wo, att_.data(), n, xb_.data());
             add_in_place(x_.data(), xb_.data(), n * d);
 
@@ -268,17 +332,12 @@ private:
             add_in_place(x_.data(), xb_.data(), n * d);
         }
 
-        // Final norm and classifier: every row when the caller wants all logits, else the last.
-        if (all_logits) {
-            rmsnorm(xb_.data(), x_.data(), m_.output_norm().data(), n);
-            matmul(m_.output(), xb_.data(), n, all_logits);
-            if (want_last) std::copy_n(all_logits + (n - 1) * hp_.n_vocab, hp_.n_vocab, logits_.data());
-        } else if (want_last) {
-            rmsnorm(xb_.data(), x_.data() + (n - 1) * d, m_.output_norm().data(), 1);
-            matmul(m_.output(), xb_.data(), 1, logits_.data());
-        }
-        n_past_ += n;
-        (void)qd;
+        // Final norm and classifier, for the rows whose logits are wanted.
+        if (out_rows.empty()) return;
+        for (std::size_t i = 0; i < out_rows.size(); ++i)
+            if (out_rows[i] != i) std::copy_n(&x_[out_rows[i] * d], d, &x_[i * d]);  // gather (i <= out_rows[i])
+        rmsnorm(xb_.data(), x_.data(), m_.output_norm().data(), out_rows.size());
+        matmul(m_.output(), xb_.data(), out_rows.size(), out);
     }
 
     // y[t] = x[t] / rms(x[t]) * g for n rows of n_embd.
@@ -324,13 +383,13 @@ private:
         });
     }
 
-    // cos/sin of every (token, frequency) pair of this batch; angles in double because
+    // cos/sin of every (row, frequency) pair of this batch; angles in double because
     // position * frequency loses digits in float at long contexts.
-    void compute_rope_angles(std::size_t pos0, std::size_t n) noexcept {
+    void compute_rope_angles(std::size_t n) noexcept {
         const std::size_t half = hp_.rope_dim / 2;
         const auto inv = m_.rope_inv_freq();
         for (std::size_t t = 0; t < n; ++t) {
-            const double p = double(pos0 + t) * double(hp_.rope_freq_scale);
+            const double p = double(row_pos_[t]) * double(hp_.rope_freq_scale);
             for (std::size_t i = 0; i < half; ++i) {
                 const double a = p * inv[i];
                 rope_cos_[t * half + i] = static_cast<float>(std::cos(a));
@@ -359,23 +418,26 @@ private:
         }
     }
 
-    // att[t, head h] = softmax(q·k / sqrt(hd)) · v over positions 0..pos0+t, kv head h / group.
-    void attention(std::size_t layer, std::size_t pos0, std::size_t n) noexcept {
-        const std::size_t hd = hp_.head_dim, nh = hp_.n_head, kvd = hp_.kv_dim();
+    // att[t, head h] = softmax(q·k / sqrt(hd)) · v over positions 0..row_pos_[t] of the row's
+    // sequence, with kv head h / group.
+    void attention(std::size_t layer, std::size_t n) noexcept {
+        const std::size_t hd = hp_.head_dim, nh = hp_.n_head;
+        std::size_t work = 0;
+        for (std::size_t t = 0; t < n; ++t) work += (row_pos_[t] + 1) * nh * hd;
         const std::size_t group = hp_.n_head / hp_.n_head_kv;
         const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-        // work: every (token, head) reads its whole causal prefix
-        pool_.run_sized(n * nh * (pos0 + n) * hd, [&](std::size_t ti, std::size_t nt) noexcept {
+        pool_.run_sized(work, [&](std::size_t ti, std::size_t nt) noexcept {
             float* scores = &scores_[ti * n_ctx_];
             const auto [w0, w1] = core::thread_pool::split(n * nh, ti, nt);
             for (std::size_t item = w0; item < w1; ++item) {
                 const std::size_t t = item / nh, h = item % nh;
                 const std::size_t kv_off = (h / group) * hd;
                 const float* q = &q_[(t * nh + h) * hd];
-                const std::size_t n_pos = pos0 + t + 1;
+                const std::size_t n_pos = row_pos_[t] + 1;
+                const kv_cache<KV>& cache = caches_[row_seq_[t]];
                 float max_score = -std::numeric_limits<float>::infinity();
                 for (std::size_t p = 0; p < n_pos; ++p) {
-                    const typename KV::storage* k = cache_.k_row(layer, p) + kv_off;
+                    const typename KV::storage* k = cache.k_row(layer, p) + kv_off;
                     float s = 0.0f;
                     for (std::size_t j = 0; j < hd; ++j) s += q[j] * KV::load(k[j]);
                     s *= scale;
@@ -391,13 +453,12 @@ private:
                 float* out = &att_[(t * nh + h) * hd];
                 std::fill_n(out, hd, 0.0f);
                 for (std::size_t p = 0; p < n_pos; ++p) {
-                    const typename KV::storage* v = cache_.v_row(layer, p) + kv_off;
+                    const typename KV::storage* v = cache.v_row(layer, p) + kv_off;
                     const float a = scores[p] * inv_sum;
                     for (std::size_t j = 0; j < hd; ++j) out[j] += a * KV::load(v[j]);
                 }
             }
         });
-        (void)kvd;
     }
 
     static void add_in_place(float* x, const float* y, std::size_t n) noexcept {
@@ -410,9 +471,14 @@ private:
     const Model& m_;
     const llama_hparams& hp_;
     core::thread_pool pool_;
-    std::size_t n_ctx_ = 0, n_batch_ = 0, n_past_ = 0;
-    kv_cache<KV> cache_;
+    std::size_t n_ctx_ = 0, n_batch_ = 0;
+    std::vector<kv_cache<KV>> caches_;       // one per sequence
+    std::vector<std::size_t> n_past_;        // cached positions per sequence
     std::vector<float> x_, xb_, q_, k_, v_, att_, hb_, hb2_, rope_cos_, rope_sin_, scores_, logits_;
+    std::vector<std::uint32_t> row_seq_;     // per batch row: its sequence
+    std::vector<std::size_t> row_pos_;       // per batch row: its position
+    std::vector<std::size_t> out_rows_, seq_fill_;
+    std::vector<std::int32_t> tokens_;
 };
 
 }  // namespace lmtk::model
