@@ -33,7 +33,7 @@ TEMPLATE_TEST_CASE("resolve finds every format of default_set", "[quant][dispatc
 }
 
 TEST_CASE("resolve is nullopt for formats not compiled in", "[quant][dispatch]") {
-    for (ggml_type t : {ggml_type::q4_k, ggml_type::q4_1, ggml_type::q6_k, ggml_type::iq4_nl, ggml_type::f64,
+    for (ggml_type t : {ggml_type::q8_k, ggml_type::q8_1, ggml_type::iq4_xs, ggml_type::iq2_xxs, ggml_type::f64,
                         ggml_type::i32})
         CHECK_FALSE(resolve<default_set, arch>(t));
     // A narrower set knows only its own formats.

@@ -16,8 +16,17 @@
 #include <lmtk/quant/f16.hpp>
 #include <lmtk/quant/f32.hpp>
 #include <lmtk/quant/ggml_type.hpp>
+#include <lmtk/quant/iq4_nl.hpp>
 #include <lmtk/quant/policy.hpp>
+#include <lmtk/quant/q2_k.hpp>
+#include <lmtk/quant/q3_k.hpp>
 #include <lmtk/quant/q4_0.hpp>
+#include <lmtk/quant/q4_1.hpp>
+#include <lmtk/quant/q4_k.hpp>
+#include <lmtk/quant/q5_0.hpp>
+#include <lmtk/quant/q5_1.hpp>
+#include <lmtk/quant/q5_k.hpp>
+#include <lmtk/quant/q6_k.hpp>
 #include <lmtk/quant/q8_0.hpp>
 
 namespace lmtk::quant {
@@ -41,7 +50,8 @@ struct set {
     static constexpr bool contains(ggml_type t) noexcept { return ((Ps::type_id == t) || ...); }
 };
 
-using default_set = set<f32, f16, bf16, q8_0, q4_0>;  // later formats extend it
+// Every weight format lmtk reads. Q8_K is left out: ggml only uses it for activations.
+using default_set = set<f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl>;
 
 namespace kernels {
 

@@ -6,4 +6,14 @@
 #include <lmtk/quant/bf16.hpp>
 #include <lmtk/quant/q8_0.hpp>
 #include <lmtk/quant/q4_0.hpp>
+#include <lmtk/quant/q4_1.hpp>
+#include <lmtk/quant/q5_0.hpp>
+#include <lmtk/quant/q5_1.hpp>
+#include <lmtk/quant/q2_k.hpp>
+#include <lmtk/quant/q3_k.hpp>
+#include <lmtk/quant/q4_k.hpp>
+#include <lmtk/quant/q5_k.hpp>
+#include <lmtk/quant/q6_k.hpp>
+#include <lmtk/quant/q8_k.hpp>
+#include <lmtk/quant/iq4_nl.hpp>
 #include <lmtk/quant/dispatch.hpp>
