@@ -42,6 +42,37 @@ void dot_i8_and_sum(const std::int8_t* q, const float* x, std::size_t n, xsimd::
     }
 }
 
+// sum over sub-blocks k < n_sub of scale[k] * sum_j q[sub k + j] x[sub k + j], added to acc.
+// Two named accumulators in turn (an array of batches indexed at run time lands on the stack):
+// one would serialise the sub-blocks on the fma latency.
+template <class Arch, std::size_t sub, std::size_t n_sub>
+xsimd::batch<float, Arch> scaled_dot(const std::int8_t* q, const float* x, const float* scale,
+                                     xsimd::batch<float, Arch> acc) noexcept {
+    using batch = xsimd::batch<float, Arch>;
+    static_assert(n_sub % 2 == 0);
+    batch acc1(0.0f);
+    for (std::size_t k = 0; k < n_sub; k += 2) {
+        acc = xsimd::fma(batch(scale[k]), dot_i8<Arch>(q + sub * k, x + sub * k, sub), acc);
+        acc1 = xsimd::fma(batch(scale[k + 1]), dot_i8<Arch>(q + sub * (k + 1), x + sub * (k + 1), sub), acc1);
+    }
+    return acc + acc1;
+}
+
+// The same minus min[k] * sum_j x[sub k + j] per sub-block (the K-quants with a minimum).
+template <class Arch, std::size_t sub, std::size_t n_sub>
+xsimd::batch<float, Arch> scaled_dot_min(const std::int8_t* q, const float* x, const float* scale, const float* min,
+                                         xsimd::batch<float, Arch> acc) noexcept {
+    using batch = xsimd::batch<float, Arch>;
+    batch mins(0.0f);
+    for (std::size_t k = 0; k < n_sub; ++k) {
+        batch qx, sx;
+        dot_i8_and_sum<Arch>(q + sub * k, x + sub * k, sub, qx, sx);
+        acc = xsimd::fma(batch(scale[k]), qx, acc);
+        mins = xsimd::fma(batch(min[k]), sx, mins);
+    }
+    return acc - mins;
+}
+
 // The sub-block sizes below (16 and 32) must be whole batches on every arch the dot is built for.
 template <class Arch>
 inline constexpr bool whole_batches(std::size_t n) noexcept {

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include <xsimd/xsimd.hpp>
@@ -97,20 +98,47 @@ struct iq4_nl {
         }
     }
 
+    // The levels of the 32 indices of one block, in element order.
+    static void unpack(const block& b, std::int8_t* q) noexcept {
+#if defined(__GNUC__) && !defined(__clang__)
+        // A 16-entry byte table lookup is one byte shuffle (pshufb, tbl) on every SIMD target;
+        // GCC lowers __builtin_shuffle with a variable selector to it. A scalar lookup per
+        // index ran at a quarter of Q4_0's speed.
+        using bytes16 [[gnu::vector_size(16)]] = std::int8_t;
+        using ubytes16 [[gnu::vector_size(16)]] = std::uint8_t;
+        bytes16 table;
+        std::memcpy(&table, levels.data(), sizeof table);
+        ubytes16 packed;
+        std::memcpy(&packed, b.qs, sizeof packed);
+        const bytes16 lo = __builtin_shuffle(table, packed & 0xF), hi = __builtin_shuffle(table, packed >> 4);
+        std::memcpy(q, &lo, sizeof lo);
+        std::memcpy(q + half, &hi, sizeof hi);
+#else
+        for (std::size_t j = 0; j < half; ++j) {
+            q[j] = levels[b.qs[j] & 0xF];
+            q[j + half] = levels[b.qs[j] >> 4];
+        }
+#endif
+    }
+
     template <class Arch>
     static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
         using batch = xsimd::batch<float, Arch>;
         static_assert(detail::whole_batches<Arch>(block_elems), "iq4_nl: a block must be whole batches");
-        batch acc(0.0f);
-        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
-            alignas(64) std::int8_t q[block_elems];
-            for (std::size_t j = 0; j < half; ++j) {
-                q[j] = levels[w[b].qs[j] & 0xF];
-                q[j + half] = levels[w[b].qs[j] >> 4];
-            }
-            acc = xsimd::fma(batch(core::fp16_to_f32(w[b].d)), detail::dot_i8<Arch>(q, x, block_elems), acc);
+        batch acc0(0.0f), acc1(0.0f);  // two chains: each fma waits on the previous one's result
+        std::size_t b = 0;
+        alignas(64) std::int8_t q[block_elems];
+        for (; b + 2 <= n_blocks; b += 2, x += 2 * block_elems) {
+            unpack(w[b], q);
+            acc0 = xsimd::fma(batch(core::fp16_to_f32(w[b].d)), detail::dot_i8<Arch>(q, x, block_elems), acc0);
+            unpack(w[b + 1], q);
+            acc1 = xsimd::fma(batch(core::fp16_to_f32(w[b + 1].d)), detail::dot_i8<Arch>(q, x + block_elems, block_elems), acc1);
         }
-        return xsimd::hadd(acc);
+        if (b < n_blocks) {
+            unpack(w[b], q);
+            acc0 = xsimd::fma(batch(core::fp16_to_f32(w[b].d)), detail::dot_i8<Arch>(q, x, block_elems), acc0);
+        }
+        return xsimd::hadd(acc0 + acc1);
     }
 };
 static_assert(quant_policy<iq4_nl>);

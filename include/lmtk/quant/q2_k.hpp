@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 #include <xsimd/xsimd.hpp>
 
@@ -85,6 +86,19 @@ struct q2_k {
         }
     }
 
+    // The quants of elements 128n + 32j + l, l < 32. n and j are template arguments so that
+    // every shift is a constant (see Q3_K).
+    template <std::size_t n, std::size_t j>
+    static void unpack_group(const block& b, std::int8_t* q) noexcept {
+        for (std::size_t l = 0; l < 32; ++l)
+            q[128 * n + 32 * j + l] = static_cast<std::int8_t>((b.qs[32 * n + l] >> (2 * j)) & 3);
+    }
+    static void unpack(const block& b, std::int8_t* q) noexcept {
+        [&]<std::size_t... g>(std::index_sequence<g...>) {
+            (unpack_group<g / 4, g % 4>(b, q), ...);
+        }(std::make_index_sequence<8>{});
+    }
+
     template <class Arch>
     static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
         using batch = xsimd::batch<float, Arch>;
@@ -92,18 +106,14 @@ struct q2_k {
         batch acc(0.0f);
         for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
             alignas(64) std::int8_t q[block_elems];
-            for (std::size_t n = 0; n < 2; ++n)
-                for (std::size_t j = 0; j < 4; ++j)
-                    for (std::size_t l = 0; l < 32; ++l)
-                        q[128 * n + 32 * j + l] = static_cast<std::int8_t>((w[b].qs[32 * n + l] >> (2 * j)) & 3);
+            unpack(w[b], q);
             const float d = core::fp16_to_f32(w[b].d), dmin = core::fp16_to_f32(w[b].dmin);
+            float scale[n_sub], min[n_sub];
             for (std::size_t s = 0; s < n_sub; ++s) {
-                batch qx, sx;
-                detail::dot_i8_and_sum<Arch>(q + s * sub_elems, x + s * sub_elems, sub_elems, qx, sx);
-                const std::uint8_t sc = w[b].scales[s];
-                acc = xsimd::fma(batch(d * static_cast<float>(sc & 0xF)), qx, acc);
-                acc = xsimd::fnma(batch(dmin * static_cast<float>(sc >> 4)), sx, acc);
+                scale[s] = d * static_cast<float>(w[b].scales[s] & 0xF);
+                min[s] = dmin * static_cast<float>(w[b].scales[s] >> 4);
             }
+            acc = detail::scaled_dot_min<Arch, sub_elems, n_sub>(q, x, scale, min, acc);
         }
         return xsimd::hadd(acc);
     }

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 #include <xsimd/xsimd.hpp>
 
@@ -96,6 +97,21 @@ struct q3_k {
         }
     }
 
+    // The quants -4..3 of elements 128n + 32j + l, l < 32. n and j are template arguments so
+    // that every shift is a constant: x86 has no per-lane variable shift of bytes, and with a
+    // variable one the compiler gives up vectorising the loop.
+    template <std::size_t n, std::size_t j>
+    static void unpack_group(const block& b, std::int8_t* q) noexcept {
+        for (std::size_t l = 0; l < 32; ++l)
+            q[128 * n + 32 * j + l] = static_cast<std::int8_t>(((b.qs[32 * n + l] >> (2 * j)) & 3) +
+                                                               (((b.hmask[l] >> (4 * n + j)) & 1) << 2) - 4);
+    }
+    static void unpack(const block& b, std::int8_t* q) noexcept {
+        [&]<std::size_t... g>(std::index_sequence<g...>) {
+            (unpack_group<g / 4, g % 4>(b, q), ...);
+        }(std::make_index_sequence<8>{});
+    }
+
     template <class Arch>
     static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
         using batch = xsimd::batch<float, Arch>;
@@ -103,15 +119,11 @@ struct q3_k {
         batch acc(0.0f);
         for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
             alignas(64) std::int8_t q[block_elems];
-            for (std::size_t n = 0; n < 2; ++n)
-                for (std::size_t j = 0; j < 4; ++j)
-                    for (std::size_t l = 0; l < 32; ++l)
-                        q[128 * n + 32 * j + l] = static_cast<std::int8_t>(
-                            ((w[b].qs[32 * n + l] >> (2 * j)) & 3) + (((w[b].hmask[l] >> (4 * n + j)) & 1) << 2) - 4);
+            unpack(w[b], q);
             const float d = core::fp16_to_f32(w[b].d);
-            for (std::size_t k = 0; k < n_sub; ++k)
-                acc = xsimd::fma(batch(d * static_cast<float>(scale(w[b].scales, k))),
-                                 detail::dot_i8<Arch>(q + k * sub_elems, x + k * sub_elems, sub_elems), acc);
+            float sc[n_sub];
+            for (std::size_t k = 0; k < n_sub; ++k) sc[k] = d * static_cast<float>(scale(w[b].scales, k));
+            acc = detail::scaled_dot<Arch, sub_elems, n_sub>(q, x, sc, acc);
         }
         return xsimd::hadd(acc);
     }

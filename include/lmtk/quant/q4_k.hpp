@@ -62,14 +62,13 @@ inline void quantize_k4_scales(const float* x, int qmax, std::uint16_t& d_out, s
 template <class Arch>
 xsimd::batch<float, Arch> dot_k4_block(const std::int8_t* q, const float* x, float d, float dmin,
                                        const std::uint8_t* scales, xsimd::batch<float, Arch> acc) noexcept {
-    using batch = xsimd::batch<float, Arch>;
+    float scale[8], min[8];
     for (std::size_t k = 0; k < 8; ++k) {
-        batch qx, sx;
-        dot_i8_and_sum<Arch>(q + 32 * k, x + 32 * k, 32, qx, sx);
         const auto [sc, mn] = get_scale_min_k4(k, scales);
-        acc = xsimd::fma(batch(d * static_cast<float>(sc)), qx, acc);
-        acc = xsimd::fnma(batch(dmin * static_cast<float>(mn)), sx, acc);
+        scale[k] = d * static_cast<float>(sc);
+        min[k] = dmin * static_cast<float>(mn);
     }
+    acc = scaled_dot_min<Arch, 32, 8>(q, x, scale, min, acc);
     return acc;
 }
 

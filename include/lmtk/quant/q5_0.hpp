@@ -30,13 +30,18 @@ inline std::uint32_t load_qh(const std::uint8_t* qh) noexcept {
     return h;
 }
 
-// 5-bit quants 0..31 of one Q5_0/Q5_1 block, in element order.
+// 5-bit quants 0..31 of one Q5_0/Q5_1 block, in element order: the nibbles first, then the
+// fifth bits or-ed in from the u32 as a separate loop over 32-bit lanes (one variable shift
+// per lane); fused into one byte loop the compiler left it scalar.
 inline void unpack_q5(const std::uint8_t* qs, const std::uint8_t* qh, std::uint8_t* q) noexcept {
-    const std::uint32_t h = load_qh(qh);
     for (std::size_t j = 0; j < 16; ++j) {
-        q[j] = static_cast<std::uint8_t>((qs[j] & 0xF) | (((h >> j) & 1u) << 4));
-        q[j + 16] = static_cast<std::uint8_t>((qs[j] >> 4) | (((h >> (j + 16)) & 1u) << 4));
+        q[j] = static_cast<std::uint8_t>(qs[j] & 0xF);
+        q[j + 16] = static_cast<std::uint8_t>(qs[j] >> 4);
     }
+    const std::uint32_t h = load_qh(qh);
+    std::uint32_t high[32];
+    for (std::uint32_t j = 0; j < 32; ++j) high[j] = ((h >> j) & 1u) << 4;
+    for (std::size_t j = 0; j < 32; ++j) q[j] = static_cast<std::uint8_t>(q[j] | high[j]);
 }
 
 // The inverse: 32 quants 0..31 -> nibbles and fifth bits.

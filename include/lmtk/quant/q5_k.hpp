@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 #include <xsimd/xsimd.hpp>
 
@@ -65,6 +66,21 @@ struct q5_k {
         }
     }
 
+    // The quants 0..31 of elements 64c .. 64c + 63. c is a template argument so that every shift
+    // is a constant: bytes have no per-lane variable shift on x86, and with one the compiler
+    // gives up vectorising the loop.
+    template <std::size_t c>
+    static void unpack_group(const block& b, std::int8_t* q) noexcept {
+        for (std::size_t l = 0; l < 32; ++l) {
+            const std::uint8_t h = b.qh[l], v = b.qs[32 * c + l];
+            q[64 * c + l] = static_cast<std::int8_t>((v & 0xF) | (((h >> (2 * c)) & 1) << 4));
+            q[64 * c + 32 + l] = static_cast<std::int8_t>((v >> 4) | (((h >> (2 * c + 1)) & 1) << 4));
+        }
+    }
+    static void unpack(const block& b, std::int8_t* q) noexcept {
+        [&]<std::size_t... c>(std::index_sequence<c...>) { (unpack_group<c>(b, q), ...); }(std::make_index_sequence<4>{});
+    }
+
     template <class Arch>
     static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
         using batch = xsimd::batch<float, Arch>;
@@ -72,12 +88,7 @@ struct q5_k {
         batch acc(0.0f);
         for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
             alignas(64) std::int8_t q[block_elems];
-            for (std::size_t c = 0; c < 4; ++c)
-                for (std::size_t l = 0; l < 32; ++l) {
-                    const std::uint8_t h = w[b].qh[l];
-                    q[64 * c + l] = static_cast<std::int8_t>((w[b].qs[32 * c + l] & 0xF) | (((h >> (2 * c)) & 1) << 4));
-                    q[64 * c + 32 + l] = static_cast<std::int8_t>((w[b].qs[32 * c + l] >> 4) | (((h >> (2 * c + 1)) & 1) << 4));
-                }
+            unpack(w[b], q);
             acc = detail::dot_k4_block<Arch>(q, x, core::fp16_to_f32(w[b].d), core::fp16_to_f32(w[b].dmin), w[b].scales, acc);
         }
         return xsimd::hadd(acc);

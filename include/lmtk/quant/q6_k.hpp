@@ -102,9 +102,9 @@ struct q6_k {
                 }
             }
             const float d = core::fp16_to_f32(w[b].d);
-            for (std::size_t k = 0; k < n_sub; ++k)
-                acc = xsimd::fma(batch(d * static_cast<float>(w[b].scales[k])),
-                                 detail::dot_i8<Arch>(q + k * sub_elems, x + k * sub_elems, sub_elems), acc);
+            float sc[n_sub];
+            for (std::size_t k = 0; k < n_sub; ++k) sc[k] = d * static_cast<float>(w[b].scales[k]);
+            acc = detail::scaled_dot<Arch, sub_elems, n_sub>(q, x, sc, acc);
         }
         return xsimd::hadd(acc);
     }
