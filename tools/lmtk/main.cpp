@@ -27,6 +27,11 @@ constexpr subcommand subcommands[] = {
      "eval -m MODEL -p PROMPT --logits-out FILE [-t THREADS]\n      write n_tokens x n_vocab float32 logits"},
     {"perplexity", lmtk::cli::cmd_perplexity,
      "perplexity -m MODEL -f TEXT [-c CTX] [-t THREADS]\n      perplexity as llama.cpp defines it"},
+#ifdef LMTK_CLI_HAVE_SERVE
+    {"serve-model", lmtk::cli::cmd_serve,
+     "serve-model MODEL [--host 127.0.0.1] [--port 8080] [-c CTX] [--parallel N] [-t N] [--max-queue N] [--alias NAME]\n"
+     "      [--api-key KEY] [--NAME VALUE ...]   serve the OpenAI, Ollama and llama.cpp HTTP APIs"},
+#endif
 };
 
 void usage(std::FILE* out) {

@@ -1,0 +1,294 @@
+#pragma once
+// What the HTTP front ends (openai.hpp, ollama.hpp, llamacpp.hpp) share: the engine, the model's
+// identity and chat format, tokenization, and the two ways a request runs - to completion in
+// the handler, or streamed from an httplib content provider that stops generating as soon as
+// the client stops reading.
+#include <lmtk/serve/chat_template.hpp>
+#include <lmtk/serve/engine.hpp>
+#include <lmtk/serve/params.hpp>
+
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lmtk::serve {
+
+struct server_options {
+    std::string host = "127.0.0.1";
+    int port = 8080;
+    std::string alias;            // model id reported to clients; default: the file's stem
+    std::string api_key;          // empty: no authentication
+    std::size_t http_threads = 0; // 0: slots + queue + a few for cheap requests
+    sampling_params defaults;     // what a request that sets nothing gets
+    int default_max_tokens = -1;  // < 0: until the context is full
+    double load_ms = 0.0;         // reported as Ollama's load_duration
+    bool log_requests = true;
+};
+
+// Compact JSON that never throws on invalid UTF-8 (a token can be half a character).
+inline std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+inline std::string random_id(std::string_view prefix) {
+    thread_local std::mt19937_64 g{std::random_device{}()};
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string s(prefix);
+    std::uint64_t a = g(), b = g();
+    for (int i = 0; i < 16; ++i) s += hex[(a >> (4 * i)) & 15];
+    for (int i = 0; i < 8; ++i) s += hex[(b >> (4 * i)) & 15];
+    return s;
+}
+
+inline std::int64_t unix_seconds() {
+    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// RFC 3339 UTC with nanoseconds, as Ollama writes timestamps.
+inline std::string rfc3339(std::chrono::system_clock::time_point t = std::chrono::system_clock::now()) {
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+    const std::time_t secs = static_cast<std::time_t>(ns / 1000000000);
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%09lldZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                  tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<long long>(ns % 1000000000));
+    return buf;
+}
+
+// What an API does with a streamed request. Each callback writes through `write` (false: the
+// client is gone). One stream may carry several choices (OpenAI n > 1), run one after another.
+struct stream_handler {
+    using write_fn = std::function<bool(std::string_view)>;
+    virtual ~stream_handler() = default;
+    virtual bool begin(std::size_t /*choice*/, const write_fn&) { return true; }
+    virtual bool text(std::size_t choice, std::string_view text, std::span<const token_logprobs> lp, const write_fn&) = 0;
+    virtual bool end(std::size_t choice, const result& r, const write_fn&) = 0;
+    virtual void done(const std::vector<result>&, const write_fn&) {}
+    virtual void error(const std::string& message, int status, const write_fn&) = 0;
+};
+
+template <class Model, class KV>
+class service {
+public:
+    using engine_type = engine<Model, KV>;
+
+    service(engine_type& e, server_options opt) : eng_(e), opt_(std::move(opt)) {
+        const auto& src = e.model().source();
+        if (const gguf::file* f = src.gguf_file()) chat_template_ = f->get_or<std::string>("tokenizer.chat_template", "");
+        format_ = detect_chat_format(chat_template_);
+        model_id_ = opt_.alias.empty() ? std::filesystem::path(src.path()).stem().string() : opt_.alias;
+        created_ = unix_seconds();
+        std::error_code ec;
+        file_size_ = std::filesystem::file_size(src.path(), ec);
+        if (ec) file_size_ = 0;
+    }
+
+    engine_type& eng() noexcept { return eng_; }
+    const server_options& options() const noexcept { return opt_; }
+    const std::string& model_id() const noexcept { return model_id_; }
+    std::int64_t created() const noexcept { return created_; }
+    chat_format format() const noexcept { return format_; }
+    const std::string& chat_template() const noexcept { return chat_template_; }
+    std::uintmax_t file_size() const noexcept { return file_size_; }
+    const tokenizer_t& tokenizer() const noexcept { return eng_.tokenizer(); }
+    std::size_t n_vocab() const noexcept { return tokenizer().size(); }
+
+    // Prompts are tokenized with special-token parsing on, as llama.cpp does: templates spell
+    // control tokens as text.
+    std::vector<std::int32_t> tokenize(std::string_view text, bool add_bos = true) const {
+        return tokenizer().encode(text, add_bos && tokenizer().vocabulary().add_bos(), /*parse_special=*/true);
+    }
+
+    std::string chat_prompt(const std::vector<chat_message>& msgs) const { return format_chat(format_, msgs, true); }
+
+    // A request with the server's defaults, to be overridden by the API's fields.
+    request new_request() const {
+        request r;
+        r.sampling = opt_.defaults;
+        r.max_tokens = opt_.default_max_tokens;
+        return r;
+    }
+
+    // Refuses prompts that cannot run before any response is started (clean 400s).
+    void check_prompt(const request& r) const {
+        if (r.prompt.empty()) throw http_error(400, "the prompt is empty (and the model adds no BOS token)", "prompt");
+        if (r.prompt.size() >= eng_.n_ctx())
+            throw http_error(400,
+                             "the prompt has " + std::to_string(r.prompt.size()) + " tokens, which does not fit in the "
+                                 "context of " + std::to_string(eng_.n_ctx()) + " tokens; shorten it or start the server with a larger -c",
+                             "prompt", "context_length_exceeded");
+        for (const std::int32_t t : r.prompt)
+            if (t < 0 || static_cast<std::size_t>(t) >= n_vocab())
+                throw http_error(400, "token id " + std::to_string(t) + " is outside the vocabulary of " +
+                                          std::to_string(n_vocab()), "prompt");
+    }
+
+    // Runs `n` completions of one request in the caller's thread (non-streaming responses).
+    std::vector<result> run(const request& rq, std::size_t n = 1) {
+        check_prompt(rq);
+        auto ticket = eng_.enter();
+        auto lease = ticket.wait(rq.prompt, nullptr);
+        std::vector<result> out;
+        for (std::size_t i = 0; i < n; ++i) {
+            request r = rq;
+            if (r.sampling.seed && i > 0) *r.sampling.seed += i;  // n choices from one seed differ
+            out.push_back(eng_.run(**lease, r, [](std::string_view, std::span<const token_logprobs>) { return true; }));
+        }
+        note_ = summary(out);
+        return out;
+    }
+
+    // Starts a streamed response. Admission happens now, so a full queue is still a 503; the
+    // slot wait and generation happen in the content provider, which notices a client that
+    // left (write fails or the socket is closed) and frees the slot.
+    void stream(httplib::Response& res, const char* content_type, const request& rq, std::size_t n,
+                std::shared_ptr<stream_handler> h) {
+        check_prompt(rq);
+        auto state = std::make_shared<stream_state>(eng_.enter());
+        res.status = 200;
+        res.set_header("Cache-Control", "no-cache");
+        res.set_chunked_content_provider(content_type, [this, state, rq, n, h](std::size_t, httplib::DataSink& sink) {
+            const stream_handler::write_fn write = [&sink](std::string_view s) {
+                return sink.is_writable() && sink.write(s.data(), s.size());
+            };
+            std::vector<result> results;
+            bool gone = false;
+            try {
+                auto lease = state->ticket.wait(rq.prompt, [&sink] { return sink.is_writable(); });
+                if (!lease) {
+                    note_ = "client left while queued";
+                    return false;
+                }
+                for (std::size_t i = 0; i < n && !gone; ++i) {
+                    request r = rq;
+                    if (r.sampling.seed && i > 0) *r.sampling.seed += i;
+                    if (!h->begin(i, write)) {
+                        gone = true;
+                        break;
+                    }
+                    result res = eng_.run(**lease, r, [&](std::string_view text, std::span<const token_logprobs> lp) {
+                        if (text.empty() && lp.empty()) return sink.is_writable();
+                        return h->text(i, text, lp, write);
+                    });
+                    gone = res.cancelled || !h->end(i, res, write);
+                    results.push_back(std::move(res));
+                }
+                note_ = summary(results) + (gone ? " cancelled: client left" : "");
+                if (gone) return false;
+                h->done(results, write);
+            } catch (const std::exception& e) {
+                note_ = std::string("error: ") + e.what();
+                h->error(e.what(), 500, write);
+            }
+            sink.done();
+            return true;
+        });
+    }
+
+    // One line per request: the logger adds method, path, status and time; handlers add this.
+    static thread_local std::string note_;
+
+private:
+    struct stream_state {
+        explicit stream_state(typename engine_type::ticket t) : ticket(std::move(t)) {}
+        typename engine_type::ticket ticket;
+    };
+
+    static std::string summary(const std::vector<result>& rs) {
+        if (rs.empty()) return {};
+        std::size_t gen = 0;
+        for (const auto& r : rs) gen += r.tokens.size();
+        char buf[160];
+        std::snprintf(buf, sizeof buf, "slot %zu, prompt %zu (%zu cached), generated %zu, %.*s", rs.front().slot,
+                      rs.front().n_prompt, rs.front().n_cached, gen, int(to_string(rs.back().finish).size()),
+                      to_string(rs.back().finish).data());
+        return buf;
+    }
+
+    engine_type& eng_;
+    server_options opt_;
+    std::string chat_template_;
+    chat_format format_ = chat_format::plain;
+    std::string model_id_;
+    std::int64_t created_ = 0;
+    std::uintmax_t file_size_ = 0;
+};
+
+template <class Model, class KV>
+thread_local std::string service<Model, KV>::note_;
+
+// Wraps a handler so that nothing a request does escapes as an exception: request errors
+// become the API's error body with their status, a full queue a 503, anything else a 500.
+// on_error(res, status, message, param, code) writes the API family's error shape.
+template <class OnError, class Handler>
+httplib::Server::Handler guarded(OnError on_error, Handler h) {
+    return [on_error, h](const httplib::Request& req, httplib::Response& res) {
+        try {
+            h(req, res);
+        } catch (const http_error& e) {
+            on_error(res, e.status, e.what(), e.param, e.code);
+        } catch (const queue_full& e) {
+            on_error(res, 503, e.what(), std::string(), std::string("server_busy"));
+        } catch (const json::exception& e) {
+            on_error(res, 400, std::string("malformed request: ") + e.what(), std::string(), std::string());
+        } catch (const std::bad_alloc&) {
+            on_error(res, 500, "out of memory", std::string(), std::string());
+        } catch (const std::exception& e) {
+            on_error(res, 500, e.what(), std::string(), std::string());
+        }
+    };
+}
+
+// Messages' text content: a string, or OpenAI's array of parts of which only text is supported.
+inline std::string message_text(const json& content, const std::string& where) {
+    if (content.is_null()) return {};
+    if (content.is_string()) return content.get<std::string>();
+    if (content.is_array()) {
+        std::string out;
+        for (const json& part : content) {
+            if (!part.is_object()) bad_request(where, "'" + where + "' parts must be objects, got " + show(part));
+            const auto type = part.find("type");
+            if (type == part.end() || !type->is_string() || *type != "text")
+                throw http_error(400, "'" + where + "': only text parts are supported (this model takes no images)", where);
+            const auto text = part.find("text");
+            if (text == part.end() || !text->is_string())
+                bad_request(where, "'" + where + "' text parts need a string 'text'");
+            out += text->get<std::string>();
+        }
+        return out;
+    }
+    bad_request(where, "'" + where + "' must be a string or an array of text parts, got " + show(content));
+}
+
+// messages: [{role, content}] as OpenAI and Ollama send them (roles lower-cased).
+inline std::vector<chat_message> read_messages(const fields& f, const char* key = "messages") {
+    const json* v = f.array(key);
+    if (!v) bad_request(key, std::string("'") + key + "' is required");
+    std::vector<chat_message> out;
+    for (std::size_t i = 0; i < v->size(); ++i) {
+        const json& m = (*v)[i];
+        const std::string where = std::string(key) + "[" + std::to_string(i) + "]";
+        if (!m.is_object()) bad_request(where, "'" + where + "' must be an object, got " + show(m));
+        const fields mf(m, where + ".");
+        auto role = mf.string("role");
+        if (!role) bad_request(where + ".role", "'" + where + ".role' is required");
+        for (char& c : *role) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        const auto c = m.find("content");
+        out.push_back({*role, c == m.end() ? std::string() : message_text(*c, where + ".content")});
+    }
+    if (out.empty()) bad_request(key, std::string("'") + key + "' must not be empty");
+    return out;
+}
+
+}  // namespace lmtk::serve
