@@ -1770,6 +1770,1357 @@ struct q4_0 {
 static_assert(quant_policy<q4_0>);
 
 }  // namespace lmtk::quant
+// #include <lmtk/quant/q4_1.hpp>
+// Q4_1 (GGUF id 3): 32 weights share an fp16 scale d and an fp16 offset m, 4 bits each.
+// Low nibbles hold the first half of the block, high nibbles the second half:
+// w[j] = (qs[j] & 0xF) * d + m, w[j + 16] = (qs[j] >> 4) * d + m, j < 16.
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/core/fp16.hpp>
+// #include <lmtk/quant/block_common.hpp>
+// Pieces shared by the block formats beyond Q8_0/Q4_0 (Q4_1 ... Q6_K, IQ4_NL, Q8_K): the dot
+// kernels' inner loop over unpacked quants, and the scale searches of the reference quantizers.
+//
+// Every dot kernel here works the same way: unpack a block's quants to signed bytes (a fixed-
+// length byte loop the compiler vectorises), widen them to float in registers and fma against
+// the activations one sub-block at a time; the sub-block's scale (and min) multiply the
+// sub-block's partial sums, never each term.
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/quant/policy.hpp>
+
+namespace lmtk::quant::detail {
+
+// sum_j q[j] * x[j] for j < n, n a multiple of the batch size, as a vector of lane sums.
+template <class Arch>
+xsimd::batch<float, Arch> dot_i8(const std::int8_t* q, const float* x, std::size_t n) noexcept {
+    using batch = xsimd::batch<float, Arch>;
+    batch s(0.0f);
+    for (std::size_t j = 0; j < n; j += batch::size)
+        s = xsimd::fma(load_widened<float, Arch>(q + j), batch::load_unaligned(x + j), s);
+    return s;
+}
+
+// Both sum_j q[j] * x[j] and sum_j x[j]: formats with a per-sub-block minimum pay it once per
+// sub-block as min * sum(x) rather than once per weight.
+template <class Arch>
+void dot_i8_and_sum(const std::int8_t* q, const float* x, std::size_t n, xsimd::batch<float, Arch>& qx,
+                    xsimd::batch<float, Arch>& sx) noexcept {
+    using batch = xsimd::batch<float, Arch>;
+    qx = batch(0.0f);
+    sx = batch(0.0f);
+    for (std::size_t j = 0; j < n; j += batch::size) {
+        const batch xv = batch::load_unaligned(x + j);
+        qx = xsimd::fma(load_widened<float, Arch>(q + j), xv, qx);
+        sx += xv;
+    }
+}
+
+// sum over sub-blocks k < n_sub of scale[k] * sum_j q[sub k + j] x[sub k + j], added to acc.
+// Two named accumulators in turn (an array of batches indexed at run time lands on the stack):
+// one would serialise the sub-blocks on the fma latency.
+template <class Arch, std::size_t sub, std::size_t n_sub>
+xsimd::batch<float, Arch> scaled_dot(const std::int8_t* q, const float* x, const float* scale,
+                                     xsimd::batch<float, Arch> acc) noexcept {
+    using batch = xsimd::batch<float, Arch>;
+    static_assert(n_sub % 2 == 0);
+    batch acc1(0.0f);
+    for (std::size_t k = 0; k < n_sub; k += 2) {
+        acc = xsimd::fma(batch(scale[k]), dot_i8<Arch>(q + sub * k, x + sub * k, sub), acc);
+        acc1 = xsimd::fma(batch(scale[k + 1]), dot_i8<Arch>(q + sub * (k + 1), x + sub * (k + 1), sub), acc1);
+    }
+    return acc + acc1;
+}
+
+// The same minus min[k] * sum_j x[sub k + j] per sub-block (the K-quants with a minimum).
+template <class Arch, std::size_t sub, std::size_t n_sub>
+xsimd::batch<float, Arch> scaled_dot_min(const std::int8_t* q, const float* x, const float* scale, const float* min,
+                                         xsimd::batch<float, Arch> acc) noexcept {
+    using batch = xsimd::batch<float, Arch>;
+    batch mins(0.0f);
+    for (std::size_t k = 0; k < n_sub; ++k) {
+        batch qx, sx;
+        dot_i8_and_sum<Arch>(q + sub * k, x + sub * k, sub, qx, sx);
+        acc = xsimd::fma(batch(scale[k]), qx, acc);
+        mins = xsimd::fma(batch(min[k]), sx, mins);
+    }
+    return acc - mins;
+}
+
+// The sub-block sizes below (16 and 32) must be whole batches on every arch the dot is built for.
+template <class Arch>
+inline constexpr bool whole_batches(std::size_t n) noexcept {
+    return n % xsimd::batch<float, Arch>::size == 0;
+}
+
+// --- reference quantizer helpers -----------------------------------------------------------------
+
+// Round to nearest, ties to even (the current rounding mode, round-to-nearest by default); the
+// callers clamp afterwards, so only finite inputs in int range matter.
+inline int round_int(float v) noexcept { return static_cast<int>(std::lrintf(v)); }
+
+// Relative steps around the plain max-based scale that the searches try: a scale a little off
+// the one that maps the extreme onto the end of the grid often fits the other values better.
+inline constexpr int search_steps = 10;
+inline constexpr float search_step = 0.1f;
+
+// Symmetric fit x[j] ~= s * q[j] with integers q in [-nmax, nmax - 1], by least squares over a
+// few candidate grids: for each candidate, quantize, then take the s that minimises
+// sum (x - s q)^2 for those q (s = sum(xq) / sum(q^2)); keep the candidate with the smallest
+// error (the largest sum(xq)^2 / sum(q^2)). The candidates map the value of largest magnitude
+// to about -nmax (the end of the grid with room), so s takes the opposite sign of that value.
+// Returns s (0 for an all-zero input) and writes q.
+inline float fit_symmetric(const float* x, std::size_t n, int nmax, std::int8_t* q) noexcept {
+    float amax = 0.0f, extreme = 0.0f;
+    for (std::size_t j = 0; j < n; ++j) {
+        if (std::fabs(x[j]) > amax) {
+            amax = std::fabs(x[j]);
+            extreme = x[j];
+        }
+    }
+    if (amax == 0.0f) {
+        std::fill(q, q + n, std::int8_t{0});
+        return 0.0f;
+    }
+    float best_s = 0.0f, best_gain = -1.0f;
+    std::int8_t trial[256];
+    for (int t = -search_steps; t <= search_steps; ++t) {
+        const float iscale = -(static_cast<float>(nmax) + search_step * static_cast<float>(t)) / extreme;
+        double sxq = 0.0, sqq = 0.0;
+        for (std::size_t j = 0; j < n; ++j) {
+            const int v = std::clamp(round_int(iscale * x[j]), -nmax, nmax - 1);
+            trial[j] = static_cast<std::int8_t>(v);
+            sxq += static_cast<double>(x[j]) * v;
+            sqq += static_cast<double>(v) * v;
+        }
+        if (sqq == 0.0) continue;
+        const double gain = sxq * sxq / sqq;  // the error is sum(x^2) - gain
+        if (gain > best_gain) {
+            best_gain = static_cast<float>(gain);
+            best_s = static_cast<float>(sxq / sqq);
+            std::copy(trial, trial + n, q);
+        }
+    }
+    return best_s;
+}
+
+// The same once s is fixed (after it was rounded into the block's own scale format).
+inline void quantize_symmetric(const float* x, std::size_t n, float s, int nmax, std::int8_t* q) noexcept {
+    const float inv = s != 0.0f ? 1.0f / s : 0.0f;
+    for (std::size_t j = 0; j < n; ++j) q[j] = static_cast<std::int8_t>(std::clamp(round_int(x[j] * inv), -nmax, nmax - 1));
+}
+
+struct scale_min {
+    float scale;  // >= 0
+    float min;    // >= 0: the decoded value is scale * q - min
+};
+
+// Affine fit x[j] ~= scale * q[j] - min with integers q in [0, qmax], scale >= 0 and min >= 0
+// (the K-quants store both unsigned; min >= 0 means the grid always reaches down to <= 0, so a
+// sub-block of positive values keeps 0 representable). For each of a few candidate grids over
+// [min(x, 0), max(x)], quantize, then fit scale and min by two-parameter least squares for
+// those q (one-parameter when the fitted min comes out negative); keep the smallest error.
+inline scale_min fit_affine(const float* x, std::size_t n, int qmax, std::uint8_t* q) noexcept {
+    float lo = x[0], hi = x[0];
+    for (std::size_t j = 1; j < n; ++j) {
+        lo = std::min(lo, x[j]);
+        hi = std::max(hi, x[j]);
+    }
+    lo = std::min(lo, 0.0f);
+    if (hi <= lo) {  // every value is the same non-positive number: q = 0 and min = -x
+        std::fill(q, q + n, std::uint8_t{0});
+        return {0.0f, -lo};
+    }
+    double sx = 0.0;
+    for (std::size_t j = 0; j < n; ++j) sx += x[j];
+    // Start from the plain min/max grid: scale = (hi - lo) / qmax, min = -lo.
+    scale_min best{(hi - lo) / static_cast<float>(qmax), -lo};
+    double best_err = 0.0;
+    {
+        const float inv = 1.0f / best.scale;
+        for (std::size_t j = 0; j < n; ++j) {
+            const int v = std::clamp(round_int((x[j] - lo) * inv), 0, qmax);
+            q[j] = static_cast<std::uint8_t>(v);
+            const double e = static_cast<double>(best.scale) * v - best.min - x[j];
+            best_err += e * e;
+        }
+    }
+    std::uint8_t trial[256];
+    for (int t = -search_steps; t <= search_steps; ++t) {
+        const float iscale = (static_cast<float>(qmax) + search_step * static_cast<float>(t)) / (hi - lo);
+        double sq = 0.0, sqq = 0.0, sxq = 0.0;
+        for (std::size_t j = 0; j < n; ++j) {
+            const int v = std::clamp(round_int((x[j] - lo) * iscale), 0, qmax);
+            trial[j] = static_cast<std::uint8_t>(v);
+            sq += v;
+            sqq += static_cast<double>(v) * v;
+            sxq += static_cast<double>(v) * x[j];
+        }
+        const double nn = static_cast<double>(n), det = nn * sqq - sq * sq;
+        if (det <= 0.0) continue;  // all q equal: no line to fit
+        double a = (nn * sxq - sq * sx) / det;  // x ~= a q + b
+        double b = (sqq * sx - sq * sxq) / det;
+        if (b > 0.0) {  // min would be negative: fit through the origin instead
+            b = 0.0;
+            a = sxq / sqq;
+        }
+        if (!(a > 0.0)) continue;
+        double err = 0.0;
+        for (std::size_t j = 0; j < n; ++j) {
+            const double e = a * trial[j] + b - x[j];
+            err += e * e;
+        }
+        if (err < best_err) {
+            best_err = err;
+            best = {static_cast<float>(a), static_cast<float>(-b)};
+            std::copy(trial, trial + n, q);
+        }
+    }
+    return best;
+}
+
+// The same once scale and min are fixed: q = round((x + min) / scale) in [0, qmax].
+inline void quantize_affine(const float* x, std::size_t n, float scale, float min, int qmax, std::uint8_t* q) noexcept {
+    const float inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+    for (std::size_t j = 0; j < n; ++j)
+        q[j] = static_cast<std::uint8_t>(std::clamp(round_int((x[j] + min) * inv), 0, qmax));
+}
+
+// Non-negative sub-block values v[k] -> unsigned integers of `bits` bits against one super-block
+// step d = max(v) / (2^bits - 1): returns d (0 when every v is 0) and writes the integers.
+inline float quantize_unsigned_scales(const float* v, std::size_t n, int bits, std::uint8_t* out) noexcept {
+    const int top = (1 << bits) - 1;
+    float vmax = 0.0f;
+    for (std::size_t k = 0; k < n; ++k) vmax = std::max(vmax, v[k]);
+    if (!(vmax > 0.0f)) {
+        std::fill(out, out + n, std::uint8_t{0});
+        return 0.0f;
+    }
+    const float inv = static_cast<float>(top) / vmax;
+    for (std::size_t k = 0; k < n; ++k) out[k] = static_cast<std::uint8_t>(std::clamp(round_int(v[k] * inv), 0, top));
+    return vmax / static_cast<float>(top);
+}
+
+// Signed sub-block scales s[k] -> integers in [-half, half - 1] against one super-block step d
+// that maps the scale of largest magnitude onto -half (so d has the opposite sign of it).
+inline float quantize_signed_scales(const float* s, std::size_t n, int half, int* out) noexcept {
+    float amax = 0.0f, extreme = 0.0f;
+    for (std::size_t k = 0; k < n; ++k) {
+        if (std::fabs(s[k]) > amax) {
+            amax = std::fabs(s[k]);
+            extreme = s[k];
+        }
+    }
+    if (amax == 0.0f) {
+        std::fill(out, out + n, 0);
+        return 0.0f;
+    }
+    const float iscale = -static_cast<float>(half) / extreme;
+    for (std::size_t k = 0; k < n; ++k) out[k] = std::clamp(round_int(s[k] * iscale), -half, half - 1);
+    return 1.0f / iscale;
+}
+
+}  // namespace lmtk::quant::detail
+// #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/policy.hpp>
+
+namespace lmtk::quant {
+
+struct q4_1 {
+    static constexpr ggml_type type_id = ggml_type::q4_1;
+    static constexpr std::size_t block_elems = 32;
+    static constexpr std::size_t half = block_elems / 2;
+    struct block {
+        std::uint16_t d;  // scale, fp16 bits
+        std::uint16_t m;  // offset (the block minimum), fp16 bits
+        std::uint8_t qs[half];
+    };
+    static_assert(sizeof(block) == 2 * sizeof(std::uint16_t) + half, "q4_1: padding");
+    static_assert(std::is_trivially_copyable_v<block>);
+
+    // Reference decoder, the executable spec.
+    static void dequantize_row(const block* w, float* y, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, y += block_elems) {
+            const float d = core::fp16_to_f32(w[b].d), m = core::fp16_to_f32(w[b].m);
+            for (std::size_t j = 0; j < half; ++j) {
+                y[j] = static_cast<float>(w[b].qs[j] & 0xF) * d + m;
+                y[j + half] = static_cast<float>(w[b].qs[j] >> 4) * d + m;
+            }
+        }
+    }
+
+    // Reference quantizer (x finite), ggml's rule so files match llama.cpp's bit for bit:
+    // m = min(x), d = (max(x) - m) / 15, q = min(15, trunc((x - m) / d + 0.5)), with the quants
+    // computed against the unrounded d and m before both are stored as fp16.
+    static void quantize_row(const float* x, block* out, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            const auto [lo, hi] = std::minmax_element(x, x + block_elems);
+            const float mn = *lo, d = (*hi - mn) / 15.0f;
+            const float inv_d = d != 0.0f ? 1.0f / d : 0.0f;
+            out[b].d = core::f32_to_fp16(d);
+            out[b].m = core::f32_to_fp16(mn);
+            const auto quant = [&](float v) noexcept {
+                return static_cast<std::uint8_t>(std::min(15.0f, std::trunc((v - mn) * inv_d + 0.5f)));
+            };
+            for (std::size_t j = 0; j < half; ++j)
+                out[b].qs[j] = static_cast<std::uint8_t>(quant(x[j]) | (quant(x[j + half]) << 4));
+        }
+    }
+
+    template <class Arch>
+    static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
+        using batch = xsimd::batch<float, Arch>;
+        static_assert(detail::whole_batches<Arch>(block_elems), "q4_1: a block must be whole batches");
+        // sum (q d + m) x = d * sum(q x) + m * sum(x), both per block.
+        batch acc(0.0f);
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            alignas(64) std::int8_t q[block_elems];
+            for (std::size_t j = 0; j < half; ++j) {
+                q[j] = static_cast<std::int8_t>(w[b].qs[j] & 0xF);
+                q[j + half] = static_cast<std::int8_t>(w[b].qs[j] >> 4);
+            }
+            batch qx, sx;
+            detail::dot_i8_and_sum<Arch>(q, x, block_elems, qx, sx);
+            acc = xsimd::fma(batch(core::fp16_to_f32(w[b].d)), qx, acc);
+            acc = xsimd::fma(batch(core::fp16_to_f32(w[b].m)), sx, acc);
+        }
+        return xsimd::hadd(acc);
+    }
+};
+static_assert(quant_policy<q4_1>);
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/q5_0.hpp>
+// Q5_0 (GGUF id 6): 32 weights share one fp16 scale, 5 bits each with an implicit offset of 16.
+// The low 4 bits sit in nibbles as in Q4_0 (low nibbles: elements 0..15, high: 16..31); bit j
+// of the little-endian u32 qh is the fifth bit of element j:
+// w[j] = (((qs[j] & 0xF) | ((h >> j) & 1) << 4) - 16) * d,
+// w[j + 16] = (((qs[j] >> 4) | ((h >> (j + 16)) & 1) << 4) - 16) * d, j < 16.
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/core/fp16.hpp>
+// #include <lmtk/quant/block_common.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/policy.hpp>
+
+namespace lmtk::quant {
+
+namespace detail {
+
+// The 32 fifth bits of a Q5 block (a u32 stored as 4 bytes, so the block needs no 4-byte
+// alignment) -> bit j of the result is element j's.
+inline std::uint32_t load_qh(const std::uint8_t* qh) noexcept {
+    std::uint32_t h;
+    std::memcpy(&h, qh, sizeof h);  // GGUF is little-endian, as is every host lmtk supports
+    return h;
+}
+
+// 5-bit quants 0..31 of one Q5_0/Q5_1 block, in element order: the nibbles first, then the
+// fifth bits or-ed in from the u32 as a separate loop over 32-bit lanes (one variable shift
+// per lane); fused into one byte loop the compiler left it scalar.
+inline void unpack_q5(const std::uint8_t* qs, const std::uint8_t* qh, std::uint8_t* q) noexcept {
+    for (std::size_t j = 0; j < 16; ++j) {
+        q[j] = static_cast<std::uint8_t>(qs[j] & 0xF);
+        q[j + 16] = static_cast<std::uint8_t>(qs[j] >> 4);
+    }
+    const std::uint32_t h = load_qh(qh);
+    std::uint32_t high[32];
+    for (std::uint32_t j = 0; j < 32; ++j) high[j] = ((h >> j) & 1u) << 4;
+    for (std::size_t j = 0; j < 32; ++j) q[j] = static_cast<std::uint8_t>(q[j] | high[j]);
+}
+
+// The inverse: 32 quants 0..31 -> nibbles and fifth bits.
+inline void pack_q5(const std::uint8_t* q, std::uint8_t* qs, std::uint8_t* qh) noexcept {
+    std::uint32_t h = 0;
+    for (std::size_t j = 0; j < 16; ++j) {
+        qs[j] = static_cast<std::uint8_t>((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));
+        h |= static_cast<std::uint32_t>(q[j] >> 4) << j;
+        h |= static_cast<std::uint32_t>(q[j + 16] >> 4) << (j + 16);
+    }
+    std::memcpy(qh, &h, sizeof h);
+}
+
+}  // namespace detail
+
+struct q5_0 {
+    static constexpr ggml_type type_id = ggml_type::q5_0;
+    static constexpr std::size_t block_elems = 32;
+    struct block {
+        std::uint16_t d;       // scale, fp16 bits
+        std::uint8_t qh[4];    // fifth bits, u32 little-endian
+        std::uint8_t qs[16];   // low 4 bits
+    };
+    static_assert(sizeof(block) == sizeof(std::uint16_t) + 4 + 16, "q5_0: padding");
+    static_assert(std::is_trivially_copyable_v<block>);
+
+    // Reference decoder, the executable spec.
+    static void dequantize_row(const block* w, float* y, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, y += block_elems) {
+            const float d = core::fp16_to_f32(w[b].d);
+            const std::uint32_t h = detail::load_qh(w[b].qh);
+            for (std::size_t j = 0; j < 16; ++j) {
+                const int lo = (w[b].qs[j] & 0xF) | static_cast<int>(((h >> j) & 1u) << 4);
+                const int hi = (w[b].qs[j] >> 4) | static_cast<int>(((h >> (j + 16)) & 1u) << 4);
+                y[j] = static_cast<float>(lo - 16) * d;
+                y[j + 16] = static_cast<float>(hi - 16) * d;
+            }
+        }
+    }
+
+    // Reference quantizer (x finite), ggml's rule as for Q4_0: the value m of largest magnitude
+    // sets d = m / -16 (m lands on quant 0), q = min(31, floor(x / d + 16.5)) against the
+    // unrounded d, so the bits match llama.cpp's.
+    static void quantize_row(const float* x, block* out, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            float amax = 0.0f, m = 0.0f;
+            for (std::size_t j = 0; j < block_elems; ++j) {
+                if (std::fabs(x[j]) > amax) {
+                    amax = std::fabs(x[j]);
+                    m = x[j];
+                }
+            }
+            const float d = m / -16.0f;
+            const float inv_d = d != 0.0f ? 1.0f / d : 0.0f;
+            out[b].d = core::f32_to_fp16(d);
+            std::uint8_t q[block_elems];
+            for (std::size_t j = 0; j < block_elems; ++j)
+                q[j] = static_cast<std::uint8_t>(std::clamp(std::floor(x[j] * inv_d + 16.5f), 0.0f, 31.0f));
+            detail::pack_q5(q, out[b].qs, out[b].qh);
+        }
+    }
+
+    template <class Arch>
+    static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
+        using batch = xsimd::batch<float, Arch>;
+        static_assert(detail::whole_batches<Arch>(block_elems), "q5_0: a block must be whole batches");
+        batch acc(0.0f);
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            alignas(64) std::uint8_t u[block_elems];
+            alignas(64) std::int8_t q[block_elems];
+            detail::unpack_q5(w[b].qs, w[b].qh, u);
+            for (std::size_t j = 0; j < block_elems; ++j) q[j] = static_cast<std::int8_t>(u[j] - 16);
+            acc = xsimd::fma(batch(core::fp16_to_f32(w[b].d)), detail::dot_i8<Arch>(q, x, block_elems), acc);
+        }
+        return xsimd::hadd(acc);
+    }
+};
+static_assert(quant_policy<q5_0>);
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/q5_1.hpp>
+// Q5_1 (GGUF id 7): 32 weights share an fp16 scale d and an fp16 offset m, 5 bits each, laid
+// out as Q5_0 (nibbles + a u32 of fifth bits) without the -16: w = q * d + m.
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/core/fp16.hpp>
+// #include <lmtk/quant/block_common.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/policy.hpp>
+// #include <lmtk/quant/q5_0.hpp>
+
+namespace lmtk::quant {
+
+struct q5_1 {
+    static constexpr ggml_type type_id = ggml_type::q5_1;
+    static constexpr std::size_t block_elems = 32;
+    struct block {
+        std::uint16_t d;      // scale, fp16 bits
+        std::uint16_t m;      // offset (the block minimum), fp16 bits
+        std::uint8_t qh[4];   // fifth bits, u32 little-endian
+        std::uint8_t qs[16];  // low 4 bits
+    };
+    static_assert(sizeof(block) == 2 * sizeof(std::uint16_t) + 4 + 16, "q5_1: padding");
+    static_assert(std::is_trivially_copyable_v<block>);
+
+    // Reference decoder, the executable spec.
+    static void dequantize_row(const block* w, float* y, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, y += block_elems) {
+            const float d = core::fp16_to_f32(w[b].d), m = core::fp16_to_f32(w[b].m);
+            const std::uint32_t h = detail::load_qh(w[b].qh);
+            for (std::size_t j = 0; j < 16; ++j) {
+                const int lo = (w[b].qs[j] & 0xF) | static_cast<int>(((h >> j) & 1u) << 4);
+                const int hi = (w[b].qs[j] >> 4) | static_cast<int>(((h >> (j + 16)) & 1u) << 4);
+                y[j] = static_cast<float>(lo) * d + m;
+                y[j + 16] = static_cast<float>(hi) * d + m;
+            }
+        }
+    }
+
+    // Reference quantizer (x finite), ggml's rule: m = min(x), d = (max(x) - m) / 31,
+    // q = min(31, trunc((x - m) / d + 0.5)) against the unrounded d and m.
+    static void quantize_row(const float* x, block* out, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            const auto [lo, hi] = std::minmax_element(x, x + block_elems);
+            const float mn = *lo, d = (*hi - mn) / 31.0f;
+            const float inv_d = d != 0.0f ? 1.0f / d : 0.0f;
+            out[b].d = core::f32_to_fp16(d);
+            out[b].m = core::f32_to_fp16(mn);
+            std::uint8_t q[block_elems];
+            for (std::size_t j = 0; j < block_elems; ++j)
+                q[j] = static_cast<std::uint8_t>(std::min(31.0f, std::trunc((x[j] - mn) * inv_d + 0.5f)));
+            detail::pack_q5(q, out[b].qs, out[b].qh);
+        }
+    }
+
+    template <class Arch>
+    static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
+        using batch = xsimd::batch<float, Arch>;
+        static_assert(detail::whole_batches<Arch>(block_elems), "q5_1: a block must be whole batches");
+        batch acc(0.0f);
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            alignas(64) std::uint8_t u[block_elems];
+            detail::unpack_q5(w[b].qs, w[b].qh, u);
+            batch qx, sx;
+            detail::dot_i8_and_sum<Arch>(reinterpret_cast<const std::int8_t*>(u), x, block_elems, qx, sx);  // 0..31 fit
+            acc = xsimd::fma(batch(core::fp16_to_f32(w[b].d)), qx, acc);
+            acc = xsimd::fma(batch(core::fp16_to_f32(w[b].m)), sx, acc);
+        }
+        return xsimd::hadd(acc);
+    }
+};
+static_assert(quant_policy<q5_1>);
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/q2_k.hpp>
+// Q2_K (GGUF id 10): super-blocks of 256 weights = 16 sub-blocks of 16. Each sub-block has a
+// 4-bit scale and a 4-bit min (one byte: scale low, min high) against the super-block's fp16
+// d and dmin; each weight is 2 bits: w = d * sc * q - dmin * m, q in 0..3.
+// Element e = 128n + 32j + l (n < 2, j < 4, l < 32) is bits 2j..2j+1 of qs[32n + l]; its
+// sub-block is e / 16.
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/core/fp16.hpp>
+// #include <lmtk/quant/block_common.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/policy.hpp>
+
+namespace lmtk::quant {
+
+struct q2_k {
+    static constexpr ggml_type type_id = ggml_type::q2_k;
+    static constexpr std::size_t block_elems = 256;
+    static constexpr std::size_t sub_elems = 16;
+    static constexpr std::size_t n_sub = block_elems / sub_elems;
+    struct block {
+        std::uint8_t scales[n_sub];  // low nibble: scale, high nibble: min
+        std::uint8_t qs[block_elems / 4];
+        std::uint16_t d;     // super-block scale of the scales, fp16 bits
+        std::uint16_t dmin;  // super-block scale of the mins, fp16 bits
+    };
+    static_assert(sizeof(block) == n_sub + block_elems / 4 + 2 * sizeof(std::uint16_t), "q2_k: padding");
+    static_assert(std::is_trivially_copyable_v<block>);
+
+    // The 2-bit quant of element e (0..255).
+    static int quant(const block& b, std::size_t e) noexcept {
+        const std::size_t n = e / 128, j = (e % 128) / 32, l = e % 32;
+        return (b.qs[32 * n + l] >> (2 * j)) & 3;
+    }
+
+    // Reference decoder, the executable spec (spec 3.4's loop).
+    static void dequantize_row(const block* w, float* y, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b) {
+            const float d = core::fp16_to_f32(w[b].d), dmin = core::fp16_to_f32(w[b].dmin);
+            for (std::size_t n = 0; n < 2; ++n) {
+                const std::uint8_t* q = w[b].qs + 32 * n;
+                for (std::size_t j = 0; j < 4; ++j) {
+                    const std::size_t is = 8 * n + 2 * j;
+                    for (std::size_t half = 0; half < 2; ++half) {
+                        const std::uint8_t sc = w[b].scales[is + half];
+                        const float dl = d * static_cast<float>(sc & 0xF), ml = dmin * static_cast<float>(sc >> 4);
+                        for (std::size_t l = 0; l < 16; ++l)
+                            *y++ = dl * static_cast<float>((q[l + 16 * half] >> (2 * j)) & 3) - ml;
+                    }
+                }
+            }
+        }
+    }
+
+    // Reference quantizer (x finite): per sub-block an affine least-squares fit (scale, min),
+    // then the 16 scales and 16 mins to 4 bits against d = max scale / 15, dmin = max min / 15,
+    // then every weight requantized against its sub-block's decoded scale and min.
+    static void quantize_row(const float* x, block* out, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            float scales[n_sub], mins[n_sub];
+            std::uint8_t q[block_elems];
+            for (std::size_t s = 0; s < n_sub; ++s) {
+                const detail::scale_min f = detail::fit_affine(x + s * sub_elems, sub_elems, 3, q + s * sub_elems);
+                scales[s] = f.scale;
+                mins[s] = f.min;
+            }
+            std::uint8_t sc[n_sub], mn[n_sub];
+            block& o = out[b];
+            o.d = core::f32_to_fp16(detail::quantize_unsigned_scales(scales, n_sub, 4, sc));
+            o.dmin = core::f32_to_fp16(detail::quantize_unsigned_scales(mins, n_sub, 4, mn));
+            const float d = core::fp16_to_f32(o.d), dmin = core::fp16_to_f32(o.dmin);
+            for (std::size_t s = 0; s < n_sub; ++s) {
+                o.scales[s] = static_cast<std::uint8_t>(sc[s] | (mn[s] << 4));
+                detail::quantize_affine(x + s * sub_elems, sub_elems, d * sc[s], dmin * mn[s], 3, q + s * sub_elems);
+            }
+            for (std::size_t i = 0; i < block_elems / 4; ++i) o.qs[i] = 0;
+            for (std::size_t e = 0; e < block_elems; ++e) {
+                const std::size_t n = e / 128, j = (e % 128) / 32, l = e % 32;
+                o.qs[32 * n + l] = static_cast<std::uint8_t>(o.qs[32 * n + l] | (q[e] << (2 * j)));
+            }
+        }
+    }
+
+    // The quants of elements 128n + 32j + l, l < 32. n and j are template arguments so that
+    // every shift is a constant (see Q3_K).
+    template <std::size_t n, std::size_t j>
+    static void unpack_group(const block& b, std::int8_t* q) noexcept {
+        for (std::size_t l = 0; l < 32; ++l)
+            q[128 * n + 32 * j + l] = static_cast<std::int8_t>((b.qs[32 * n + l] >> (2 * j)) & 3);
+    }
+    static void unpack(const block& b, std::int8_t* q) noexcept {
+        [&]<std::size_t... g>(std::index_sequence<g...>) {
+            (unpack_group<g / 4, g % 4>(b, q), ...);
+        }(std::make_index_sequence<8>{});
+    }
+
+    template <class Arch>
+    static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
+        using batch = xsimd::batch<float, Arch>;
+        static_assert(detail::whole_batches<Arch>(sub_elems), "q2_k: a sub-block must be whole batches");
+        batch acc(0.0f);
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            alignas(64) std::int8_t q[block_elems];
+            unpack(w[b], q);
+            const float d = core::fp16_to_f32(w[b].d), dmin = core::fp16_to_f32(w[b].dmin);
+            float scale[n_sub], min[n_sub];
+            for (std::size_t s = 0; s < n_sub; ++s) {
+                scale[s] = d * static_cast<float>(w[b].scales[s] & 0xF);
+                min[s] = dmin * static_cast<float>(w[b].scales[s] >> 4);
+            }
+            acc = detail::scaled_dot_min<Arch, sub_elems, n_sub>(q, x, scale, min, acc);
+        }
+        return xsimd::hadd(acc);
+    }
+};
+static_assert(quant_policy<q2_k>);
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/q3_k.hpp>
+// Q3_K (GGUF id 11): super-blocks of 256 weights = 16 sub-blocks of 16 with signed 6-bit
+// scales against one fp16 d; each weight is 3 bits, q in -4..3: w = d * (sc - 32) * q.
+// Element e = 128n + 32j + l (n < 2, j < 4, l < 32): its low two bits are bits 2j..2j+1 of
+// qs[32n + l]; its high bit is bit 4n + j of hmask[l], and a *clear* high bit subtracts 4
+// (q = low2 + 4 * high - 4). Scale k (the sub-block e / 16) is 6 bits stored with +32: the low
+// 4 bits in scales[k] (k < 8, low nibble) or scales[k - 8] (high nibble), the high 2 bits in
+// bits 2 * (k / 4) of scales[8 + k % 4].
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/core/fp16.hpp>
+// #include <lmtk/quant/block_common.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/policy.hpp>
+
+namespace lmtk::quant {
+
+struct q3_k {
+    static constexpr ggml_type type_id = ggml_type::q3_k;
+    static constexpr std::size_t block_elems = 256;
+    static constexpr std::size_t sub_elems = 16;
+    static constexpr std::size_t n_sub = block_elems / sub_elems;
+    struct block {
+        std::uint8_t hmask[block_elems / 8];  // high bits
+        std::uint8_t qs[block_elems / 4];     // low 2 bits
+        std::uint8_t scales[12];              // 16 x 6-bit scales, +32
+        std::uint16_t d;                      // super-block scale, fp16 bits
+    };
+    static_assert(sizeof(block) == block_elems / 8 + block_elems / 4 + 12 + sizeof(std::uint16_t), "q3_k: padding");
+    static_assert(std::is_trivially_copyable_v<block>);
+
+    // Sub-block k's signed scale, -32..31 (spec 3.4's scale(k)).
+    static int scale(const std::uint8_t* scales, std::size_t k) noexcept {
+        const int low4 = k < 8 ? (scales[k] & 0xF) : (scales[k - 8] >> 4);
+        const int high2 = (scales[8 + k % 4] >> (2 * (k / 4))) & 3;
+        return (low4 | (high2 << 4)) - 32;
+    }
+    // The inverse over all 16: sc[k] in -32..31.
+    static void pack_scales(const int* sc, std::uint8_t* scales) noexcept {
+        for (std::size_t i = 0; i < 12; ++i) scales[i] = 0;
+        for (std::size_t k = 0; k < n_sub; ++k) {
+            const auto u = static_cast<unsigned>(sc[k] + 32);
+            if (k < 8) scales[k] = static_cast<std::uint8_t>(scales[k] | (u & 0xF));
+            else scales[k - 8] = static_cast<std::uint8_t>(scales[k - 8] | ((u & 0xF) << 4));
+            scales[8 + k % 4] = static_cast<std::uint8_t>(scales[8 + k % 4] | ((u >> 4) << (2 * (k / 4))));
+        }
+    }
+
+    // Reference decoder, the executable spec (spec 3.4's loop).
+    static void dequantize_row(const block* w, float* y, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b) {
+            const float d = core::fp16_to_f32(w[b].d);
+            unsigned m = 1;  // the hmask bit of this 32-element group; hmask itself never advances
+            for (std::size_t n = 0; n < 2; ++n) {
+                const std::uint8_t* q = w[b].qs + 32 * n;
+                for (std::size_t j = 0; j < 4; ++j, m <<= 1) {
+                    for (std::size_t half = 0; half < 2; ++half) {
+                        const float dl = d * static_cast<float>(scale(w[b].scales, 8 * n + 2 * j + half));
+                        for (std::size_t l = 16 * half; l < 16 * half + 16; ++l) {
+                            const int v = ((q[l] >> (2 * j)) & 3) - ((w[b].hmask[l] & m) ? 0 : 4);
+                            *y++ = dl * static_cast<float>(v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // Reference quantizer (x finite): per sub-block a symmetric least-squares scale for
+    // q in -4..3, the 16 scales to signed 6 bits against d (the largest scale maps to -32),
+    // then every weight requantized against its sub-block's decoded scale.
+    static void quantize_row(const float* x, block* out, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            float s[n_sub];
+            std::int8_t q[block_elems];
+            for (std::size_t k = 0; k < n_sub; ++k) s[k] = detail::fit_symmetric(x + k * sub_elems, sub_elems, 4, q + k * sub_elems);
+            int sc[n_sub];
+            block& o = out[b];
+            o.d = core::f32_to_fp16(detail::quantize_signed_scales(s, n_sub, 32, sc));
+            pack_scales(sc, o.scales);
+            const float d = core::fp16_to_f32(o.d);
+            for (std::size_t k = 0; k < n_sub; ++k)
+                detail::quantize_symmetric(x + k * sub_elems, sub_elems, d * static_cast<float>(sc[k]), 4, q + k * sub_elems);
+            for (std::size_t i = 0; i < sizeof o.hmask; ++i) o.hmask[i] = 0;
+            for (std::size_t i = 0; i < sizeof o.qs; ++i) o.qs[i] = 0;
+            for (std::size_t e = 0; e < block_elems; ++e) {
+                const std::size_t n = e / 128, j = (e % 128) / 32, l = e % 32;
+                const auto v = static_cast<unsigned>(q[e] + 4);  // 0..7
+                o.qs[32 * n + l] = static_cast<std::uint8_t>(o.qs[32 * n + l] | ((v & 3) << (2 * j)));
+                if (v & 4) o.hmask[l] = static_cast<std::uint8_t>(o.hmask[l] | (1u << (4 * n + j)));
+            }
+        }
+    }
+
+    // The quants -4..3 of elements 128n + 32j + l, l < 32. n and j are template arguments so
+    // that every shift is a constant: x86 has no per-lane variable shift of bytes, and with a
+    // variable one the compiler gives up vectorising the loop.
+    template <std::size_t n, std::size_t j>
+    static void unpack_group(const block& b, std::int8_t* q) noexcept {
+        for (std::size_t l = 0; l < 32; ++l)
+            q[128 * n + 32 * j + l] = static_cast<std::int8_t>(((b.qs[32 * n + l] >> (2 * j)) & 3) +
+                                                               (((b.hmask[l] >> (4 * n + j)) & 1) << 2) - 4);
+    }
+    static void unpack(const block& b, std::int8_t* q) noexcept {
+        [&]<std::size_t... g>(std::index_sequence<g...>) {
+            (unpack_group<g / 4, g % 4>(b, q), ...);
+        }(std::make_index_sequence<8>{});
+    }
+
+    template <class Arch>
+    static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
+        using batch = xsimd::batch<float, Arch>;
+        static_assert(detail::whole_batches<Arch>(sub_elems), "q3_k: a sub-block must be whole batches");
+        batch acc(0.0f);
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            alignas(64) std::int8_t q[block_elems];
+            unpack(w[b], q);
+            const float d = core::fp16_to_f32(w[b].d);
+            float sc[n_sub];
+            for (std::size_t k = 0; k < n_sub; ++k) sc[k] = d * static_cast<float>(scale(w[b].scales, k));
+            acc = detail::scaled_dot<Arch, sub_elems, n_sub>(q, x, sc, acc);
+        }
+        return xsimd::hadd(acc);
+    }
+};
+static_assert(quant_policy<q3_k>);
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/q4_k.hpp>
+// Q4_K (GGUF id 12): super-blocks of 256 weights = 8 sub-blocks of 32. Each sub-block has a
+// 6-bit scale and a 6-bit min against the super-block's fp16 d and dmin; each weight is 4 bits:
+// w = d * sc * q - dmin * m, q in 0..15. Element 64c + l (c < 4, l < 32) is the low nibble of
+// qs[32c + l] (sub-block 2c), element 64c + 32 + l its high nibble (sub-block 2c + 1).
+// The 8 scales and 8 mins share 12 bytes (get_scale_min below; also used by Q5_K).
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/core/fp16.hpp>
+// #include <lmtk/quant/block_common.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/policy.hpp>
+
+namespace lmtk::quant {
+
+namespace detail {
+
+// Sub-block k's (scale, min), each 6 bits, from the 12 packed bytes of Q4_K/Q5_K: k < 4 keep
+// both whole in the low 6 bits of bytes k and k + 4; k >= 4 keep their low 4 bits in the
+// nibbles of byte k + 4 and their high 2 bits in the top bits of bytes k - 4 and k.
+inline std::pair<int, int> get_scale_min_k4(std::size_t k, const std::uint8_t* s) noexcept {
+    if (k < 4) return {s[k] & 63, s[k + 4] & 63};
+    return {(s[k + 4] & 0xF) | ((s[k - 4] >> 6) << 4), (s[k + 4] >> 4) | ((s[k] >> 6) << 4)};
+}
+
+// The inverse: sc[k], mn[k] in 0..63 -> 12 bytes.
+inline void pack_scale_min_k4(const std::uint8_t* sc, const std::uint8_t* mn, std::uint8_t* s) noexcept {
+    for (std::size_t k = 0; k < 4; ++k) {
+        s[k] = static_cast<std::uint8_t>((sc[k] & 63) | ((sc[k + 4] >> 4) << 6));
+        s[k + 4] = static_cast<std::uint8_t>((mn[k] & 63) | ((mn[k + 4] >> 4) << 6));
+        s[k + 8] = static_cast<std::uint8_t>((sc[k + 4] & 0xF) | ((mn[k + 4] & 0xF) << 4));
+    }
+}
+
+// The affine K-quant recipe shared by Q4_K and Q5_K: fit each 32-element sub-block, quantize
+// the 8 scales and 8 mins to 6 bits against d and dmin, and requantize every weight against
+// its decoded scale and min. Returns the quants 0..qmax of the 256 elements in q.
+inline void quantize_k4_scales(const float* x, int qmax, std::uint16_t& d_out, std::uint16_t& dmin_out,
+                               std::uint8_t* scales, std::uint8_t* q) noexcept {
+    constexpr std::size_t n_sub = 8, sub = 32;
+    float fs[n_sub], fm[n_sub];
+    for (std::size_t k = 0; k < n_sub; ++k) {
+        const scale_min f = fit_affine(x + k * sub, sub, qmax, q + k * sub);
+        fs[k] = f.scale;
+        fm[k] = f.min;
+    }
+    std::uint8_t sc[n_sub], mn[n_sub];
+    d_out = core::f32_to_fp16(quantize_unsigned_scales(fs, n_sub, 6, sc));
+    dmin_out = core::f32_to_fp16(quantize_unsigned_scales(fm, n_sub, 6, mn));
+    pack_scale_min_k4(sc, mn, scales);
+    const float d = core::fp16_to_f32(d_out), dmin = core::fp16_to_f32(dmin_out);
+    for (std::size_t k = 0; k < n_sub; ++k)
+        quantize_affine(x + k * sub, sub, d * sc[k], dmin * mn[k], qmax, q + k * sub);
+}
+
+// sum over one Q4_K/Q5_K super-block of (d sc q - dmin m) x, given its quants in element order.
+template <class Arch>
+xsimd::batch<float, Arch> dot_k4_block(const std::int8_t* q, const float* x, float d, float dmin,
+                                       const std::uint8_t* scales, xsimd::batch<float, Arch> acc) noexcept {
+    float scale[8], min[8];
+    for (std::size_t k = 0; k < 8; ++k) {
+        const auto [sc, mn] = get_scale_min_k4(k, scales);
+        scale[k] = d * static_cast<float>(sc);
+        min[k] = dmin * static_cast<float>(mn);
+    }
+    acc = scaled_dot_min<Arch, 32, 8>(q, x, scale, min, acc);
+    return acc;
+}
+
+}  // namespace detail
+
+struct q4_k {
+    static constexpr ggml_type type_id = ggml_type::q4_k;
+    static constexpr std::size_t block_elems = 256;
+    struct block {
+        std::uint16_t d;     // super-block scale of the scales, fp16 bits
+        std::uint16_t dmin;  // super-block scale of the mins, fp16 bits
+        std::uint8_t scales[12];
+        std::uint8_t qs[block_elems / 2];
+    };
+    static_assert(sizeof(block) == 2 * sizeof(std::uint16_t) + 12 + block_elems / 2, "q4_k: padding");
+    static_assert(std::is_trivially_copyable_v<block>);
+
+    // Reference decoder, the executable spec (spec 3.4's loop).
+    static void dequantize_row(const block* w, float* y, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b) {
+            const float d = core::fp16_to_f32(w[b].d), dmin = core::fp16_to_f32(w[b].dmin);
+            for (std::size_t c = 0; c < 4; ++c) {
+                const std::uint8_t* q = w[b].qs + 32 * c;
+                const auto [s1, m1] = detail::get_scale_min_k4(2 * c, w[b].scales);
+                const auto [s2, m2] = detail::get_scale_min_k4(2 * c + 1, w[b].scales);
+                for (std::size_t l = 0; l < 32; ++l) *y++ = d * static_cast<float>(s1) * static_cast<float>(q[l] & 0xF) - dmin * static_cast<float>(m1);
+                for (std::size_t l = 0; l < 32; ++l) *y++ = d * static_cast<float>(s2) * static_cast<float>(q[l] >> 4) - dmin * static_cast<float>(m2);
+            }
+        }
+    }
+
+    // Reference quantizer (x finite): affine least-squares fits per 32-element sub-block, 6-bit
+    // scales and mins against d = max scale / 63 and dmin = max min / 63, then requantization.
+    static void quantize_row(const float* x, block* out, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            std::uint8_t q[block_elems];
+            detail::quantize_k4_scales(x, 15, out[b].d, out[b].dmin, out[b].scales, q);
+            for (std::size_t c = 0; c < 4; ++c)
+                for (std::size_t l = 0; l < 32; ++l)
+                    out[b].qs[32 * c + l] = static_cast<std::uint8_t>(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
+        }
+    }
+
+    template <class Arch>
+    static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
+        using batch = xsimd::batch<float, Arch>;
+        static_assert(detail::whole_batches<Arch>(32), "q4_k: a sub-block must be whole batches");
+        batch acc(0.0f);
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            alignas(64) std::int8_t q[block_elems];
+            for (std::size_t c = 0; c < 4; ++c)
+                for (std::size_t l = 0; l < 32; ++l) {
+                    q[64 * c + l] = static_cast<std::int8_t>(w[b].qs[32 * c + l] & 0xF);
+                    q[64 * c + 32 + l] = static_cast<std::int8_t>(w[b].qs[32 * c + l] >> 4);
+                }
+            acc = detail::dot_k4_block<Arch>(q, x, core::fp16_to_f32(w[b].d), core::fp16_to_f32(w[b].dmin), w[b].scales, acc);
+        }
+        return xsimd::hadd(acc);
+    }
+};
+static_assert(quant_policy<q4_k>);
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/q5_k.hpp>
+// Q5_K (GGUF id 13): Q4_K plus a fifth bit per weight, q in 0..31: w = d * sc * q - dmin * m.
+// Nibbles and the packed 6-bit scales/mins as Q4_K; the fifth bit of element e (sub-block
+// k = e / 32) is bit k of qh[e % 32] (qh is shared by all sub-blocks, never advanced).
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/core/fp16.hpp>
+// #include <lmtk/quant/block_common.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/policy.hpp>
+// #include <lmtk/quant/q4_k.hpp>
+
+namespace lmtk::quant {
+
+struct q5_k {
+    static constexpr ggml_type type_id = ggml_type::q5_k;
+    static constexpr std::size_t block_elems = 256;
+    struct block {
+        std::uint16_t d;     // super-block scale of the scales, fp16 bits
+        std::uint16_t dmin;  // super-block scale of the mins, fp16 bits
+        std::uint8_t scales[12];
+        std::uint8_t qh[block_elems / 8];  // fifth bits
+        std::uint8_t qs[block_elems / 2];  // low 4 bits
+    };
+    static_assert(sizeof(block) == 2 * sizeof(std::uint16_t) + 12 + block_elems / 8 + block_elems / 2, "q5_k: padding");
+    static_assert(std::is_trivially_copyable_v<block>);
+
+    // Reference decoder, the executable spec.
+    static void dequantize_row(const block* w, float* y, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b) {
+            const float d = core::fp16_to_f32(w[b].d), dmin = core::fp16_to_f32(w[b].dmin);
+            for (std::size_t c = 0; c < 4; ++c) {
+                const std::uint8_t* q = w[b].qs + 32 * c;
+                const auto [s1, m1] = detail::get_scale_min_k4(2 * c, w[b].scales);
+                const auto [s2, m2] = detail::get_scale_min_k4(2 * c + 1, w[b].scales);
+                const unsigned u1 = 1u << (2 * c), u2 = 1u << (2 * c + 1);
+                for (std::size_t l = 0; l < 32; ++l) {
+                    const int v = (q[l] & 0xF) + ((w[b].qh[l] & u1) ? 16 : 0);
+                    *y++ = d * static_cast<float>(s1) * static_cast<float>(v) - dmin * static_cast<float>(m1);
+                }
+                for (std::size_t l = 0; l < 32; ++l) {
+                    const int v = (q[l] >> 4) + ((w[b].qh[l] & u2) ? 16 : 0);
+                    *y++ = d * static_cast<float>(s2) * static_cast<float>(v) - dmin * static_cast<float>(m2);
+                }
+            }
+        }
+    }
+
+    // Reference quantizer (x finite): Q4_K's recipe with q in 0..31.
+    static void quantize_row(const float* x, block* out, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            std::uint8_t q[block_elems];
+            detail::quantize_k4_scales(x, 31, out[b].d, out[b].dmin, out[b].scales, q);
+            for (std::size_t l = 0; l < 32; ++l) out[b].qh[l] = 0;
+            for (std::size_t c = 0; c < 4; ++c)
+                for (std::size_t l = 0; l < 32; ++l) {
+                    const std::uint8_t lo = q[64 * c + l], hi = q[64 * c + 32 + l];
+                    out[b].qs[32 * c + l] = static_cast<std::uint8_t>((lo & 0xF) | ((hi & 0xF) << 4));
+                    out[b].qh[l] = static_cast<std::uint8_t>(out[b].qh[l] | ((lo >> 4) << (2 * c)) | ((hi >> 4) << (2 * c + 1)));
+                }
+        }
+    }
+
+    // The quants 0..31 of elements 64c .. 64c + 63. c is a template argument so that every shift
+    // is a constant: bytes have no per-lane variable shift on x86, and with one the compiler
+    // gives up vectorising the loop.
+    template <std::size_t c>
+    static void unpack_group(const block& b, std::int8_t* q) noexcept {
+        for (std::size_t l = 0; l < 32; ++l) {
+            const std::uint8_t h = b.qh[l], v = b.qs[32 * c + l];
+            q[64 * c + l] = static_cast<std::int8_t>((v & 0xF) | (((h >> (2 * c)) & 1) << 4));
+            q[64 * c + 32 + l] = static_cast<std::int8_t>((v >> 4) | (((h >> (2 * c + 1)) & 1) << 4));
+        }
+    }
+    static void unpack(const block& b, std::int8_t* q) noexcept {
+        [&]<std::size_t... c>(std::index_sequence<c...>) { (unpack_group<c>(b, q), ...); }(std::make_index_sequence<4>{});
+    }
+
+    template <class Arch>
+    static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
+        using batch = xsimd::batch<float, Arch>;
+        static_assert(detail::whole_batches<Arch>(32), "q5_k: a sub-block must be whole batches");
+        batch acc(0.0f);
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            alignas(64) std::int8_t q[block_elems];
+            unpack(w[b], q);
+            acc = detail::dot_k4_block<Arch>(q, x, core::fp16_to_f32(w[b].d), core::fp16_to_f32(w[b].dmin), w[b].scales, acc);
+        }
+        return xsimd::hadd(acc);
+    }
+};
+static_assert(quant_policy<q5_k>);
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/q6_k.hpp>
+// Q6_K (GGUF id 14): super-blocks of 256 weights = 16 sub-blocks of 16 with int8 scales
+// against one fp16 d; each weight is 6 bits with an offset of 32: w = d * sc * (q - 32).
+// Element e = 128n + 32k + l (n < 2, k < 4, l < 32): its low 4 bits are the low (k < 2) or
+// high (k >= 2) nibble of ql[64n + 32(k % 2) + l], its high 2 bits are bits 2k..2k+1 of
+// qh[32n + l]; its scale is scales[e / 16].
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/core/fp16.hpp>
+// #include <lmtk/quant/block_common.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/policy.hpp>
+
+namespace lmtk::quant {
+
+struct q6_k {
+    static constexpr ggml_type type_id = ggml_type::q6_k;
+    static constexpr std::size_t block_elems = 256;
+    static constexpr std::size_t sub_elems = 16;
+    static constexpr std::size_t n_sub = block_elems / sub_elems;
+    struct block {
+        std::uint8_t ql[block_elems / 2];  // low 4 bits
+        std::uint8_t qh[block_elems / 4];  // high 2 bits
+        std::int8_t scales[n_sub];
+        std::uint16_t d;  // super-block scale, fp16 bits
+    };
+    static_assert(sizeof(block) == block_elems / 2 + block_elems / 4 + n_sub + sizeof(std::uint16_t), "q6_k: padding");
+    static_assert(std::is_trivially_copyable_v<block>);
+
+    // Reference decoder, the executable spec (spec 3.4's loop).
+    static void dequantize_row(const block* w, float* y, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, y += block_elems) {
+            const float d = core::fp16_to_f32(w[b].d);
+            for (std::size_t n = 0; n < 2; ++n) {
+                const std::uint8_t* ql = w[b].ql + 64 * n;
+                const std::uint8_t* qh = w[b].qh + 32 * n;
+                const std::int8_t* sc = w[b].scales + 8 * n;
+                float* yn = y + 128 * n;
+                for (std::size_t l = 0; l < 32; ++l) {
+                    const std::size_t is = l / 16;
+                    const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                    const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                    const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                    const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                    yn[l] = d * static_cast<float>(sc[is + 0]) * static_cast<float>(q1);
+                    yn[l + 32] = d * static_cast<float>(sc[is + 2]) * static_cast<float>(q2);
+                    yn[l + 64] = d * static_cast<float>(sc[is + 4]) * static_cast<float>(q3);
+                    yn[l + 96] = d * static_cast<float>(sc[is + 6]) * static_cast<float>(q4);
+                }
+            }
+        }
+    }
+
+    // Reference quantizer (x finite): per sub-block a symmetric least-squares scale for
+    // q - 32 in -32..31, the 16 scales to int8 against d (the largest scale maps to -128), then
+    // every weight requantized against its sub-block's decoded scale.
+    static void quantize_row(const float* x, block* out, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            float s[n_sub];
+            std::int8_t q[block_elems];
+            for (std::size_t k = 0; k < n_sub; ++k) s[k] = detail::fit_symmetric(x + k * sub_elems, sub_elems, 32, q + k * sub_elems);
+            int sc[n_sub];
+            block& o = out[b];
+            o.d = core::f32_to_fp16(detail::quantize_signed_scales(s, n_sub, 128, sc));
+            const float d = core::fp16_to_f32(o.d);
+            for (std::size_t k = 0; k < n_sub; ++k) {
+                o.scales[k] = static_cast<std::int8_t>(sc[k]);
+                detail::quantize_symmetric(x + k * sub_elems, sub_elems, d * static_cast<float>(sc[k]), 32, q + k * sub_elems);
+            }
+            for (std::size_t i = 0; i < sizeof o.ql; ++i) o.ql[i] = 0;
+            for (std::size_t i = 0; i < sizeof o.qh; ++i) o.qh[i] = 0;
+            for (std::size_t e = 0; e < block_elems; ++e) {
+                const std::size_t n = e / 128, k = (e % 128) / 32, l = e % 32;
+                const auto v = static_cast<unsigned>(q[e] + 32);  // 0..63
+                std::uint8_t& lo = o.ql[64 * n + 32 * (k % 2) + l];
+                lo = static_cast<std::uint8_t>(lo | ((v & 0xF) << (4 * (k / 2))));
+                o.qh[32 * n + l] = static_cast<std::uint8_t>(o.qh[32 * n + l] | ((v >> 4) << (2 * k)));
+            }
+        }
+    }
+
+    template <class Arch>
+    static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
+        using batch = xsimd::batch<float, Arch>;
+        static_assert(detail::whole_batches<Arch>(sub_elems), "q6_k: a sub-block must be whole batches");
+        batch acc(0.0f);
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            alignas(64) std::int8_t q[block_elems];
+            for (std::size_t n = 0; n < 2; ++n) {
+                const std::uint8_t* ql = w[b].ql + 64 * n;
+                const std::uint8_t* qh = w[b].qh + 32 * n;
+                std::int8_t* qn = q + 128 * n;
+                for (std::size_t l = 0; l < 32; ++l) {
+                    qn[l] = static_cast<std::int8_t>(((ql[l] & 0xF) | ((qh[l] & 3) << 4)) - 32);
+                    qn[l + 32] = static_cast<std::int8_t>(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+                    qn[l + 64] = static_cast<std::int8_t>(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+                    qn[l + 96] = static_cast<std::int8_t>(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+                }
+            }
+            const float d = core::fp16_to_f32(w[b].d);
+            float sc[n_sub];
+            for (std::size_t k = 0; k < n_sub; ++k) sc[k] = d * static_cast<float>(w[b].scales[k]);
+            acc = detail::scaled_dot<Arch, sub_elems, n_sub>(q, x, sc, acc);
+        }
+        return xsimd::hadd(acc);
+    }
+};
+static_assert(quant_policy<q6_k>);
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/q8_k.hpp>
+// Q8_K (GGUF id 15): 256 int8 quants with one fp32 scale, plus the sums of each 16 quants.
+// ggml uses it for activations inside K-quant dot products, not for weights in model files;
+// it is here so that files and tools that carry it can be read and produced.
+// w[j] = d * qs[j]; bsums[i] = sum of qs[16i .. 16i + 15].
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/quant/block_common.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/policy.hpp>
+
+namespace lmtk::quant {
+
+struct q8_k {
+    static constexpr ggml_type type_id = ggml_type::q8_k;
+    static constexpr std::size_t block_elems = 256;
+    struct block {
+        float d;  // scale, fp32 (not fp16, unlike every other block format)
+        std::int8_t qs[block_elems];
+        std::int16_t bsums[block_elems / 16];
+    };
+    static_assert(sizeof(block) == sizeof(float) + block_elems + block_elems / 16 * sizeof(std::int16_t), "q8_k: padding");
+    static_assert(std::is_trivially_copyable_v<block>);
+
+    // Reference decoder, the executable spec: bsums do not enter it.
+    static void dequantize_row(const block* w, float* y, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b)
+            for (std::size_t j = 0; j < block_elems; ++j) *y++ = w[b].d * static_cast<float>(w[b].qs[j]);
+    }
+
+    // Reference quantizer (x finite): d = amax / 127, q = round(x / d); bsums filled in.
+    static void quantize_row(const float* x, block* out, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            float amax = 0.0f;
+            for (std::size_t j = 0; j < block_elems; ++j) amax = std::max(amax, std::fabs(x[j]));
+            const float d = amax / 127.0f;
+            const float inv_d = d != 0.0f ? 1.0f / d : 0.0f;
+            out[b].d = d;
+            for (std::size_t j = 0; j < block_elems; ++j)
+                out[b].qs[j] = static_cast<std::int8_t>(std::clamp(detail::round_int(x[j] * inv_d), -127, 127));
+            for (std::size_t i = 0; i < block_elems / 16; ++i) {
+                int s = 0;
+                for (std::size_t j = 0; j < 16; ++j) s += out[b].qs[16 * i + j];
+                out[b].bsums[i] = static_cast<std::int16_t>(s);
+            }
+        }
+    }
+
+    template <class Arch>
+    static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
+        using batch = xsimd::batch<float, Arch>;
+        static_assert(detail::whole_batches<Arch>(block_elems), "q8_k: a block must be whole batches");
+        batch acc(0.0f);
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems)
+            acc = xsimd::fma(batch(w[b].d), detail::dot_i8<Arch>(w[b].qs, x, block_elems), acc);
+        return xsimd::hadd(acc);
+    }
+};
+static_assert(quant_policy<q8_k>);
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/iq4_nl.hpp>
+// IQ4_NL (GGUF id 20): 32 weights share one fp16 scale; each 4-bit index picks one of 16
+// non-uniform levels (denser near zero, where trained weights cluster). Nibble layout as Q4_0:
+// w[j] = d * K[qs[j] & 0xF], w[j + 16] = d * K[qs[j] >> 4], j < 16.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/core/fp16.hpp>
+// #include <lmtk/quant/block_common.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/policy.hpp>
+
+namespace lmtk::quant {
+
+struct iq4_nl {
+    static constexpr ggml_type type_id = ggml_type::iq4_nl;
+    static constexpr std::size_t block_elems = 32;
+    static constexpr std::size_t half = block_elems / 2;
+    // The codebook (spec 3.4), ascending; int8 so the dot can widen it like any quant.
+    static constexpr std::array<std::int8_t, 16> levels = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                                           1,    13,   25,  38,  53,  69,  89,  113};
+    struct block {
+        std::uint16_t d;  // scale, fp16 bits
+        std::uint8_t qs[half];
+    };
+    static_assert(sizeof(block) == sizeof(std::uint16_t) + half, "iq4_nl: padding");
+    static_assert(std::is_trivially_copyable_v<block>);
+
+    // Reference decoder, the executable spec.
+    static void dequantize_row(const block* w, float* y, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, y += block_elems) {
+            const float d = core::fp16_to_f32(w[b].d);
+            for (std::size_t j = 0; j < half; ++j) {
+                y[j] = d * static_cast<float>(levels[w[b].qs[j] & 0xF]);
+                y[j + half] = d * static_cast<float>(levels[w[b].qs[j] >> 4]);
+            }
+        }
+    }
+
+    // The index of the level nearest to v (in units of d).
+    static int nearest_level(float v) noexcept {
+        const auto it = std::lower_bound(levels.begin(), levels.end(), v,
+                                         [](std::int8_t l, float x) { return static_cast<float>(l) < x; });
+        if (it == levels.begin()) return 0;
+        if (it == levels.end()) return 15;
+        const auto i = static_cast<int>(it - levels.begin());
+        return v - static_cast<float>(levels[i - 1]) <= static_cast<float>(levels[i]) - v ? i - 1 : i;
+    }
+
+    // Reference quantizer (x finite). The levels are not evenly spaced, so no formula gives
+    // the best d: try candidate scales that put the value of largest magnitude at or near
+    // either end of the codebook, pick the nearest level for every value, refit d by least
+    // squares for those levels (d = sum(x K) / sum(K^2)), and keep the candidate with the
+    // smallest squared error; the levels are then chosen again against the fp16-rounded d.
+    static void quantize_row(const float* x, block* out, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
+            float amax = 0.0f, extreme = 0.0f;
+            for (std::size_t j = 0; j < block_elems; ++j) {
+                if (std::fabs(x[j]) > amax) {
+                    amax = std::fabs(x[j]);
+                    extreme = x[j];
+                }
+            }
+            float best_d = 0.0f;
+            double best_gain = -1.0;
+            if (amax > 0.0f) {
+                for (const float end : {static_cast<float>(levels.front()), static_cast<float>(levels.back())}) {
+                    for (int t = -detail::search_steps; t <= detail::search_steps; ++t) {
+                        // The extreme maps to `end` scaled by 1 +- up to 10%.
+                        const float inv = end * (1.0f + 0.01f * static_cast<float>(t)) / extreme;
+                        double sxk = 0.0, skk = 0.0;
+                        for (std::size_t j = 0; j < block_elems; ++j) {
+                            const float k = levels[static_cast<std::size_t>(nearest_level(x[j] * inv))];
+                            sxk += static_cast<double>(x[j]) * k;
+                            skk += static_cast<double>(k) * k;
+                        }
+                        const double gain = sxk * sxk / skk;  // skk > 0: no level is 0
+                        if (gain > best_gain) {
+                            best_gain = gain;
+                            best_d = static_cast<float>(sxk / skk);
+                        }
+                    }
+                }
+            }
+            out[b].d = core::f32_to_fp16(best_d);
+            const float d = core::fp16_to_f32(out[b].d);
+            const float inv_d = d != 0.0f ? 1.0f / d : 0.0f;
+            const auto index = [&](float v) noexcept { return static_cast<std::uint8_t>(nearest_level(v * inv_d)); };
+            for (std::size_t j = 0; j < half; ++j)
+                out[b].qs[j] = static_cast<std::uint8_t>(index(x[j]) | (index(x[j + half]) << 4));
+        }
+    }
+
+    // The levels of the 32 indices of one block, in element order.
+    static void unpack(const block& b, std::int8_t* q) noexcept {
+#if defined(__GNUC__) && !defined(__clang__)
+        // A 16-entry byte table lookup is one byte shuffle (pshufb, tbl) on every SIMD target;
+        // GCC lowers __builtin_shuffle with a variable selector to it. A scalar lookup per
+        // index ran at a quarter of Q4_0's speed.
+        using bytes16 [[gnu::vector_size(16)]] = std::int8_t;
+        using ubytes16 [[gnu::vector_size(16)]] = std::uint8_t;
+        bytes16 table;
+        std::memcpy(&table, levels.data(), sizeof table);
+        ubytes16 packed;
+        std::memcpy(&packed, b.qs, sizeof packed);
+        const bytes16 lo = __builtin_shuffle(table, packed & 0xF), hi = __builtin_shuffle(table, packed >> 4);
+        std::memcpy(q, &lo, sizeof lo);
+        std::memcpy(q + half, &hi, sizeof hi);
+#else
+        for (std::size_t j = 0; j < half; ++j) {
+            q[j] = levels[b.qs[j] & 0xF];
+            q[j + half] = levels[b.qs[j] >> 4];
+        }
+#endif
+    }
+
+    template <class Arch>
+    static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
+        using batch = xsimd::batch<float, Arch>;
+        static_assert(detail::whole_batches<Arch>(block_elems), "iq4_nl: a block must be whole batches");
+        batch acc0(0.0f), acc1(0.0f);  // two chains: each fma waits on the previous one's result
+        std::size_t b = 0;
+        alignas(64) std::int8_t q[block_elems];
+        for (; b + 2 <= n_blocks; b += 2, x += 2 * block_elems) {
+            unpack(w[b], q);
+            acc0 = xsimd::fma(batch(core::fp16_to_f32(w[b].d)), detail::dot_i8<Arch>(q, x, block_elems), acc0);
+            unpack(w[b + 1], q);
+            acc1 = xsimd::fma(batch(core::fp16_to_f32(w[b + 1].d)), detail::dot_i8<Arch>(q, x + block_elems, block_elems), acc1);
+        }
+        if (b < n_blocks) {
+            unpack(w[b], q);
+            acc0 = xsimd::fma(batch(core::fp16_to_f32(w[b].d)), detail::dot_i8<Arch>(q, x, block_elems), acc0);
+        }
+        return xsimd::hadd(acc0 + acc1);
+    }
+};
+static_assert(quant_policy<iq4_nl>);
+
+}  // namespace lmtk::quant
 // #include <lmtk/quant/dispatch.hpp>
 // Load-time dispatch: a GGUF tensor's ggml_type -> the compiled kernels of its format, resolved
 // once per tensor into plain function pointers so the forward pass has no type switches.
@@ -1788,8 +3139,17 @@ static_assert(quant_policy<q4_0>);
 // #include <lmtk/quant/f16.hpp>
 // #include <lmtk/quant/f32.hpp>
 // #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/iq4_nl.hpp>
 // #include <lmtk/quant/policy.hpp>
+// #include <lmtk/quant/q2_k.hpp>
+// #include <lmtk/quant/q3_k.hpp>
 // #include <lmtk/quant/q4_0.hpp>
+// #include <lmtk/quant/q4_1.hpp>
+// #include <lmtk/quant/q4_k.hpp>
+// #include <lmtk/quant/q5_0.hpp>
+// #include <lmtk/quant/q5_1.hpp>
+// #include <lmtk/quant/q5_k.hpp>
+// #include <lmtk/quant/q6_k.hpp>
 // #include <lmtk/quant/q8_0.hpp>
 
 namespace lmtk::quant {
@@ -1813,7 +3173,8 @@ struct set {
     static constexpr bool contains(ggml_type t) noexcept { return ((Ps::type_id == t) || ...); }
 };
 
-using default_set = set<f32, f16, bf16, q8_0, q4_0>;  // later formats extend it
+// Every weight format lmtk reads. Q8_K is left out: ggml only uses it for activations.
+using default_set = set<f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl>;
 
 namespace kernels {
 
