@@ -46,12 +46,8 @@ private:
     llama_hparams hp_;
 };
 
-// Opens a model path: a GGUF file, or (once the Hugging Face loader is in) a checkpoint folder.
-inline std::unique_ptr<weight_source> open_weights(const std::string& path) {
-    std::error_code ec;
-    if (std::filesystem::is_directory(path, ec))
-        fail(path, ": is a directory; Hugging Face checkpoint folders are not supported yet");
-    return std::make_unique<gguf_source>(path);
-}
-
 }  // namespace lmtk::model
+
+// open_weights(path), for a GGUF file or a Hugging Face checkpoint folder, lives with the HF
+// source it needs. Included last: hf.hpp builds on the classes above, whichever header comes first.
+#include <lmtk/model/hf.hpp>

@@ -1,0 +1,327 @@
+#pragma once
+// A Hugging Face checkpoint folder as a weight_source: config.json for the hyperparameters,
+// model.safetensors (or shards named by model.safetensors.index.json) for the weights.
+//
+// Supported: LlamaForCausalLM, MistralForCausalLM (and Qwen2ForCausalLM once the forward pass
+// has attention biases) with F32, F16 or BF16 tensors. Each HF tensor is presented under its
+// GGUF name and in GGUF orientation (ne = the HF shape reversed: [out, in] -> ne = [in, out]),
+// so the model binds it exactly like a GGUF tensor. HF keeps Q and K rows in the rotate-half
+// layout, so the hyperparameters say rope_kind::neox; nothing is permuted here.
+//
+// Tensors are used in place from the mapping when their bytes are aligned for their type;
+// safetensors gives no alignment guarantee (the header length is arbitrary), so a misaligned
+// tensor is copied once, at load, into an aligned buffer this source owns.
+#include <lmtk/core/error.hpp>
+#include <lmtk/io/gguf.hpp>
+#include <lmtk/io/safetensors.hpp>
+#include <lmtk/model/hparams.hpp>
+#include <lmtk/model/source.hpp>
+#include <lmtk/quant/ggml_type.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <charconv>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <limits>
+#include <memory>
+#include <new>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace lmtk::model {
+
+namespace detail {
+
+// "model.layers.12.self_attn.q_proj.weight" -> "blk.12.attn_q.weight"; nullopt for names that
+// are not weights of the Llama family (the caller decides whether that is an error).
+inline std::optional<std::string> gguf_name_of(std::string_view hf) {
+    if (hf == "model.embed_tokens.weight") return "token_embd.weight";
+    if (hf == "model.norm.weight") return "output_norm.weight";
+    if (hf == "lm_head.weight") return "output.weight";
+    constexpr std::string_view layers = "model.layers.";
+    if (!hf.starts_with(layers)) return std::nullopt;
+    hf.remove_prefix(layers.size());
+    const std::size_t dot = hf.find('.');
+    if (dot == 0 || dot == std::string_view::npos) return std::nullopt;
+    unsigned layer = 0;
+    const auto [p, ec] = std::from_chars(hf.data(), hf.data() + dot, layer);
+    if (ec != std::errc() || p != hf.data() + dot) return std::nullopt;
+    const std::string_view rest = hf.substr(dot + 1);
+    static constexpr std::pair<std::string_view, std::string_view> parts[] = {
+        {"input_layernorm.weight", "attn_norm.weight"},
+        {"post_attention_layernorm.weight", "ffn_norm.weight"},
+        {"self_attn.q_proj.weight", "attn_q.weight"},
+        {"self_attn.k_proj.weight", "attn_k.weight"},
+        {"self_attn.v_proj.weight", "attn_v.weight"},
+        {"self_attn.o_proj.weight", "attn_output.weight"},
+        {"self_attn.q_proj.bias", "attn_q.bias"},
+        {"self_attn.k_proj.bias", "attn_k.bias"},
+        {"self_attn.v_proj.bias", "attn_v.bias"},
+        {"mlp.gate_proj.weight", "ffn_gate.weight"},
+        {"mlp.up_proj.weight", "ffn_up.weight"},
+        {"mlp.down_proj.weight", "ffn_down.weight"},
+    };
+    for (const auto& [from, to] : parts)
+        if (rest == from) return "blk." + std::to_string(layer) + "." + std::string(to);
+    return std::nullopt;
+}
+
+// Buffers for tensors copied out of the mapping; 64-byte aligned like a cache line, which is
+// more than any kernel needs.
+struct aligned_delete {
+    void operator()(std::byte* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
+};
+using aligned_bytes = std::unique_ptr<std::byte[], aligned_delete>;
+
+}  // namespace detail
+
+class hf_source final : public weight_source {
+public:
+    static constexpr std::string_view supported_architectures = "LlamaForCausalLM, MistralForCausalLM";
+
+    explicit hf_source(const std::string& dir) : dir_(dir), path_(dir) {
+        namespace fs = std::filesystem;
+        config_path_ = (dir_ / "config.json").string();
+        std::error_code ec;
+        if (!fs::is_regular_file(config_path_, ec)) fail(path_, ": no config.json in the checkpoint folder");
+        {
+            const core::mapped_file m(config_path_);
+            if (m.size() > safetensors::max_header_bytes) fail(config_path_, ": implausibly large (", m.size(), " bytes)");
+            config_ = safetensors::detail::parse_json(
+                std::string_view(reinterpret_cast<const char*>(m.data()), m.size()), config_path_);
+        }
+        if (!config_.is_object()) fail(config_path_, ": not a JSON object");
+        read_config();
+        weights_ = std::make_unique<safetensors::checkpoint>(dir);
+        bind_tensors();
+    }
+
+    const std::string& path() const noexcept override { return path_; }
+    const llama_hparams& hparams() const noexcept override { return hp_; }
+    const gguf::tensor_info* find_tensor(std::string_view name) const noexcept override {
+        const auto it = index_.find(name);
+        return it == index_.end() ? nullptr : &tensors_[it->second];
+    }
+
+    const std::filesystem::path& directory() const noexcept { return dir_; }
+    const nlohmann::json& config() const noexcept { return config_; }
+    const std::string& architecture() const noexcept { return architecture_; }  // "LlamaForCausalLM"
+    bool tied_embeddings() const noexcept { return tied_; }
+    // The tensors under their GGUF names, in checkpoint order.
+    const std::vector<gguf::tensor_info>& tensors() const noexcept { return tensors_; }
+    const safetensors::checkpoint& checkpoint() const noexcept { return *weights_; }
+    // config.json values that are not hyperparameters of the forward pass.
+    std::optional<std::int64_t> bos_token_id() const { return optional_int("bos_token_id"); }
+    std::optional<std::int64_t> eos_token_id() const { return optional_int("eos_token_id"); }
+    // tokenizer.json in the folder, if there is one.
+    std::optional<std::string> tokenizer_json() const {
+        std::error_code ec;
+        const auto p = dir_ / "tokenizer.json";
+        if (std::filesystem::is_regular_file(p, ec)) return p.string();
+        return std::nullopt;
+    }
+
+private:
+    // --- config.json ------------------------------------------------------------------------
+    const nlohmann::json* field(std::string_view key) const {
+        const auto it = config_.find(key);
+        return it == config_.end() || it->is_null() ? nullptr : &*it;
+    }
+    std::optional<std::int64_t> optional_int(std::string_view key) const {
+        const nlohmann::json* v = field(key);
+        if (!v) return std::nullopt;
+        if (v->is_array() && v->size() == 1) v = &(*v)[0];  // eos_token_id may be a list
+        if (!v->is_number_integer()) return std::nullopt;
+        return v->get<std::int64_t>();
+    }
+    std::uint32_t positive(std::string_view key, std::optional<std::uint32_t> fallback = std::nullopt) const {
+        const nlohmann::json* v = field(key);
+        if (!v) {
+            if (fallback) return *fallback;
+            fail(config_path_, ": '", key, "' is missing");
+        }
+        if (!v->is_number_integer() || v->get<std::int64_t>() <= 0 || v->get<std::int64_t>() > (1 << 30))
+            fail(config_path_, ": '", key, "' must be a positive integer, not ", v->dump());
+        return static_cast<std::uint32_t>(v->get<std::int64_t>());
+    }
+    double number(std::string_view key, double fallback) const {
+        const nlohmann::json* v = field(key);
+        if (!v) return fallback;
+        if (!v->is_number() || !std::isfinite(v->get<double>()))
+            fail(config_path_, ": '", key, "' must be a number, not ", v->dump());
+        return v->get<double>();
+    }
+
+    void read_config() {
+        const nlohmann::json* archs = field("architectures");
+        if (!archs || !archs->is_array() || archs->empty() || !(*archs)[0].is_string())
+            fail(config_path_, ": no 'architectures' list");
+        architecture_ = (*archs)[0].get<std::string>();
+        if (architecture_ == "Qwen2ForCausalLM")
+            fail(config_path_, ": Qwen2ForCausalLM needs attention biases (q/k/v_proj.bias), which lmtk's forward pass "
+                               "does not have yet (supported: ", supported_architectures, ")");
+        if (architecture_ != "LlamaForCausalLM" && architecture_ != "MistralForCausalLM")
+            fail(config_path_, ": architecture '", architecture_, "' is not supported (supported: ", supported_architectures,
+                 ")");
+        if (const nlohmann::json* q = field("quantization_config")) {
+            const auto m = q->is_object() ? q->find("quant_method") : q->end();
+            fail(config_path_, ": quantized checkpoints (",
+                 m != q->end() && m->is_string() ? m->get<std::string>() : std::string("quantization_config"),
+                 ") are not supported by the safetensors loader; only F32, F16 and BF16 weights are");
+        }
+        if (const nlohmann::json* act = field("hidden_act"); act && *act != "silu")
+            fail(config_path_, ": hidden_act ", act->dump(), " is not supported (Llama uses silu)");
+        for (const char* key : {"attention_bias", "mlp_bias"})
+            if (const nlohmann::json* b = field(key); b && *b == true)
+                fail(config_path_, ": '", key, "' is true; biases are not supported by lmtk's forward pass yet");
+
+        llama_hparams h;
+        h.arch = "llama";
+        h.rope = rope_kind::neox;  // HF's rotate-half layout, unpermuted
+        h.n_embd = positive("hidden_size");
+        h.n_ff = positive("intermediate_size");
+        h.n_layer = positive("num_hidden_layers");
+        h.n_head = positive("num_attention_heads");
+        h.n_head_kv = positive("num_key_value_heads", h.n_head);
+        if (h.n_head % h.n_head_kv != 0)
+            fail(config_path_, ": num_attention_heads ", h.n_head, " is not a multiple of num_key_value_heads ", h.n_head_kv);
+        if (!field("head_dim") && h.n_embd % h.n_head != 0)
+            fail(config_path_, ": hidden_size ", h.n_embd, " is not a multiple of num_attention_heads ", h.n_head);
+        h.head_dim = positive("head_dim", h.n_embd / h.n_head);
+        if (h.head_dim % 2 != 0) fail(config_path_, ": head_dim ", h.head_dim, " must be even");
+        h.rope_dim = h.head_dim;
+        h.n_ctx_train = positive("max_position_embeddings", 2048);
+        // Sliding-window attention (Mistral v0.1) equals full attention while the context fits in
+        // the window, so the default context is capped at the window rather than refused.
+        if (const nlohmann::json* w = field("sliding_window"); w && w->is_number_integer() && w->get<std::int64_t>() > 0 &&
+                                                               (!field("use_sliding_window") || *field("use_sliding_window") != false))
+            h.n_ctx_train = std::min<std::uint32_t>(h.n_ctx_train, static_cast<std::uint32_t>(
+                                                                         std::min<std::int64_t>(w->get<std::int64_t>(), 1 << 30)));
+        h.rms_eps = static_cast<float>(number("rms_norm_eps", 1e-6));
+        if (!(h.rms_eps >= 0.0f)) fail(config_path_, ": rms_norm_eps must not be negative");
+        h.rope_freq_base = static_cast<float>(number("rope_theta", 10000.0));
+        if (!(h.rope_freq_base > 0.0f)) fail(config_path_, ": rope_theta must be positive");
+        if (const nlohmann::json* rs = field("rope_scaling")) {
+            if (!rs->is_object()) fail(config_path_, ": rope_scaling must be an object or null");
+            std::string type;
+            for (const char* k : {"rope_type", "type"})
+                if (const auto it = rs->find(k); it != rs->end() && it->is_string()) type = it->get<std::string>();
+            if (type == "linear") {
+                const auto f = rs->find("factor");
+                if (f == rs->end() || !f->is_number() || !(f->get<double>() > 0.0) || !std::isfinite(f->get<double>()))
+                    fail(config_path_, ": rope_scaling.factor must be a positive number");
+                h.rope_freq_scale = static_cast<float>(1.0 / f->get<double>());
+            } else if (type != "default") {
+                fail(config_path_, ": rope_scaling type '", type, "' is not supported (supported: linear)");
+            }
+        }
+        const nlohmann::json* tie = field("tie_word_embeddings");
+        if (tie && !tie->is_boolean()) fail(config_path_, ": tie_word_embeddings must be true or false");
+        tied_ = tie && tie->get<bool>();  // transformers' Llama/Mistral default is false
+        hp_ = h;
+    }
+
+    // --- tensors ----------------------------------------------------------------------------
+    void bind_tensors() {
+        const std::vector<const safetensors::tensor*> all = weights_->tensors();
+        tensors_.reserve(all.size());
+        const bool embed_stored = weights_->find("model.embed_tokens.weight") != nullptr;
+        for (const safetensors::tensor* t : all) {
+            std::optional<std::string> name = detail::gguf_name_of(t->name);
+            if (!name) {
+                // Non-persistent buffers some older checkpoints saved along with the weights.
+                if (t->name.ends_with(".rotary_emb.inv_freq")) continue;
+                fail(where(*t), ": tensor '", t->name, "' is not part of a ", architecture_, " lmtk can run");
+            }
+            if (name->ends_with(".bias"))
+                fail(where(*t), ": tensor '", t->name, "' is a bias; lmtk's forward pass has no attention biases yet");
+            if (*name == "output.weight") {
+                // torch's save_model stores tied weights once, sometimes under lm_head.weight
+                // only: then it is the embedding. With both present and tied, the head is dropped.
+                if (!embed_stored) name = "token_embd.weight";
+                else if (tied_) continue;
+            }
+            add(*t, std::move(*name));
+        }
+        if (!find_tensor("token_embd.weight")) fail(path_, ": model.embed_tokens.weight is missing");
+        if (!tied_ && !find_tensor("output.weight"))
+            fail(path_, ": lm_head.weight is missing and tie_word_embeddings is not true");
+
+        const gguf::tensor_info& emb = *find_tensor("token_embd.weight");
+        if (const nlohmann::json* v = field("vocab_size"); v && (!v->is_number_integer() || v->get<std::int64_t>() != emb.ne[1]))
+            fail(config_path_, ": vocab_size ", v->dump(), " disagrees with the embedding's ", emb.ne[1], " rows");
+        hp_.n_vocab = static_cast<std::uint32_t>(emb.ne[1]);
+    }
+
+    std::string where(const safetensors::tensor& t) const {
+        const safetensors::file* f = weights_->file_of(t.name);
+        return f ? f->path() : path_;
+    }
+
+    void add(const safetensors::tensor& t, std::string gguf_name) {
+        gguf::tensor_info info;
+        switch (t.type) {
+            case safetensors::dtype::f32: info.type = quant::ggml_type::f32; break;
+            case safetensors::dtype::f16: info.type = quant::ggml_type::f16; break;
+            case safetensors::dtype::bf16: info.type = quant::ggml_type::bf16; break;
+            default:
+                fail(where(t), ": tensor '", t.name, "' has dtype ", safetensors::dtype_name(t.type),
+                     "; only F32, F16 and BF16 weights are supported");
+        }
+        if (t.n_dims() == 0 || t.n_dims() > gguf::max_dims)
+            fail(where(t), ": tensor '", t.name, "' has ", t.n_dims(), " dimensions (1 to ", gguf::max_dims, " supported)");
+        info.n_dims = static_cast<std::uint32_t>(t.n_dims());
+        for (std::size_t d = 0; d < t.n_dims(); ++d) {
+            const std::uint64_t v = t.shape[t.n_dims() - 1 - d];
+            // safetensors bounds the element count by the file size, so this cannot overflow int64.
+            info.ne[d] = static_cast<std::int64_t>(v);
+        }
+        info.n_elements = t.n_elements;
+        info.n_bytes = t.bytes.size();
+        info.offset = t.begin;
+        const std::size_t align = quant::traits_of(info.type).block_bytes;
+        if (reinterpret_cast<std::uintptr_t>(t.bytes.data()) % align == 0) {
+            info.data = t.bytes.data();
+        } else {
+            detail::aligned_bytes copy(static_cast<std::byte*>(::operator new[](t.bytes.size() + 1, std::align_val_t{64})));
+            std::memcpy(copy.get(), t.bytes.data(), t.bytes.size());
+            info.data = copy.get();
+            owned_.push_back(std::move(copy));
+        }
+        names_.push_back(std::move(gguf_name));
+        info.name = names_.back();
+        if (index_.count(info.name)) fail(where(t), ": two tensors map to '", info.name, "'");
+        index_.emplace(info.name, tensors_.size());
+        tensors_.push_back(info);
+    }
+
+    std::filesystem::path dir_;
+    std::string path_, config_path_;
+    nlohmann::json config_;
+    std::string architecture_;
+    llama_hparams hp_;
+    bool tied_ = false;
+    std::unique_ptr<safetensors::checkpoint> weights_;
+    std::deque<std::string> names_;  // GGUF names; a deque keeps the views in tensors_ valid
+    std::vector<gguf::tensor_info> tensors_;
+    std::unordered_map<std::string_view, std::size_t> index_;
+    std::vector<detail::aligned_bytes> owned_;
+};
+
+// Opens a model path: a GGUF file or a Hugging Face checkpoint folder.
+inline std::unique_ptr<weight_source> open_weights(const std::string& path) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec)) return std::make_unique<hf_source>(path);
+    return std::make_unique<gguf_source>(path);
+}
+
+}  // namespace lmtk::model
