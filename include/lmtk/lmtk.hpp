@@ -13,6 +13,7 @@
 #include <lmtk/core/thread_pool.hpp>
 #include <lmtk/io/gguf.hpp>
 #include <lmtk/io/gguf_writer.hpp>
+#include <lmtk/io/safetensors.hpp>
 #include <lmtk/quant/quant.hpp>
 #include <lmtk/target/cpu.hpp>
 #include <lmtk/model/hparams.hpp>

@@ -1,5 +1,6 @@
-// lmtk tokenize: stdin -> token ids on one line. Reads only the GGUF metadata, so it works on
-// vocabulary-only files (llama.cpp's ggml-vocab-*.gguf) as well as full models.
+// lmtk tokenize: stdin -> token ids on one line. Reads only the tokenizer (GGUF metadata, or a
+// Hugging Face folder's tokenizer.json), so it works on vocabulary-only files (llama.cpp's
+// ggml-vocab-*.gguf) as well as full models.
 //
 // The text is taken byte for byte, a trailing newline included (use `printf` or `echo -n` to
 // leave it out). BOS is added when the vocabulary asks for it (tokenizer.ggml.add_bos_token) and
@@ -7,8 +8,7 @@
 #include "args.hpp"
 #include "commands.hpp"
 
-#include <lmtk/io/gguf.hpp>
-#include <lmtk/tokenize/tokenize.hpp>
+#include <lmtk/tokenize/load.hpp>
 
 #include <cstdio>
 #include <string>
@@ -32,11 +32,7 @@ std::string read_stdin() {
 int cmd_tokenize(const argv_t& argv) {
     const args a("tokenize", argv, {"-m|--model"}, {"--no-bos", "--special"});
     if (!a.positional().empty()) fail("lmtk tokenize: unexpected argument '", a.positional()[0], "' (text comes from stdin)");
-    const gguf::file file(a.require("-m"));
-    tokenize::vocab vocab = tokenize::vocab::from_gguf(file);
-    if (vocab.model() != "llama")
-        fail(file.path(), ": tokenizer model '", vocab.model(), "' is not supported yet (only 'llama', SentencePiece)");
-    const tokenize::spm_tokenizer tok(std::move(vocab));
+    const tokenize::tokenizer tok = tokenize::load_tokenizer(a.require("-m"));
     const tokenize::vocab& v = tok.vocabulary();
 
     const bool add_special = !a.has("--no-bos");

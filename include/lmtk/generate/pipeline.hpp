@@ -68,7 +68,7 @@ class pipeline {
 public:
     using model_type = model::llama<Set, Target>;
     using context_type = model::llama_context<model_type, KV>;
-    using tokenizer_type = tokenize::spm_tokenizer;
+    using tokenizer_type = tokenize::tokenizer;
     using sampler_type = Chain;
 
     explicit pipeline(const std::string& model_path, pipeline_options opt = {}, Chain chain = Chain{})
