@@ -143,6 +143,9 @@ class LoadTest(unittest.TestCase):
                 self.assertEqual(len(results), 32)
                 self.assertTrue(all(results))
             self.assertLess(time.time() - t0, 300)
+            # The slots shared forward passes: more rows than passes.
+            b = json.loads(s.get("/props")[1])["batching"]
+            self.assertGreater(b["rows"], 1.5 * b["forward_passes"], b)
 
             # Clients that hang up mid-stream: their slots must come back.
             for i in range(8):

@@ -42,7 +42,7 @@ struct config_key {
 };
 constexpr config_key config_keys[] = {
     {"n_ctx", kind::integer, "context size per slot (same as -c)"},
-    {"n_threads", kind::integer, "threads per slot (same as -t)"},
+    {"n_threads", kind::integer, "threads of the forward pass (same as -t)"},
     {"n_batch", kind::integer, "tokens per forward pass during prompt processing"},
     {"kv_type", kind::text, "KV cache element type: f32 or f16"},
     {"seed", kind::integer, "seed of the slots' generators"},
@@ -105,7 +105,7 @@ int serve_with(const args& a, const std::string& path, std::map<std::string, con
     eo.max_queue = static_cast<std::size_t>(std::max(0LL, integer("max_queue", a.number<long long>("--max-queue", 32))));
     const std::size_t hw = std::max(1u, std::thread::hardware_concurrency());
     eo.context.n_threads = static_cast<std::size_t>(integer("n_threads", a.number<long long>("-t", 0)));
-    if (eo.context.n_threads == 0) eo.context.n_threads = std::max<std::size_t>(1, hw / eo.n_slots);
+    if (eo.context.n_threads == 0) eo.context.n_threads = hw;  // one pool serves every slot's rows
     eo.context.n_ctx = static_cast<std::size_t>(integer("n_ctx", a.number<long long>("-c", 0)));
     eo.context.n_batch = static_cast<std::size_t>(integer("n_batch", 512));
     eo.seed = static_cast<std::uint64_t>(integer("seed", static_cast<long long>(std::random_device{}())));
@@ -136,8 +136,8 @@ int serve_with(const args& a, const std::string& path, std::map<std::string, con
 
     const std::string base = "http://" + so.host + ":" + std::to_string(port);
     std::fprintf(stderr,
-                 "lmtk: serving %s as '%s': %zu slot(s) x %zu tokens, %zu thread(s) each, queue %zu, kv %.*s, chat format %.*s\n",
-                 path.c_str(), srv.svc().model_id().c_str(), eng.n_slots(), eng.n_ctx(), eng.n_threads_per_slot(),
+                 "lmtk: serving %s as '%s': %zu slot(s) x %zu tokens batched in one pass, %zu thread(s), queue %zu, kv %.*s, chat format %.*s\n",
+                 path.c_str(), srv.svc().model_id().c_str(), eng.n_slots(), eng.n_ctx(), eng.n_threads(),
                  eo.max_queue, int(KV::name.size()), KV::name.data(), int(to_string(srv.svc().format()).size()),
                  to_string(srv.svc().format()).data());
     std::fprintf(stderr,

@@ -9,14 +9,13 @@
 //       return send(text);                   // false: the client is gone, stop generating
 //   });
 //
-// Each slot owns a llama_context (KV cache + scratch) over the shared, read-only model, its
-// own sampler chain and generator, and remembers which tokens its cache holds, so a request
-// that extends an earlier one (a chat's next turn) only evaluates the new tokens. A free slot
-// whose cache shares the longest prefix with the prompt is preferred.
-//
-// Slots run concurrently, each request on its caller's thread (every context has its own
-// thread pool). They do not share a forward pass yet: that needs a batched decode in the
-// model (see the report of issue 5 / decode_batch).
+// The slots are the sequences of one llama_context (one KV cache each) over the shared,
+// read-only model. Each slot has its own sampler chain and generator and remembers which tokens
+// its sequence holds, so a request that extends an earlier one (a chat's next turn) only
+// evaluates the new tokens; a free slot whose cache shares the longest prefix with the prompt is
+// preferred. One scheduler thread runs every active slot in the same forward pass
+// (llama_context::decode_batch: one row per generating slot plus prompt chunks), so the weights
+// are read once per step for all of them; the requesting threads only relay text.
 #include <lmtk/core/error.hpp>
 #include <lmtk/generate/pipeline.hpp>
 #include <lmtk/generate/text_stream.hpp>
@@ -38,6 +37,8 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <thread>
+#include <deque>
 #include <optional>
 #include <span>
 #include <string>
@@ -117,31 +118,50 @@ class engine {
 public:
     using context_type = model::llama_context<Model, KV>;
 
+    // A slot: one sequence of the shared context, with its own sampler, generator and record of
+    // which tokens that sequence's cache holds.
+    struct job;
     struct slot {
-        slot(const Model& m, const model::context_options& o, std::uint64_t seed) : ctx(m, o), gen(seed) {}
-        context_type ctx;
+        explicit slot(std::uint64_t seed) : gen(seed) {}
         server_chain chain;
         s::rng gen;
-        std::vector<std::int32_t> cached;  // tokens whose keys/values ctx holds, in order
+        std::vector<std::int32_t> cached;  // tokens whose keys/values sequence `index` holds, in order
         std::size_t index = 0;
-        bool busy = false;
+        bool busy = false;                 // leased (engine lock)
+        job* active = nullptr;             // being generated (scheduler lock)
     };
 
     engine(const Model& m, const tokenizer_t& tok, engine_options opt)
-        : m_(m), tok_(tok), opt_(std::move(opt)) {
-        if (opt_.n_slots == 0) fail("the server needs at least one slot (--parallel 1)");
+        : m_(m), tok_(tok), opt_(std::move(opt)), ctx_(m, with_sequences(opt_)) {
         for (std::size_t i = 0; i < opt_.n_slots; ++i) {
-            slots_.push_back(std::make_unique<slot>(m, opt_.context, opt_.seed + 0x9e3779b97f4a7c15ull * (i + 1)));
+            slots_.push_back(std::make_unique<slot>(opt_.seed + 0x9e3779b97f4a7c15ull * (i + 1)));
             slots_.back()->index = i;
         }
+        logits_.resize(opt_.n_slots * std::size_t(m.n_vocab()));
+        scheduler_ = std::thread([this] { schedule(); });
+    }
+    engine(const engine&) = delete;
+    engine& operator=(const engine&) = delete;
+    ~engine() {
+        {
+            std::lock_guard lock(sched_mu_);
+            stop_ = true;
+        }
+        work_cv_.notify_all();
+        scheduler_.join();
     }
 
     const Model& model() const noexcept { return m_; }
     const tokenizer_t& tokenizer() const noexcept { return tok_; }
-    std::size_t n_ctx() const noexcept { return slots_.front()->ctx.n_ctx(); }
+    std::size_t n_ctx() const noexcept { return ctx_.n_ctx(); }
     std::size_t n_slots() const noexcept { return slots_.size(); }
-    std::size_t n_threads_per_slot() const noexcept { return slots_.front()->ctx.n_threads(); }
+    std::size_t n_threads() const noexcept { return ctx_.n_threads(); }
     const engine_options& options() const noexcept { return opt_; }
+    // Forward passes so far and rows they carried: rows / passes > 1 means slots shared passes.
+    std::pair<std::uint64_t, std::uint64_t> batch_stats() const {
+        std::lock_guard lock(sched_mu_);
+        return {n_passes_, n_rows_};
+    }
 
     // Requests admitted (running or waiting) and requests generating right now.
     std::size_t n_admitted() const {
@@ -195,8 +215,8 @@ public:
         std::lock_guard lock(mu_);
         if (admitted_ >= slots_.size() + opt_.max_queue)
             throw queue_full(lmtk::detail::concat("the server is busy: ", slots_.size(), " requests are running and ",
-                                            admitted_ - std::min(admitted_, slots_.size()),
-                                            " are waiting (limit ", opt_.max_queue, "); retry later"));
+                                                  admitted_ - std::min(admitted_, slots_.size()),
+                                                  " are waiting (limit ", opt_.max_queue, "); retry later"));
         ++admitted_;
         const std::uint64_t id = next_id_++;
         line_.push_back(id);
@@ -206,36 +226,95 @@ public:
     // ---- generation ---------------------------------------------------------------------------
     using on_text_fn = std::function<bool(std::string_view text, std::span<const token_logprobs> lp)>;
 
-    // Runs one request on a leased slot. on_text gets each piece of text that is safe to show
-    // (never inside a UTF-8 character or a possible stop string) with the logprobs of the
-    // tokens generated since the previous call; returning false stops generation
+    // Runs one request on a leased slot and blocks until it ends. The scheduler thread does
+    // the work, batching this slot's rows with the other slots'; this thread relays what it
+    // produces. on_text gets each piece of text that is safe to show (never inside a UTF-8
+    // character or a possible stop string) with the logprobs of the tokens generated since
+    // the previous call, and is also called with nothing every 100 ms of silence (a long
+    // prefill) so the caller can check its client; returning false stops generation
     // (result.cancelled). Throws lmtk::error for a prompt that does not fit.
     result run(slot& sl, const request& rq, const on_text_fn& on_text) {
-        const stopwatch total;
-        result r;
-        r.slot = sl.index;
-        r.n_prompt = rq.prompt.size();
         if (rq.prompt.empty()) fail("the prompt is empty and the model adds no BOS token: nothing to condition on");
-        if (rq.prompt.size() >= sl.ctx.n_ctx())
-            fail("the prompt has ", rq.prompt.size(), " tokens, which does not fit in the context of ", sl.ctx.n_ctx(),
+        if (rq.prompt.size() >= ctx_.n_ctx())
+            fail("the prompt has ", rq.prompt.size(), " tokens, which does not fit in the context of ", ctx_.n_ctx(),
                  " tokens");
         for (const std::int32_t t : rq.prompt)
             if (t < 0 || static_cast<std::size_t>(t) >= tok_.size())
                 fail("token id ", t, " is outside the vocabulary of ", tok_.size());
-        configure(sl, rq.sampling);
-        try {
-            generate(sl, rq, on_text, r);
-        } catch (...) {
-            // Whatever the context holds now is not known to match `cached`: start over next time.
-            sl.ctx.truncate(0);
-            sl.cached.clear();
-            throw;
+        configure(sl, rq.sampling);  // the slot is ours and idle: the scheduler does not touch it
+
+        job j(rq, sl);
+        {
+            std::lock_guard lock(sched_mu_);
+            sl.active = &j;
         }
-        r.total_ms = total.ms();
-        return r;
+        work_cv_.notify_all();
+
+        bool listening = true;
+        std::deque<event> got;
+        for (;;) {
+            bool finished = false;
+            {
+                std::unique_lock lock(j.mu);
+                j.cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return !j.events.empty() || j.done; });
+                got.swap(j.events);
+                finished = j.done;
+            }
+            if (got.empty() && !finished && listening && !on_text({}, {})) {
+                listening = false;
+                j.cancel = true;
+            }
+            for (const event& e : got)
+                if (listening && !on_text(e.text, e.lp)) {
+                    listening = false;
+                    j.cancel = true;  // the scheduler ends the job at its next step
+                }
+            got.clear();
+            if (finished) break;
+        }
+        if (j.error) std::rethrow_exception(j.error);
+        j.r.cancelled = j.r.cancelled || !listening;
+        return std::move(j.r);
     }
 
+    // What the scheduler hands to the requesting thread.
+    struct event {
+        std::string text;
+        std::vector<token_logprobs> lp;
+    };
+
+    // One request in flight. The scheduler owns everything above the channel; the channel
+    // (events, done, error) is shared under `mu`.
+    struct job {
+        job(const request& r, slot& s) : rq(r), sl(s), text(r.stop), history(r.prompt) {}
+        const request& rq;
+        slot& sl;
+        text_stream text;
+        std::vector<std::int32_t> history;
+        std::vector<token_logprobs> pending_lp;
+        std::size_t fed = 0;        // prompt tokens in the cache
+        std::size_t pending_fed = 0;  // prompt tokens in the pass being run
+        bool started = false;
+        std::int32_t last = -1;     // sampled, not yet run through the model
+        stopwatch since_start, since_prefill;
+        result r;
+        std::atomic<bool> cancel{false};
+
+        std::mutex mu;
+        std::condition_variable cv;
+        std::deque<event> events;
+        bool done = false;
+        std::exception_ptr error;
+    };
+
 private:
+    static model::context_options with_sequences(const engine_options& o) {
+        if (o.n_slots == 0) fail("the server needs at least one slot (--parallel 1)");
+        model::context_options c = o.context;
+        c.n_seq = o.n_slots;
+        return c;
+    }
+
     void configure(slot& sl, const sampling_params& p) {
         sl.chain.template get<s::logit_bias>().biases = p.logit_bias;
         auto& pen = sl.chain.template get<s::repetition_penalty>();
@@ -250,94 +329,184 @@ private:
         if (p.seed) sl.gen.reseed(*p.seed);
     }
 
-    // Evaluates the prompt (reusing the cached prefix), then samples until a stop condition.
-    void generate(slot& sl, const request& rq, const on_text_fn& on_text, result& r) {
-        const auto& prompt = rq.prompt;
+    // ---- the scheduler: one forward pass per step for every active slot -------------------------
+    // Each step takes one row per generating slot (its last sampled token) and fills the rest of
+    // n_batch with prompt chunks of slots still prefilling, runs them in one decode_batch (the
+    // weights stream once for all), then samples each slot that got logits.
+    void schedule() {
+        std::vector<model::batch_entry> batch;
+        std::vector<job*> want;        // jobs whose logits rows come back, in batch order
+        std::vector<job*> in_batch;    // every job with rows in this step
+        std::vector<job*> jobs;
+        for (;;) {
+            jobs.clear();
+            {
+                std::unique_lock lock(sched_mu_);
+                work_cv_.wait(lock, [&] {
+                    if (stop_) return true;
+                    for (auto& sp : slots_)
+                        if (sp->active) return true;
+                    return false;
+                });
+                if (stop_) return;
+                for (auto& sp : slots_)
+                    if (sp->active) jobs.push_back(sp->active);
+            }
+            batch.clear();
+            want.clear();
+            in_batch.clear();
+            for (job*& j : jobs) {
+                if (j->cancel) {
+                    j->r.cancelled = true;
+                    finish(*j, finish_reason::none);
+                    j = nullptr;  // its owner may destroy it from now on: never touch it again
+                    continue;
+                }
+                if (!j->started) start(*j);
+                if (j->fed == j->rq.prompt.size() && j->last >= 0) {
+                    batch.push_back({j->last, static_cast<std::uint32_t>(j->sl.index), true});
+                    want.push_back(j);
+                    in_batch.push_back(j);
+                }
+            }
+            // Prompt chunks share what is left of the pass; a minimum keeps prefill moving
+            // when many slots are generating.
+            std::size_t budget = std::max<std::size_t>(ctx_.n_batch() > batch.size() ? ctx_.n_batch() - batch.size() : 0, 16);
+            for (job* j : jobs) {
+                if (!j || j->fed == j->rq.prompt.size() || budget == 0) continue;
+                const std::size_t n = std::min(budget, j->rq.prompt.size() - j->fed);
+                for (std::size_t k = 0; k < n; ++k) {
+                    const bool last = j->fed + k + 1 == j->rq.prompt.size();
+                    batch.push_back({j->rq.prompt[j->fed + k], static_cast<std::uint32_t>(j->sl.index), last});
+                    if (last) want.push_back(j);
+                }
+                budget -= n;
+                j->pending_fed = n;
+                in_batch.push_back(j);
+            }
+            if (batch.empty()) continue;
+            try {
+                const std::size_t rows = ctx_.decode_batch(batch, logits_.data());
+                (void)rows;
+            } catch (...) {
+                // The cache state of these sequences is unknown now: forget it, fail their jobs.
+                for (job* j : in_batch) {
+                    ctx_.truncate(0, j->sl.index);
+                    j->sl.cached.clear();
+                    j->error = std::current_exception();
+                    finish(*j, finish_reason::none);
+                }
+                continue;
+            }
+            {
+                std::lock_guard lock(sched_mu_);
+                ++n_passes_;
+                n_rows_ += batch.size();
+            }
+            for (job* j : in_batch) {
+                // Record what the pass put in this slot's cache.
+                if (j->pending_fed) {
+                    const auto b = j->rq.prompt.begin() + std::ptrdiff_t(j->fed);
+                    j->sl.cached.insert(j->sl.cached.end(), b, b + std::ptrdiff_t(j->pending_fed));
+                    j->fed += j->pending_fed;
+                    j->pending_fed = 0;
+                    if (j->fed == j->rq.prompt.size()) {
+                        j->r.prompt_ms = j->since_start.ms();
+                        j->since_prefill = stopwatch();
+                    }
+                } else {
+                    j->sl.cached.push_back(j->last);
+                    j->last = -1;
+                }
+            }
+            for (std::size_t i = 0; i < want.size(); ++i)
+                step(*want[i], std::span<const float>(logits_.data() + i * m_.n_vocab(), m_.n_vocab()));
+        }
+    }
+
+    // Prefix reuse: keep the longest prefix this slot's sequence already holds (at least one
+    // prompt token is run, for fresh logits).
+    void start(job& j) {
+        slot& sl = j.sl;
+        const auto& prompt = j.rq.prompt;
         std::size_t common = 0;
         while (common < sl.cached.size() && common < prompt.size() && sl.cached[common] == prompt[common]) ++common;
-        if (common == prompt.size()) --common;  // run at least one token to get fresh logits
-        sl.ctx.truncate(common);
+        if (common == prompt.size()) --common;
+        ctx_.truncate(common, sl.index);
         sl.cached.resize(common);
-        r.n_cached = common;
+        j.fed = common;
+        j.r.n_cached = common;
+        j.r.n_prompt = prompt.size();
+        j.r.slot = sl.index;
+        j.started = true;
+        j.since_start = stopwatch();
+    }
 
-        // The prompt goes in pieces so that a client who leaves during a long prefill is noticed.
-        const stopwatch prefill;
-        constexpr std::size_t piece = 256;
-        for (std::size_t at = common; at < prompt.size(); at += piece) {
-            const std::size_t n = std::min(piece, prompt.size() - at);
-            sl.ctx.decode(std::span(prompt).subspan(at, n));
-            sl.cached.insert(sl.cached.end(), prompt.begin() + std::ptrdiff_t(at), prompt.begin() + std::ptrdiff_t(at + n));
-            if (at + n < prompt.size() && !on_text({}, {})) {
-                r.cancelled = true;
-                r.prompt_ms = prefill.ms();
-                return;
-            }
+    // Samples one token from fresh logits and decides whether the job goes on.
+    void step(job& j, std::span<const float> logits) {
+        const request& rq = j.rq;
+        s::context sc{j.history, j.sl.gen};
+        const std::int32_t tok = j.sl.chain(logits, sc);
+        if (rq.top_logprobs >= 0) j.pending_lp.push_back(logprobs_of(logits, rq.sampling.logit_bias, tok, rq.top_logprobs));
+        if (!rq.ignore_eos && tok_.is_eog(tok)) {
+            if (!j.pending_lp.empty()) j.pending_lp.pop_back();  // the end token is not part of the output
+            finish(j, finish_reason::end_of_text);
+            return;
         }
-        r.prompt_ms = prefill.ms();
-
-        text_stream text(rq.stop);
-        std::vector<std::int32_t> history = prompt;
-        std::vector<token_logprobs> pending_lp;
+        j.r.tokens.push_back(tok);
+        j.history.push_back(tok);
+        if (rq.top_logprobs >= 0) j.r.logprobs.push_back(j.pending_lp.back());
         std::string out;
-        std::int32_t last = -1;
-        const stopwatch eval;
-        auto finish = [&](finish_reason why) {
-            r.finish = why;
-            out.clear();
-            text.flush(out);
-            if (!out.empty() || !pending_lp.empty()) {
-                r.text += out;
-                if (!on_text(out, pending_lp)) r.cancelled = true;
-            }
-        };
-        for (;;) {
-            if (rq.max_tokens >= 0 && r.tokens.size() >= static_cast<std::size_t>(rq.max_tokens)) {
-                finish(finish_reason::max_tokens);
-                break;
-            }
-            if (last >= 0) {
-                if (sl.ctx.n_past() >= sl.ctx.n_ctx()) {
-                    finish(finish_reason::context_full);
-                    break;
-                }
-                sl.ctx.decode(std::span(&last, 1));
-                sl.cached.push_back(last);
-                last = -1;
-            }
-            const std::span<const float> logits = sl.ctx.logits();
-            s::context sc{history, sl.gen};
-            const std::int32_t tok = sl.chain(logits, sc);
-            if (rq.top_logprobs >= 0) {
-                pending_lp.push_back(logprobs_of(logits, rq.sampling.logit_bias, tok, rq.top_logprobs));
-                r.logprobs.push_back(pending_lp.back());
-            }
-            if (!rq.ignore_eos && tok_.is_eog(tok)) {
-                if (!pending_lp.empty()) {  // the end token is not part of the output
-                    pending_lp.pop_back();
-                    r.logprobs.pop_back();
-                }
-                finish(finish_reason::end_of_text);
-                break;
-            }
-            r.tokens.push_back(tok);
-            history.push_back(tok);
-            last = tok;
-            out.clear();
-            if (text.push(tok_.piece(tok), out)) {
-                r.text += out;
-                r.finish = finish_reason::stop_string;
-                if (!on_text(out, pending_lp)) r.cancelled = true;
-                break;
-            }
-            r.text += out;
-            // Called for every token, text or not, so that a vanished client is noticed promptly.
-            if (!on_text(out, pending_lp)) {
-                r.cancelled = true;
-                break;
-            }
-            pending_lp.clear();
+        const bool stopped = j.text.push(tok_.piece(tok), out);
+        j.r.text += out;
+        if (stopped) {
+            emit(j, std::move(out));
+            finish(j, finish_reason::stop_string);
+            return;
         }
-        r.eval_ms = eval.ms();
+        if (!out.empty() || !j.pending_lp.empty()) emit(j, std::move(out));
+        // The limits are checked before running the token just sampled: nobody needs the logits
+        // that would follow it.
+        if (rq.max_tokens >= 0 && j.r.tokens.size() >= static_cast<std::size_t>(rq.max_tokens)) {
+            finish(j, finish_reason::max_tokens);
+            return;
+        }
+        if (ctx_.n_past(j.sl.index) >= ctx_.n_ctx()) {
+            finish(j, finish_reason::context_full);
+            return;
+        }
+        j.last = tok;
+    }
+
+    void emit(job& j, std::string text) {
+        {
+            std::lock_guard lock(j.mu);
+            j.events.push_back({std::move(text), std::move(j.pending_lp)});
+        }
+        j.pending_lp.clear();
+        j.cv.notify_all();
+    }
+
+    // Last touch of a job by the scheduler: after this the requesting thread may destroy it.
+    void finish(job& j, finish_reason why) {
+        if (why != finish_reason::none || j.r.finish == finish_reason::none) j.r.finish = why;
+        std::string tail;
+        j.text.flush(tail);
+        j.r.text += tail;
+        j.r.eval_ms = j.fed == j.rq.prompt.size() ? j.since_prefill.ms() : 0.0;
+        if (j.fed < j.rq.prompt.size()) j.r.prompt_ms = j.since_start.ms();
+        j.r.total_ms = j.since_start.ms();
+        {
+            std::lock_guard lock(sched_mu_);
+            j.sl.active = nullptr;
+        }
+        {
+            std::lock_guard lock(j.mu);
+            if (!tail.empty() || !j.pending_lp.empty()) j.events.push_back({std::move(tail), std::move(j.pending_lp)});
+            j.done = true;
+            // Notified under the lock: once it is released the waiter may destroy the job.
+            j.cv.notify_all();
+        }
     }
 
     // log_softmax over logits + bias; the chosen token and the k best.
@@ -440,12 +609,21 @@ private:
     const Model& m_;
     const tokenizer_t& tok_;
     engine_options opt_;
+    context_type ctx_;                    // one sequence per slot
     std::vector<std::unique_ptr<slot>> slots_;
+    std::vector<float> logits_;           // one row per slot that asked for logits this pass
+    // Admission (engine lock).
     mutable std::mutex mu_;
     std::condition_variable cv_;
-    std::list<std::uint64_t> line_;  // tickets waiting for a slot, in arrival order
+    std::list<std::uint64_t> line_;       // tickets waiting for a slot, in arrival order
     std::uint64_t next_id_ = 1;
     std::size_t admitted_ = 0, busy_ = 0;
+    // Scheduling (scheduler lock): which slots have a job; pass statistics.
+    mutable std::mutex sched_mu_;
+    std::condition_variable work_cv_;
+    bool stop_ = false;
+    std::uint64_t n_passes_ = 0, n_rows_ = 0;
+    std::thread scheduler_;               // last: starts after everything above exists
 };
 
 }  // namespace lmtk::serve

@@ -177,6 +177,8 @@ void add_routes(httplib::Server& http, Service& svc) {
                   {"chat_template", svc.chat_template()},
                   {"chat_format", to_string(svc.format())},
                   {"chat_format_description", describe(svc.format())},
+                  {"batching", {{"forward_passes", svc.eng().batch_stats().first},
+                                {"rows", svc.eng().batch_stats().second}}},
                   {"build_info", "lmtk 0.1.0"}}),
             "application/json");
     });
