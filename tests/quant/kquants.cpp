@@ -215,6 +215,10 @@ TEMPLATE_TEST_CASE("k-quants: degenerate inputs quantize to valid blocks", "[qua
         P::quantize_row(x.data(), w.data(), 2);
         for (float v : decode<P>(w)) CHECK(std::fabs(v - c) <= 0.02f * std::fabs(c));
     }
+    // Denormal-sized values (a scale whose inverse overflows) still give finite, tiny output.
+    for (std::size_t i = 0; i < n; ++i) x[i] = (i % 3 == 0 ? -1.0f : 1.0f) * 1e-39f * static_cast<float>(i % 7);
+    P::quantize_row(x.data(), w.data(), 2);
+    for (float v : decode<P>(w)) CHECK(std::fabs(v) <= 1e-37f);
     std::fill(x.begin(), x.end(), 0.0f);
     x[37] = 10.0f;
     P::quantize_row(x.data(), w.data(), 2);

@@ -85,6 +85,14 @@ inline constexpr bool whole_batches(std::size_t n) noexcept {
 // callers clamp afterwards, so only finite inputs in int range matter.
 inline int round_int(float v) noexcept { return static_cast<int>(std::lrintf(v)); }
 
+// 1 / d, or 0 where that is not a finite number (d = 0, or d so small that 1 / d overflows):
+// the quantizers then map every value to the zero point instead of computing 0 * inf = NaN,
+// whose conversion to an integer is undefined. Only all-zero or denormal blocks take this path.
+inline float safe_inverse(float d) noexcept {
+    const float inv = d != 0.0f ? 1.0f / d : 0.0f;
+    return std::isfinite(inv) ? inv : 0.0f;
+}
+
 // Relative steps around the plain max-based scale that the searches try: a scale a little off
 // the one that maps the extreme onto the end of the grid often fits the other values better.
 inline constexpr int search_steps = 10;
@@ -132,7 +140,7 @@ inline float fit_symmetric(const float* x, std::size_t n, int nmax, std::int8_t*
 
 // The same once s is fixed (after it was rounded into the block's own scale format).
 inline void quantize_symmetric(const float* x, std::size_t n, float s, int nmax, std::int8_t* q) noexcept {
-    const float inv = s != 0.0f ? 1.0f / s : 0.0f;
+    const float inv = safe_inverse(s);
     for (std::size_t j = 0; j < n; ++j) q[j] = static_cast<std::int8_t>(std::clamp(round_int(x[j] * inv), -nmax, nmax - 1));
 }
 
@@ -163,7 +171,7 @@ inline scale_min fit_affine(const float* x, std::size_t n, int qmax, std::uint8_
     scale_min best{(hi - lo) / static_cast<float>(qmax), -lo};
     double best_err = 0.0;
     {
-        const float inv = 1.0f / best.scale;
+        const float inv = safe_inverse(best.scale);
         for (std::size_t j = 0; j < n; ++j) {
             const int v = std::clamp(round_int((x[j] - lo) * inv), 0, qmax);
             q[j] = static_cast<std::uint8_t>(v);
@@ -207,7 +215,7 @@ inline scale_min fit_affine(const float* x, std::size_t n, int qmax, std::uint8_
 
 // The same once scale and min are fixed: q = round((x + min) / scale) in [0, qmax].
 inline void quantize_affine(const float* x, std::size_t n, float scale, float min, int qmax, std::uint8_t* q) noexcept {
-    const float inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+    const float inv = safe_inverse(scale);
     for (std::size_t j = 0; j < n; ++j)
         q[j] = static_cast<std::uint8_t>(std::clamp(round_int((x[j] + min) * inv), 0, qmax));
 }

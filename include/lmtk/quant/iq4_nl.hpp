@@ -91,7 +91,7 @@ struct iq4_nl {
             }
             out[b].d = core::f32_to_fp16(best_d);
             const float d = core::fp16_to_f32(out[b].d);
-            const float inv_d = d != 0.0f ? 1.0f / d : 0.0f;
+            const float inv_d = detail::safe_inverse(d);
             const auto index = [&](float v) noexcept { return static_cast<std::uint8_t>(nearest_level(v * inv_d)); };
             for (std::size_t j = 0; j < half; ++j)
                 out[b].qs[j] = static_cast<std::uint8_t>(index(x[j]) | (index(x[j + half]) << 4));

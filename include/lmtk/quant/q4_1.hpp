@@ -47,7 +47,7 @@ struct q4_1 {
         for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
             const auto [lo, hi] = std::minmax_element(x, x + block_elems);
             const float mn = *lo, d = (*hi - mn) / 15.0f;
-            const float inv_d = d != 0.0f ? 1.0f / d : 0.0f;
+            const float inv_d = detail::safe_inverse(d);
             out[b].d = core::f32_to_fp16(d);
             out[b].m = core::f32_to_fp16(mn);
             const auto quant = [&](float v) noexcept {

@@ -95,7 +95,7 @@ struct q5_0 {
                 }
             }
             const float d = m / -16.0f;
-            const float inv_d = d != 0.0f ? 1.0f / d : 0.0f;
+            const float inv_d = detail::safe_inverse(d);
             out[b].d = core::f32_to_fp16(d);
             std::uint8_t q[block_elems];
             for (std::size_t j = 0; j < block_elems; ++j)

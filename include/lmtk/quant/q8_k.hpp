@@ -40,7 +40,7 @@ struct q8_k {
             float amax = 0.0f;
             for (std::size_t j = 0; j < block_elems; ++j) amax = std::max(amax, std::fabs(x[j]));
             const float d = amax / 127.0f;
-            const float inv_d = d != 0.0f ? 1.0f / d : 0.0f;
+            const float inv_d = detail::safe_inverse(d);
             out[b].d = d;
             for (std::size_t j = 0; j < block_elems; ++j)
                 out[b].qs[j] = static_cast<std::int8_t>(std::clamp(detail::round_int(x[j] * inv_d), -127, 127));
