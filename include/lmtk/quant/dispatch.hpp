@@ -6,17 +6,21 @@
 #include <memory>
 #include <new>
 #include <optional>
+#include <span>
+#include <type_traits>
 
 #include <boost/hana/ext/std/integral_constant.hpp>
 #include <boost/hana/tuple.hpp>
 #include <boost/hana/type.hpp>
 #include <boost/hana/unpack.hpp>
 
+#include <lmtk/quant/act_q8.hpp>
 #include <lmtk/quant/bf16.hpp>
 #include <lmtk/quant/f16.hpp>
 #include <lmtk/quant/f32.hpp>
 #include <lmtk/quant/ggml_type.hpp>
 #include <lmtk/quant/iq4_nl.hpp>
+#include <lmtk/quant/matmul_vnni.hpp>
 #include <lmtk/quant/policy.hpp>
 #include <lmtk/quant/q2_k.hpp>
 #include <lmtk/quant/q3_k.hpp>
@@ -41,6 +45,18 @@ struct weight_ops {
     void (*matmul)(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1,
                    const float* x, std::size_t x_stride, std::size_t n_tok,
                    float* y, std::size_t y_stride) noexcept;
+
+    // Optional faster path on prepared activations (nullptr: none; use matmul). The caller
+    // converts each input row once with prepare_row into act_row_bytes(cols) bytes and then
+    // calls matmul_act with those rows in place of x: the conversion is shared between the
+    // projections reading one input (same `act`) and paid once, not once per row of W.
+    // Formats that leave these unset work unchanged.
+    activation_kind act = activation_kind::f32;
+    std::size_t (*act_row_bytes)(std::size_t cols) noexcept = nullptr;
+    void (*prepare_row)(const float* x, std::byte* out, std::size_t cols) noexcept = nullptr;
+    void (*matmul_act)(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1,
+                       const std::byte* xa, std::size_t xa_stride, std::size_t n_tok,
+                       float* y, std::size_t y_stride) noexcept = nullptr;
 };
 
 // The formats compiled into a program. Ids must be distinct: resolve() takes the first match.
@@ -72,6 +88,44 @@ void dequantize_row(const std::byte* row, float* out, std::size_t n) noexcept {
 // the tile sits in L2 and the token's activations in L1.
 inline constexpr std::size_t row_tile_bytes = 64 * 1024;
 
+// out[r][t] = dot(w[r], x[t]) over n floats for R rows and T tokens at once: each loaded vector
+// of weights serves T tokens and each vector of activations R rows, so R + T loads feed R * T
+// FMAs (one row against one token needs two loads per FMA and stalls on the load ports).
+template <class Arch, int R, int T>
+void dot_tile_f32(const float* const (&w)[R], const float* const (&x)[T], std::size_t n, float (&out)[R][T]) noexcept {
+    using batch = xsimd::batch<float, Arch>;
+    batch acc[R][T];
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < T; ++t) acc[r][t] = batch(0.0f);
+    std::size_t k = 0;
+    for (; k + batch::size <= n; k += batch::size) {
+        batch wv[R];
+        for (int r = 0; r < R; ++r) wv[r] = batch::load_unaligned(w[r] + k);
+        for (int t = 0; t < T; ++t) {
+            const batch xv = batch::load_unaligned(x[t] + k);
+            for (int r = 0; r < R; ++r) acc[r][t] = xsimd::fma(wv[r], xv, acc[r][t]);
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < T; ++t) {
+            float s = xsimd::hadd(acc[r][t]);
+            for (std::size_t j = k; j < n; ++j) s += w[r][j] * x[t][j];
+            out[r][t] = s;
+        }
+}
+
+// Scratch for the decoded rows of a tile: one per thread, grown once, so prefill does not
+// allocate per call. Empty if it could not grow (the caller then falls back to P::dot).
+inline std::span<float> decode_scratch(std::size_t n) noexcept {
+    thread_local std::unique_ptr<float[]> buf;
+    thread_local std::size_t size = 0;
+    if (size < n) {
+        buf.reset(new (std::nothrow) float[n]);
+        size = buf ? n : 0;
+    }
+    return {buf.get(), size};
+}
+
 template <quant_policy P, class Arch>
 void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1, const float* x,
             std::size_t x_stride, std::size_t n_tok, float* y, std::size_t y_stride) noexcept {
@@ -81,36 +135,69 @@ void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1
         for (std::size_t r = r0; r < r1; ++r) y[r] = P::dot(Arch{}, rows + r * n_blocks, x, n_blocks);
         return;
     }
-    // Prefill: decode each row of a tile to floats once and reuse it for every token, rather
-    // than decoding it again per token inside P::dot (twice the speed for Q8_0 at 32 tokens).
-    // If the scratch cannot be had, fall back to P::dot: slower, same results up to rounding.
-    const std::size_t tile = std::max<std::size_t>(1, row_tile_bytes / (std::max<std::size_t>(1, cols) * sizeof(float)));
-    std::unique_ptr<float[]> decoded;
-    if constexpr (P::type_id != ggml_type::f32) decoded.reset(new (std::nothrow) float[tile * cols]);
-    const auto* decoded_rows = reinterpret_cast<const f32::block*>(decoded.get());
+    // Prefill: decode each row of a tile to floats once (F32 rows are used in place) and reuse it
+    // for every token, in register tiles of R rows x T tokens. If the scratch cannot be had, fall
+    // back to P::dot: slower, same results up to rounding.
+    constexpr bool in_place = P::type_id == ggml_type::f32;
+    const std::size_t tile = std::max<std::size_t>(4, row_tile_bytes / (std::max<std::size_t>(1, cols) * sizeof(float)));
+    const std::span<float> decoded = in_place ? std::span<float>() : decode_scratch(tile * cols);
+    if (!in_place && decoded.empty()) {
+        for (std::size_t t = 0; t < n_tok; ++t)
+            for (std::size_t r = r0; r < r1; ++r)
+                y[t * y_stride + r] = P::dot(Arch{}, rows + r * n_blocks, x + t * x_stride, n_blocks);
+        return;
+    }
+    constexpr int R = 4, T = xsimd::batch<float, Arch>::size >= 16 ? 4 : 2;  // 16 or 8 accumulators
     for (std::size_t rt = r0; rt < r1; rt += tile) {
         const std::size_t rt_end = std::min(r1, rt + tile);
-        if (decoded) {
+        const auto row = [&](std::size_t r) -> const float* {
+            if constexpr (in_place) return reinterpret_cast<const float*>(rows + r * n_blocks);
+            else return decoded.data() + (r - rt) * cols;
+        };
+        if constexpr (!in_place)
             for (std::size_t r = rt; r < rt_end; ++r)
-                P::dequantize_row(rows + r * n_blocks, decoded.get() + (r - rt) * cols, n_blocks);
-        }
-        for (std::size_t t = 0; t < n_tok; ++t) {
-            const float* xt = x + t * x_stride;
-            float* yt = y + t * y_stride;
-            for (std::size_t r = rt; r < rt_end; ++r) {
-                yt[r] = decoded ? f32::dot(Arch{}, decoded_rows + (r - rt) * cols, xt, cols)
-                                : P::dot(Arch{}, rows + r * n_blocks, xt, n_blocks);
-            }
-        }
+                P::dequantize_row(rows + r * n_blocks, decoded.data() + (r - rt) * cols, n_blocks);
+        const auto run = [&]<int RR, int TT>(std::size_t r, std::size_t t) {
+            const float* wr[RR];
+            const float* xr[TT];
+            float out[RR][TT];
+            for (int i = 0; i < RR; ++i) wr[i] = row(r + i);
+            for (int j = 0; j < TT; ++j) xr[j] = x + (t + j) * x_stride;
+            dot_tile_f32<Arch, RR, TT>(wr, xr, cols, out);
+            for (int i = 0; i < RR; ++i)
+                for (int j = 0; j < TT; ++j) y[(t + j) * y_stride + r + i] = out[i][j];
+        };
+        const auto rows_against = [&]<int TT>(std::size_t t) {
+            std::size_t r = rt;
+            for (; r + R <= rt_end; r += R) run.template operator()<R, TT>(r, t);
+            for (; r < rt_end; ++r) run.template operator()<1, TT>(r, t);
+        };
+        std::size_t t = 0;
+        for (; t + T <= n_tok; t += T) rows_against.template operator()<T>(t);
+        for (; t < n_tok; ++t) rows_against.template operator()<1>(t);
     }
 }
 
 }  // namespace kernels
 
+namespace kernels {
+inline std::size_t act_q8_row_bytes(std::size_t cols) noexcept { return act_q8::row_bytes(cols); }
+}  // namespace kernels
+
 template <quant_policy P, class Arch>
 constexpr weight_ops ops_of() noexcept {
-    return weight_ops{P::type_id, P::block_elems, sizeof(typename P::block), &kernels::dequantize_row<P>,
-                      &kernels::matmul<P, Arch>};
+    weight_ops ops{P::type_id, P::block_elems, sizeof(typename P::block), &kernels::dequantize_row<P>,
+                   &kernels::matmul<P, Arch>};
+#if LMTK_QUANT_VNNI
+    // Int8 activations where the format has VNNI kernels and the target is an AVX-512 one.
+    if constexpr (vnni::format<P>::supported && std::is_base_of_v<xsimd::avx512bw, Arch>) {
+        ops.act = activation_kind::q8;
+        ops.act_row_bytes = &kernels::act_q8_row_bytes;
+        ops.prepare_row = &act_q8::quantize_row;
+        ops.matmul_act = &vnni::matmul<P>;
+    }
+#endif
+    return ops;
 }
 
 // nullopt when the type is not compiled into Set: the loader turns that into a load error.
