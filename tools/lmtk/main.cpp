@@ -33,6 +33,12 @@ constexpr subcommand subcommands[] = {
     {"gen-model", lmtk::cli::cmd_gen_model,
      "gen-model -o FILE [--shape medium|stories15m] [--type f16|q8_0|q4_0|f32|bf16] [--seed S] [--vocab GGUF]\n"
      "      write a random-weight Llama GGUF of a real shape, for benchmarks"},
+    {"convert", lmtk::cli::cmd_convert,
+     "convert DIR OUT.gguf [--type auto|f32|f16|bf16|q8_0|q4_0|...] [--name NAME]\n"
+     "      Hugging Face checkpoint folder (safetensors + tokenizer.json) -> GGUF (llama)"},
+    {"quantize", lmtk::cli::cmd_quantize,
+     "quantize IN.gguf OUT.gguf TYPE [-t THREADS] [--pure] [--allow-requantize]\n      convert the weights to TYPE: "
+     "F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 IQ4_NL Q6_K, or a mix Q2_K Q3_K_S/M/L Q4_K_S/M Q5_K_S/M"},
 #ifdef LMTK_CLI_HAVE_SERVE
     {"serve-model", lmtk::cli::cmd_serve,
      "serve-model MODEL [--host 127.0.0.1] [--port 8080] [-c CTX] [--parallel N] [-t N] [--max-queue N] [--alias NAME]\n"
