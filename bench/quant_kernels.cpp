@@ -1,6 +1,13 @@
-// Kernel throughput per format: dequantize one row, matvec at decode shape (one token), and
-// matmul at prefill shapes (32 and 128 tokens). Bytes/s counts weight bytes, the memory-bound
-// resource at decode; FLOP/s counts 2 * rows * cols * tokens.
+// Kernel throughput per format and per xsimd architecture compiled in: dequantize one row,
+// matvec at decode shape (one token through a 4096 x 4096 weight, larger than the caches), and
+// matmul at prefill shapes (32..512 tokens through 1024 x 4096). Bytes/s counts weight bytes,
+// the memory-bound resource at decode; FLOP/s counts 2 * rows * cols * tokens.
+//
+// Names read bm_<what><format, arch>: the float-activation kernels (weight_ops::matmul) for
+// every arch, and for formats with an int8 path the `_act` variants, which include the cost of
+// quantizing the activations once per call, as the forward pass pays it.
+//
+//   bench_quant_kernels --benchmark_filter='matvec<lmtk::quant::q4_0'     one format, all archs
 #include <benchmark/benchmark.h>
 
 #include <cstddef>
@@ -13,7 +20,6 @@
 #include <lmtk/target/cpu.hpp>
 
 namespace q = lmtk::quant;
-using arch = lmtk::target::cpu<>::arch;
 
 namespace {
 
@@ -37,25 +43,49 @@ std::vector<float> make_activations(std::size_t n) {
 }
 
 template <class P>
+void set_counters(benchmark::State& state, std::size_t rows, std::size_t cols, std::size_t n_tok) {
+    const double weight_bytes = double(rows * cols / P::block_elems * sizeof(typename P::block));
+    state.SetBytesProcessed(static_cast<std::int64_t>(double(state.iterations()) * weight_bytes));
+    state.counters["FLOP/s"] = benchmark::Counter(2.0 * double(rows * cols * n_tok) * double(state.iterations()),
+                                                  benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+}
+
+template <class P, class Arch>
 void run_matmul(benchmark::State& state, std::size_t rows, std::size_t cols, std::size_t n_tok) {
-    const auto ops = q::resolve<q::default_set, arch>(P::type_id);
-    if (!ops) {
-        state.SkipWithError("format not in default_set");
-        return;
-    }
+    const q::weight_ops ops = q::ops_of<P, Arch>();
     const auto w = make_weights<P>(rows, cols);
     const auto x = make_activations(n_tok * cols);
     std::vector<float> y(n_tok * rows);
     const auto* wb = reinterpret_cast<const std::byte*>(w.data());
     for (auto _ : state) {
-        ops->matmul(wb, cols, 0, rows, x.data(), cols, n_tok, y.data(), rows);
+        ops.matmul(wb, cols, 0, rows, x.data(), cols, n_tok, y.data(), rows);
         benchmark::DoNotOptimize(y.data());
         benchmark::ClobberMemory();
     }
-    const double weight_bytes = static_cast<double>(w.size() * sizeof(typename P::block));
-    state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * weight_bytes));
-    state.counters["FLOP/s"] = benchmark::Counter(2.0 * rows * cols * n_tok * state.iterations(),
-                                                  benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+    set_counters<P>(state, rows, cols, n_tok);
+}
+
+// The prepared-activation path: quantize x, then matmul_act.
+template <class P, class Arch>
+void run_matmul_act(benchmark::State& state, std::size_t rows, std::size_t cols, std::size_t n_tok) {
+    const q::weight_ops ops = q::ops_of<P, Arch>();
+    if (!ops.matmul_act) {
+        state.SkipWithError("no prepared-activation kernels for this format and arch");
+        return;
+    }
+    const auto w = make_weights<P>(rows, cols);
+    const auto x = make_activations(n_tok * cols);
+    const std::size_t stride = ops.act_row_bytes(cols);
+    std::vector<std::byte> xa(n_tok * stride);
+    std::vector<float> y(n_tok * rows);
+    const auto* wb = reinterpret_cast<const std::byte*>(w.data());
+    for (auto _ : state) {
+        for (std::size_t t = 0; t < n_tok; ++t) ops.prepare_row(x.data() + t * cols, xa.data() + t * stride, cols);
+        ops.matmul_act(wb, cols, 0, rows, xa.data(), stride, n_tok, y.data(), rows);
+        benchmark::DoNotOptimize(y.data());
+        benchmark::ClobberMemory();
+    }
+    set_counters<P>(state, rows, cols, n_tok);
 }
 
 template <class P>
@@ -71,25 +101,46 @@ void bm_dequantize_row(benchmark::State& state) {
     state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * w.size() * sizeof(typename P::block)));
 }
 
-// Decode: one token through a 4096 x 4096 weight (larger than the caches for every format).
-template <class P>
+template <class P, class Arch>
 void bm_matvec(benchmark::State& state) {
-    run_matmul<P>(state, 4096, 4096, 1);
+    run_matmul<P, Arch>(state, 4096, 4096, 1);
+}
+template <class P, class Arch>
+void bm_matmul(benchmark::State& state) {
+    run_matmul<P, Arch>(state, 1024, 4096, static_cast<std::size_t>(state.range(0)));
+}
+template <class P, class Arch>
+void bm_matvec_act(benchmark::State& state) {
+    run_matmul_act<P, Arch>(state, 4096, 4096, 1);
+}
+template <class P, class Arch>
+void bm_matmul_act(benchmark::State& state) {
+    run_matmul_act<P, Arch>(state, 1024, 4096, static_cast<std::size_t>(state.range(0)));
 }
 
-// Prefill: state.range(0) tokens through a 1024 x 4096 weight.
-template <class P>
-void bm_matmul(benchmark::State& state) {
-    run_matmul<P>(state, 1024, 4096, static_cast<std::size_t>(state.range(0)));
-}
+using avx512 = xsimd::avx512bw;
+using avx2 = xsimd::fma3<xsimd::avx2>;
+using sse = xsimd::sse4_2;
 
 }  // namespace
 
-#define LMTK_BENCH_FORMAT(P)                                                              \
-    BENCHMARK_TEMPLATE(bm_dequantize_row, q::P);                                          \
-    BENCHMARK_TEMPLATE(bm_matvec, q::P)->Unit(benchmark::kMicrosecond);                   \
-    BENCHMARK_TEMPLATE(bm_matmul, q::P)->Arg(32)->Arg(128)->Unit(benchmark::kMillisecond)
+// Prefill batches from 32 to 512 tokens (llama.cpp's default micro-batch is 512).
+#define LMTK_BENCH_ARCH(P, A)                                                                  \
+    BENCHMARK_TEMPLATE(bm_matvec, q::P, A)->Unit(benchmark::kMicrosecond);                     \
+    BENCHMARK_TEMPLATE(bm_matmul, q::P, A)->Arg(32)->Arg(128)->Arg(512)->Unit(benchmark::kMillisecond)
 
+#define LMTK_BENCH_FORMAT(P)                           \
+    BENCHMARK_TEMPLATE(bm_dequantize_row, q::P);       \
+    LMTK_BENCH_ARCH(P, avx512);                        \
+    LMTK_BENCH_ARCH(P, avx2);                          \
+    LMTK_BENCH_ARCH(P, sse)
+
+// The int8-activation path, where a format has one (AVX-512 VNNI).
+#define LMTK_BENCH_ACT(P)                                                        \
+    BENCHMARK_TEMPLATE(bm_matvec_act, q::P, avx512)->Unit(benchmark::kMicrosecond); \
+    BENCHMARK_TEMPLATE(bm_matmul_act, q::P, avx512)->Arg(32)->Arg(128)->Arg(512)->Unit(benchmark::kMillisecond)
+
+#if defined(__AVX512BW__) && defined(__AVX2__) && defined(__FMA__) && defined(__SSE4_2__)
 LMTK_BENCH_FORMAT(f32);
 LMTK_BENCH_FORMAT(f16);
 LMTK_BENCH_FORMAT(bf16);
@@ -104,5 +155,20 @@ LMTK_BENCH_FORMAT(q3_k);
 LMTK_BENCH_FORMAT(q4_k);
 LMTK_BENCH_FORMAT(q5_k);
 LMTK_BENCH_FORMAT(q6_k);
+LMTK_BENCH_ACT(q8_0);
+LMTK_BENCH_ACT(q4_0);
+#else
+// Built without AVX-512 (LMTK_NATIVE=OFF or another CPU): the default arch only.
+#define LMTK_BENCH_DEFAULT(P)                     \
+    BENCHMARK_TEMPLATE(bm_dequantize_row, q::P);  \
+    LMTK_BENCH_ARCH(P, xsimd::default_arch)
+LMTK_BENCH_DEFAULT(f32);
+LMTK_BENCH_DEFAULT(f16);
+LMTK_BENCH_DEFAULT(bf16);
+LMTK_BENCH_DEFAULT(q8_0);
+LMTK_BENCH_DEFAULT(q4_0);
+LMTK_BENCH_DEFAULT(q4_k);
+LMTK_BENCH_DEFAULT(q6_k);
+#endif
 
 BENCHMARK_MAIN();
