@@ -1331,6 +1331,401 @@ private:
 };
 
 }  // namespace lmtk::gguf
+// #include <lmtk/io/safetensors.hpp>
+// safetensors reader over a memory-mapped file, and Hugging Face checkpoints split into shards
+// (model.safetensors.index.json).
+//
+//   u64le N | N bytes of JSON header | data
+//
+// The header is untrusted: its length is bounded before anything is read, its JSON nesting depth
+// is bounded before the parser (which recurses) sees it, duplicate names are caught while it is
+// parsed (a JSON object would silently keep the last one), every dtype must be known, every
+// shape must be non-negative integers whose element and byte counts do not overflow, and the
+// tensors' [begin, end) ranges, sorted, must tile the data section exactly: start at 0, no holes,
+// no overlaps, end at the end of the file, with end - begin equal to the tensor's byte size. A
+// broken or hostile file therefore ends in an lmtk::error naming the file, never in a read outside
+// the mapping. Tensor bytes are views into the mapping and carry NO alignment guarantee: the
+// header length is arbitrary, so copy (or check) before reinterpreting them as wider types.
+// #include <lmtk/core/error.hpp>
+// #include <lmtk/core/mapped_file.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace lmtk::safetensors {
+
+// The reference implementation refuses larger headers; a real header is a few hundred KiB.
+inline constexpr std::uint64_t max_header_bytes = 100'000'000;
+// A valid header nests three deep (root, tensor entry, shape); anything much deeper is hostile
+// and would only exercise the JSON parser's recursion.
+inline constexpr std::size_t max_json_depth = 32;
+
+enum class dtype : std::uint8_t {
+    boolean, u8, i8, f8_e5m2, f8_e4m3, f8_e8m0, f8_e4m3fnuz, f8_e5m2fnuz,
+    i16, u16, f16, bf16, i32, u32, f32, i64, u64, f64, c64, f4, f6_e2m3, f6_e3m2,
+};
+
+struct dtype_info {
+    dtype type;
+    std::string_view name;  // as spelled in the header
+    std::uint32_t bits;     // per element; sub-byte types pack, a tensor must fill whole bytes
+};
+
+inline constexpr dtype_info dtypes[] = {
+    {dtype::boolean, "BOOL", 8},         {dtype::u8, "U8", 8},
+    {dtype::i8, "I8", 8},                {dtype::f8_e5m2, "F8_E5M2", 8},
+    {dtype::f8_e4m3, "F8_E4M3", 8},      {dtype::f8_e8m0, "F8_E8M0", 8},
+    {dtype::f8_e4m3fnuz, "F8_E4M3FNUZ", 8}, {dtype::f8_e5m2fnuz, "F8_E5M2FNUZ", 8},
+    {dtype::i16, "I16", 16},             {dtype::u16, "U16", 16},
+    {dtype::f16, "F16", 16},             {dtype::bf16, "BF16", 16},
+    {dtype::i32, "I32", 32},             {dtype::u32, "U32", 32},
+    {dtype::f32, "F32", 32},             {dtype::i64, "I64", 64},
+    {dtype::u64, "U64", 64},             {dtype::f64, "F64", 64},
+    {dtype::c64, "C64", 64},             {dtype::f4, "F4", 4},
+    {dtype::f6_e2m3, "F6_E2M3", 6},      {dtype::f6_e3m2, "F6_E3M2", 6},
+};
+
+// info() indexes the table by enum value.
+constexpr bool dtype_table_in_order() noexcept {
+    for (std::size_t i = 0; i < std::size(dtypes); ++i)
+        if (static_cast<std::size_t>(dtypes[i].type) != i) return false;
+    return true;
+}
+static_assert(dtype_table_in_order());
+
+constexpr const dtype_info& info(dtype t) noexcept { return dtypes[static_cast<std::size_t>(t)]; }
+constexpr std::string_view dtype_name(dtype t) noexcept { return info(t).name; }
+
+inline std::optional<dtype> dtype_from_name(std::string_view s) noexcept {
+    for (const dtype_info& d : dtypes)
+        if (d.name == s) return d.type;
+    return std::nullopt;
+}
+
+struct tensor {
+    std::string name;
+    dtype type = dtype::f32;
+    std::vector<std::uint64_t> shape;     // row-major, outermost first (PyTorch order); [] = scalar
+    std::uint64_t n_elements = 1;
+    std::uint64_t begin = 0, end = 0;     // data_offsets: relative to the data section
+    std::span<const std::byte> bytes;     // into the mapping; any alignment
+
+    std::size_t n_dims() const noexcept { return shape.size(); }
+};
+
+namespace detail {
+
+// Depth of [ and { nesting outside strings; stops counting once `limit` is passed.
+inline std::size_t json_depth(std::string_view s, std::size_t limit) noexcept {
+    std::size_t depth = 0, max_depth = 0;
+    bool in_string = false;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        const char c = s[i];
+        if (in_string) {
+            if (c == '\\') ++i;
+            else if (c == '"') in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > max_depth && (max_depth = depth) > limit) return max_depth;
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            --depth;
+        }
+    }
+    return max_depth;
+}
+
+// Parses untrusted JSON text. Duplicate keys in any object are errors (nlohmann would keep the
+// last one silently); `what` names the text in messages.
+inline nlohmann::json parse_json(std::string_view text, const std::string& what) {
+    if (json_depth(text, max_json_depth) > max_json_depth)
+        fail(what, ": JSON nested more than ", max_json_depth, " levels deep");
+    // One set of keys per open object, innermost last.
+    std::vector<std::set<std::string>> keys;
+    std::string duplicate;
+    auto cb = [&](int /*depth*/, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+        using ev = nlohmann::json::parse_event_t;
+        if (event == ev::object_start) keys.emplace_back();
+        else if (event == ev::object_end && !keys.empty()) keys.pop_back();
+        else if (event == ev::key && !keys.empty() && parsed.is_string()) {
+            if (!keys.back().insert(parsed.get<std::string>()).second && duplicate.empty())
+                duplicate = parsed.get<std::string>();
+        }
+        return true;
+    };
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(text.begin(), text.end(), cb);
+    } catch (const nlohmann::json::exception& e) {
+        fail(what, ": invalid JSON: ", e.what());
+    }
+    if (!duplicate.empty()) fail(what, ": duplicate key '", duplicate, "'");
+    return j;
+}
+
+// a * b, or nullopt on overflow.
+inline std::optional<std::uint64_t> mul(std::uint64_t a, std::uint64_t b) noexcept {
+    if (a != 0 && b > std::numeric_limits<std::uint64_t>::max() / a) return std::nullopt;
+    return a * b;
+}
+
+}  // namespace detail
+
+// One .safetensors file.
+class file {
+public:
+    explicit file(const std::string& path) : map_(path) { parse(); }
+
+    file(const file&) = delete;
+    file& operator=(const file&) = delete;
+    file(file&&) noexcept = default;
+    file& operator=(file&&) noexcept = default;
+
+    const std::string& path() const noexcept { return map_.path(); }
+    const core::mapped_file& mapping() const noexcept { return map_; }
+    std::uint64_t header_bytes() const noexcept { return header_bytes_; }
+    std::uint64_t data_offset() const noexcept { return 8 + header_bytes_; }
+
+    // "__metadata__" (string -> string), e.g. {"format": "pt"}.
+    const std::map<std::string, std::string>& metadata() const noexcept { return metadata_; }
+    // Tensors in data-offset order.
+    const std::vector<tensor>& tensors() const noexcept { return tensors_; }
+
+    const tensor* find(std::string_view name) const noexcept {
+        const auto it = index_.find(std::string(name));
+        return it == index_.end() ? nullptr : &tensors_[it->second];
+    }
+    const tensor& get(std::string_view name) const {
+        const tensor* t = find(name);
+        if (!t) fail(path(), ": tensor '", name, "' is missing");
+        return *t;
+    }
+
+private:
+    [[noreturn]] void invalid(auto&&... parts) const {
+        fail(path(), ": invalid safetensors: ", std::forward<decltype(parts)>(parts)...);
+    }
+
+    void parse() {
+        const std::uint64_t size = map_.size();
+        if (size < 8) invalid("file of ", size, " bytes is too short for the header length");
+        std::uint64_t n = 0;
+        std::memcpy(&n, map_.data(), 8);  // little-endian on every target lmtk supports
+        if (n > max_header_bytes) invalid("header length ", n, " exceeds the limit of ", max_header_bytes, " bytes");
+        if (n > size - 8) invalid("header length ", n, " runs past the end of the file (", size, " bytes; truncated?)");
+        header_bytes_ = n;
+        const std::string_view text(reinterpret_cast<const char*>(map_.data()) + 8, static_cast<std::size_t>(n));
+        if (text.empty() || text[0] != '{') invalid("the header does not start with '{'");
+
+        nlohmann::json j;
+        try {
+            j = detail::parse_json(text, path() + ": invalid safetensors header");
+        } catch (const std::bad_alloc&) {
+            invalid("header too large to hold in memory");
+        }
+        if (!j.is_object()) invalid("the header is not a JSON object");
+
+        const std::uint64_t data_size = size - 8 - n;
+        for (auto it = j.begin(); it != j.end(); ++it) {
+            if (it.key() == "__metadata__") {
+                if (!it->is_object()) invalid("__metadata__ is not an object");
+                for (auto m = it->begin(); m != it->end(); ++m) {
+                    if (!m->is_string()) invalid("__metadata__ value of '", m.key(), "' is not a string");
+                    metadata_.emplace(m.key(), m->get<std::string>());
+                }
+                continue;
+            }
+            tensors_.push_back(read_tensor(it.key(), *it, data_size));
+        }
+
+        // The data section must be exactly the tensors, back to back, in some order.
+        std::sort(tensors_.begin(), tensors_.end(), [](const tensor& a, const tensor& b) {
+            return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+        });
+        std::uint64_t expect = 0;
+        for (const tensor& t : tensors_) {
+            if (t.begin < expect)
+                invalid("tensor '", t.name, "' data [", t.begin, ", ", t.end, ") overlaps the previous tensor");
+            if (t.begin > expect) invalid("a hole in the data section before tensor '", t.name, "' at offset ", expect);
+            expect = t.end;
+        }
+        if (expect != data_size)
+            invalid("the tensors cover ", expect, " bytes of a ", data_size, " byte data section",
+                    expect < data_size ? " (trailing bytes)" : " (truncated file?)");
+
+        const std::byte* base = map_.data() + 8 + n;
+        index_.reserve(tensors_.size());
+        for (std::size_t i = 0; i < tensors_.size(); ++i) {
+            tensor& t = tensors_[i];
+            t.bytes = {base + t.begin, static_cast<std::size_t>(t.end - t.begin)};
+            index_.emplace(t.name, i);
+        }
+    }
+
+    tensor read_tensor(const std::string& name, const nlohmann::json& e, std::uint64_t data_size) const {
+        if (!e.is_object()) invalid("entry '", name, "' is not an object");
+        tensor t;
+        t.name = name;
+        const auto dt = e.find("dtype");
+        if (dt == e.end() || !dt->is_string()) invalid("tensor '", name, "' has no dtype string");
+        const auto type = dtype_from_name(dt->get_ref<const std::string&>());
+        if (!type) invalid("tensor '", name, "' has unknown dtype '", dt->get_ref<const std::string&>(), "'");
+        t.type = *type;
+
+        const auto shape = e.find("shape");
+        if (shape == e.end() || !shape->is_array()) invalid("tensor '", name, "' has no shape array");
+        std::uint64_t n = 1;
+        for (const auto& d : *shape) {
+            // is_number_unsigned: non-negative integers only (no -1, no 2.5, no "3")
+            if (!d.is_number_unsigned()) invalid("tensor '", name, "' has a shape entry that is not a non-negative integer");
+            const auto v = d.get<std::uint64_t>();
+            const auto p = detail::mul(n, v);
+            if (!p) invalid("tensor '", name, "' element count overflows");
+            n = *p;
+            t.shape.push_back(v);
+        }
+        t.n_elements = n;
+        const auto bits = detail::mul(n, info(t.type).bits);
+        if (!bits) invalid("tensor '", name, "' byte size overflows");
+        if (*bits % 8 != 0) invalid("tensor '", name, "' of ", n, " ", dtype_name(t.type), " values is not whole bytes");
+
+        const auto off = e.find("data_offsets");
+        if (off == e.end() || !off->is_array() || off->size() != 2 || !(*off)[0].is_number_unsigned() ||
+            !(*off)[1].is_number_unsigned())
+            invalid("tensor '", name, "' data_offsets must be two non-negative integers");
+        t.begin = (*off)[0].get<std::uint64_t>();
+        t.end = (*off)[1].get<std::uint64_t>();
+        if (t.end < t.begin) invalid("tensor '", name, "' data_offsets [", t.begin, ", ", t.end, "] end before they begin");
+        if (t.end - t.begin != *bits / 8)
+            invalid("tensor '", name, "' data_offsets span ", t.end - t.begin, " bytes, but ", dtype_name(t.type), " ",
+                    shape_string(t.shape), " needs ", *bits / 8);
+        if (t.end > data_size)
+            invalid("tensor '", name, "' data [", t.begin, ", ", t.end, ") lies outside the data section of ", data_size,
+                    " bytes (truncated file?)");
+        return t;
+    }
+
+    static std::string shape_string(const std::vector<std::uint64_t>& s) {
+        std::string out = "[";
+        for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+        return out + "]";
+    }
+
+    core::mapped_file map_;
+    std::uint64_t header_bytes_ = 0;
+    std::map<std::string, std::string> metadata_;
+    std::vector<tensor> tensors_;
+    std::unordered_map<std::string, std::size_t> index_;
+};
+
+// The tensors of a checkpoint: one .safetensors file, or the shards an index names. Shards are
+// opened once each; a tensor name may appear in only one shard.
+class checkpoint {
+public:
+    // `path`: a .safetensors file, a model.safetensors.index.json, or a folder holding either
+    // (model.safetensors is preferred when both are there).
+    explicit checkpoint(const std::string& path) {
+        namespace fs = std::filesystem;
+        std::error_code ec;
+        if (fs::is_directory(path, ec)) {
+            const fs::path dir(path);
+            if (fs::is_regular_file(dir / "model.safetensors", ec)) open_single((dir / "model.safetensors").string());
+            else if (fs::is_regular_file(dir / "model.safetensors.index.json", ec))
+                open_index((dir / "model.safetensors.index.json").string());
+            else if (fs::exists(dir / "pytorch_model.bin", ec) || fs::exists(dir / "pytorch_model.bin.index.json", ec))
+                fail(path, ": PyTorch .bin checkpoints are not supported (pickle); save the model as safetensors");
+            else
+                fail(path, ": no model.safetensors or model.safetensors.index.json in the folder");
+        } else if (path.ends_with(".json")) {
+            open_index(path);
+        } else {
+            open_single(path);
+        }
+    }
+
+    const std::vector<std::unique_ptr<file>>& files() const noexcept { return files_; }
+    // Every tensor of every shard, shard by shard.
+    std::vector<const tensor*> tensors() const {
+        std::vector<const tensor*> out;
+        for (const auto& f : files_)
+            for (const tensor& t : f->tensors()) out.push_back(&t);
+        return out;
+    }
+    const tensor* find(std::string_view name) const noexcept {
+        const auto it = where_.find(std::string(name));
+        return it == where_.end() ? nullptr : it->second.second;
+    }
+    // The file a tensor lives in (for error messages), or nullptr.
+    const file* file_of(std::string_view name) const noexcept {
+        const auto it = where_.find(std::string(name));
+        return it == where_.end() ? nullptr : it->second.first;
+    }
+    // __metadata__ of the first file (HF writes the same in every shard).
+    const std::map<std::string, std::string>& metadata() const noexcept { return files_.front()->metadata(); }
+
+private:
+    void add(std::unique_ptr<file> f) {
+        for (const tensor& t : f->tensors())
+            if (!where_.emplace(t.name, std::pair{f.get(), &t}).second)
+                fail(f->path(), ": tensor '", t.name, "' also appears in ", where_.at(t.name).first->path());
+        files_.push_back(std::move(f));
+    }
+
+    void open_single(const std::string& path) { add(std::make_unique<file>(path)); }
+
+    void open_index(const std::string& index_path) {
+        namespace fs = std::filesystem;
+        const core::mapped_file m(index_path);
+        if (m.size() > max_header_bytes) fail(index_path, ": index of ", m.size(), " bytes is implausibly large");
+        const nlohmann::json j =
+            detail::parse_json(std::string_view(reinterpret_cast<const char*>(m.data()), m.size()), index_path);
+        if (!j.is_object()) fail(index_path, ": not a JSON object");
+        const auto wm = j.find("weight_map");
+        if (wm == j.end() || !wm->is_object() || wm->empty()) fail(index_path, ": no weight_map object");
+
+        const fs::path dir = fs::path(index_path).parent_path();
+        std::map<std::string, std::size_t> shard_of_name;  // shard file name -> files_ index
+        std::vector<std::pair<std::string, std::string>> entries;
+        for (auto it = wm->begin(); it != wm->end(); ++it) {
+            if (!it->is_string()) fail(index_path, ": weight_map entry '", it.key(), "' is not a file name");
+            const std::string& shard = it->get_ref<const std::string&>();
+            // Shards are plain file names next to the index: never a path that leaves the folder.
+            if (shard.empty() || shard == "." || shard == ".." || shard.find('/') != std::string::npos ||
+                shard.find('\\') != std::string::npos || shard.find('\0') != std::string::npos)
+                fail(index_path, ": weight_map entry '", it.key(), "' names '", shard, "', not a file in this folder");
+            entries.emplace_back(it.key(), shard);
+            if (!shard_of_name.count(shard)) {
+                shard_of_name.emplace(shard, files_.size());
+                add(std::make_unique<file>((dir / shard).string()));
+            }
+        }
+        for (const auto& [name, shard] : entries) {
+            const file& f = *files_[shard_of_name.at(shard)];
+            if (!f.find(name)) fail(index_path, ": weight_map puts '", name, "' in ", shard, ", which does not hold it");
+        }
+    }
+
+    std::vector<std::unique_ptr<file>> files_;
+    std::unordered_map<std::string, std::pair<const file*, const tensor*>> where_;
+};
+
+}  // namespace lmtk::safetensors
 // #include <lmtk/quant/quant.hpp>
 // Every tensor format lmtk knows, and the load-time dispatch over them.
 // #include <lmtk/quant/policy.hpp>
@@ -1491,6 +1886,10 @@ static_assert(quant_policy<f32>);
 #include <cstdint>
 #include <type_traits>
 
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
 #include <xsimd/xsimd.hpp>
 
 // #include <lmtk/core/fp16.hpp>
@@ -1508,6 +1907,16 @@ template <class Arch>
 xsimd::batch<float, Arch> load_fp16(const std::uint16_t* p) noexcept {
     using u32 = xsimd::batch<std::uint32_t, Arch>;
     using f32 = xsimd::batch<float, Arch>;
+#if defined(__F16C__) && defined(__AVX512F__)
+    // x86 converts halves in one instruction (vcvtph2ps); it makes F16 decode memory-bound where
+    // the bit manipulation below costs ~10 instructions per vector (bench/quant_kernels.cpp).
+    if constexpr (std::is_base_of_v<xsimd::avx512f, Arch>)
+        return f32(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+#endif
+#if defined(__F16C__) && defined(__AVX__)
+    if constexpr (std::is_base_of_v<xsimd::avx, Arch> && f32::size == 8)
+        return f32(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+#endif
     const u32 h = load_widened<std::uint32_t, Arch>(p);  // each half zero-extended into a lane
     const u32 sign = shift_left<16>(h & u32(0x8000u));
     const u32 rest = shift_left<13>(h & u32(0x7fffu));
@@ -1870,6 +2279,14 @@ inline constexpr bool whole_batches(std::size_t n) noexcept {
 // callers clamp afterwards, so only finite inputs in int range matter.
 inline int round_int(float v) noexcept { return static_cast<int>(std::lrintf(v)); }
 
+// 1 / d, or 0 where that is not a finite number (d = 0, or d so small that 1 / d overflows):
+// the quantizers then map every value to the zero point instead of computing 0 * inf = NaN,
+// whose conversion to an integer is undefined. Only all-zero or denormal blocks take this path.
+inline float safe_inverse(float d) noexcept {
+    const float inv = d != 0.0f ? 1.0f / d : 0.0f;
+    return std::isfinite(inv) ? inv : 0.0f;
+}
+
 // Relative steps around the plain max-based scale that the searches try: a scale a little off
 // the one that maps the extreme onto the end of the grid often fits the other values better.
 inline constexpr int search_steps = 10;
@@ -1917,7 +2334,7 @@ inline float fit_symmetric(const float* x, std::size_t n, int nmax, std::int8_t*
 
 // The same once s is fixed (after it was rounded into the block's own scale format).
 inline void quantize_symmetric(const float* x, std::size_t n, float s, int nmax, std::int8_t* q) noexcept {
-    const float inv = s != 0.0f ? 1.0f / s : 0.0f;
+    const float inv = safe_inverse(s);
     for (std::size_t j = 0; j < n; ++j) q[j] = static_cast<std::int8_t>(std::clamp(round_int(x[j] * inv), -nmax, nmax - 1));
 }
 
@@ -1948,7 +2365,7 @@ inline scale_min fit_affine(const float* x, std::size_t n, int qmax, std::uint8_
     scale_min best{(hi - lo) / static_cast<float>(qmax), -lo};
     double best_err = 0.0;
     {
-        const float inv = 1.0f / best.scale;
+        const float inv = safe_inverse(best.scale);
         for (std::size_t j = 0; j < n; ++j) {
             const int v = std::clamp(round_int((x[j] - lo) * inv), 0, qmax);
             q[j] = static_cast<std::uint8_t>(v);
@@ -1992,7 +2409,7 @@ inline scale_min fit_affine(const float* x, std::size_t n, int qmax, std::uint8_
 
 // The same once scale and min are fixed: q = round((x + min) / scale) in [0, qmax].
 inline void quantize_affine(const float* x, std::size_t n, float scale, float min, int qmax, std::uint8_t* q) noexcept {
-    const float inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+    const float inv = safe_inverse(scale);
     for (std::size_t j = 0; j < n; ++j)
         q[j] = static_cast<std::uint8_t>(std::clamp(round_int((x[j] + min) * inv), 0, qmax));
 }
@@ -2067,7 +2484,7 @@ struct q4_1 {
         for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
             const auto [lo, hi] = std::minmax_element(x, x + block_elems);
             const float mn = *lo, d = (*hi - mn) / 15.0f;
-            const float inv_d = d != 0.0f ? 1.0f / d : 0.0f;
+            const float inv_d = detail::safe_inverse(d);
             out[b].d = core::f32_to_fp16(d);
             out[b].m = core::f32_to_fp16(mn);
             const auto quant = [&](float v) noexcept {
@@ -2198,7 +2615,7 @@ struct q5_0 {
                 }
             }
             const float d = m / -16.0f;
-            const float inv_d = d != 0.0f ? 1.0f / d : 0.0f;
+            const float inv_d = detail::safe_inverse(d);
             out[b].d = core::f32_to_fp16(d);
             std::uint8_t q[block_elems];
             for (std::size_t j = 0; j < block_elems; ++j)
@@ -2276,7 +2693,7 @@ struct q5_1 {
         for (std::size_t b = 0; b < n_blocks; ++b, x += block_elems) {
             const auto [lo, hi] = std::minmax_element(x, x + block_elems);
             const float mn = *lo, d = (*hi - mn) / 31.0f;
-            const float inv_d = d != 0.0f ? 1.0f / d : 0.0f;
+            const float inv_d = detail::safe_inverse(d);
             out[b].d = core::f32_to_fp16(d);
             out[b].m = core::f32_to_fp16(mn);
             std::uint8_t q[block_elems];
@@ -2950,7 +3367,7 @@ struct q8_k {
             float amax = 0.0f;
             for (std::size_t j = 0; j < block_elems; ++j) amax = std::max(amax, std::fabs(x[j]));
             const float d = amax / 127.0f;
-            const float inv_d = d != 0.0f ? 1.0f / d : 0.0f;
+            const float inv_d = detail::safe_inverse(d);
             out[b].d = d;
             for (std::size_t j = 0; j < block_elems; ++j)
                 out[b].qs[j] = static_cast<std::int8_t>(std::clamp(detail::round_int(x[j] * inv_d), -127, 127));
@@ -3068,7 +3485,7 @@ struct iq4_nl {
             }
             out[b].d = core::f32_to_fp16(best_d);
             const float d = core::fp16_to_f32(out[b].d);
-            const float inv_d = d != 0.0f ? 1.0f / d : 0.0f;
+            const float inv_d = detail::safe_inverse(d);
             const auto index = [&](float v) noexcept { return static_cast<std::uint8_t>(nearest_level(v * inv_d)); };
             for (std::size_t j = 0; j < half; ++j)
                 out[b].qs[j] = static_cast<std::uint8_t>(index(x[j]) | (index(x[j + half]) << 4));
@@ -3129,17 +3546,288 @@ static_assert(quant_policy<iq4_nl>);
 #include <memory>
 #include <new>
 #include <optional>
+#include <span>
+#include <type_traits>
 
 #include <boost/hana/ext/std/integral_constant.hpp>
 #include <boost/hana/tuple.hpp>
 #include <boost/hana/type.hpp>
 #include <boost/hana/unpack.hpp>
 
+// #include <lmtk/quant/act_q8.hpp>
+// Activations quantized to int8 in blocks of 32 ("Q8 blocks of x"): the second operand of the
+// integer matmul kernels of the quantized weight formats. llama.cpp does the same (its Q8_0 and
+// Q4_0 dot products multiply against q8_0 activations), so int8 activations cost no more
+// accuracy than the reference runtime accepts. F32/F16/BF16 weights never take this path:
+// their results are checked against a float reference at 1e-4, which int8 x would not meet.
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+namespace lmtk::quant {
+
+// Which activations a weight's fast matmul wants; the forward pass prepares each kind once per
+// input and shares it between the projections that read the same input.
+enum class activation_kind : std::uint8_t { f32, q8 };
+
+struct act_q8 {
+    static constexpr std::size_t block_elems = 32;
+    static constexpr std::size_t align = 64;  // one cache line; every part below starts on one
+
+    // One row of `cols` values (cols % 32 == 0), nb = cols / 32 blocks:
+    //   int8_t  qs[cols]   quants: x[j] ~= d[j / 32] * qs[j]
+    //   float   d[nb]      block scales
+    //   float   ds[nb]     d * sum(qs) of each block: weights stored as unsigned quants u = q + z
+    //                      need sum(u * x) - z * sum(x), and this is the second term's factor
+    //   int32_t sum[nb]    sum(qs): the same correction for kernels that apply it in integers
+    // The quants come first and contiguous so that a kernel loads 64 of them with one load.
+    struct row {
+        const std::int8_t* qs;
+        const float* d;
+        const float* ds;
+        const std::int32_t* sum;
+    };
+
+    static constexpr std::size_t round_up(std::size_t n) noexcept { return (n + align - 1) / align * align; }
+    static constexpr std::size_t row_bytes(std::size_t cols) noexcept {
+        return round_up(cols) + 3 * round_up(cols / block_elems * 4);
+    }
+
+    static row view(const std::byte* p, std::size_t cols) noexcept {
+        const std::size_t part = round_up(cols / block_elems * 4);
+        const std::byte* scales = p + round_up(cols);
+        return row{reinterpret_cast<const std::int8_t*>(p), reinterpret_cast<const float*>(scales),
+                   reinterpret_cast<const float*>(scales + part), reinterpret_cast<const std::int32_t*>(scales + 2 * part)};
+    }
+
+    // d = amax / 127 and q = round(x / d) per block of 32, as ggml's quantize_row_q8_0 (but the
+    // scale stays a float: it never goes to disk). Written as plain loops over fixed-size
+    // blocks, which GCC and Clang vectorise.
+    static void quantize_row(const float* x, std::byte* out, std::size_t cols) noexcept {
+        const std::size_t nb = cols / block_elems, part = round_up(nb * 4);
+        auto* qs = reinterpret_cast<std::int8_t*>(out);
+        auto* d = reinterpret_cast<float*>(out + round_up(cols));
+        auto* ds = reinterpret_cast<float*>(out + round_up(cols) + part);
+        auto* sum = reinterpret_cast<std::int32_t*>(out + round_up(cols) + 2 * part);
+        for (std::size_t b = 0; b < nb; ++b, x += block_elems, qs += block_elems) {
+            float amax = 0.0f;
+            for (std::size_t j = 0; j < block_elems; ++j) amax = std::max(amax, std::fabs(x[j]));
+            const float scale = amax / 127.0f;
+            const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+            std::int32_t s = 0;
+            for (std::size_t j = 0; j < block_elems; ++j) {
+                const auto q = static_cast<std::int32_t>(std::nearbyint(x[j] * inv));  // |q| <= 127
+                qs[j] = static_cast<std::int8_t>(q);
+                s += q;
+            }
+            d[b] = scale;
+            ds[b] = scale * static_cast<float>(s);
+            sum[b] = s;
+        }
+    }
+};
+
+}  // namespace lmtk::quant
 // #include <lmtk/quant/bf16.hpp>
 // #include <lmtk/quant/f16.hpp>
 // #include <lmtk/quant/f32.hpp>
 // #include <lmtk/quant/ggml_type.hpp>
 // #include <lmtk/quant/iq4_nl.hpp>
+// #include <lmtk/quant/matmul_vnni.hpp>
+// Integer matmul of Q8_0 / Q4_0 weights against int8 activations (act_q8) with AVX-512 VNNI.
+//
+// Why intrinsics: vpdpbusd multiplies 64 unsigned by 64 signed bytes and adds each group of four
+// products into an int32 lane, one instruction for what the float path does with 4 widenings
+// and 4 FMAs; xsimd 8.1 has no VNNI. bench/quant_kernels.cpp shows the gain (decode and prefill
+// both), and tests/quant/int8_matmul.cpp checks these kernels against the scalar reference below.
+// Other CPUs keep the portable float kernels (weight_ops::matmul).
+//
+// The shape of the computation: the weights' quants are made unsigned (u = q + z: Q8_0 flips
+// the sign bit, z = 128; Q4_0 keeps its nibbles, z = 8), two blocks (64 bytes) at a time, so that
+// sum(u * x) - z * sum(x) is the block's integer dot; the correction is folded into the
+// accumulator vpdpbusd starts from. Each block's int32 partial sums are then converted and scaled
+// by d_w * d_x in float. A tile of R rows x T tokens reuses every unpacked weight vector for T
+// tokens and every activation vector for R rows: decode runs 4 x 1 tiles, prefill 4 x 4.
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+// #include <lmtk/quant/act_q8.hpp>
+// #include <lmtk/quant/q4_0.hpp>
+// #include <lmtk/quant/q8_0.hpp>
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__) && \
+    defined(__F16C__)
+#define LMTK_QUANT_VNNI 1
+#include <immintrin.h>
+#endif
+
+namespace lmtk::quant::vnni {
+
+// Scalar reference of the int8 path: the exact value the kernels compute up to float rounding,
+// sum over blocks of sum_j w[j] * d_x * q_x[j] with w from the format's reference decoder.
+template <class P>
+float reference_dot(const typename P::block* w, const act_q8::row& x, std::size_t n_blocks) noexcept {
+    static_assert(P::block_elems == act_q8::block_elems);
+    double sum = 0.0;
+    float deq[P::block_elems];
+    for (std::size_t b = 0; b < n_blocks; ++b) {
+        P::dequantize_row(w + b, deq, 1);
+        double s = 0.0;
+        for (std::size_t j = 0; j < P::block_elems; ++j) s += double(deq[j]) * x.qs[b * P::block_elems + j];
+        sum += s * x.d[b];
+    }
+    return static_cast<float>(sum);
+}
+
+// How a weight format's blocks become unsigned bytes for vpdpbusd; only formats with a
+// specialisation get the int8 path.
+template <class P>
+struct format {
+    static constexpr bool supported = false;
+};
+
+#if LMTK_QUANT_VNNI
+
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() (`__m512 __Y = __Y;`), which it
+// then reports as uninitialised in every function they are inlined into: a false positive.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+template <>
+struct format<q8_0> {
+    static constexpr bool supported = true;
+    static constexpr int zero_shift = 7;  // z = 128: q + 128 is q with its sign bit flipped
+    static __m512i unpack_pair(const q8_0::block* b) noexcept {
+        const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[0].qs));
+        const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[1].qs));
+        const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        return _mm512_xor_si512(q, _mm512_set1_epi8(static_cast<char>(0x80)));
+    }
+};
+
+template <>
+struct format<q4_0> {
+    static constexpr bool supported = true;
+    static constexpr int zero_shift = 3;  // z = 8: the nibbles are q + 8 already
+    static __m512i unpack_pair(const q4_0::block* b) noexcept {
+        // [b0.qs | b1.qs] -> [b0.qs, b0.qs, b1.qs, b1.qs] -> low nibbles in lanes 0 and 2, high
+        // nibbles (shifted down) in lanes 1 and 3: the element order of the two blocks.
+        const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[0].qs));
+        const __m128i q1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[1].qs));
+        const __m256i q = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
+        const __m512i dup = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3), _mm512_castsi256_si512(q));
+        const __m512i shift = _mm512_setr_epi64(0, 0, 0x0004000400040004, 0x0004000400040004, 0, 0,
+                                                0x0004000400040004, 0x0004000400040004);
+        return _mm512_and_si512(_mm512_srlv_epi16(dup, shift), _mm512_set1_epi8(0x0F));
+    }
+};
+
+namespace detail {
+
+// 16 lanes: the first 8 hold v[0], the last 8 v[1] (one float per block of a pair).
+inline __m512 spread_pair(__m128 v) noexcept {
+    const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(v));
+}
+
+// The fp16 scales of blocks b[0] and b[1] as floats in lanes 0 and 1.
+template <class Block>
+__m128 scales_pair(const Block* b) noexcept {
+    const auto bits = static_cast<std::uint32_t>(b[0].d) | (static_cast<std::uint32_t>(b[1].d) << 16);
+    return _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(bits)));
+}
+
+// R rows x T tokens over every block of the rows: out[r][t] = dot(row r, token t).
+template <class P, int R, int T>
+void tile(const typename P::block* const (&w)[R], const act_q8::row (&x)[T], std::size_t n_blocks,
+          float (&out)[R][T]) noexcept {
+    using fmt = format<P>;
+    __m512 acc[R][T];
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+    std::size_t b = 0;
+    for (; b + 2 <= n_blocks; b += 2) {
+        __m512i wq[R];
+        __m512 wd[R];
+        for (int r = 0; r < R; ++r) {
+            wq[r] = fmt::unpack_pair(w[r] + b);
+            wd[r] = spread_pair(scales_pair(w[r] + b));
+        }
+        for (int t = 0; t < T; ++t) {
+            const __m512i xq = _mm512_loadu_si512(x[t].qs + b * 32);
+            const __m512 xd = spread_pair(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(x[t].d + b))));
+            // -z * sum(x) of each block in the first lane of its half: where vpdpbusd starts.
+            const __m512i sums = _mm512_maskz_expand_epi32(
+                0x0101, _mm512_castsi128_si512(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(x[t].sum + b))));
+            const __m512i start = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sums, fmt::zero_shift));
+            for (int r = 0; r < R; ++r) {
+                const __m512i dot = _mm512_dpbusd_epi32(start, wq[r], xq);
+                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(wd[r], xd), acc[r][t]);
+            }
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < T; ++t) {
+            out[r][t] = _mm512_reduce_add_ps(acc[r][t]);
+            // An odd last block (rows of 288 values, say) is not worth a half-width kernel.
+            if (b < n_blocks) {
+                const act_q8::row tail{x[t].qs + b * 32, x[t].d + b, x[t].ds + b, x[t].sum + b};
+                out[r][t] += reference_dot<P>(w[r] + b, tail, 1);
+            }
+        }
+}
+
+}  // namespace detail
+
+// Rows are visited in tiles of about this many weight bytes, which stay in L2 while every token
+// of the batch passes over them.
+inline constexpr std::size_t row_tile_bytes = 256 * 1024;
+
+// weight_ops::matmul_act for P: y[t * y_stride + r] = dot(row r, activation row t).
+template <class P>
+void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1, const std::byte* xa,
+            std::size_t xa_stride, std::size_t n_tok, float* y, std::size_t y_stride) noexcept {
+    using block = typename P::block;
+    const std::size_t nb = cols / P::block_elems;
+    const auto* rows = reinterpret_cast<const block*>(w);
+    const auto act = [&](std::size_t t) { return act_q8::view(xa + t * xa_stride, cols); };
+    const auto run = [&]<int R, int T>(std::size_t r, std::size_t t) {
+        const block* wr[R];
+        act_q8::row xr[T];
+        float out[R][T];
+        for (int i = 0; i < R; ++i) wr[i] = rows + (r + i) * nb;
+        for (int j = 0; j < T; ++j) xr[j] = act(t + j);
+        detail::tile<P, R, T>(wr, xr, nb, out);
+        for (int i = 0; i < R; ++i)
+            for (int j = 0; j < T; ++j) y[(t + j) * y_stride + r + i] = out[i][j];
+    };
+    // Rows in groups of R, each group against the tokens in groups of T; leftovers one by one.
+    const auto rows_against = [&]<int T>(std::size_t rt0, std::size_t rt1, std::size_t t) {
+        std::size_t r = rt0;
+        for (; r + 4 <= rt1; r += 4) run.template operator()<4, T>(r, t);
+        for (; r < rt1; ++r) run.template operator()<1, T>(r, t);
+    };
+    const std::size_t tile = std::max<std::size_t>(4, row_tile_bytes / (nb * sizeof(block)));
+    for (std::size_t rt = r0; rt < r1; rt += tile) {
+        const std::size_t rt1 = std::min(r1, rt + tile);
+        std::size_t t = 0;
+        for (; t + 4 <= n_tok; t += 4) rows_against.template operator()<4>(rt, rt1, t);
+        for (; t < n_tok; ++t) rows_against.template operator()<1>(rt, rt1, t);
+    }
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+#endif  // LMTK_QUANT_VNNI
+
+}  // namespace lmtk::quant::vnni
 // #include <lmtk/quant/policy.hpp>
 // #include <lmtk/quant/q2_k.hpp>
 // #include <lmtk/quant/q3_k.hpp>
@@ -3164,6 +3852,18 @@ struct weight_ops {
     void (*matmul)(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1,
                    const float* x, std::size_t x_stride, std::size_t n_tok,
                    float* y, std::size_t y_stride) noexcept;
+
+    // Optional faster path on prepared activations (nullptr: none; use matmul). The caller
+    // converts each input row once with prepare_row into act_row_bytes(cols) bytes and then
+    // calls matmul_act with those rows in place of x: the conversion is shared between the
+    // projections reading one input (same `act`) and paid once, not once per row of W.
+    // Formats that leave these unset work unchanged.
+    activation_kind act = activation_kind::f32;
+    std::size_t (*act_row_bytes)(std::size_t cols) noexcept = nullptr;
+    void (*prepare_row)(const float* x, std::byte* out, std::size_t cols) noexcept = nullptr;
+    void (*matmul_act)(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1,
+                       const std::byte* xa, std::size_t xa_stride, std::size_t n_tok,
+                       float* y, std::size_t y_stride) noexcept = nullptr;
 };
 
 // The formats compiled into a program. Ids must be distinct: resolve() takes the first match.
@@ -3195,6 +3895,44 @@ void dequantize_row(const std::byte* row, float* out, std::size_t n) noexcept {
 // the tile sits in L2 and the token's activations in L1.
 inline constexpr std::size_t row_tile_bytes = 64 * 1024;
 
+// out[r][t] = dot(w[r], x[t]) over n floats for R rows and T tokens at once: each loaded vector
+// of weights serves T tokens and each vector of activations R rows, so R + T loads feed R * T
+// FMAs (one row against one token needs two loads per FMA and stalls on the load ports).
+template <class Arch, int R, int T>
+void dot_tile_f32(const float* const (&w)[R], const float* const (&x)[T], std::size_t n, float (&out)[R][T]) noexcept {
+    using batch = xsimd::batch<float, Arch>;
+    batch acc[R][T];
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < T; ++t) acc[r][t] = batch(0.0f);
+    std::size_t k = 0;
+    for (; k + batch::size <= n; k += batch::size) {
+        batch wv[R];
+        for (int r = 0; r < R; ++r) wv[r] = batch::load_unaligned(w[r] + k);
+        for (int t = 0; t < T; ++t) {
+            const batch xv = batch::load_unaligned(x[t] + k);
+            for (int r = 0; r < R; ++r) acc[r][t] = xsimd::fma(wv[r], xv, acc[r][t]);
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < T; ++t) {
+            float s = xsimd::hadd(acc[r][t]);
+            for (std::size_t j = k; j < n; ++j) s += w[r][j] * x[t][j];
+            out[r][t] = s;
+        }
+}
+
+// Scratch for the decoded rows of a tile: one per thread, grown once, so prefill does not
+// allocate per call. Empty if it could not grow (the caller then falls back to P::dot).
+inline std::span<float> decode_scratch(std::size_t n) noexcept {
+    thread_local std::unique_ptr<float[]> buf;
+    thread_local std::size_t size = 0;
+    if (size < n) {
+        buf.reset(new (std::nothrow) float[n]);
+        size = buf ? n : 0;
+    }
+    return {buf.get(), size};
+}
+
 template <quant_policy P, class Arch>
 void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1, const float* x,
             std::size_t x_stride, std::size_t n_tok, float* y, std::size_t y_stride) noexcept {
@@ -3204,36 +3942,69 @@ void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1
         for (std::size_t r = r0; r < r1; ++r) y[r] = P::dot(Arch{}, rows + r * n_blocks, x, n_blocks);
         return;
     }
-    // Prefill: decode each row of a tile to floats once and reuse it for every token, rather
-    // than decoding it again per token inside P::dot (twice the speed for Q8_0 at 32 tokens).
-    // If the scratch cannot be had, fall back to P::dot: slower, same results up to rounding.
-    const std::size_t tile = std::max<std::size_t>(1, row_tile_bytes / (std::max<std::size_t>(1, cols) * sizeof(float)));
-    std::unique_ptr<float[]> decoded;
-    if constexpr (P::type_id != ggml_type::f32) decoded.reset(new (std::nothrow) float[tile * cols]);
-    const auto* decoded_rows = reinterpret_cast<const f32::block*>(decoded.get());
+    // Prefill: decode each row of a tile to floats once (F32 rows are used in place) and reuse it
+    // for every token, in register tiles of R rows x T tokens. If the scratch cannot be had, fall
+    // back to P::dot: slower, same results up to rounding.
+    constexpr bool in_place = P::type_id == ggml_type::f32;
+    const std::size_t tile = std::max<std::size_t>(4, row_tile_bytes / (std::max<std::size_t>(1, cols) * sizeof(float)));
+    const std::span<float> decoded = in_place ? std::span<float>() : decode_scratch(tile * cols);
+    if (!in_place && decoded.empty()) {
+        for (std::size_t t = 0; t < n_tok; ++t)
+            for (std::size_t r = r0; r < r1; ++r)
+                y[t * y_stride + r] = P::dot(Arch{}, rows + r * n_blocks, x + t * x_stride, n_blocks);
+        return;
+    }
+    constexpr int R = 4, T = xsimd::batch<float, Arch>::size >= 16 ? 4 : 2;  // 16 or 8 accumulators
     for (std::size_t rt = r0; rt < r1; rt += tile) {
         const std::size_t rt_end = std::min(r1, rt + tile);
-        if (decoded) {
+        const auto row = [&](std::size_t r) -> const float* {
+            if constexpr (in_place) return reinterpret_cast<const float*>(rows + r * n_blocks);
+            else return decoded.data() + (r - rt) * cols;
+        };
+        if constexpr (!in_place)
             for (std::size_t r = rt; r < rt_end; ++r)
-                P::dequantize_row(rows + r * n_blocks, decoded.get() + (r - rt) * cols, n_blocks);
-        }
-        for (std::size_t t = 0; t < n_tok; ++t) {
-            const float* xt = x + t * x_stride;
-            float* yt = y + t * y_stride;
-            for (std::size_t r = rt; r < rt_end; ++r) {
-                yt[r] = decoded ? f32::dot(Arch{}, decoded_rows + (r - rt) * cols, xt, cols)
-                                : P::dot(Arch{}, rows + r * n_blocks, xt, n_blocks);
-            }
-        }
+                P::dequantize_row(rows + r * n_blocks, decoded.data() + (r - rt) * cols, n_blocks);
+        const auto run = [&]<int RR, int TT>(std::size_t r, std::size_t t) {
+            const float* wr[RR];
+            const float* xr[TT];
+            float out[RR][TT];
+            for (int i = 0; i < RR; ++i) wr[i] = row(r + i);
+            for (int j = 0; j < TT; ++j) xr[j] = x + (t + j) * x_stride;
+            dot_tile_f32<Arch, RR, TT>(wr, xr, cols, out);
+            for (int i = 0; i < RR; ++i)
+                for (int j = 0; j < TT; ++j) y[(t + j) * y_stride + r + i] = out[i][j];
+        };
+        const auto rows_against = [&]<int TT>(std::size_t t) {
+            std::size_t r = rt;
+            for (; r + R <= rt_end; r += R) run.template operator()<R, TT>(r, t);
+            for (; r < rt_end; ++r) run.template operator()<1, TT>(r, t);
+        };
+        std::size_t t = 0;
+        for (; t + T <= n_tok; t += T) rows_against.template operator()<T>(t);
+        for (; t < n_tok; ++t) rows_against.template operator()<1>(t);
     }
 }
 
 }  // namespace kernels
 
+namespace kernels {
+inline std::size_t act_q8_row_bytes(std::size_t cols) noexcept { return act_q8::row_bytes(cols); }
+}  // namespace kernels
+
 template <quant_policy P, class Arch>
 constexpr weight_ops ops_of() noexcept {
-    return weight_ops{P::type_id, P::block_elems, sizeof(typename P::block), &kernels::dequantize_row<P>,
-                      &kernels::matmul<P, Arch>};
+    weight_ops ops{P::type_id, P::block_elems, sizeof(typename P::block), &kernels::dequantize_row<P>,
+                   &kernels::matmul<P, Arch>};
+#if LMTK_QUANT_VNNI
+    // Int8 activations where the format has VNNI kernels and the target is an AVX-512 one.
+    if constexpr (vnni::format<P>::supported && std::is_base_of_v<xsimd::avx512bw, Arch>) {
+        ops.act = activation_kind::q8;
+        ops.act_row_bytes = &kernels::act_q8_row_bytes;
+        ops.prepare_row = &act_q8::quantize_row;
+        ops.matmul_act = &vnni::matmul<P>;
+    }
+#endif
+    return ops;
 }
 
 // nullopt when the type is not compiled into Set: the loader turns that into a load error.
@@ -3454,11 +4225,333 @@ private:
     llama_hparams hp_;
 };
 
-// Opens a model path: a GGUF file, or (once the Hugging Face loader is in) a checkpoint folder.
+}  // namespace lmtk::model
+
+// open_weights(path), for a GGUF file or a Hugging Face checkpoint folder, lives with the HF
+// source it needs. Included last: hf.hpp builds on the classes above, whichever header comes first.
+// #include <lmtk/model/hf.hpp>
+// A Hugging Face checkpoint folder as a weight_source: config.json for the hyperparameters,
+// model.safetensors (or shards named by model.safetensors.index.json) for the weights.
+//
+// Supported: LlamaForCausalLM, MistralForCausalLM (and Qwen2ForCausalLM once the forward pass
+// has attention biases) with F32, F16 or BF16 tensors. Each HF tensor is presented under its
+// GGUF name and in GGUF orientation (ne = the HF shape reversed: [out, in] -> ne = [in, out]),
+// so the model binds it exactly like a GGUF tensor. HF keeps Q and K rows in the rotate-half
+// layout, so the hyperparameters say rope_kind::neox; nothing is permuted here.
+//
+// Tensors are used in place from the mapping when their bytes are aligned for their type;
+// safetensors gives no alignment guarantee (the header length is arbitrary), so a misaligned
+// tensor is copied once, at load, into an aligned buffer this source owns.
+// #include <lmtk/core/error.hpp>
+// #include <lmtk/io/gguf.hpp>
+// #include <lmtk/io/safetensors.hpp>
+// #include <lmtk/model/hparams.hpp>
+// #include <lmtk/model/source.hpp>
+// #include <lmtk/quant/ggml_type.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <charconv>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <limits>
+#include <memory>
+#include <new>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace lmtk::model {
+
+namespace detail {
+
+// "model.layers.12.self_attn.q_proj.weight" -> "blk.12.attn_q.weight"; nullopt for names that
+// are not weights of the Llama family (the caller decides whether that is an error).
+inline std::optional<std::string> gguf_name_of(std::string_view hf) {
+    if (hf == "model.embed_tokens.weight") return "token_embd.weight";
+    if (hf == "model.norm.weight") return "output_norm.weight";
+    if (hf == "lm_head.weight") return "output.weight";
+    constexpr std::string_view layers = "model.layers.";
+    if (!hf.starts_with(layers)) return std::nullopt;
+    hf.remove_prefix(layers.size());
+    const std::size_t dot = hf.find('.');
+    if (dot == 0 || dot == std::string_view::npos) return std::nullopt;
+    unsigned layer = 0;
+    const auto [p, ec] = std::from_chars(hf.data(), hf.data() + dot, layer);
+    if (ec != std::errc() || p != hf.data() + dot) return std::nullopt;
+    const std::string_view rest = hf.substr(dot + 1);
+    static constexpr std::pair<std::string_view, std::string_view> parts[] = {
+        {"input_layernorm.weight", "attn_norm.weight"},
+        {"post_attention_layernorm.weight", "ffn_norm.weight"},
+        {"self_attn.q_proj.weight", "attn_q.weight"},
+        {"self_attn.k_proj.weight", "attn_k.weight"},
+        {"self_attn.v_proj.weight", "attn_v.weight"},
+        {"self_attn.o_proj.weight", "attn_output.weight"},
+        {"self_attn.q_proj.bias", "attn_q.bias"},
+        {"self_attn.k_proj.bias", "attn_k.bias"},
+        {"self_attn.v_proj.bias", "attn_v.bias"},
+        {"mlp.gate_proj.weight", "ffn_gate.weight"},
+        {"mlp.up_proj.weight", "ffn_up.weight"},
+        {"mlp.down_proj.weight", "ffn_down.weight"},
+    };
+    for (const auto& [from, to] : parts)
+        if (rest == from) return "blk." + std::to_string(layer) + "." + std::string(to);
+    return std::nullopt;
+}
+
+// Buffers for tensors copied out of the mapping; 64-byte aligned like a cache line, which is
+// more than any kernel needs.
+struct aligned_delete {
+    void operator()(std::byte* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
+};
+using aligned_bytes = std::unique_ptr<std::byte[], aligned_delete>;
+
+}  // namespace detail
+
+class hf_source final : public weight_source {
+public:
+    static constexpr std::string_view supported_architectures = "LlamaForCausalLM, MistralForCausalLM";
+
+    explicit hf_source(const std::string& dir) : dir_(dir), path_(dir) {
+        namespace fs = std::filesystem;
+        config_path_ = (dir_ / "config.json").string();
+        std::error_code ec;
+        if (!fs::is_regular_file(config_path_, ec)) fail(path_, ": no config.json in the checkpoint folder");
+        {
+            const core::mapped_file m(config_path_);
+            if (m.size() > safetensors::max_header_bytes) fail(config_path_, ": implausibly large (", m.size(), " bytes)");
+            config_ = safetensors::detail::parse_json(
+                std::string_view(reinterpret_cast<const char*>(m.data()), m.size()), config_path_);
+        }
+        if (!config_.is_object()) fail(config_path_, ": not a JSON object");
+        read_config();
+        weights_ = std::make_unique<safetensors::checkpoint>(dir);
+        bind_tensors();
+    }
+
+    const std::string& path() const noexcept override { return path_; }
+    const llama_hparams& hparams() const noexcept override { return hp_; }
+    const gguf::tensor_info* find_tensor(std::string_view name) const noexcept override {
+        const auto it = index_.find(name);
+        return it == index_.end() ? nullptr : &tensors_[it->second];
+    }
+
+    const std::filesystem::path& directory() const noexcept { return dir_; }
+    const nlohmann::json& config() const noexcept { return config_; }
+    const std::string& architecture() const noexcept { return architecture_; }  // "LlamaForCausalLM"
+    bool tied_embeddings() const noexcept { return tied_; }
+    // The tensors under their GGUF names, in checkpoint order.
+    const std::vector<gguf::tensor_info>& tensors() const noexcept { return tensors_; }
+    const safetensors::checkpoint& checkpoint() const noexcept { return *weights_; }
+    // config.json values that are not hyperparameters of the forward pass.
+    std::optional<std::int64_t> bos_token_id() const { return optional_int("bos_token_id"); }
+    std::optional<std::int64_t> eos_token_id() const { return optional_int("eos_token_id"); }
+    // tokenizer.json in the folder, if there is one.
+    std::optional<std::string> tokenizer_json() const {
+        std::error_code ec;
+        const auto p = dir_ / "tokenizer.json";
+        if (std::filesystem::is_regular_file(p, ec)) return p.string();
+        return std::nullopt;
+    }
+
+private:
+    // --- config.json ------------------------------------------------------------------------
+    const nlohmann::json* field(std::string_view key) const {
+        const auto it = config_.find(key);
+        return it == config_.end() || it->is_null() ? nullptr : &*it;
+    }
+    std::optional<std::int64_t> optional_int(std::string_view key) const {
+        const nlohmann::json* v = field(key);
+        if (!v) return std::nullopt;
+        if (v->is_array() && v->size() == 1) v = &(*v)[0];  // eos_token_id may be a list
+        if (!v->is_number_integer()) return std::nullopt;
+        return v->get<std::int64_t>();
+    }
+    std::uint32_t positive(std::string_view key, std::optional<std::uint32_t> fallback = std::nullopt) const {
+        const nlohmann::json* v = field(key);
+        if (!v) {
+            if (fallback) return *fallback;
+            fail(config_path_, ": '", key, "' is missing");
+        }
+        if (!v->is_number_integer() || v->get<std::int64_t>() <= 0 || v->get<std::int64_t>() > (1 << 30))
+            fail(config_path_, ": '", key, "' must be a positive integer, not ", v->dump());
+        return static_cast<std::uint32_t>(v->get<std::int64_t>());
+    }
+    double number(std::string_view key, double fallback) const {
+        const nlohmann::json* v = field(key);
+        if (!v) return fallback;
+        if (!v->is_number() || !std::isfinite(v->get<double>()))
+            fail(config_path_, ": '", key, "' must be a number, not ", v->dump());
+        return v->get<double>();
+    }
+
+    void read_config() {
+        const nlohmann::json* archs = field("architectures");
+        if (!archs || !archs->is_array() || archs->empty() || !(*archs)[0].is_string())
+            fail(config_path_, ": no 'architectures' list");
+        architecture_ = (*archs)[0].get<std::string>();
+        if (architecture_ == "Qwen2ForCausalLM")
+            fail(config_path_, ": Qwen2ForCausalLM needs attention biases (q/k/v_proj.bias), which lmtk's forward pass "
+                               "does not have yet (supported: ", supported_architectures, ")");
+        if (architecture_ != "LlamaForCausalLM" && architecture_ != "MistralForCausalLM")
+            fail(config_path_, ": architecture '", architecture_, "' is not supported (supported: ", supported_architectures,
+                 ")");
+        if (const nlohmann::json* q = field("quantization_config")) {
+            const auto m = q->is_object() ? q->find("quant_method") : q->end();
+            fail(config_path_, ": quantized checkpoints (",
+                 m != q->end() && m->is_string() ? m->get<std::string>() : std::string("quantization_config"),
+                 ") are not supported by the safetensors loader; only F32, F16 and BF16 weights are");
+        }
+        if (const nlohmann::json* act = field("hidden_act"); act && *act != "silu")
+            fail(config_path_, ": hidden_act ", act->dump(), " is not supported (Llama uses silu)");
+        for (const char* key : {"attention_bias", "mlp_bias"})
+            if (const nlohmann::json* b = field(key); b && *b == true)
+                fail(config_path_, ": '", key, "' is true; biases are not supported by lmtk's forward pass yet");
+
+        llama_hparams h;
+        h.arch = "llama";
+        h.rope = rope_kind::neox;  // HF's rotate-half layout, unpermuted
+        h.n_embd = positive("hidden_size");
+        h.n_ff = positive("intermediate_size");
+        h.n_layer = positive("num_hidden_layers");
+        h.n_head = positive("num_attention_heads");
+        h.n_head_kv = positive("num_key_value_heads", h.n_head);
+        if (h.n_head % h.n_head_kv != 0)
+            fail(config_path_, ": num_attention_heads ", h.n_head, " is not a multiple of num_key_value_heads ", h.n_head_kv);
+        if (!field("head_dim") && h.n_embd % h.n_head != 0)
+            fail(config_path_, ": hidden_size ", h.n_embd, " is not a multiple of num_attention_heads ", h.n_head);
+        h.head_dim = positive("head_dim", h.n_embd / h.n_head);
+        if (h.head_dim % 2 != 0) fail(config_path_, ": head_dim ", h.head_dim, " must be even");
+        h.rope_dim = h.head_dim;
+        h.n_ctx_train = positive("max_position_embeddings", 2048);
+        // Sliding-window attention (Mistral v0.1) equals full attention while the context fits in
+        // the window, so the default context is capped at the window rather than refused.
+        if (const nlohmann::json* w = field("sliding_window"); w && w->is_number_integer() && w->get<std::int64_t>() > 0 &&
+                                                               (!field("use_sliding_window") || *field("use_sliding_window") != false))
+            h.n_ctx_train = std::min<std::uint32_t>(h.n_ctx_train, static_cast<std::uint32_t>(
+                                                                         std::min<std::int64_t>(w->get<std::int64_t>(), 1 << 30)));
+        h.rms_eps = static_cast<float>(number("rms_norm_eps", 1e-6));
+        if (!(h.rms_eps >= 0.0f)) fail(config_path_, ": rms_norm_eps must not be negative");
+        h.rope_freq_base = static_cast<float>(number("rope_theta", 10000.0));
+        if (!(h.rope_freq_base > 0.0f)) fail(config_path_, ": rope_theta must be positive");
+        if (const nlohmann::json* rs = field("rope_scaling")) {
+            if (!rs->is_object()) fail(config_path_, ": rope_scaling must be an object or null");
+            std::string type;
+            for (const char* k : {"rope_type", "type"})
+                if (const auto it = rs->find(k); it != rs->end() && it->is_string()) type = it->get<std::string>();
+            if (type == "linear") {
+                const auto f = rs->find("factor");
+                if (f == rs->end() || !f->is_number() || !(f->get<double>() > 0.0) || !std::isfinite(f->get<double>()))
+                    fail(config_path_, ": rope_scaling.factor must be a positive number");
+                h.rope_freq_scale = static_cast<float>(1.0 / f->get<double>());
+            } else if (type != "default") {
+                fail(config_path_, ": rope_scaling type '", type, "' is not supported (supported: linear)");
+            }
+        }
+        const nlohmann::json* tie = field("tie_word_embeddings");
+        if (tie && !tie->is_boolean()) fail(config_path_, ": tie_word_embeddings must be true or false");
+        tied_ = tie && tie->get<bool>();  // transformers' Llama/Mistral default is false
+        hp_ = h;
+    }
+
+    // --- tensors ----------------------------------------------------------------------------
+    void bind_tensors() {
+        const std::vector<const safetensors::tensor*> all = weights_->tensors();
+        tensors_.reserve(all.size());
+        const bool embed_stored = weights_->find("model.embed_tokens.weight") != nullptr;
+        for (const safetensors::tensor* t : all) {
+            std::optional<std::string> name = detail::gguf_name_of(t->name);
+            if (!name) {
+                // Non-persistent buffers some older checkpoints saved along with the weights.
+                if (t->name.ends_with(".rotary_emb.inv_freq")) continue;
+                fail(where(*t), ": tensor '", t->name, "' is not part of a ", architecture_, " lmtk can run");
+            }
+            if (name->ends_with(".bias"))
+                fail(where(*t), ": tensor '", t->name, "' is a bias; lmtk's forward pass has no attention biases yet");
+            if (*name == "output.weight") {
+                // torch's save_model stores tied weights once, sometimes under lm_head.weight
+                // only: then it is the embedding. With both present and tied, the head is dropped.
+                if (!embed_stored) name = "token_embd.weight";
+                else if (tied_) continue;
+            }
+            add(*t, std::move(*name));
+        }
+        if (!find_tensor("token_embd.weight")) fail(path_, ": model.embed_tokens.weight is missing");
+        if (!tied_ && !find_tensor("output.weight"))
+            fail(path_, ": lm_head.weight is missing and tie_word_embeddings is not true");
+
+        const gguf::tensor_info& emb = *find_tensor("token_embd.weight");
+        if (const nlohmann::json* v = field("vocab_size"); v && (!v->is_number_integer() || v->get<std::int64_t>() != emb.ne[1]))
+            fail(config_path_, ": vocab_size ", v->dump(), " disagrees with the embedding's ", emb.ne[1], " rows");
+        hp_.n_vocab = static_cast<std::uint32_t>(emb.ne[1]);
+    }
+
+    std::string where(const safetensors::tensor& t) const {
+        const safetensors::file* f = weights_->file_of(t.name);
+        return f ? f->path() : path_;
+    }
+
+    void add(const safetensors::tensor& t, std::string gguf_name) {
+        gguf::tensor_info info;
+        switch (t.type) {
+            case safetensors::dtype::f32: info.type = quant::ggml_type::f32; break;
+            case safetensors::dtype::f16: info.type = quant::ggml_type::f16; break;
+            case safetensors::dtype::bf16: info.type = quant::ggml_type::bf16; break;
+            default:
+                fail(where(t), ": tensor '", t.name, "' has dtype ", safetensors::dtype_name(t.type),
+                     "; only F32, F16 and BF16 weights are supported");
+        }
+        if (t.n_dims() == 0 || t.n_dims() > gguf::max_dims)
+            fail(where(t), ": tensor '", t.name, "' has ", t.n_dims(), " dimensions (1 to ", gguf::max_dims, " supported)");
+        info.n_dims = static_cast<std::uint32_t>(t.n_dims());
+        for (std::size_t d = 0; d < t.n_dims(); ++d) {
+            const std::uint64_t v = t.shape[t.n_dims() - 1 - d];
+            // safetensors bounds the element count by the file size, so this cannot overflow int64.
+            info.ne[d] = static_cast<std::int64_t>(v);
+        }
+        info.n_elements = t.n_elements;
+        info.n_bytes = t.bytes.size();
+        info.offset = t.begin;
+        const std::size_t align = quant::traits_of(info.type).block_bytes;
+        if (reinterpret_cast<std::uintptr_t>(t.bytes.data()) % align == 0) {
+            info.data = t.bytes.data();
+        } else {
+            detail::aligned_bytes copy(static_cast<std::byte*>(::operator new[](t.bytes.size() + 1, std::align_val_t{64})));
+            std::memcpy(copy.get(), t.bytes.data(), t.bytes.size());
+            info.data = copy.get();
+            owned_.push_back(std::move(copy));
+        }
+        names_.push_back(std::move(gguf_name));
+        info.name = names_.back();
+        if (index_.count(info.name)) fail(where(t), ": two tensors map to '", info.name, "'");
+        index_.emplace(info.name, tensors_.size());
+        tensors_.push_back(info);
+    }
+
+    std::filesystem::path dir_;
+    std::string path_, config_path_;
+    nlohmann::json config_;
+    std::string architecture_;
+    llama_hparams hp_;
+    bool tied_ = false;
+    std::unique_ptr<safetensors::checkpoint> weights_;
+    std::deque<std::string> names_;  // GGUF names; a deque keeps the views in tensors_ valid
+    std::vector<gguf::tensor_info> tensors_;
+    std::unordered_map<std::string_view, std::size_t> index_;
+    std::vector<detail::aligned_bytes> owned_;
+};
+
+// Opens a model path: a GGUF file or a Hugging Face checkpoint folder.
 inline std::unique_ptr<weight_source> open_weights(const std::string& path) {
     std::error_code ec;
-    if (std::filesystem::is_directory(path, ec))
-        fail(path, ": is a directory; Hugging Face checkpoint folders are not supported yet");
+    if (std::filesystem::is_directory(path, ec)) return std::make_unique<hf_source>(path);
     return std::make_unique<gguf_source>(path);
 }
 
@@ -3491,7 +4584,10 @@ inline std::unique_ptr<weight_source> open_weights(const std::string& path) {
 #include <memory>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
+
+#include <xsimd/xsimd.hpp>
 
 namespace lmtk::model {
 
@@ -3664,6 +4760,16 @@ public:
         att_.resize(n_batch_ * hp_.q_dim());
         hb_.resize(n_batch_ * hp_.n_ff);
         hb2_.resize(n_batch_ * hp_.n_ff);
+        // Prepared (int8) activations of the widest input, 64-byte aligned for the kernels' loads.
+        std::size_t act_row = 0;
+        for (std::size_t l = 0; l < hp_.n_layer; ++l) {
+            const llama_layer& w = m_.layer(l);
+            for (const weight* p : {&w.wq, &w.wk, &w.wv, &w.wo, &w.gate, &w.up, &w.down})
+                if (p->ops.act_row_bytes) act_row = std::max(act_row, p->ops.act_row_bytes(p->cols));
+        }
+        if (m_.output().ops.act_row_bytes) act_row = std::max(act_row, m_.output().ops.act_row_bytes(m_.output().cols));
+        act_buf_.resize(n_batch_ * act_row + 64);
+        act_ = act_buf_.data() + (64 - reinterpret_cast<std::uintptr_t>(act_buf_.data()) % 64) % 64;
         rope_cos_.resize(n_batch_ * hp_.rope_dim / 2);
         rope_sin_.resize(n_batch_ * hp_.rope_dim / 2);
         scores_.resize(pool_.size() * n_ctx_);
@@ -3824,26 +4930,50 @@ private:
 
     // y (n x w.rows) = x (n x w.cols) * W^T, rows split across threads.
     void matmul(const weight& w, const float* x, std::size_t n, float* y) noexcept {
-        pool_.run_sized(w.rows * w.cols * n, [&](std::size_t i, std::size_t nt) noexcept {
-            const auto [r0, r1] = core::thread_pool::split(w.rows, i, nt);
-            if (r0 < r1) w.ops.matmul(w.data, w.cols, r0, r1, x, w.cols, n, y, w.rows);
-        });
+        const projection p[] = {{&w, y}};
+        project(x, n, p);
     }
     // Two or three projections of the same input share one parallel region.
     void matmul2(const weight& a, const weight& b, const float* x, std::size_t n, float* ya, float* yb) noexcept {
-        pool_.run_sized((a.rows + b.rows) * a.cols * n, [&](std::size_t i, std::size_t nt) noexcept {
-            const auto [a0, a1] = core::thread_pool::split(a.rows, i, nt);
-            if (a0 < a1) a.ops.matmul(a.data, a.cols, a0, a1, x, a.cols, n, ya, a.rows);
-            const auto [b0, b1] = core::thread_pool::split(b.rows, i, nt);
-            if (b0 < b1) b.ops.matmul(b.data, b.cols, b0, b1, x, b.cols, n, yb, b.rows);
-        });
+        const projection p[] = {{&a, ya}, {&b, yb}};
+        project(x, n, p);
     }
     void matmul3(const weight& a, const weight& b, const weight& c, const float* x, std::size_t n, float* ya, float* yb,
                  float* yc) noexcept {
-        pool_.run_sized((a.rows + b.rows + c.rows) * a.cols * n, [&](std::size_t i, std::size_t nt) noexcept {
-            for (auto [w, y] : {std::pair{&a, ya}, std::pair{&b, yb}, std::pair{&c, yc}}) {
-                const auto [r0, r1] = core::thread_pool::split(w->rows, i, nt);
-                if (r0 < r1) w->ops.matmul(w->data, w->cols, r0, r1, x, w->cols, n, y, w->rows);
+        const projection p[] = {{&a, ya}, {&b, yb}, {&c, yc}};
+        project(x, n, p);
+    }
+
+    struct projection {
+        const weight* w;
+        float* y;
+    };
+    // Projections of one input x (n rows of w.cols). Weights with a prepared-activation path
+    // (int8 x for the quantized formats) get x converted once, into act_, for all of them.
+    void project(const float* x, std::size_t n, std::span<const projection> ps) noexcept {
+        const std::size_t cols = ps[0].w->cols;
+        const quant::weight_ops* prep = nullptr;
+        for (const projection& p : ps)
+            if (p.w->ops.matmul_act) prep = &p.w->ops;
+        std::size_t act_stride = 0;
+        if (prep) {
+            act_stride = prep->act_row_bytes(cols);
+            pool_.run_sized(n * cols, [&](std::size_t i, std::size_t nt) noexcept {
+                const auto [t0, t1] = core::thread_pool::split(n, i, nt);
+                for (std::size_t t = t0; t < t1; ++t) prep->prepare_row(x + t * cols, act_ + t * act_stride, cols);
+            });
+        }
+        std::size_t work = 0;
+        for (const projection& p : ps) work += p.w->rows * cols * n;
+        pool_.run_sized(work, [&](std::size_t i, std::size_t nt) noexcept {
+            for (const projection& p : ps) {
+                const weight& w = *p.w;
+                const auto [r0, r1] = core::thread_pool::split(w.rows, i, nt);
+                if (r0 >= r1) continue;
+                if (w.ops.matmul_act && w.ops.act == prep->act)
+                    w.ops.matmul_act(w.data, cols, r0, r1, act_, act_stride, n, p.y, w.rows);
+                else
+                    w.ops.matmul(w.data, cols, r0, r1, x, cols, n, p.y, w.rows);
             }
         });
     }
@@ -3903,9 +5033,7 @@ private:
                 float max_score = -std::numeric_limits<float>::infinity();
                 for (std::size_t p = 0; p < n_pos; ++p) {
                     const typename KV::storage* k = cache.k_row(layer, p) + kv_off;
-                    float s = 0.0f;
-                    for (std::size_t j = 0; j < hd; ++j) s += q[j] * KV::load(k[j]);
-                    s *= scale;
+                    const float s = qk_dot(q, k, hd) * scale;
                     scores[p] = s;
                     max_score = std::max(max_score, s);
                 }
@@ -3920,17 +5048,44 @@ private:
                 for (std::size_t p = 0; p < n_pos; ++p) {
                     const typename KV::storage* v = cache.v_row(layer, p) + kv_off;
                     const float a = scores[p] * inv_sum;
-                    for (std::size_t j = 0; j < hd; ++j) out[j] += a * KV::load(v[j]);
+                    std::size_t j = 0;
+                    for (; j + batch::size <= hd; j += batch::size)
+                        xsimd::fma(batch(a), load_kv(v + j), batch::load_unaligned(out + j)).store_unaligned(out + j);
+                    for (; j < hd; ++j) out[j] += a * KV::load(v[j]);
                 }
             }
         });
+    }
+
+    using batch = xsimd::batch<float, typename Model::target::arch>;
+    // batch::size cached keys or values as floats.
+    static batch load_kv(const typename KV::storage* p) noexcept {
+        if constexpr (std::is_same_v<typename KV::storage, float>) return batch::load_unaligned(p);
+        else return quant::detail::load_fp16<typename Model::target::arch>(p);
+    }
+    // q . k over a head. Vectorised: the scalar loop is one long dependency chain (the compiler
+    // must keep the float sum in order), and attention is every score of every cached position.
+    static float qk_dot(const float* q, const typename KV::storage* k, std::size_t hd) noexcept {
+        batch acc(0.0f);
+        std::size_t j = 0;
+        for (; j + batch::size <= hd; j += batch::size) acc = xsimd::fma(batch::load_unaligned(q + j), load_kv(k + j), acc);
+        float s = xsimd::hadd(acc);
+        for (; j < hd; ++j) s += q[j] * KV::load(k[j]);
+        return s;
     }
 
     static void add_in_place(float* x, const float* y, std::size_t n) noexcept {
         for (std::size_t i = 0; i < n; ++i) x[i] += y[i];
     }
     static void swiglu(float* g, const float* u, std::size_t n) noexcept {
-        for (std::size_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+        // xsimd's exp keeps this vectorised: std::exp is a call per value, a visible share of a
+        // decode step at n_ff = 2816 x 16 layers.
+        std::size_t i = 0;
+        for (; i + batch::size <= n; i += batch::size) {
+            const batch gv = batch::load_unaligned(g + i);
+            (gv / (batch(1.0f) + xsimd::exp(-gv)) * batch::load_unaligned(u + i)).store_unaligned(g + i);
+        }
+        for (; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
     }
 
     const Model& m_;
@@ -3940,6 +5095,8 @@ private:
     std::vector<kv_cache<KV>> caches_;       // one per sequence
     std::vector<std::size_t> n_past_;        // cached positions per sequence
     std::vector<float> x_, xb_, q_, k_, v_, att_, hb_, hb2_, rope_cos_, rope_sin_, scores_, logits_;
+    std::vector<std::byte> act_buf_;         // prepared activations (see project())
+    std::byte* act_ = nullptr;
     std::vector<std::uint32_t> row_seq_;     // per batch row: its sequence
     std::vector<std::size_t> row_pos_;       // per batch row: its position
     std::vector<std::size_t> out_rows_, seq_fill_;
@@ -3948,7 +5105,8 @@ private:
 
 }  // namespace lmtk::model
 // #include <lmtk/tokenize/tokenize.hpp>
-// Tokenizers over GGUF vocabularies. The libsentencepiece adapter,
+// Tokenizers over GGUF vocabularies and Hugging Face tokenizer.json files; tokenizer.hpp's
+// tokenize::tokenizer picks the right one. The libsentencepiece adapter,
 // <lmtk/tokenize/sentencepiece.hpp>, is not included: it needs lmtk::sentencepiece to link.
 // #include <lmtk/tokenize/special_tokens.hpp>
 // lmtk::tokenize::special_matcher: finds special-token texts ("<s>", "<|im_end|>") in input
@@ -4482,18 +5640,1086 @@ private:
 };
 
 }  // namespace lmtk::tokenize
-// #include <lmtk/tokenize/vocab.hpp>
-// #include <lmtk/tokenize/load.hpp>
-// The tokenizer a model source carries. GGUF files hold their vocabulary in metadata.
+// #include <lmtk/tokenize/bpe.hpp>
+// lmtk::tokenize::bpe_tokenizer: merge-rank BPE, as Hugging Face `tokenizers` and GPT-2 define
+// it, in its two common dialects:
+//
+//   byte_level     (tokenizer.ggml.model "gpt2"; GPT-2, ...): the text is split by GPT-2's
+//                  pre-tokenizer, each chunk's bytes are written as GPT-2's printable stand-ins
+//                  (' ' -> 'Ġ'), and merges run within a chunk. Every byte is a token, so
+//                  nothing is unknown.
+//   byte_fallback  (tokenizer.ggml.model "llama" with merges; Llama/Mistral/TinyStories
+//                  tokenizer.json files converted from SentencePiece): spaces become U+2581 "▁"
+//                  (with one prepended when add_space_prefix), merges run over the whole
+//                  stretch, and a character the vocabulary lacks becomes its UTF-8 bytes as
+//                  <0xXX> tokens, or the unknown token (a run of them fused into one).
+//
+// encode, per stretch of text between special tokens:
+//   1. initial symbols: one token per character (or per byte stand-in);
+//   2. repeatedly merge the adjacent pair with the lowest merge rank (leftmost on ties) into
+//      the token the merge produces; a min-heap of candidate pairs makes this O(n log n);
+//   3. emit the symbols' ids.
+// Unlike spm_tokenizer, which merges whatever concatenation has the best score, only listed
+// merges apply: this is what the checkpoint's own tokenizer does.
 // #include <lmtk/core/error.hpp>
-// #include <lmtk/model/source.hpp>
-// #include <lmtk/tokenize/tokenize.hpp>
+// #include <lmtk/tokenize/special_tokens.hpp>
+// #include <lmtk/tokenize/spm.hpp>
+// #include <lmtk/tokenize/unicode.hpp>
+// The bits of Unicode the byte-level BPE tokenizers need, without std::regex or ICU:
+//   - UTF-8 decoding that never fails (a malformed byte is a code point of its own),
+//   - the \p{L}, \p{N} and \s classes (ranges generated from the Unicode database),
+//   - GPT-2's byte <-> printable-character table,
+//   - GPT-2's pre-tokenizer split, written out by hand from its regular expression.
+// #include <lmtk/tokenize/unicode_data.hpp>
+// Generated by tools/unicode/gen_categories.py from Unicode 14.0.0
+// (Python's unicodedata): do not edit by hand.
+// Code point ranges [first, last] of the general categories L* and N*, sorted.
+#include <cstdint>
+
+namespace lmtk::tokenize::unicode_data {
+
+struct code_range {
+    std::uint32_t first, last;
+};
+
+inline constexpr const char* version = "14.0.0";
+
+inline constexpr code_range letters[] = {
+    {0x41, 0x5A}, {0x61, 0x7A}, {0xAA, 0xAA}, {0xB5, 0xB5}, {0xBA, 0xBA}, {0xC0, 0xD6},
+    {0xD8, 0xF6}, {0xF8, 0x2C1}, {0x2C6, 0x2D1}, {0x2E0, 0x2E4}, {0x2EC, 0x2EC}, {0x2EE, 0x2EE},
+    {0x370, 0x374}, {0x376, 0x377}, {0x37A, 0x37D}, {0x37F, 0x37F}, {0x386, 0x386}, {0x388, 0x38A},
+    {0x38C, 0x38C}, {0x38E, 0x3A1}, {0x3A3, 0x3F5}, {0x3F7, 0x481}, {0x48A, 0x52F}, {0x531, 0x556},
+    {0x559, 0x559}, {0x560, 0x588}, {0x5D0, 0x5EA}, {0x5EF, 0x5F2}, {0x620, 0x64A}, {0x66E, 0x66F},
+    {0x671, 0x6D3}, {0x6D5, 0x6D5}, {0x6E5, 0x6E6}, {0x6EE, 0x6EF}, {0x6FA, 0x6FC}, {0x6FF, 0x6FF},
+    {0x710, 0x710}, {0x712, 0x72F}, {0x74D, 0x7A5}, {0x7B1, 0x7B1}, {0x7CA, 0x7EA}, {0x7F4, 0x7F5},
+    {0x7FA, 0x7FA}, {0x800, 0x815}, {0x81A, 0x81A}, {0x824, 0x824}, {0x828, 0x828}, {0x840, 0x858},
+    {0x860, 0x86A}, {0x870, 0x887}, {0x889, 0x88E}, {0x8A0, 0x8C9}, {0x904, 0x939}, {0x93D, 0x93D},
+    {0x950, 0x950}, {0x958, 0x961}, {0x971, 0x980}, {0x985, 0x98C}, {0x98F, 0x990}, {0x993, 0x9A8},
+    {0x9AA, 0x9B0}, {0x9B2, 0x9B2}, {0x9B6, 0x9B9}, {0x9BD, 0x9BD}, {0x9CE, 0x9CE}, {0x9DC, 0x9DD},
+    {0x9DF, 0x9E1}, {0x9F0, 0x9F1}, {0x9FC, 0x9FC}, {0xA05, 0xA0A}, {0xA0F, 0xA10}, {0xA13, 0xA28},
+    {0xA2A, 0xA30}, {0xA32, 0xA33}, {0xA35, 0xA36}, {0xA38, 0xA39}, {0xA59, 0xA5C}, {0xA5E, 0xA5E},
+    {0xA72, 0xA74}, {0xA85, 0xA8D}, {0xA8F, 0xA91}, {0xA93, 0xAA8}, {0xAAA, 0xAB0}, {0xAB2, 0xAB3},
+    {0xAB5, 0xAB9}, {0xABD, 0xABD}, {0xAD0, 0xAD0}, {0xAE0, 0xAE1}, {0xAF9, 0xAF9}, {0xB05, 0xB0C},
+    {0xB0F, 0xB10}, {0xB13, 0xB28}, {0xB2A, 0xB30}, {0xB32, 0xB33}, {0xB35, 0xB39}, {0xB3D, 0xB3D},
+    {0xB5C, 0xB5D}, {0xB5F, 0xB61}, {0xB71, 0xB71}, {0xB83, 0xB83}, {0xB85, 0xB8A}, {0xB8E, 0xB90},
+    {0xB92, 0xB95}, {0xB99, 0xB9A}, {0xB9C, 0xB9C}, {0xB9E, 0xB9F}, {0xBA3, 0xBA4}, {0xBA8, 0xBAA},
+    {0xBAE, 0xBB9}, {0xBD0, 0xBD0}, {0xC05, 0xC0C}, {0xC0E, 0xC10}, {0xC12, 0xC28}, {0xC2A, 0xC39},
+    {0xC3D, 0xC3D}, {0xC58, 0xC5A}, {0xC5D, 0xC5D}, {0xC60, 0xC61}, {0xC80, 0xC80}, {0xC85, 0xC8C},
+    {0xC8E, 0xC90}, {0xC92, 0xCA8}, {0xCAA, 0xCB3}, {0xCB5, 0xCB9}, {0xCBD, 0xCBD}, {0xCDD, 0xCDE},
+    {0xCE0, 0xCE1}, {0xCF1, 0xCF2}, {0xD04, 0xD0C}, {0xD0E, 0xD10}, {0xD12, 0xD3A}, {0xD3D, 0xD3D},
+    {0xD4E, 0xD4E}, {0xD54, 0xD56}, {0xD5F, 0xD61}, {0xD7A, 0xD7F}, {0xD85, 0xD96}, {0xD9A, 0xDB1},
+    {0xDB3, 0xDBB}, {0xDBD, 0xDBD}, {0xDC0, 0xDC6}, {0xE01, 0xE30}, {0xE32, 0xE33}, {0xE40, 0xE46},
+    {0xE81, 0xE82}, {0xE84, 0xE84}, {0xE86, 0xE8A}, {0xE8C, 0xEA3}, {0xEA5, 0xEA5}, {0xEA7, 0xEB0},
+    {0xEB2, 0xEB3}, {0xEBD, 0xEBD}, {0xEC0, 0xEC4}, {0xEC6, 0xEC6}, {0xEDC, 0xEDF}, {0xF00, 0xF00},
+    {0xF40, 0xF47}, {0xF49, 0xF6C}, {0xF88, 0xF8C}, {0x1000, 0x102A}, {0x103F, 0x103F}, {0x1050, 0x1055},
+    {0x105A, 0x105D}, {0x1061, 0x1061}, {0x1065, 0x1066}, {0x106E, 0x1070}, {0x1075, 0x1081}, {0x108E, 0x108E},
+    {0x10A0, 0x10C5}, {0x10C7, 0x10C7}, {0x10CD, 0x10CD}, {0x10D0, 0x10FA}, {0x10FC, 0x1248}, {0x124A, 0x124D},
+    {0x1250, 0x1256}, {0x1258, 0x1258}, {0x125A, 0x125D}, {0x1260, 0x1288}, {0x128A, 0x128D}, {0x1290, 0x12B0},
+    {0x12B2, 0x12B5}, {0x12B8, 0x12BE}, {0x12C0, 0x12C0}, {0x12C2, 0x12C5}, {0x12C8, 0x12D6}, {0x12D8, 0x1310},
+    {0x1312, 0x1315}, {0x1318, 0x135A}, {0x1380, 0x138F}, {0x13A0, 0x13F5}, {0x13F8, 0x13FD}, {0x1401, 0x166C},
+    {0x166F, 0x167F}, {0x1681, 0x169A}, {0x16A0, 0x16EA}, {0x16F1, 0x16F8}, {0x1700, 0x1711}, {0x171F, 0x1731},
+    {0x1740, 0x1751}, {0x1760, 0x176C}, {0x176E, 0x1770}, {0x1780, 0x17B3}, {0x17D7, 0x17D7}, {0x17DC, 0x17DC},
+    {0x1820, 0x1878}, {0x1880, 0x1884}, {0x1887, 0x18A8}, {0x18AA, 0x18AA}, {0x18B0, 0x18F5}, {0x1900, 0x191E},
+    {0x1950, 0x196D}, {0x1970, 0x1974}, {0x1980, 0x19AB}, {0x19B0, 0x19C9}, {0x1A00, 0x1A16}, {0x1A20, 0x1A54},
+    {0x1AA7, 0x1AA7}, {0x1B05, 0x1B33}, {0x1B45, 0x1B4C}, {0x1B83, 0x1BA0}, {0x1BAE, 0x1BAF}, {0x1BBA, 0x1BE5},
+    {0x1C00, 0x1C23}, {0x1C4D, 0x1C4F}, {0x1C5A, 0x1C7D}, {0x1C80, 0x1C88}, {0x1C90, 0x1CBA}, {0x1CBD, 0x1CBF},
+    {0x1CE9, 0x1CEC}, {0x1CEE, 0x1CF3}, {0x1CF5, 0x1CF6}, {0x1CFA, 0x1CFA}, {0x1D00, 0x1DBF}, {0x1E00, 0x1F15},
+    {0x1F18, 0x1F1D}, {0x1F20, 0x1F45}, {0x1F48, 0x1F4D}, {0x1F50, 0x1F57}, {0x1F59, 0x1F59}, {0x1F5B, 0x1F5B},
+    {0x1F5D, 0x1F5D}, {0x1F5F, 0x1F7D}, {0x1F80, 0x1FB4}, {0x1FB6, 0x1FBC}, {0x1FBE, 0x1FBE}, {0x1FC2, 0x1FC4},
+    {0x1FC6, 0x1FCC}, {0x1FD0, 0x1FD3}, {0x1FD6, 0x1FDB}, {0x1FE0, 0x1FEC}, {0x1FF2, 0x1FF4}, {0x1FF6, 0x1FFC},
+    {0x2071, 0x2071}, {0x207F, 0x207F}, {0x2090, 0x209C}, {0x2102, 0x2102}, {0x2107, 0x2107}, {0x210A, 0x2113},
+    {0x2115, 0x2115}, {0x2119, 0x211D}, {0x2124, 0x2124}, {0x2126, 0x2126}, {0x2128, 0x2128}, {0x212A, 0x212D},
+    {0x212F, 0x2139}, {0x213C, 0x213F}, {0x2145, 0x2149}, {0x214E, 0x214E}, {0x2183, 0x2184}, {0x2C00, 0x2CE4},
+    {0x2CEB, 0x2CEE}, {0x2CF2, 0x2CF3}, {0x2D00, 0x2D25}, {0x2D27, 0x2D27}, {0x2D2D, 0x2D2D}, {0x2D30, 0x2D67},
+    {0x2D6F, 0x2D6F}, {0x2D80, 0x2D96}, {0x2DA0, 0x2DA6}, {0x2DA8, 0x2DAE}, {0x2DB0, 0x2DB6}, {0x2DB8, 0x2DBE},
+    {0x2DC0, 0x2DC6}, {0x2DC8, 0x2DCE}, {0x2DD0, 0x2DD6}, {0x2DD8, 0x2DDE}, {0x2E2F, 0x2E2F}, {0x3005, 0x3006},
+    {0x3031, 0x3035}, {0x303B, 0x303C}, {0x3041, 0x3096}, {0x309D, 0x309F}, {0x30A1, 0x30FA}, {0x30FC, 0x30FF},
+    {0x3105, 0x312F}, {0x3131, 0x318E}, {0x31A0, 0x31BF}, {0x31F0, 0x31FF}, {0x3400, 0x4DBF}, {0x4E00, 0xA48C},
+    {0xA4D0, 0xA4FD}, {0xA500, 0xA60C}, {0xA610, 0xA61F}, {0xA62A, 0xA62B}, {0xA640, 0xA66E}, {0xA67F, 0xA69D},
+    {0xA6A0, 0xA6E5}, {0xA717, 0xA71F}, {0xA722, 0xA788}, {0xA78B, 0xA7CA}, {0xA7D0, 0xA7D1}, {0xA7D3, 0xA7D3},
+    {0xA7D5, 0xA7D9}, {0xA7F2, 0xA801}, {0xA803, 0xA805}, {0xA807, 0xA80A}, {0xA80C, 0xA822}, {0xA840, 0xA873},
+    {0xA882, 0xA8B3}, {0xA8F2, 0xA8F7}, {0xA8FB, 0xA8FB}, {0xA8FD, 0xA8FE}, {0xA90A, 0xA925}, {0xA930, 0xA946},
+    {0xA960, 0xA97C}, {0xA984, 0xA9B2}, {0xA9CF, 0xA9CF}, {0xA9E0, 0xA9E4}, {0xA9E6, 0xA9EF}, {0xA9FA, 0xA9FE},
+    {0xAA00, 0xAA28}, {0xAA40, 0xAA42}, {0xAA44, 0xAA4B}, {0xAA60, 0xAA76}, {0xAA7A, 0xAA7A}, {0xAA7E, 0xAAAF},
+    {0xAAB1, 0xAAB1}, {0xAAB5, 0xAAB6}, {0xAAB9, 0xAABD}, {0xAAC0, 0xAAC0}, {0xAAC2, 0xAAC2}, {0xAADB, 0xAADD},
+    {0xAAE0, 0xAAEA}, {0xAAF2, 0xAAF4}, {0xAB01, 0xAB06}, {0xAB09, 0xAB0E}, {0xAB11, 0xAB16}, {0xAB20, 0xAB26},
+    {0xAB28, 0xAB2E}, {0xAB30, 0xAB5A}, {0xAB5C, 0xAB69}, {0xAB70, 0xABE2}, {0xAC00, 0xD7A3}, {0xD7B0, 0xD7C6},
+    {0xD7CB, 0xD7FB}, {0xF900, 0xFA6D}, {0xFA70, 0xFAD9}, {0xFB00, 0xFB06}, {0xFB13, 0xFB17}, {0xFB1D, 0xFB1D},
+    {0xFB1F, 0xFB28}, {0xFB2A, 0xFB36}, {0xFB38, 0xFB3C}, {0xFB3E, 0xFB3E}, {0xFB40, 0xFB41}, {0xFB43, 0xFB44},
+    {0xFB46, 0xFBB1}, {0xFBD3, 0xFD3D}, {0xFD50, 0xFD8F}, {0xFD92, 0xFDC7}, {0xFDF0, 0xFDFB}, {0xFE70, 0xFE74},
+    {0xFE76, 0xFEFC}, {0xFF21, 0xFF3A}, {0xFF41, 0xFF5A}, {0xFF66, 0xFFBE}, {0xFFC2, 0xFFC7}, {0xFFCA, 0xFFCF},
+    {0xFFD2, 0xFFD7}, {0xFFDA, 0xFFDC}, {0x10000, 0x1000B}, {0x1000D, 0x10026}, {0x10028, 0x1003A}, {0x1003C, 0x1003D},
+    {0x1003F, 0x1004D}, {0x10050, 0x1005D}, {0x10080, 0x100FA}, {0x10280, 0x1029C}, {0x102A0, 0x102D0}, {0x10300, 0x1031F},
+    {0x1032D, 0x10340}, {0x10342, 0x10349}, {0x10350, 0x10375}, {0x10380, 0x1039D}, {0x103A0, 0x103C3}, {0x103C8, 0x103CF},
+    {0x10400, 0x1049D}, {0x104B0, 0x104D3}, {0x104D8, 0x104FB}, {0x10500, 0x10527}, {0x10530, 0x10563}, {0x10570, 0x1057A},
+    {0x1057C, 0x1058A}, {0x1058C, 0x10592}, {0x10594, 0x10595}, {0x10597, 0x105A1}, {0x105A3, 0x105B1}, {0x105B3, 0x105B9},
+    {0x105BB, 0x105BC}, {0x10600, 0x10736}, {0x10740, 0x10755}, {0x10760, 0x10767}, {0x10780, 0x10785}, {0x10787, 0x107B0},
+    {0x107B2, 0x107BA}, {0x10800, 0x10805}, {0x10808, 0x10808}, {0x1080A, 0x10835}, {0x10837, 0x10838}, {0x1083C, 0x1083C},
+    {0x1083F, 0x10855}, {0x10860, 0x10876}, {0x10880, 0x1089E}, {0x108E0, 0x108F2}, {0x108F4, 0x108F5}, {0x10900, 0x10915},
+    {0x10920, 0x10939}, {0x10980, 0x109B7}, {0x109BE, 0x109BF}, {0x10A00, 0x10A00}, {0x10A10, 0x10A13}, {0x10A15, 0x10A17},
+    {0x10A19, 0x10A35}, {0x10A60, 0x10A7C}, {0x10A80, 0x10A9C}, {0x10AC0, 0x10AC7}, {0x10AC9, 0x10AE4}, {0x10B00, 0x10B35},
+    {0x10B40, 0x10B55}, {0x10B60, 0x10B72}, {0x10B80, 0x10B91}, {0x10C00, 0x10C48}, {0x10C80, 0x10CB2}, {0x10CC0, 0x10CF2},
+    {0x10D00, 0x10D23}, {0x10E80, 0x10EA9}, {0x10EB0, 0x10EB1}, {0x10F00, 0x10F1C}, {0x10F27, 0x10F27}, {0x10F30, 0x10F45},
+    {0x10F70, 0x10F81}, {0x10FB0, 0x10FC4}, {0x10FE0, 0x10FF6}, {0x11003, 0x11037}, {0x11071, 0x11072}, {0x11075, 0x11075},
+    {0x11083, 0x110AF}, {0x110D0, 0x110E8}, {0x11103, 0x11126}, {0x11144, 0x11144}, {0x11147, 0x11147}, {0x11150, 0x11172},
+    {0x11176, 0x11176}, {0x11183, 0x111B2}, {0x111C1, 0x111C4}, {0x111DA, 0x111DA}, {0x111DC, 0x111DC}, {0x11200, 0x11211},
+    {0x11213, 0x1122B}, {0x11280, 0x11286}, {0x11288, 0x11288}, {0x1128A, 0x1128D}, {0x1128F, 0x1129D}, {0x1129F, 0x112A8},
+    {0x112B0, 0x112DE}, {0x11305, 0x1130C}, {0x1130F, 0x11310}, {0x11313, 0x11328}, {0x1132A, 0x11330}, {0x11332, 0x11333},
+    {0x11335, 0x11339}, {0x1133D, 0x1133D}, {0x11350, 0x11350}, {0x1135D, 0x11361}, {0x11400, 0x11434}, {0x11447, 0x1144A},
+    {0x1145F, 0x11461}, {0x11480, 0x114AF}, {0x114C4, 0x114C5}, {0x114C7, 0x114C7}, {0x11580, 0x115AE}, {0x115D8, 0x115DB},
+    {0x11600, 0x1162F}, {0x11644, 0x11644}, {0x11680, 0x116AA}, {0x116B8, 0x116B8}, {0x11700, 0x1171A}, {0x11740, 0x11746},
+    {0x11800, 0x1182B}, {0x118A0, 0x118DF}, {0x118FF, 0x11906}, {0x11909, 0x11909}, {0x1190C, 0x11913}, {0x11915, 0x11916},
+    {0x11918, 0x1192F}, {0x1193F, 0x1193F}, {0x11941, 0x11941}, {0x119A0, 0x119A7}, {0x119AA, 0x119D0}, {0x119E1, 0x119E1},
+    {0x119E3, 0x119E3}, {0x11A00, 0x11A00}, {0x11A0B, 0x11A32}, {0x11A3A, 0x11A3A}, {0x11A50, 0x11A50}, {0x11A5C, 0x11A89},
+    {0x11A9D, 0x11A9D}, {0x11AB0, 0x11AF8}, {0x11C00, 0x11C08}, {0x11C0A, 0x11C2E}, {0x11C40, 0x11C40}, {0x11C72, 0x11C8F},
+    {0x11D00, 0x11D06}, {0x11D08, 0x11D09}, {0x11D0B, 0x11D30}, {0x11D46, 0x11D46}, {0x11D60, 0x11D65}, {0x11D67, 0x11D68},
+    {0x11D6A, 0x11D89}, {0x11D98, 0x11D98}, {0x11EE0, 0x11EF2}, {0x11FB0, 0x11FB0}, {0x12000, 0x12399}, {0x12480, 0x12543},
+    {0x12F90, 0x12FF0}, {0x13000, 0x1342E}, {0x14400, 0x14646}, {0x16800, 0x16A38}, {0x16A40, 0x16A5E}, {0x16A70, 0x16ABE},
+    {0x16AD0, 0x16AED}, {0x16B00, 0x16B2F}, {0x16B40, 0x16B43}, {0x16B63, 0x16B77}, {0x16B7D, 0x16B8F}, {0x16E40, 0x16E7F},
+    {0x16F00, 0x16F4A}, {0x16F50, 0x16F50}, {0x16F93, 0x16F9F}, {0x16FE0, 0x16FE1}, {0x16FE3, 0x16FE3}, {0x17000, 0x187F7},
+    {0x18800, 0x18CD5}, {0x18D00, 0x18D08}, {0x1AFF0, 0x1AFF3}, {0x1AFF5, 0x1AFFB}, {0x1AFFD, 0x1AFFE}, {0x1B000, 0x1B122},
+    {0x1B150, 0x1B152}, {0x1B164, 0x1B167}, {0x1B170, 0x1B2FB}, {0x1BC00, 0x1BC6A}, {0x1BC70, 0x1BC7C}, {0x1BC80, 0x1BC88},
+    {0x1BC90, 0x1BC99}, {0x1D400, 0x1D454}, {0x1D456, 0x1D49C}, {0x1D49E, 0x1D49F}, {0x1D4A2, 0x1D4A2}, {0x1D4A5, 0x1D4A6},
+    {0x1D4A9, 0x1D4AC}, {0x1D4AE, 0x1D4B9}, {0x1D4BB, 0x1D4BB}, {0x1D4BD, 0x1D4C3}, {0x1D4C5, 0x1D505}, {0x1D507, 0x1D50A},
+    {0x1D50D, 0x1D514}, {0x1D516, 0x1D51C}, {0x1D51E, 0x1D539}, {0x1D53B, 0x1D53E}, {0x1D540, 0x1D544}, {0x1D546, 0x1D546},
+    {0x1D54A, 0x1D550}, {0x1D552, 0x1D6A5}, {0x1D6A8, 0x1D6C0}, {0x1D6C2, 0x1D6DA}, {0x1D6DC, 0x1D6FA}, {0x1D6FC, 0x1D714},
+    {0x1D716, 0x1D734}, {0x1D736, 0x1D74E}, {0x1D750, 0x1D76E}, {0x1D770, 0x1D788}, {0x1D78A, 0x1D7A8}, {0x1D7AA, 0x1D7C2},
+    {0x1D7C4, 0x1D7CB}, {0x1DF00, 0x1DF1E}, {0x1E100, 0x1E12C}, {0x1E137, 0x1E13D}, {0x1E14E, 0x1E14E}, {0x1E290, 0x1E2AD},
+    {0x1E2C0, 0x1E2EB}, {0x1E7E0, 0x1E7E6}, {0x1E7E8, 0x1E7EB}, {0x1E7ED, 0x1E7EE}, {0x1E7F0, 0x1E7FE}, {0x1E800, 0x1E8C4},
+    {0x1E900, 0x1E943}, {0x1E94B, 0x1E94B}, {0x1EE00, 0x1EE03}, {0x1EE05, 0x1EE1F}, {0x1EE21, 0x1EE22}, {0x1EE24, 0x1EE24},
+    {0x1EE27, 0x1EE27}, {0x1EE29, 0x1EE32}, {0x1EE34, 0x1EE37}, {0x1EE39, 0x1EE39}, {0x1EE3B, 0x1EE3B}, {0x1EE42, 0x1EE42},
+    {0x1EE47, 0x1EE47}, {0x1EE49, 0x1EE49}, {0x1EE4B, 0x1EE4B}, {0x1EE4D, 0x1EE4F}, {0x1EE51, 0x1EE52}, {0x1EE54, 0x1EE54},
+    {0x1EE57, 0x1EE57}, {0x1EE59, 0x1EE59}, {0x1EE5B, 0x1EE5B}, {0x1EE5D, 0x1EE5D}, {0x1EE5F, 0x1EE5F}, {0x1EE61, 0x1EE62},
+    {0x1EE64, 0x1EE64}, {0x1EE67, 0x1EE6A}, {0x1EE6C, 0x1EE72}, {0x1EE74, 0x1EE77}, {0x1EE79, 0x1EE7C}, {0x1EE7E, 0x1EE7E},
+    {0x1EE80, 0x1EE89}, {0x1EE8B, 0x1EE9B}, {0x1EEA1, 0x1EEA3}, {0x1EEA5, 0x1EEA9}, {0x1EEAB, 0x1EEBB}, {0x20000, 0x2A6DF},
+    {0x2A700, 0x2B738}, {0x2B740, 0x2B81D}, {0x2B820, 0x2CEA1}, {0x2CEB0, 0x2EBE0}, {0x2F800, 0x2FA1D}, {0x30000, 0x3134A},
+};
+
+inline constexpr code_range numbers[] = {
+    {0x30, 0x39}, {0xB2, 0xB3}, {0xB9, 0xB9}, {0xBC, 0xBE}, {0x660, 0x669}, {0x6F0, 0x6F9},
+    {0x7C0, 0x7C9}, {0x966, 0x96F}, {0x9E6, 0x9EF}, {0x9F4, 0x9F9}, {0xA66, 0xA6F}, {0xAE6, 0xAEF},
+    {0xB66, 0xB6F}, {0xB72, 0xB77}, {0xBE6, 0xBF2}, {0xC66, 0xC6F}, {0xC78, 0xC7E}, {0xCE6, 0xCEF},
+    {0xD58, 0xD5E}, {0xD66, 0xD78}, {0xDE6, 0xDEF}, {0xE50, 0xE59}, {0xED0, 0xED9}, {0xF20, 0xF33},
+    {0x1040, 0x1049}, {0x1090, 0x1099}, {0x1369, 0x137C}, {0x16EE, 0x16F0}, {0x17E0, 0x17E9}, {0x17F0, 0x17F9},
+    {0x1810, 0x1819}, {0x1946, 0x194F}, {0x19D0, 0x19DA}, {0x1A80, 0x1A89}, {0x1A90, 0x1A99}, {0x1B50, 0x1B59},
+    {0x1BB0, 0x1BB9}, {0x1C40, 0x1C49}, {0x1C50, 0x1C59}, {0x2070, 0x2070}, {0x2074, 0x2079}, {0x2080, 0x2089},
+    {0x2150, 0x2182}, {0x2185, 0x2189}, {0x2460, 0x249B}, {0x24EA, 0x24FF}, {0x2776, 0x2793}, {0x2CFD, 0x2CFD},
+    {0x3007, 0x3007}, {0x3021, 0x3029}, {0x3038, 0x303A}, {0x3192, 0x3195}, {0x3220, 0x3229}, {0x3248, 0x324F},
+    {0x3251, 0x325F}, {0x3280, 0x3289}, {0x32B1, 0x32BF}, {0xA620, 0xA629}, {0xA6E6, 0xA6EF}, {0xA830, 0xA835},
+    {0xA8D0, 0xA8D9}, {0xA900, 0xA909}, {0xA9D0, 0xA9D9}, {0xA9F0, 0xA9F9}, {0xAA50, 0xAA59}, {0xABF0, 0xABF9},
+    {0xFF10, 0xFF19}, {0x10107, 0x10133}, {0x10140, 0x10178}, {0x1018A, 0x1018B}, {0x102E1, 0x102FB}, {0x10320, 0x10323},
+    {0x10341, 0x10341}, {0x1034A, 0x1034A}, {0x103D1, 0x103D5}, {0x104A0, 0x104A9}, {0x10858, 0x1085F}, {0x10879, 0x1087F},
+    {0x108A7, 0x108AF}, {0x108FB, 0x108FF}, {0x10916, 0x1091B}, {0x109BC, 0x109BD}, {0x109C0, 0x109CF}, {0x109D2, 0x109FF},
+    {0x10A40, 0x10A48}, {0x10A7D, 0x10A7E}, {0x10A9D, 0x10A9F}, {0x10AEB, 0x10AEF}, {0x10B58, 0x10B5F}, {0x10B78, 0x10B7F},
+    {0x10BA9, 0x10BAF}, {0x10CFA, 0x10CFF}, {0x10D30, 0x10D39}, {0x10E60, 0x10E7E}, {0x10F1D, 0x10F26}, {0x10F51, 0x10F54},
+    {0x10FC5, 0x10FCB}, {0x11052, 0x1106F}, {0x110F0, 0x110F9}, {0x11136, 0x1113F}, {0x111D0, 0x111D9}, {0x111E1, 0x111F4},
+    {0x112F0, 0x112F9}, {0x11450, 0x11459}, {0x114D0, 0x114D9}, {0x11650, 0x11659}, {0x116C0, 0x116C9}, {0x11730, 0x1173B},
+    {0x118E0, 0x118F2}, {0x11950, 0x11959}, {0x11C50, 0x11C6C}, {0x11D50, 0x11D59}, {0x11DA0, 0x11DA9}, {0x11FC0, 0x11FD4},
+    {0x12400, 0x1246E}, {0x16A60, 0x16A69}, {0x16AC0, 0x16AC9}, {0x16B50, 0x16B59}, {0x16B5B, 0x16B61}, {0x16E80, 0x16E96},
+    {0x1D2E0, 0x1D2F3}, {0x1D360, 0x1D378}, {0x1D7CE, 0x1D7FF}, {0x1E140, 0x1E149}, {0x1E2F0, 0x1E2F9}, {0x1E8C7, 0x1E8CF},
+    {0x1E950, 0x1E959}, {0x1EC71, 0x1ECAB}, {0x1ECAD, 0x1ECAF}, {0x1ECB1, 0x1ECB4}, {0x1ED01, 0x1ED2D}, {0x1ED2F, 0x1ED3D},
+    {0x1F100, 0x1F10C}, {0x1FBF0, 0x1FBF9},
+};
+
+}  // namespace lmtk::tokenize::unicode_data
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lmtk::tokenize::unicode {
+
+// Stands for a byte that starts no valid UTF-8 sequence: belongs to no class.
+inline constexpr std::uint32_t invalid = 0xFFFFFFFFu;
+
+struct code_point {
+    std::uint32_t cp;
+    std::uint32_t offset;  // byte offset in the text
+    std::uint32_t len;     // bytes
+};
+
+// Decodes `s` into code points. Overlong forms, surrogates and values above U+10FFFF count as
+// malformed, like any truncated or broken sequence: each such byte becomes one `invalid`
+// code point, so every byte of the input is covered exactly once.
+inline std::vector<code_point> decode_utf8(std::string_view s) {
+    std::vector<code_point> out;
+    out.reserve(s.size());
+    for (std::size_t i = 0; i < s.size();) {
+        const auto b0 = static_cast<unsigned char>(s[i]);
+        std::size_t n = b0 < 0x80 ? 1 : (b0 >> 5) == 0x6 ? 2 : (b0 >> 4) == 0xE ? 3 : (b0 >> 3) == 0x1E ? 4 : 0;
+        std::uint32_t cp = n == 1 ? b0 : n == 2 ? (b0 & 0x1Fu) : n == 3 ? (b0 & 0x0Fu) : (b0 & 0x07u);
+        bool ok = n != 0 && n <= s.size() - i;
+        for (std::size_t k = 1; ok && k < n; ++k) {
+            const auto b = static_cast<unsigned char>(s[i + k]);
+            ok = (b & 0xC0) == 0x80;
+            cp = (cp << 6) | (b & 0x3Fu);
+        }
+        static constexpr std::uint32_t min_of_len[] = {0, 0, 0x80, 0x800, 0x10000};
+        ok = ok && cp >= min_of_len[n] && cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF);
+        if (!ok) {
+            cp = invalid;
+            n = 1;
+        }
+        out.push_back({cp, static_cast<std::uint32_t>(i), static_cast<std::uint32_t>(n)});
+        i += n;
+    }
+    return out;
+}
+
+inline void append_utf8(std::string& out, std::uint32_t cp) {
+    if (cp < 0x80) {
+        out.push_back(static_cast<char>(cp));
+    } else if (cp < 0x800) {
+        out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
+        out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    } else if (cp < 0x10000) {
+        out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
+        out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+        out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    } else {
+        out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
+        out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+        out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+        out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    }
+}
+
+namespace detail {
+inline bool in_ranges(std::span<const unicode_data::code_range> r, std::uint32_t cp) noexcept {
+    const auto it = std::upper_bound(r.begin(), r.end(), cp,
+                                     [](std::uint32_t c, const unicode_data::code_range& x) { return c < x.first; });
+    return it != r.begin() && cp <= std::prev(it)->last;
+}
+}  // namespace detail
+
+inline bool is_letter(std::uint32_t cp) noexcept {
+    if (cp < 0x80) return (cp | 0x20) >= 'a' && (cp | 0x20) <= 'z';
+    return detail::in_ranges(unicode_data::letters, cp);
+}
+inline bool is_number(std::uint32_t cp) noexcept {
+    if (cp < 0x80) return cp >= '0' && cp <= '9';
+    return detail::in_ranges(unicode_data::numbers, cp);
+}
+// The White_Space property, which regex engines use for \s.
+inline bool is_whitespace(std::uint32_t cp) noexcept {
+    return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+           (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
+           cp == 0x3000;
+}
+
+// GPT-2 maps every byte to a printable character so that BPE works on text: the printable
+// Latin-1 bytes ('!'..'~', '¡'..'¬', '®'..'ÿ') stand for themselves, the other 68 bytes take
+// U+0100, U+0101, ... in byte order. A space is thus 'Ġ' (U+0120), a newline 'Ċ' (U+010A).
+struct byte_map {
+    std::array<std::uint32_t, 256> to_cp{};
+    std::array<std::string, 256> to_utf8{};
+    std::array<std::int16_t, 512> from_cp{};  // every mapped code point is below 512; -1: none
+
+    byte_map() {
+        from_cp.fill(-1);
+        std::uint32_t next = 256;
+        for (std::uint32_t b = 0; b < 256; ++b) {
+            const bool self = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+            to_cp[b] = self ? b : next++;
+            append_utf8(to_utf8[b], to_cp[b]);
+            from_cp[to_cp[b]] = static_cast<std::int16_t>(b);
+        }
+    }
+    static const byte_map& get() {
+        static const byte_map m;
+        return m;
+    }
+};
+
+// GPT-2's pre-tokenizer, the regular expression
+//     's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+// applied left to right, first alternative that matches wins. Calls on_chunk(string_view) for
+// each match; together the chunks are exactly `text`.
+template <class OnChunk>
+void split_gpt2(std::string_view text, OnChunk&& on_chunk) {
+    const std::vector<code_point> cps = decode_utf8(text);
+    const std::size_t n = cps.size();
+    auto cp = [&](std::size_t i) { return i < n ? cps[i].cp : invalid; };
+    auto other = [&](std::size_t i) {
+        return i < n && !is_whitespace(cps[i].cp) && !is_letter(cps[i].cp) && !is_number(cps[i].cp);
+    };
+    auto emit = [&](std::size_t from, std::size_t to) {
+        const std::size_t b = cps[from].offset;
+        const std::size_t e = to < n ? cps[to].offset : text.size();
+        on_chunk(text.substr(b, e - b));
+    };
+    std::size_t i = 0;
+    while (i < n) {
+        const std::uint32_t c = cp(i);
+        // 's 't 're 've 'm 'll 'd (case-sensitive, ASCII apostrophe only)
+        if (c == '\'') {
+            const std::uint32_t a = cp(i + 1), b = cp(i + 2);
+            if (a == 's' || a == 't' || a == 'm' || a == 'd') {
+                emit(i, i + 2);
+                i += 2;
+                continue;
+            }
+            if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) {
+                emit(i, i + 3);
+                i += 3;
+                continue;
+            }
+        }
+        // ` ?X+` for X = letters, numbers, other: an optional single space, then a run of X.
+        const std::size_t s = (c == ' ' && i + 1 < n) ? i + 1 : i;
+        auto run = [&](auto&& in_class) {
+            if (!in_class(s)) return false;
+            std::size_t j = s + 1;
+            while (in_class(j)) ++j;
+            emit(i, j);
+            i = j;
+            return true;
+        };
+        if (run([&](std::size_t k) { return k < n && is_letter(cps[k].cp); })) continue;
+        if (run([&](std::size_t k) { return k < n && is_number(cps[k].cp); })) continue;
+        if (run(other)) continue;
+        // Whitespace: `\s+(?!\S)` takes the run but leaves its last character to a following
+        // non-space (which then takes it as its ` ?` prefix when it is ' '); `\s+` takes a
+        // single whitespace character before a non-space.
+        std::size_t j = i;
+        while (j < n && is_whitespace(cps[j].cp)) ++j;
+        const std::size_t end = (j < n && j - i >= 2) ? j - 1 : j;
+        emit(i, end);
+        i = end;
+    }
+}
+
+}  // namespace lmtk::tokenize::unicode
+// #include <lmtk/tokenize/vocab.hpp>
+
+#include <array>
+#include <cstdint>
+#include <queue>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
 
 namespace lmtk::tokenize {
 
-inline spm_tokenizer load_tokenizer(const model::weight_source& src) {
-    if (const gguf::file* f = src.gguf_file()) return spm_tokenizer(vocab::from_gguf(*f));
+class bpe_tokenizer {
+public:
+    enum class dialect { byte_level, byte_fallback };
+
+    explicit bpe_tokenizer(vocab v) : v_(std::move(v)) {
+        if (v_.model() == "gpt2") {
+            dialect_ = dialect::byte_level;
+            // Only GPT-2's own split is implemented; other pre-tokenizers (llama-bpe, qwen2, ...)
+            // split differently and would give wrong ids silently.
+            if (!v_.pre().empty() && v_.pre() != "gpt-2" && v_.pre() != "default")
+                fail("bpe_tokenizer: pre-tokenizer '", v_.pre(), "' is not supported yet (supported: gpt-2)");
+        } else if (v_.model() == "llama") {
+            dialect_ = dialect::byte_fallback;
+            if (v_.merges().empty()) fail("bpe_tokenizer: a 'llama' vocabulary without merges is SentencePiece; use spm_tokenizer");
+        } else {
+            fail("bpe_tokenizer: tokenizer model '", v_.model(), "' is not BPE (supported: gpt2, llama with merges)");
+        }
+
+        const auto n = static_cast<std::int32_t>(v_.size());
+        byte_ids_.fill(no_token);
+        for (std::int32_t id = 0; id < n; ++id) {
+            const token_type t = v_.type(id);
+            if (dialect_ == dialect::byte_fallback && (t == token_type::byte || t == token_type::undefined)) {
+                const int b = detail::parse_byte_token(v_.text(id));
+                if (b >= 0 && (byte_ids_[b] == no_token || t == token_type::byte)) byte_ids_[b] = id;
+            }
+            if (t == token_type::user_defined) {
+                always_.add(v_.text(id), id);
+                with_control_.add(v_.text(id), id);
+            } else if (t == token_type::control || t == token_type::unknown) {
+                with_control_.add(v_.text(id), id);
+            }
+        }
+        has_all_bytes_ = true;
+        for (const std::int32_t id : byte_ids_) has_all_bytes_ = has_all_bytes_ && id != no_token;
+        if (dialect_ == dialect::byte_level) {
+            const auto& bm = unicode::byte_map::get();
+            for (int b = 0; b < 256; ++b) {
+                byte_ids_[b] = v_.find(bm.to_utf8[b]);
+                // A byte-level vocabulary has a token for every byte stand-in; without one, a
+                // byte would have no encoding at all.
+                if (byte_ids_[b] == no_token && v_.unk() == no_token)
+                    fail("bpe_tokenizer: the byte-level vocabulary has no token for byte ", b, " and no unknown token");
+            }
+        }
+
+        // "left right" -> (rank, result). Merges whose parts or result are not tokens can never
+        // apply (HF refuses such files; llama.cpp skips them): skip them too.
+        ranks_.reserve(v_.merges().size());
+        for (std::size_t r = 0; r < v_.merges().size(); ++r) {
+            const std::string& m = v_.merges()[r];
+            const std::size_t sp = m.find(' ', 1);
+            if (sp == std::string::npos) fail("bpe_tokenizer: merge ", r, " '", m, "' is not two tokens separated by a space");
+            const std::string_view a = std::string_view(m).substr(0, sp), b = std::string_view(m).substr(sp + 1);
+            const std::int32_t ia = v_.find(a), ib = v_.find(b);
+            const std::int32_t ic = v_.find(std::string(a) + std::string(b));
+            if (ia == no_token || ib == no_token || ic == no_token) continue;
+            ranks_.emplace(key(ia, ib), merge{static_cast<std::uint32_t>(r), ic});  // first listing wins
+        }
+    }
+
+    dialect kind() const noexcept { return dialect_; }
+
+    // Token ids of `text`: BOS first when add_bos (and the vocabulary has one). With
+    // parse_special, control-token texts such as "<|endoftext|>" become their ids.
+    std::vector<std::int32_t> encode(std::string_view text, bool add_bos, bool parse_special = false) const {
+        std::vector<std::int32_t> out;
+        out.reserve(text.size() / 3 + 2);
+        if (add_bos && v_.bos() != no_token) out.push_back(v_.bos());
+        bool after_special = true;  // the start of the text counts as "after a special token"
+        (parse_special ? with_control_ : always_)
+            .split(
+                text,
+                [&](std::string_view fragment) {
+                    encode_fragment(fragment, v_.add_space_prefix() && after_special, out);
+                    after_special = false;
+                },
+                [&](std::int32_t id) {
+                    out.push_back(id);
+                    after_special = true;
+                });
+        return out;
+    }
+
+    // Text of `ids`. skip_special drops control tokens. For byte_fallback the space the space
+    // prefix put at the start (and after each control token) is dropped again, as sentencepiece
+    // and the HF decoder (Strip) do. An id outside the vocabulary throws.
+    std::string decode(std::span<const std::int32_t> ids, bool skip_special = true) const {
+        std::string out;
+        bool at_prefix = v_.add_space_prefix();
+        for (const std::int32_t id : ids) {
+            check(id);
+            if (v_.type(id) == token_type::control) {
+                if (skip_special) continue;
+                out += v_.text(id);
+                at_prefix = v_.add_space_prefix();
+                continue;
+            }
+            std::string p = piece(id);
+            if (at_prefix && !p.empty() && p[0] == ' ') p.erase(0, 1);
+            out += p;
+            at_prefix = false;
+        }
+        return out;
+    }
+
+    // The raw bytes one token stands for; control tokens are empty. For streaming output:
+    // concatenated pieces may split a UTF-8 character across tokens.
+    std::string piece(std::int32_t id) const {
+        check(id);
+        const std::string& t = v_.text(id);
+        std::string out;
+        switch (v_.type(id)) {
+            case token_type::control: return out;
+            case token_type::user_defined: return t;  // stored as plain text in both dialects
+            case token_type::unknown:
+                if (dialect_ == dialect::byte_fallback) return std::string(detail::spm_unk_surface);
+                return t;
+            case token_type::byte:
+                if (const int b = detail::parse_byte_token(t); b >= 0) return std::string(1, static_cast<char>(b));
+                break;
+            default: break;
+        }
+        if (dialect_ == dialect::byte_level) {
+            // Stand-ins back to bytes; a character outside the table is kept as it is.
+            const auto& bm = unicode::byte_map::get();
+            for (const unicode::code_point& c : unicode::decode_utf8(t)) {
+                if (c.cp < bm.from_cp.size() && bm.from_cp[c.cp] >= 0) out.push_back(static_cast<char>(bm.from_cp[c.cp]));
+                else out.append(t, c.offset, c.len);
+            }
+        } else {
+            std::string_view rest = t;
+            for (std::size_t p = rest.find(detail::spm_space); p != std::string_view::npos; p = rest.find(detail::spm_space)) {
+                out.append(rest.substr(0, p)).push_back(' ');
+                rest.remove_prefix(p + detail::spm_space.size());
+            }
+            out.append(rest);
+        }
+        return out;
+    }
+
+    const vocab& vocabulary() const noexcept { return v_; }
+    std::int32_t bos() const noexcept { return v_.bos(); }
+    std::int32_t eos() const noexcept { return v_.eos(); }
+    bool is_eog(std::int32_t id) const noexcept {
+        return id != no_token && (id == v_.eos() || id == v_.eot() || id == v_.eom());
+    }
+    std::size_t size() const noexcept { return v_.size(); }
+
+private:
+    struct merge {
+        std::uint32_t rank;
+        std::int32_t result;
+    };
+    static std::uint64_t key(std::int32_t a, std::int32_t b) noexcept {
+        return (std::uint64_t(std::uint32_t(a)) << 32) | std::uint32_t(b);
+    }
+
+    void check(std::int32_t id) const {
+        if (!v_.contains(id)) fail("token id ", id, " is outside the vocabulary of ", v_.size(), " tokens");
+    }
+
+    void encode_fragment(std::string_view fragment, bool space_prefix, std::vector<std::int32_t>& out) const {
+        if (dialect_ == dialect::byte_level) {
+            std::string prefixed;
+            if (space_prefix && !fragment.empty() && fragment[0] != ' ') {
+                prefixed = " ";
+                prefixed += fragment;
+                fragment = prefixed;
+            }
+            std::vector<std::int32_t> syms;
+            unicode::split_gpt2(fragment, [&](std::string_view chunk) {
+                syms.clear();
+                for (const char ch : chunk) {
+                    const std::int32_t id = byte_ids_[static_cast<unsigned char>(ch)];
+                    syms.push_back(id == no_token ? v_.unk() : id);
+                }
+                merge_symbols(syms, out);
+            });
+            return;
+        }
+
+        // byte_fallback: spaces as "▁", one prepended, then one symbol per character.
+        std::string norm;
+        norm.reserve(fragment.size() + fragment.size() / 2 + detail::spm_space.size());
+        if (space_prefix && !fragment.empty()) norm += detail::spm_space;
+        for (const char c : fragment) {
+            if (c == ' ') norm += detail::spm_space;
+            else norm.push_back(c);
+        }
+        std::vector<std::int32_t> syms;
+        syms.reserve(norm.size());
+        bool last_unk = false;  // a run of unknown characters becomes one unknown token
+        for (std::size_t i = 0; i < norm.size();) {
+            const std::size_t n = detail::utf8_char_len(norm, i);
+            const std::string_view ch = std::string_view(norm).substr(i, n);
+            i += n;
+            const std::int32_t id = v_.find(ch);
+            if (id != no_token && v_.type(id) != token_type::control && v_.type(id) != token_type::unknown) {
+                syms.push_back(id);
+                last_unk = false;
+            } else if (has_all_bytes_) {
+                for (const char b : ch) syms.push_back(byte_ids_[static_cast<unsigned char>(b)]);
+                last_unk = false;
+            } else if (v_.unk() != no_token) {
+                if (!last_unk) syms.push_back(v_.unk());
+                last_unk = true;
+            } else {
+                fail("bpe_tokenizer: cannot encode '", ch, "': the vocabulary has neither byte tokens nor an unknown token");
+            }
+        }
+        merge_symbols(syms, out);
+    }
+
+    // Applies merges to `syms` (token ids, no_token allowed for nothing-mergeable) and appends
+    // the result to out.
+    void merge_symbols(const std::vector<std::int32_t>& syms, std::vector<std::int32_t>& out) const {
+        const auto n = static_cast<std::int32_t>(syms.size());
+        if (n == 0) return;
+        if (n == 1) {
+            if (syms[0] != no_token) out.push_back(syms[0]);
+            return;
+        }
+        struct symbol {
+            std::int32_t id, prev, next;
+        };
+        std::vector<symbol> s(static_cast<std::size_t>(n));
+        for (std::int32_t i = 0; i < n; ++i) s[i] = {syms[i], i - 1, i + 1 < n ? i + 1 : -1};
+
+        struct candidate {
+            std::uint32_t rank;
+            std::int32_t left, right;       // symbol positions
+            std::int32_t left_id, right_id;  // stale once either symbol has changed
+            std::int32_t result;
+        };
+        struct later {  // min-heap on (rank, position)
+            bool operator()(const candidate& a, const candidate& b) const noexcept {
+                return a.rank != b.rank ? a.rank > b.rank : a.left > b.left;
+            }
+        };
+        std::priority_queue<candidate, std::vector<candidate>, later> heap;
+        auto consider = [&](std::int32_t l, std::int32_t r) {
+            if (l < 0 || r < 0 || s[l].id == no_token || s[r].id == no_token) return;
+            const auto it = ranks_.find(key(s[l].id, s[r].id));
+            if (it == ranks_.end()) return;
+            heap.push({it->second.rank, l, r, s[l].id, s[r].id, it->second.result});
+        };
+        for (std::int32_t i = 0; i + 1 < n; ++i) consider(i, i + 1);
+
+        while (!heap.empty()) {
+            const candidate c = heap.top();
+            heap.pop();
+            symbol& l = s[c.left];
+            symbol& r = s[c.right];
+            // Stale: the right symbol was absorbed (no longer l's neighbour) or either changed.
+            if (l.next != c.right || l.id != c.left_id || r.id != c.right_id) continue;
+            l.id = c.result;
+            l.next = r.next;
+            if (r.next >= 0) s[r.next].prev = c.left;
+            r.id = no_token;
+            r.prev = r.next = -1;
+            consider(l.prev, c.left);
+            consider(c.left, l.next);
+        }
+        for (std::int32_t i = 0; i >= 0; i = s[i].next)
+            if (s[i].id != no_token) out.push_back(s[i].id);
+    }
+
+    vocab v_;
+    dialect dialect_ = dialect::byte_level;
+    std::array<std::int32_t, 256> byte_ids_{};  // byte_fallback: <0xXX> ids; byte_level: stand-in ids
+    bool has_all_bytes_ = false;
+    std::unordered_map<std::uint64_t, merge> ranks_;
+    special_matcher always_;        // user-defined pieces
+    special_matcher with_control_;  // user-defined, control and unknown pieces
+};
+
+}  // namespace lmtk::tokenize
+// #include <lmtk/tokenize/tokenizer.hpp>
+// lmtk::tokenize::tokenizer: whichever tokenizer a vocabulary calls for, behind one interface.
+//
+//   tokenizer.ggml.model "llama", no merges   -> spm_tokenizer (SentencePiece scores)
+//   tokenizer.ggml.model "llama", with merges -> bpe_tokenizer, byte_fallback (HF tokenizer.json
+//                                                BPE converted from SentencePiece)
+//   tokenizer.ggml.model "gpt2"               -> bpe_tokenizer, byte_level
+//
+// A std::variant: the choice is made once, at load; each call is one switch, no virtual calls
+// and no allocation beyond what the tokenizer itself does.
+// #include <lmtk/core/error.hpp>
+// #include <lmtk/tokenize/bpe.hpp>
+// #include <lmtk/tokenize/spm.hpp>
+// #include <lmtk/tokenize/vocab.hpp>
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace lmtk::tokenize {
+
+class tokenizer {
+public:
+    explicit tokenizer(spm_tokenizer t) : impl_(std::move(t)) {}
+    explicit tokenizer(bpe_tokenizer t) : impl_(std::move(t)) {}
+
+    // The tokenizer `v` calls for (see the table above); `origin` names it in errors.
+    static tokenizer from_vocab(vocab v, std::string_view origin = "") {
+        const std::string model = v.model();
+        try {
+            if (model == "llama" && v.merges().empty()) return tokenizer(spm_tokenizer(std::move(v)));
+            if (model == "llama" || model == "gpt2") return tokenizer(bpe_tokenizer(std::move(v)));
+        } catch (const error& e) {
+            if (origin.empty()) throw;
+            fail(origin, ": ", e.what());
+        }
+        fail(origin.empty() ? std::string_view("tokenizer") : origin, ": tokenizer model '", model,
+             "' is not supported (supported: llama (SentencePiece or BPE with byte fallback), gpt2 (byte-level BPE))");
+    }
+
+    // "spm", "bpe (byte-level)" or "bpe (byte fallback)", for messages.
+    std::string_view kind() const noexcept {
+        if (std::holds_alternative<spm_tokenizer>(impl_)) return "spm";
+        return std::get<bpe_tokenizer>(impl_).kind() == bpe_tokenizer::dialect::byte_level ? "bpe (byte-level)"
+                                                                                             : "bpe (byte fallback)";
+    }
+
+    std::vector<std::int32_t> encode(std::string_view text, bool add_bos, bool parse_special = false) const {
+        return std::visit([&](const auto& t) { return t.encode(text, add_bos, parse_special); }, impl_);
+    }
+    std::string decode(std::span<const std::int32_t> ids, bool skip_special = true) const {
+        return std::visit([&](const auto& t) { return t.decode(ids, skip_special); }, impl_);
+    }
+    std::string piece(std::int32_t id) const {
+        return std::visit([&](const auto& t) { return t.piece(id); }, impl_);
+    }
+    const vocab& vocabulary() const noexcept {
+        return std::visit([](const auto& t) -> const vocab& { return t.vocabulary(); }, impl_);
+    }
+    std::int32_t bos() const noexcept { return vocabulary().bos(); }
+    std::int32_t eos() const noexcept { return vocabulary().eos(); }
+    bool is_eog(std::int32_t id) const noexcept {
+        return std::visit([&](const auto& t) { return t.is_eog(id); }, impl_);
+    }
+    std::size_t size() const noexcept { return vocabulary().size(); }
+
+    // The concrete tokenizer, for code that needs its specifics.
+    template <class T>
+    const T* get_if() const noexcept {
+        return std::get_if<T>(&impl_);
+    }
+
+private:
+    std::variant<spm_tokenizer, bpe_tokenizer> impl_;
+};
+
+}  // namespace lmtk::tokenize
+// #include <lmtk/tokenize/tokenizer_json.hpp>
+// Hugging Face tokenizer.json (the `tokenizers` library's file) read natively into a vocab the
+// BPE tokenizer runs on. Two families are recognised from what the file states:
+//
+//   byte-level BPE    pre_tokenizer ByteLevel (GPT-2's regex), decoder ByteLevel
+//                     -> model "gpt2", pre "gpt-2"
+//   BPE with bytes    normalizer Prepend("▁") + Replace(" " -> "▁"), or pre_tokenizer Metaspace
+//   fallback          without splitting; <0xXX> byte tokens when byte_fallback (Llama, Mistral,
+//                     TinyStories: converted from SentencePiece) -> model "llama" with merges
+//
+// Anything else (WordPiece, Unigram, Llama-3 style regex splits, ...) is refused by name rather
+// than tokenized wrongly. Special tokens come from added_tokens (special -> control, otherwise
+// user-defined); BOS/EOS and add_bos from tokenizer_config.json, the post-processor template
+// and config.json, in that order of preference.
+//
+// Scores for the "llama" form are derived from merge ranks (a token made by merge r scores -r),
+// so that a SentencePiece-style tokenizer that merges by score (llama.cpp's, for a GGUF written by
+// `lmtk convert`) picks merges in the same order; lmtk itself uses the merges.
+// #include <lmtk/core/error.hpp>
+// #include <lmtk/core/mapped_file.hpp>
+// #include <lmtk/io/safetensors.hpp>
+// #include <lmtk/tokenize/spm.hpp>
+// #include <lmtk/tokenize/vocab.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace lmtk::tokenize {
+
+namespace detail {
+
+inline nlohmann::json read_json_file(const std::string& path) {
+    const core::mapped_file m(path);
+    // tokenizer.json of a 256k vocabulary is ~20 MB; far above that is not a tokenizer.
+    if (m.size() > 512u << 20) fail(path, ": implausibly large (", m.size(), " bytes)");
+    return safetensors::detail::parse_json(std::string_view(reinterpret_cast<const char*>(m.data()), m.size()), path);
+}
+
+inline std::optional<nlohmann::json> read_json_if_exists(const std::filesystem::path& p) {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(p, ec)) return std::nullopt;
+    return read_json_file(p.string());
+}
+
+// {"type": "Sequence", "normalizers": [...]} or a single one -> the list of parts.
+inline std::vector<const nlohmann::json*> sequence_parts(const nlohmann::json& j, const char* list_key) {
+    std::vector<const nlohmann::json*> out;
+    if (j.is_null()) return out;
+    if (j.is_object() && j.value("type", "") == "Sequence") {
+        const auto it = j.find(list_key);
+        if (it != j.end() && it->is_array())
+            for (const auto& p : *it) out.push_back(&p);
+        return out;
+    }
+    out.push_back(&j);
+    return out;
+}
+
+inline std::string string_pattern(const nlohmann::json& pat) {
+    if (pat.is_object()) {
+        const auto s = pat.find("String");
+        if (s != pat.end() && s->is_string()) return s->get<std::string>();
+    }
+    return std::string("\x01regex");  // a Regex pattern: never equal to a plain string
+}
+
+// A token given as "text" or {"content": "text", ...} (tokenizer_config.json).
+inline std::optional<std::string> token_text(const nlohmann::json& j) {
+    if (j.is_string()) return j.get<std::string>();
+    if (j.is_object()) {
+        const auto c = j.find("content");
+        if (c != j.end() && c->is_string()) return c->get<std::string>();
+    }
+    return std::nullopt;
+}
+
+}  // namespace detail
+
+// Extra facts from next to tokenizer.json; all optional.
+struct tokenizer_json_context {
+    std::optional<nlohmann::json> tokenizer_config;  // tokenizer_config.json
+    std::optional<nlohmann::json> model_config;      // config.json (bos_token_id, eos_token_id)
+};
+
+// Reads tokenizer.json at `path`.
+inline vocab vocab_from_tokenizer_json(const std::string& path, const tokenizer_json_context& ctx = {}) {
+    const nlohmann::json j = detail::read_json_file(path);
+    if (!j.is_object()) fail(path, ": not a JSON object");
+    const auto model_it = j.find("model");
+    if (model_it == j.end() || !model_it->is_object()) fail(path, ": no 'model' object");
+    const nlohmann::json& m = *model_it;
+    const std::string type = m.value("type", "");
+    if (type != "BPE") fail(path, ": tokenizer model '", type, "' is not supported (supported: BPE)");
+    for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"})
+        if (const auto it = m.find(k); it != m.end() && !it->is_null() && !(it->is_string() && it->get<std::string>().empty()))
+            fail(path, ": BPE with ", k, " is not supported");
+
+    // --- which family ----------------------------------------------------------------------
+    const nlohmann::json null_json;
+    const nlohmann::json& normalizer = j.contains("normalizer") ? j["normalizer"] : null_json;
+    const nlohmann::json& pre = j.contains("pre_tokenizer") ? j["pre_tokenizer"] : null_json;
+    bool byte_level = false, prepend_space = false, spaces_to_metaspace = false;
+    for (const nlohmann::json* p : detail::sequence_parts(pre, "pretokenizers")) {
+        if (!p->is_object()) fail(path, ": malformed pre_tokenizer");
+        const std::string t = p->value("type", "");
+        if (t == "ByteLevel") {
+            if (!p->value("use_regex", true))
+                fail(path, ": ByteLevel pre-tokenizer without GPT-2's regex split is not supported");
+            byte_level = true;
+            prepend_space = prepend_space || p->value("add_prefix_space", false);
+        } else if (t == "Metaspace") {
+            if (p->value("replacement", "") != std::string(detail::spm_space))
+                fail(path, ": Metaspace with a replacement other than U+2581 is not supported");
+            // Older files have no `split` key and always split on the metaspace.
+            if (p->value("split", true)) fail(path, ": Metaspace pre-tokenizer that splits words is not supported yet");
+            const std::string scheme = p->value("prepend_scheme", p->value("add_prefix_space", true) ? "always" : "never");
+            spaces_to_metaspace = true;
+            prepend_space = scheme == "first" || scheme == "always";
+        } else {
+            fail(path, ": pre-tokenizer '", t, "' is not supported (supported: ByteLevel with GPT-2's split, Metaspace)");
+        }
+    }
+    for (const nlohmann::json* n : detail::sequence_parts(normalizer, "normalizers")) {
+        if (!n->is_object()) fail(path, ": malformed normalizer");
+        const std::string t = n->value("type", "");
+        if (t == "Prepend" && n->value("prepend", "") == std::string(detail::spm_space)) {
+            prepend_space = true;
+        } else if (t == "Replace" && n->contains("pattern") && detail::string_pattern((*n)["pattern"]) == " " &&
+                   n->value("content", "") == std::string(detail::spm_space)) {
+            spaces_to_metaspace = true;
+        } else if (t == "NFC" && byte_level) {
+            // GPT-2 text is assumed NFC already; lmtk does not renormalize (documented limitation).
+        } else {
+            fail(path, ": normalizer '", t, "' is not supported (supported: Prepend(\"▁\"), Replace(\" \" -> \"▁\"))");
+        }
+    }
+    if (byte_level == spaces_to_metaspace)
+        fail(path, byte_level ? ": mixes byte-level and metaspace handling of spaces"
+                              : ": neither byte-level nor metaspace BPE (no ByteLevel pre-tokenizer, no \"▁\" normalizer)");
+
+    // --- tokens ------------------------------------------------------------------------------
+    const auto vit = m.find("vocab");
+    if (vit == m.end() || !vit->is_object() || vit->empty()) fail(path, ": model.vocab is missing or empty");
+    constexpr std::int64_t max_tokens = 1 << 24;
+    std::vector<std::string> tokens;
+    std::vector<bool> present;
+    auto place = [&](const std::string& text, const nlohmann::json& id_json) -> std::int32_t {
+        if (!id_json.is_number_integer() || id_json.get<std::int64_t>() < 0 || id_json.get<std::int64_t>() >= max_tokens)
+            fail(path, ": token '", text, "' has an invalid id ", id_json.dump());
+        const auto id = static_cast<std::size_t>(id_json.get<std::int64_t>());
+        if (id >= tokens.size()) {
+            tokens.resize(id + 1);
+            present.resize(id + 1, false);
+        }
+        if (present[id] && tokens[id] != text)
+            fail(path, ": id ", id, " is both '", tokens[id], "' and '", text, "'");
+        tokens[id] = text;
+        present[id] = true;
+        return static_cast<std::int32_t>(id);
+    };
+    for (auto it = vit->begin(); it != vit->end(); ++it) place(it.key(), *it);
+
+    vocab_spec s;
+    s.model = byte_level ? "gpt2" : "llama";
+    s.pre = byte_level ? "gpt-2" : "";
+    s.add_space_prefix = prepend_space;
+    std::vector<token_type> types;
+    std::vector<std::pair<std::int32_t, bool>> added;  // id, special
+    if (const auto at = j.find("added_tokens"); at != j.end() && !at->is_null()) {
+        if (!at->is_array()) fail(path, ": added_tokens is not a list");
+        for (const auto& a : *at) {
+            if (!a.is_object() || !a.contains("content") || !a["content"].is_string() || !a.contains("id"))
+                fail(path, ": malformed entry in added_tokens");
+            added.emplace_back(place(a["content"].get<std::string>(), a["id"]), a.value("special", false));
+        }
+    }
+    types.assign(tokens.size(), token_type::normal);
+    for (std::size_t i = 0; i < tokens.size(); ++i)
+        if (!present[i]) {
+            // A hole in the ids: fill it with an unused placeholder, as llama.cpp's converter does.
+            tokens[i] = "[PAD" + std::to_string(i) + "]";
+            types[i] = token_type::unused;
+        }
+    for (const auto& [id, special] : added) types[static_cast<std::size_t>(id)] = special ? token_type::control : token_type::user_defined;
+    if (!byte_level)
+        for (std::size_t i = 0; i < tokens.size(); ++i)
+            if (types[i] == token_type::normal && detail::parse_byte_token(tokens[i]) >= 0) types[i] = token_type::byte;
+    std::unordered_map<std::string, std::int32_t> id_of;
+    id_of.reserve(tokens.size());
+    for (std::size_t i = 0; i < tokens.size(); ++i) id_of.emplace(tokens[i], static_cast<std::int32_t>(i));
+    auto find = [&](const std::string& t) {
+        const auto it = id_of.find(t);
+        return it == id_of.end() ? no_token : it->second;
+    };
+    if (const auto u = m.find("unk_token"); u != m.end() && u->is_string()) {
+        s.unk = find(u->get<std::string>());
+        if (s.unk != no_token) types[static_cast<std::size_t>(s.unk)] = token_type::unknown;
+    }
+
+    // --- merges: "a b" strings, or [a, b] pairs in newer files ------------------------------
+    if (const auto mg = m.find("merges"); mg != m.end() && !mg->is_null()) {
+        if (!mg->is_array()) fail(path, ": model.merges is not a list");
+        s.merges.reserve(mg->size());
+        for (const auto& e : *mg) {
+            if (e.is_string()) s.merges.push_back(e.get<std::string>());
+            else if (e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string())
+                s.merges.push_back(e[0].get<std::string>() + " " + e[1].get<std::string>());
+            else fail(path, ": malformed entry in model.merges");
+        }
+    }
+    if (!byte_level && s.merges.empty()) fail(path, ": a metaspace BPE tokenizer without merges");
+    if (!byte_level) {
+        // score(token made by merge r) = -r: earlier merges win in a score-driven merger.
+        s.scores.assign(tokens.size(), 0.0f);
+        std::vector<bool> scored(tokens.size(), false);
+        for (std::size_t r = 0; r < s.merges.size(); ++r) {
+            const std::string& mg = s.merges[r];
+            const std::size_t sp = mg.find(' ', 1);
+            if (sp == std::string::npos) continue;
+            const std::int32_t id = find(mg.substr(0, sp) + mg.substr(sp + 1));
+            if (id == no_token || scored[static_cast<std::size_t>(id)]) continue;
+            scored[static_cast<std::size_t>(id)] = true;
+            s.scores[static_cast<std::size_t>(id)] = -static_cast<float>(r);
+        }
+        // Tokens no merge makes (single characters, bytes, specials) rank below every merge.
+        for (std::size_t i = 0; i < tokens.size(); ++i)
+            if (!scored[i]) s.scores[i] = -static_cast<float>(s.merges.size());
+    }
+
+    // --- BOS / EOS ----------------------------------------------------------------------------
+    std::optional<bool> add_bos, add_eos;
+    if (ctx.tokenizer_config && ctx.tokenizer_config->is_object()) {
+        const nlohmann::json& tc = *ctx.tokenizer_config;
+        if (const auto b = tc.find("bos_token"); b != tc.end())
+            if (auto t = detail::token_text(*b)) s.bos = find(*t);
+        if (const auto e = tc.find("eos_token"); e != tc.end())
+            if (auto t = detail::token_text(*e)) s.eos = find(*t);
+        if (const auto p = tc.find("pad_token"); p != tc.end())
+            if (auto t = detail::token_text(*p)) s.pad = find(*t);
+        if (const auto b = tc.find("add_bos_token"); b != tc.end() && b->is_boolean()) add_bos = b->get<bool>();
+        if (const auto e = tc.find("add_eos_token"); e != tc.end() && e->is_boolean()) add_eos = e->get<bool>();
+    }
+    // The post-processor's template says which special token goes before the text.
+    if (const auto pp = j.find("post_processor"); pp != j.end() && pp->is_object() && pp->value("type", "") == "TemplateProcessing") {
+        const auto single = pp->find("single");
+        if (single != pp->end() && single->is_array() && !single->empty()) {
+            const nlohmann::json& first = (*single)[0];
+            const nlohmann::json& last = single->back();
+            auto special_id = [&](const nlohmann::json& e) -> std::int32_t {
+                if (!e.is_object() || !e.contains("SpecialToken") || !e["SpecialToken"].is_object()) return no_token;
+                const auto id = e["SpecialToken"].find("id");
+                return id != e["SpecialToken"].end() && id->is_string() ? find(id->get<std::string>()) : no_token;
+            };
+            if (const std::int32_t b = special_id(first); b != no_token) {
+                if (s.bos == no_token) s.bos = b;
+                if (!add_bos) add_bos = true;
+            } else if (!add_bos) {
+                add_bos = false;
+            }
+            if (const std::int32_t e = special_id(last); e != no_token && single->size() > 1) {
+                if (s.eos == no_token) s.eos = e;
+                if (!add_eos) add_eos = true;
+            }
+        }
+    }
+    if (ctx.model_config && ctx.model_config->is_object()) {
+        // An id or a list of ids (chat models list several end tokens); invalid ones are ignored.
+        auto ids_of = [&](const char* key) {
+            std::vector<std::int32_t> ids;
+            const auto it = ctx.model_config->find(key);
+            if (it == ctx.model_config->end()) return ids;
+            auto take = [&](const nlohmann::json& x) {
+                if (x.is_number_integer() && x.get<std::int64_t>() >= 0 &&
+                    static_cast<std::uint64_t>(x.get<std::int64_t>()) < tokens.size())
+                    ids.push_back(static_cast<std::int32_t>(x.get<std::int64_t>()));
+            };
+            if (it->is_array())
+                for (const auto& x : *it) take(x);
+            else
+                take(*it);
+            return ids;
+        };
+        if (const auto b = ids_of("bos_token_id"); s.bos == no_token && !b.empty()) s.bos = b[0];
+        const auto e = ids_of("eos_token_id");
+        if (s.eos == no_token && !e.empty()) s.eos = e[0];
+        for (const std::int32_t id : e)  // a second end id ends generation too
+            if (id != s.eos && s.eot == no_token) s.eot = id;
+    }
+    // GPT-2 style vocabularies mark their end token only through config files; a lone
+    // <|endoftext|> is the usual one.
+    if (byte_level && s.eos == no_token) s.eos = find("<|endoftext|>");
+    s.add_bos = add_bos.value_or(false);
+    s.add_eos = add_eos.value_or(false);
+    s.tokens = std::move(tokens);
+    s.types = std::move(types);
+    return vocab(std::move(s), path);
+}
+
+// tokenizer.json in a checkpoint folder, with tokenizer_config.json and config.json beside it.
+inline vocab vocab_from_hf_folder(const std::filesystem::path& dir) {
+    const auto tj = dir / "tokenizer.json";
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(tj, ec)) {
+        if (std::filesystem::exists(dir / "tokenizer.model", ec))
+            fail(dir.string(), ": only tokenizer.model (SentencePiece) is present; lmtk reads tokenizer.json natively "
+                               "(the sentencepiece adapter can read tokenizer.model)");
+        fail(dir.string(), ": no tokenizer.json in the checkpoint folder");
+    }
+    tokenizer_json_context ctx;
+    ctx.tokenizer_config = detail::read_json_if_exists(dir / "tokenizer_config.json");
+    ctx.model_config = detail::read_json_if_exists(dir / "config.json");
+    return vocab_from_tokenizer_json(tj.string(), ctx);
+}
+
+}  // namespace lmtk::tokenize
+// #include <lmtk/tokenize/vocab.hpp>
+// #include <lmtk/tokenize/load.hpp>
+// The tokenizer a model source carries: a GGUF file's vocabulary (tokenizer.ggml.*), or a
+// Hugging Face folder's tokenizer.json. Either way one tokenize::tokenizer comes back.
+// #include <lmtk/core/error.hpp>
+// #include <lmtk/model/hf.hpp>
+// #include <lmtk/model/source.hpp>
+// #include <lmtk/tokenize/tokenize.hpp>
+
+#include <filesystem>
+#include <string>
+
+namespace lmtk::tokenize {
+
+inline tokenizer load_tokenizer(const model::weight_source& src) {
+    if (const gguf::file* f = src.gguf_file()) return tokenizer::from_vocab(vocab::from_gguf(*f), f->path());
+    if (const auto* hf = dynamic_cast<const model::hf_source*>(&src))
+        return tokenizer::from_vocab(vocab_from_hf_folder(hf->directory()), hf->path());
     fail(src.path(), ": this model source carries no tokenizer lmtk can read");
+}
+
+// The tokenizer of a model path without loading its weights: a GGUF file (a vocabulary-only
+// one works too) or a Hugging Face checkpoint folder.
+inline tokenizer load_tokenizer(const std::string& path) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec)) return tokenizer::from_vocab(vocab_from_hf_folder(path), path);
+    const gguf::file f(path);
+    return tokenizer::from_vocab(vocab::from_gguf(f), path);
 }
 
 }  // namespace lmtk::tokenize
@@ -5259,7 +7485,7 @@ class pipeline {
 public:
     using model_type = model::llama<Set, Target>;
     using context_type = model::llama_context<model_type, KV>;
-    using tokenizer_type = tokenize::spm_tokenizer;
+    using tokenizer_type = tokenize::tokenizer;
     using sampler_type = Chain;
 
     explicit pipeline(const std::string& model_path, pipeline_options opt = {}, Chain chain = Chain{})
