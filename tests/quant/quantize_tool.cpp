@@ -301,7 +301,9 @@ TEST_CASE("lmtk quantize: a 256-multiple random model in every K format and mix"
 
     // Pure formats: every matrix in that format (the writer of --pure is llama.cpp's too).
     std::map<std::string, double> err;
-    for (const char* type : {"Q2_K", "Q3_K_S", "Q4_K_S", "Q5_K_S", "Q6_K", "IQ4_NL", "Q4_1", "Q5_0", "Q5_1", "Q8_0"}) {
+    // (Q4_1/Q5_0/Q5_1 are left to kquants.cpp and the llama.cpp check: this test runs the CLI
+    // many times and must stay short in a sanitizer build.)
+    for (const char* type : {"Q2_K", "Q3_K_S", "Q4_K_S", "Q5_K_S", "Q6_K", "IQ4_NL", "Q8_0"}) {
         const std::string out = tmp.file(std::string(type) + ".gguf"), logits = tmp.file(std::string(type) + ".logits");
         run_ok("quantize " + q(f32) + " " + q(out) + " " + type + " --pure -t 2", tmp);
         const auto types = tensor_types(out);
@@ -314,14 +316,13 @@ TEST_CASE("lmtk quantize: a 256-multiple random model in every K format and mix"
             CHECK(t == (name.find("_norm") != std::string::npos ? ggml_type::f32 : want));
         }
         run_ok("eval -m " + q(out) + " " + prompt + " --logits-out " + q(logits) + " -t 1", tmp);
-        err[type] = relative_rms(ref, read_floats(logits));
-        run_ok("run -m " + q(out) + " -p '' -n 8 --temp 0 -t 1", tmp);
+        err[type] = relative_rms(ref, read_floats(logits));  // eval ran the model: it loads and runs
     }
     std::ostringstream report;
     for (const auto& [t, e] : err) report << t << " " << e << "  ";
     WARN("relative RMS error of the logits vs F32: " << report.str());
-    // Measured (seed 2025): Q8_0 0.027, Q6_K 0.059, Q5_K_S 0.138, Q5_1 0.137, Q5_0 0.145,
-    // Q4_K_S 0.264, IQ4_NL 0.264, Q4_1 0.293, Q3_K_S 0.50, Q2_K 0.90. A random 4-layer model
+    // Measured (seed 2025): Q8_0 0.027, Q6_K 0.059, Q5_K_S 0.138, Q4_K_S 0.264, IQ4_NL 0.264,
+    // Q3_K_S 0.50, Q2_K 0.90 (and, when they were in the list, Q5_1 0.137, Q5_0 0.145, Q4_1 0.293). A random 4-layer model
     // multiplies the weights' relative error (kquants.cpp) by about 3.5 in the logits, so the
     // bounds are ~4.5x the weight-error bounds; the ordering checks catch a format that is
     // worse than one with fewer bits.
@@ -365,7 +366,6 @@ TEST_CASE("lmtk quantize: a 256-multiple random model in every K format and mix"
         CHECK(t.at("blk.1.ffn_down.weight") == ggml_type::q4_k);
         CHECK(t.at("blk.1.attn_output.weight") == ggml_type::q4_k);
         CHECK(t.at("blk.1.attn_q.weight") == ggml_type::q3_k);
-        run_ok("run -m " + q(out) + " -p '' -n 8 --temp 0 -t 1", tmp);
     }
     {
         const std::string out = tmp.file("q2_k.gguf");
@@ -389,7 +389,6 @@ TEST_CASE("lmtk quantize: a 256-multiple random model in every K format and mix"
             CHECK(t.at("blk.3.ffn_down.weight") == ggml_type::q6_k);
             CHECK(t.at("blk.1.ffn_down.weight") == ggml_type::q5_k);
         }
-        run_ok("run -m " + q(out) + " -p '' -n 8 --temp 0 -t 1", tmp);
     }
 
     // Threads split rows, never change them: -t 1 and -t 3 write the same bytes.
