@@ -1,6 +1,7 @@
 // lmtk::remote_model against the real `lmtk serve-model` (started from $LMTK_CLI on 127.0.0.1
 // with --port 0; the port is read from its start-up lines) and against a local pipeline on the
-// same model: greedy text, streaming, stop strings, server errors, no server.
+// same model: greedy text, streaming, stop strings, server errors, no server; and against a
+// scripted in-process httplib server for the SSE and error cases the real one does not produce.
 #include <catch2/catch.hpp>
 
 #ifdef LMTK_HAVE_SERVE
@@ -289,6 +290,125 @@ TEST_CASE("an abandoned stream ends its request at once", "[serve][remote]") {
     CHECK(s < 5.0);
     const lmtk::generate_options opt{.max_tokens = 8};
     CHECK(remote.generate("Once upon a time", opt).text == local().generate("Once upon a time", opt).text);
+}
+
+// A scripted server for what the real one does not do on demand: events split at odd places,
+// CRLF line ends, error events mid-stream, llama.cpp's error shape, a stream cut short. Each
+// scenario lives under its own path prefix, which remote_model keeps in front of /v1/completions.
+class scripted_server {
+public:
+    scripted_server() {
+        auto sse = [](std::vector<std::string> writes) {
+            return [writes](const httplib::Request&, httplib::Response& res) {
+                res.set_chunked_content_provider("text/event-stream", [writes](std::size_t, httplib::DataSink& sink) {
+                    for (const auto& w : writes) sink.write(w.data(), w.size());
+                    sink.done();
+                    return true;
+                });
+            };
+        };
+        // "Hello world" in pieces cut mid-line and mid-JSON, CRLF, a comment, usage, [DONE].
+        http_.Post("/split/v1/completions", sse({"data: {\"choices\":[{\"index\":0,\"te", "xt\":\"Hel\",\"finish_reason\":null}]}\r\n\r",
+                                                 "\n: keep-alive\n\ndata: {\"choices\":[{\"index\":0,\"text\":\"lo world\",\"finish_reason\":null}]}\n\n",
+                                                 "data: {\"choices\":[{\"index\":0,\"text\":\"\",\"finish_reason\":\"length\"}]}\n\n"
+                                                 "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\ndata: [DO",
+                                                 "NE]\n\n"}));
+        http_.Post("/midway/v1/completions", sse({"data: {\"choices\":[{\"index\":0,\"text\":\"partial\",\"finish_reason\":null}]}\n\n",
+                                                  "data: {\"error\":{\"message\":\"the slot crashed\",\"type\":\"server_error\"}}\n\n",
+                                                  "data: [DONE]\n\n"}));
+        http_.Post("/cut/v1/completions", sse({"data: {\"choices\":[{\"index\":0,\"text\":\"abc\",\"finish_reason\":null}]}\n\n"}));
+        http_.Post("/llamacpp/v1/completions", [](const httplib::Request&, httplib::Response& res) {
+            res.status = 500;
+            res.set_content(R"({"error":{"code":500,"message":"Only one completion choice is allowed","type":"server_error"}})",
+                            "application/json");
+        });
+        // Echoes what it was sent, as the one piece of text.
+        http_.Post("/echo/v1/completions", [](const httplib::Request& req, httplib::Response& res) {
+            nlohmann::json seen = nlohmann::json::parse(req.body);
+            seen["authorization"] = req.get_header_value("Authorization");
+            const nlohmann::json ev{{"choices", {{{"index", 0}, {"text", seen.dump()}, {"finish_reason", "stop"}}}}};
+            res.set_content("data: " + ev.dump() + "\n\ndata: [DONE]\n\n", "text/event-stream");
+        });
+        port_ = http_.bind_to_any_port("127.0.0.1");
+        REQUIRE(port_ > 0);
+        thread_ = std::thread([this] { http_.listen_after_bind(); });
+        // stop() before listen has started would leave the thread listening: wait for it.
+        for (int i = 0; i < 500 && !http_.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        REQUIRE(http_.is_running());
+    }
+    ~scripted_server() {
+        http_.stop();
+        thread_.join();
+    }
+    std::string url(const std::string& scenario) const { return "http://127.0.0.1:" + std::to_string(port_) + "/" + scenario; }
+
+private:
+    httplib::Server http_;
+    int port_ = 0;
+    std::thread thread_;
+};
+
+TEST_CASE("SSE events split anywhere, comments and CRLF are read", "[serve][remote]") {
+    scripted_server fake;
+    lmtk::remote_model m(fake.url("split"));
+    std::vector<std::string> pieces;
+    const lmtk::completion c = m.generate("x", {.max_tokens = 2}, [&](std::string_view s) { pieces.emplace_back(s); });
+    CHECK(c.text == "Hello world");
+    CHECK(pieces == std::vector<std::string>{"Hel", "lo world"});
+    CHECK(c.finish == lmtk::finish_reason::max_tokens);
+    CHECK(c.n_prompt_tokens == 3);
+    CHECK(c.time.n_eval == 2);
+    // "length" with fewer tokens than asked for: the context filled up.
+    CHECK(m.generate("x", {.max_tokens = 10}).finish == lmtk::finish_reason::context_full);
+    CHECK(streamed(m, "x", {.max_tokens = 2}) == "Hello world");
+}
+
+TEST_CASE("errors inside a stream, other error shapes and cut streams throw", "[serve][remote]") {
+    scripted_server fake;
+    lmtk::remote_model midway(fake.url("midway"));
+    CHECK_THROWS_WITH(midway.generate("x"), Contains("the slot crashed"));
+    // The pull stream hands out what came before the error, then throws.
+    auto g = midway.stream("x");
+    std::string piece;
+    REQUIRE(g.next(piece));
+    CHECK(piece == "partial");
+    CHECK_THROWS_WITH(g.next(piece), Contains("the slot crashed"));
+
+    CHECK_THROWS_WITH(lmtk::remote_model(fake.url("llamacpp")).generate("x"),
+                      Contains("HTTP 500") && Contains("Only one completion choice is allowed"));
+    CHECK_THROWS_WITH(lmtk::remote_model(fake.url("cut")).generate("x"), Contains("ended before"));
+    CHECK_THROWS_WITH(lmtk::remote_model(fake.url("nothing-here")).generate("x"), Contains("HTTP 404"));
+}
+
+TEST_CASE("generate_options and remote_sampling become request fields", "[serve][remote]") {
+    scripted_server fake;
+    lmtk::remote_model m(fake.url("echo") + "/v1", {.api_key = "sk-test", .model = "tiny", .sampling = {.temperature = 0.5f, .top_p = 0.9f}});
+    lmtk::generate_options opt;
+    opt.max_tokens = -5;
+    opt.stop = {"\n", "END"};
+    opt.seed = 42;
+    opt.ignore_eos = true;
+    const auto sent = nlohmann::json::parse(m.generate("Once", opt).text);
+    CHECK(sent["prompt"] == "Once");
+    CHECK(sent["max_tokens"] == -1);
+    CHECK(sent["stop"] == nlohmann::json::array({"\n", "END"}));
+    CHECK(sent["seed"] == 42);
+    CHECK(sent["ignore_eos"] == true);
+    CHECK(sent["temperature"].get<double>() == Approx(0.5));
+    CHECK(sent["top_p"].get<double>() == Approx(0.9));
+    CHECK(sent["model"] == "tiny");
+    CHECK(sent["stream"] == true);
+    CHECK(sent["stream_options"]["include_usage"] == true);
+    CHECK(sent["authorization"] == "Bearer sk-test");
+    CHECK(m.generate("Once", opt).finish == lmtk::finish_reason::stop_string);  // "stop" with stop strings
+
+    const auto plain = nlohmann::json::parse(lmtk::remote_model(fake.url("echo")).generate("Once").text);
+    CHECK(plain["max_tokens"] == 128);  // generate_options' default, not the API's 16
+    CHECK_FALSE(plain.contains("temperature"));
+    CHECK_FALSE(plain.contains("stop"));
+    CHECK_FALSE(plain.contains("seed"));
+    CHECK(plain["authorization"] == "");
+    CHECK(lmtk::remote_model(fake.url("echo")).generate("Once").finish == lmtk::finish_reason::end_of_text);
 }
 
 #else
