@@ -382,6 +382,8 @@ public:
             return false;
         }
 
+        // finish(), n_prompt_tokens(), usage() and time() come with the end of the stream (the
+        // usage is its last event): until next() has returned false they are none / 0 / empty.
         finish_reason finish() const {
             if (!w_) return finish_reason::none;
             const std::lock_guard lk(w_->m);
