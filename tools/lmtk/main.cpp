@@ -20,9 +20,10 @@ struct subcommand {
 constexpr subcommand subcommands[] = {
     {"run", lmtk::cli::cmd_run,
      "run -m MODEL -p PROMPT [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] "
-     "[--seed S] [-t THREADS] [-c CTX]\n      stream a completion to stdout, timings to stderr (--temp 0: greedy)"},
+     "[--seed S] [-t THREADS] [-c CTX] [--kv-type f32|f16] [--stop STR]\n      stream a completion to stdout, timings to "
+     "stderr (--temp 0: greedy)"},
     {"tokenize", lmtk::cli::cmd_tokenize,
-     "tokenize -m MODEL [--no-bos]\n      read text from stdin, print its token ids on one line"},
+     "tokenize -m MODEL [--no-bos] [--special]\n      read text from stdin, print its token ids on one line"},
     {"eval", lmtk::cli::cmd_eval,
      "eval -m MODEL -p PROMPT --logits-out FILE [-t THREADS]\n      write n_tokens x n_vocab float32 logits"},
     {"perplexity", lmtk::cli::cmd_perplexity,
