@@ -20,6 +20,7 @@
 
 #include <fcntl.h>
 #include <unistd.h>
+#include "support/temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using lmtk::gguf::value_type;
@@ -27,23 +28,7 @@ using lmtk::quant::ggml_type;
 
 namespace {
 
-// A fresh folder per test case, removed afterwards, so parallel runs never collide.
-struct temp_dir {
-    fs::path dir;
-    temp_dir() {
-        static std::atomic<int> n{0};
-        dir = fs::temp_directory_path() /
-              ("lmtk-gguf-reader-" + std::to_string(::getpid()) + "-" + std::to_string(n.fetch_add(1)));
-        fs::create_directories(dir);
-    }
-    ~temp_dir() {
-        std::error_code ec;
-        fs::remove_all(dir, ec);
-    }
-    temp_dir(const temp_dir&) = delete;
-    temp_dir& operator=(const temp_dir&) = delete;
-    std::string file(const std::string& name) const { return (dir / name).string(); }
-};
+using lmtk::test::temp_dir;
 
 std::vector<std::byte> read_all(const std::string& path) {
     std::ifstream in(path, std::ios::binary);

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include <unistd.h>
+#include "support/temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using lmtk::gguf::array_value;
@@ -28,29 +29,7 @@ using lmtk::quant::ggml_type;
 
 namespace {
 
-struct temp_dir {
-    fs::path dir;
-    temp_dir() {
-        static std::atomic<int> n{0};
-        dir = fs::temp_directory_path() /
-              ("lmtk-gguf-writer-" + std::to_string(::getpid()) + "-" + std::to_string(n.fetch_add(1)));
-        fs::create_directories(dir);
-    }
-    ~temp_dir() {
-        std::error_code ec;
-        fs::remove_all(dir, ec);
-    }
-    temp_dir(const temp_dir&) = delete;
-    temp_dir& operator=(const temp_dir&) = delete;
-    std::string file(const std::string& name) const { return (dir / name).string(); }
-    // Everything in the folder, to prove no temporary file is left behind.
-    std::vector<std::string> listing() const {
-        std::vector<std::string> names;
-        for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
-        std::sort(names.begin(), names.end());
-        return names;
-    }
-};
+using lmtk::test::temp_dir;
 
 // Deep equality; floats compare by bits so NaNs and signed zeros must survive too.
 bool same(const value& a, const value& b) {

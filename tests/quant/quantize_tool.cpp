@@ -32,28 +32,14 @@
 #include <unistd.h>
 
 #include "support/models.hpp"
+#include "support/temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using lmtk::quant::ggml_type;
 
 namespace {
 
-struct temp_dir {
-    fs::path dir;
-    temp_dir() {
-        static std::atomic<int> n{0};
-        dir = fs::temp_directory_path() /
-              ("lmtk-quantize-" + std::to_string(::getpid()) + "-" + std::to_string(n.fetch_add(1)));
-        fs::create_directories(dir);
-    }
-    ~temp_dir() {
-        std::error_code ec;
-        fs::remove_all(dir, ec);
-    }
-    temp_dir(const temp_dir&) = delete;
-    temp_dir& operator=(const temp_dir&) = delete;
-    std::string file(const std::string& name) const { return (dir / name).string(); }
-};
+using lmtk::test::temp_dir;
 
 std::string read_all(const std::string& path) {
     std::ifstream in(path, std::ios::binary);

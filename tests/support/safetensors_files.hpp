@@ -13,26 +13,12 @@
 #include <vector>
 
 #include <unistd.h>
+#include "support/temp_dir.hpp"
 
 namespace lmtk::test {
 
 // A fresh folder per use, removed afterwards, so parallel runs never collide.
-struct scratch_dir {
-    std::filesystem::path dir;
-    explicit scratch_dir(const std::string& tag) {
-        static std::atomic<int> n{0};
-        dir = std::filesystem::temp_directory_path() /
-              ("lmtk-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(n.fetch_add(1)));
-        std::filesystem::create_directories(dir);
-    }
-    ~scratch_dir() {
-        std::error_code ec;
-        std::filesystem::remove_all(dir, ec);
-    }
-    scratch_dir(const scratch_dir&) = delete;
-    scratch_dir& operator=(const scratch_dir&) = delete;
-    std::string file(const std::string& name) const { return (dir / name).string(); }
-};
+using scratch_dir = lmtk::test::temp_dir;
 
 inline std::vector<std::byte> read_bytes(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
