@@ -15,10 +15,13 @@
 #include <boost/hana/unpack.hpp>
 
 #include <lmtk/quant/act_q8.hpp>
+#include <lmtk/quant/awq.hpp>
 #include <lmtk/quant/bf16.hpp>
 #include <lmtk/quant/f16.hpp>
 #include <lmtk/quant/f32.hpp>
 #include <lmtk/quant/ggml_type.hpp>
+#include <lmtk/quant/gptq.hpp>
+#include <lmtk/quant/group_layout.hpp>
 #include <lmtk/quant/iq4_nl.hpp>
 #include <lmtk/quant/matmul_vnni.hpp>
 #include <lmtk/quant/policy.hpp>
@@ -34,6 +37,10 @@
 #include <lmtk/quant/q8_0.hpp>
 
 namespace lmtk::quant {
+
+// The type of weight_ops for a format that is not a GGUF type (the AWQ/GPTQ group layouts): an
+// id no GGUF file can name, since the reader accepts only ids of known_types.
+inline constexpr ggml_type not_a_gguf_type = static_cast<ggml_type>(0xFFFFFFFFu);
 
 struct weight_ops {
     ggml_type type;
@@ -66,19 +73,45 @@ struct set {
     static constexpr bool contains(ggml_type t) noexcept { return ((Ps::type_id == t) || ...); }
 };
 
-// Every weight format lmtk reads. Q8_K is left out: ggml only uses it for activations.
-using default_set = set<f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl>;
+// A set plus the AWQ/GPTQ formats it compiles in (a checkpoint's quantization_config maps onto
+// one of them at load, like a GGUF tensor's type onto one of Base's).
+template <class Base, group_policy... Gs>
+struct with_group_formats : Base {
+    static constexpr auto group_types = boost::hana::tuple_t<Gs...>;
+    static constexpr bool contains_group(const group_format& f) noexcept { return ((Gs::format == f) || ...); }
+};
+
+// Every weight format lmtk reads. Q8_K is left out: ggml only uses it for activations. The
+// AWQ/GPTQ policies share kernels per (bits, block size): awq4<128> and gptq<4, 128, *> are one
+// group_layout<4, 128>.
+using default_set = with_group_formats<
+    set<f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl>,
+    awq4<32>, awq4<64>, awq4<128>,
+    gptq<4, 32, false>, gptq<4, 64, false>, gptq<4, 128, false>, gptq<4, -1, false>,
+    gptq<4, 32, true>, gptq<4, 64, true>, gptq<4, 128, true>, gptq<4, -1, true>,
+    gptq<3, 32, false>, gptq<3, 64, false>, gptq<3, 128, false>, gptq<3, -1, false>,
+    gptq<3, 32, true>, gptq<3, 64, true>, gptq<3, 128, true>, gptq<3, -1, true>>;
+
+// What the generic kernels below need of a format: a block of block_elems values, a scalar
+// decoder and a dot kernel. GGUF policies and the AWQ/GPTQ group layouts both are.
+template <class P>
+concept block_format = std::is_trivially_copyable_v<typename P::block> &&
+                       requires(const typename P::block* w, const float* x, float* y, std::size_t n) {
+                           { P::block_elems } -> std::convertible_to<std::size_t>;
+                           { P::dequantize_row(w, y, n) } noexcept;
+                           { P::dot(xsimd::default_arch{}, w, x, n) } noexcept -> std::same_as<float>;
+                       };
 
 namespace kernels {
 
-template <quant_policy P>
+template <block_format P>
 const typename P::block* blocks(const std::byte* p) noexcept {
     // GGUF aligns tensor data to >= 32 bytes and every row is whole blocks, so the bytes of a
     // mapped tensor are an array of blocks.
     return reinterpret_cast<const typename P::block*>(p);
 }
 
-template <quant_policy P>
+template <block_format P>
 void dequantize_row(const std::byte* row, float* out, std::size_t n) noexcept {
     P::dequantize_row(blocks<P>(row), out, n / P::block_elems);
 }
@@ -126,7 +159,7 @@ inline std::span<float> decode_scratch(std::size_t n) noexcept {
     return {buf.get(), size};
 }
 
-template <quant_policy P, class Arch>
+template <block_format P, class Arch>
 void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1, const float* x,
             std::size_t x_stride, std::size_t n_tok, float* y, std::size_t y_stride) noexcept {
     const std::size_t n_blocks = cols / P::block_elems;
@@ -138,7 +171,10 @@ void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1
     // Prefill: decode each row of a tile to floats once (F32 rows are used in place) and reuse it
     // for every token, in register tiles of R rows x T tokens. If the scratch cannot be had, fall
     // back to P::dot: slower, same results up to rounding.
-    constexpr bool in_place = P::type_id == ggml_type::f32;
+    constexpr bool in_place = [] {
+        if constexpr (quant_policy<P>) return P::type_id == ggml_type::f32;
+        else return false;
+    }();
     const std::size_t tile = std::max<std::size_t>(4, row_tile_bytes / (std::max<std::size_t>(1, cols) * sizeof(float)));
     const std::span<float> decoded = in_place ? std::span<float>() : decode_scratch(tile * cols);
     if (!in_place && decoded.empty()) {
@@ -198,6 +234,30 @@ constexpr weight_ops ops_of() noexcept {
     }
 #endif
     return ops;
+}
+
+// The kernels of an AWQ/GPTQ group layout (float activations only, for now).
+template <class Layout, class Arch>
+constexpr weight_ops ops_of_layout() noexcept {
+    return weight_ops{not_a_gguf_type, Layout::block_elems, sizeof(typename Layout::block),
+                      &kernels::dequantize_row<Layout>, &kernels::matmul<Layout, Arch>};
+}
+
+// nullopt when the format is not compiled into Set (or Set has no group formats).
+template <class Set, class Arch>
+std::optional<weight_ops> resolve_group(const group_format& f) noexcept {
+    if constexpr (requires { Set::group_types; }) {
+        return boost::hana::unpack(Set::group_types, [&f](auto... p) {
+            std::optional<weight_ops> ops;
+            static_cast<void>(((decltype(p)::type::format == f
+                                    ? (ops = ops_of_layout<typename decltype(p)::type::layout, Arch>(), true)
+                                    : false) ||
+                               ...));
+            return ops;
+        });
+    } else {
+        return std::nullopt;
+    }
 }
 
 // nullopt when the type is not compiled into Set: the loader turns that into a load error.

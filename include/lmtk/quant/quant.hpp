@@ -16,4 +16,7 @@
 #include <lmtk/quant/q6_k.hpp>
 #include <lmtk/quant/q8_k.hpp>
 #include <lmtk/quant/iq4_nl.hpp>
+#include <lmtk/quant/group_layout.hpp>
+#include <lmtk/quant/awq.hpp>
+#include <lmtk/quant/gptq.hpp>
 #include <lmtk/quant/dispatch.hpp>
