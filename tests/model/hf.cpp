@@ -241,7 +241,37 @@ TEST_CASE("hf: configurations and checkpoints that are refused", "[model][hf]") 
     refused("hidden_act \"gelu\"", edit("\"silu\"", "\"gelu\""));
     refused("rope_scaling type 'yarn'", config(tiny_llama::config(R"(,"rope_scaling":{"type":"yarn","factor":4})")));
     refused("rope_scaling.factor", config(tiny_llama::config(R"(,"rope_scaling":{"type":"linear","factor":0})")));
-    refused("quantized checkpoints (gptq)", config(tiny_llama::config(R"(,"quantization_config":{"quant_method":"gptq"})")));
+    const auto quantized = [&](const std::string& q) { return config(tiny_llama::config(R"(,"quantization_config":)" + q)); };
+    refused("quant_method 'bitsandbytes' is not supported", quantized(R"({"quant_method":"bitsandbytes"})"));
+    refused("AWQ with 3 bits", quantized(R"({"quant_method":"awq","bits":3,"group_size":128})"));
+    refused("AWQ version 'gemv_fast'", quantized(R"({"quant_method":"awq","bits":4,"group_size":128,"version":"GEMV_FAST"})"));
+    refused("GPTQ with 8 bits", quantized(R"({"quant_method":"gptq","bits":8,"group_size":128})"));
+    refused("GPTQ group_size 100", quantized(R"({"quant_method":"gptq","bits":4,"group_size":100})"));
+    refused("GPTQ Marlin", quantized(R"({"quant_method":"gptq","bits":4,"group_size":128,"is_marlin_format":true})"));
+    refused("checkpoint_format 'marlin'", quantized(R"({"quant_method":"gptq","bits":4,"group_size":128,"checkpoint_format":"marlin"})"));
+    refused("group_size must be an integer", quantized(R"({"quant_method":"gptq","bits":4,"group_size":"128"})"));
+    // Hostile GPTQ tensors (4-bit, groups of 32): q_proj of 32 inputs x 32 outputs is qweight
+    // I32 [4, 32], qzeros I32 [1, 4], scales F16 [1, 32], g_idx I32 [32].
+    const auto gptq_q_proj = [&](std::vector<st_tensor> parts) {
+        return [&t, parts](const std::string& dir) {
+            auto ts = t.tensors("F32");
+            std::erase_if(ts, [](const st_tensor& x) { return x.name == "model.layers.0.self_attn.q_proj.weight"; });
+            for (const st_tensor& p : parts) ts.push_back(p);
+            lmtk::test::write_safetensors(dir + "/model.safetensors", ts);
+            write_text(dir + "/config.json", tiny_llama::config(R"(,"quantization_config":{"quant_method":"gptq","bits":4,"group_size":32})"));
+        };
+    };
+    const std::string q = "model.layers.0.self_attn.q_proj.";
+    const st_tensor qweight{q + "qweight", "I32", {4, 32}, std::vector<std::byte>(4 * 32 * 4)};
+    const st_tensor qzeros{q + "qzeros", "I32", {1, 4}, std::vector<std::byte>(4 * 4)};
+    const st_tensor scales{q + "scales", "F16", {1, 32}, std::vector<std::byte>(32 * 2)};
+    std::vector<std::int32_t> bad_groups(32, 0);
+    bad_groups[7] = 3;
+    refused("'model.layers.0.self_attn.q_proj.scales' is missing", gptq_q_proj({qweight, qzeros}));
+    refused("has shape [2, 4], expected [1, 4]", gptq_q_proj({qweight, {q + "qzeros", "I32", {2, 4}, std::vector<std::byte>(2 * 4 * 4)}, scales}));
+    refused("is F32 with 2 dimensions", gptq_q_proj({qweight, qzeros, {q + "scales", "F32", {1, 32}, std::vector<std::byte>(32 * 4)}}));
+    refused("g_idx[7] = 3 is not one of the 1 groups", gptq_q_proj({qweight, qzeros, scales, {q + "g_idx", "I32", {32}, as_bytes(bad_groups)}}));
+    refused("must be I32 [32]", gptq_q_proj({qweight, qzeros, scales, {q + "g_idx", "I32", {31}, std::vector<std::byte>(31 * 4)}}));
     refused("vocab_size 65 disagrees", edit("\"vocab_size\":64", "\"vocab_size\":65"));
     refused("lm_head.weight is missing", [&](const std::string& dir) {
         auto ts = t.tensors("F32");

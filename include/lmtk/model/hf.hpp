@@ -3,7 +3,9 @@
 // model.safetensors (or shards named by model.safetensors.index.json) for the weights.
 //
 // Supported: LlamaForCausalLM, MistralForCausalLM (and Qwen2ForCausalLM once the forward pass
-// has attention biases) with F32, F16 or BF16 tensors. Each HF tensor is presented under its
+// has attention biases) with F32, F16 or BF16 tensors, and AutoAWQ (GEMM or GEMV, 4-bit) or GPTQ
+// (3/4-bit, v1 or v2 zeros, any group, act-order) checkpoints: their quantized linears are
+// repacked once, here, into quant::group_layout blocks (see quant/awq.hpp, quant/gptq.hpp). Each HF tensor is presented under its
 // GGUF name and in GGUF orientation (ne = the HF shape reversed: [out, in] -> ne = [in, out]),
 // so the model binds it exactly like a GGUF tensor. HF keeps Q and K rows in the rotate-half
 // layout, so the hyperparameters say rope_kind::neox; nothing is permuted here.
@@ -16,16 +18,22 @@
 #include <lmtk/io/safetensors.hpp>
 #include <lmtk/model/hparams.hpp>
 #include <lmtk/model/source.hpp>
+#include <lmtk/quant/awq.hpp>
 #include <lmtk/quant/ggml_type.hpp>
+#include <lmtk/quant/gptq.hpp>
+#include <lmtk/quant/group_layout.hpp>
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <filesystem>
 #include <limits>
 #include <memory>
@@ -111,6 +119,12 @@ public:
         const auto it = index_.find(name);
         return it == index_.end() ? nullptr : &tensors_[it->second];
     }
+    const group_tensor* find_group_tensor(std::string_view name) const noexcept override {
+        const auto it = group_index_.find(name);
+        return it == group_index_.end() ? nullptr : &group_tensors_[it->second];
+    }
+    // The AWQ/GPTQ matrices, repacked, under their GGUF names (empty for F32/F16/BF16 checkpoints).
+    const std::deque<group_tensor>& group_tensors() const noexcept { return group_tensors_; }
 
     const std::filesystem::path& directory() const noexcept { return dir_; }
     const nlohmann::json& config() const noexcept { return config_; }
@@ -172,12 +186,7 @@ private:
         if (architecture_ != "LlamaForCausalLM" && architecture_ != "MistralForCausalLM")
             fail(config_path_, ": architecture '", architecture_, "' is not supported (supported: ", supported_architectures,
                  ")");
-        if (const nlohmann::json* q = field("quantization_config")) {
-            const auto m = q->is_object() ? q->find("quant_method") : q->end();
-            fail(config_path_, ": quantized checkpoints (",
-                 m != q->end() && m->is_string() ? m->get<std::string>() : std::string("quantization_config"),
-                 ") are not supported by the safetensors loader; only F32, F16 and BF16 weights are");
-        }
+        read_quantization_config();
         if (const nlohmann::json* act = field("hidden_act"); act && *act != "silu")
             fail(config_path_, ": hidden_act ", act->dump(), " is not supported (Llama uses silu)");
         for (const char* key : {"attention_bias", "mlp_bias"})
@@ -230,12 +239,199 @@ private:
         hp_ = h;
     }
 
+    // --- quantization_config (AWQ, GPTQ) -----------------------------------------------------
+    struct quantization {
+        quant::group_method method = quant::group_method::gptq;
+        unsigned bits = 4;
+        int group = 128;
+        bool awq_gemv = false;  // AWQ version "gemv" rather than "gemm"
+        bool gptq_v1 = true;    // GPTQ checkpoint_format "gptq": zeros stored minus one
+    };
+
+    void read_quantization_config() {
+        namespace fs = std::filesystem;
+        nlohmann::json q;
+        std::string where = config_path_;
+        if (const nlohmann::json* c = field("quantization_config")) {
+            q = *c;
+        } else {
+            // AutoGPTQ writes quantize_config.json beside config.json instead.
+            for (const char* name : {"quantize_config.json", "quant_config.json"}) {
+                std::error_code ec;
+                const fs::path p = dir_ / name;
+                if (!fs::is_regular_file(p, ec)) continue;
+                const core::mapped_file m(p.string());
+                if (m.size() > safetensors::max_header_bytes) fail(p.string(), ": implausibly large");
+                q = safetensors::detail::parse_json(std::string_view(reinterpret_cast<const char*>(m.data()), m.size()),
+                                                    p.string());
+                where = p.string();
+                break;
+            }
+            if (q.is_null()) return;
+        }
+        if (!q.is_object()) fail(where, ": quantization_config must be an object");
+        const auto str = [&](std::initializer_list<const char*> keys, std::string fallback) {
+            for (const char* k : keys)
+                if (const auto it = q.find(k); it != q.end() && it->is_string()) {
+                    std::string v = it->get<std::string>();
+                    for (char& ch : v) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+                    return v;
+                }
+            return fallback;
+        };
+        const auto integer = [&](std::initializer_list<const char*> keys, std::int64_t fallback) {
+            for (const char* k : keys)
+                if (const auto it = q.find(k); it != q.end() && !it->is_null()) {
+                    if (!it->is_number_integer()) fail(where, ": quantization_config.", k, " must be an integer, not ", it->dump());
+                    return it->get<std::int64_t>();
+                }
+            return fallback;
+        };
+        const auto boolean = [&](const char* key, bool fallback) {
+            const auto it = q.find(key);
+            if (it == q.end() || it->is_null()) return fallback;
+            if (!it->is_boolean()) fail(where, ": quantization_config.", key, " must be true or false, not ", it->dump());
+            return it->get<bool>();
+        };
+        const std::string method = str({"quant_method"}, q.contains("w_bit") ? "awq" : "gptq");
+        quantization z;
+        const std::int64_t bits = integer({"bits", "w_bit"}, 4);
+        const std::int64_t group = integer({"group_size", "q_group_size"}, 128);
+        if (method == "awq") {
+            z.method = quant::group_method::awq;
+            if (bits != 4) fail(where, ": AWQ with ", bits, " bits; AutoAWQ checkpoints are 4-bit");
+            if (group != 32 && group != 64 && group != 128)
+                fail(where, ": AWQ group_size ", group, " is not supported (32, 64 or 128)");
+            if (!boolean("zero_point", true)) fail(where, ": AWQ without zero_point is not supported (AutoAWQ's GEMM needs zeros)");
+            const std::string version = str({"version"}, "gemm");
+            if (version == "gemv") z.awq_gemv = true;
+            else if (version != "gemm")
+                fail(where, ": AWQ version '", version, "' is not supported (gemm or gemv; gemv_fast and marlin are GPU tile layouts)");
+        } else if (method == "gptq") {
+            z.method = quant::group_method::gptq;
+            if (bits != 3 && bits != 4) fail(where, ": GPTQ with ", bits, " bits is not supported (3 or 4)");
+            if (group != 32 && group != 64 && group != 128 && group != -1)
+                fail(where, ": GPTQ group_size ", group, " is not supported (32, 64, 128 or -1)");
+            if (boolean("is_marlin_format", false)) fail(where, ": GPTQ Marlin checkpoints are not supported (use the gptq format)");
+            const std::string format = str({"checkpoint_format", "format"}, "gptq");
+            if (format == "gptq_v2") z.gptq_v1 = false;
+            else if (format != "gptq") fail(where, ": GPTQ checkpoint_format '", format, "' is not supported (gptq or gptq_v2)");
+        } else {
+            fail(where, ": quant_method '", method, "' is not supported (awq, gptq; or F32/F16/BF16 weights)");
+        }
+        z.bits = static_cast<unsigned>(bits);
+        z.group = static_cast<int>(group);
+        quant_ = z;
+    }
+
+    // The safetensors tensor `name` with the given dtype and rank, or a clear error.
+    const safetensors::tensor& quant_part(const std::string& name, safetensors::dtype type, std::size_t rank) const {
+        const safetensors::tensor* t = weights_->find(name);
+        if (!t) fail(path_, ": tensor '", name, "' is missing");
+        if (t->type != type || t->n_dims() != rank)
+            fail(where(*t), ": tensor '", name, "' is ", safetensors::dtype_name(t->type), " with ", t->n_dims(),
+                 " dimensions; ", quant::format_name({quant_->method, quant_->bits, quant_->group, false}), " stores it as ",
+                 safetensors::dtype_name(type), " with ", rank);
+        return *t;
+    }
+
+    void expect_shape(const safetensors::tensor& t, std::uint64_t d0, std::uint64_t d1) const {
+        if (t.shape[0] != d0 || t.shape[1] != d1)
+            fail(where(t), ": tensor '", t.name, "' has shape [", t.shape[0], ", ", t.shape[1], "], expected [", d0, ", ", d1, "]");
+    }
+
+    // Repacks the quantized linear `prefix` (its .qweight, .qzeros, .scales, .g_idx) and presents
+    // it under `gguf_name`.
+    void add_quantized(const std::string& prefix, std::string gguf_name) {
+        using safetensors::dtype;
+        const quantization& z = *quant_;
+        const auto& qw = quant_part(prefix + ".qweight", dtype::i32, 2);
+        const auto& qz = quant_part(prefix + ".qzeros", dtype::i32, 2);
+        const auto& sc = quant_part(prefix + ".scales", dtype::f16, 2);
+        group_tensor g;
+        quant::group_matrix m;
+        if (z.method == quant::group_method::awq) {
+            const std::size_t gsz = static_cast<std::size_t>(z.group);
+            if (!z.awq_gemv) {
+                const std::uint64_t in = qw.shape[0], out = qw.shape[1] * 8;
+                if (in == 0 || in % gsz != 0) fail(where(qw), ": '", qw.name, "' has ", in, " inputs, not whole groups of ", gsz);
+                expect_shape(qz, in / gsz, out / 8);
+                expect_shape(sc, in / gsz, out);
+                const quant::awq::gemm_tensors t{qw.bytes.data(), qz.bytes.data(), sc.bytes.data(), in, out, gsz};
+                m = gsz == 32 ? quant::awq::repack_gemm<32>(t) : gsz == 64 ? quant::awq::repack_gemm<64>(t) : quant::awq::repack_gemm<128>(t);
+                g.rows = out;
+                g.cols = in;
+            } else {
+                const std::uint64_t out = qw.shape[0], in = qw.shape[1] * 8;
+                if (in == 0 || in % gsz != 0) fail(where(qw), ": '", qw.name, "' has ", in, " inputs, not whole groups of ", gsz);
+                const std::uint64_t zw = qz.shape[1];
+                expect_shape(qz, out, zw);
+                expect_shape(sc, out, zw * 8);
+                const quant::awq::gemv_tensors t{qw.bytes.data(), qz.bytes.data(), sc.bytes.data(), in, out, gsz, zw};
+                m = gsz == 32 ? quant::awq::repack_gemv<32>(t) : gsz == 64 ? quant::awq::repack_gemv<64>(t) : quant::awq::repack_gemv<128>(t);
+                g.rows = out;
+                g.cols = in;
+            }
+        } else {
+            const std::uint64_t in = qw.shape[0] * 32 / z.bits, out = qw.shape[1];
+            if (in == 0 || (qw.shape[0] * 32) % z.bits != 0) fail(where(qw), ": '", qw.name, "' has an impossible row count for ", z.bits, " bits");
+            const std::uint64_t gsz = z.group == -1 ? in : std::uint64_t(z.group);
+            const std::uint64_t groups = (in + gsz - 1) / gsz;
+            if ((out * z.bits) % 32 != 0) fail(where(qw), ": '", qw.name, "' has ", out, " outputs, not whole ", z.bits, "-bit words");
+            expect_shape(qz, groups, out * z.bits / 32);
+            expect_shape(sc, groups, out);
+            const std::byte* g_idx = nullptr;
+            if (const safetensors::tensor* gi = weights_->find(prefix + ".g_idx")) {
+                if (gi->type != dtype::i32 || gi->n_dims() != 1 || gi->shape[0] != in)
+                    fail(where(*gi), ": tensor '", gi->name, "' must be I32 [", in, "]");
+                g_idx = gi->bytes.data();
+            }
+            const quant::gptq_format::tensors t{qw.bytes.data(), qz.bytes.data(), sc.bytes.data(), g_idx, in, out, z.group, z.bits, z.gptq_v1};
+            // Per-channel scales (-1) repeat over blocks of 32.
+            const std::size_t bs = z.group == -1 ? 32 : static_cast<std::size_t>(z.group);
+            if (z.bits == 4)
+                m = bs == 32 ? quant::gptq_format::repack<4, 32>(t) : bs == 64 ? quant::gptq_format::repack<4, 64>(t) : quant::gptq_format::repack<4, 128>(t);
+            else
+                m = bs == 32 ? quant::gptq_format::repack<3, 32>(t) : bs == 64 ? quant::gptq_format::repack<3, 64>(t) : quant::gptq_format::repack<3, 128>(t);
+            g.rows = out;
+            g.cols = in;
+        }
+        g.format = {z.method, z.bits, z.group, !m.input_perm.empty()};
+        if (!m.input_perm.empty()) {
+            // q, k and v of a layer are usually quantized in the same input order: share it, so
+            // the forward pass gathers their input once.
+            const auto same = std::find_if(perms_.begin(), perms_.end(), [&](const auto& p) { return p == m.input_perm; });
+            if (same == perms_.end()) perms_.push_back(std::move(m.input_perm));
+            g.input_perm = (same == perms_.end() ? perms_.back() : *same).data();
+        }
+        blocks_.push_back(std::move(m.blocks));
+        g.data = blocks_.back().data();
+        names_.push_back(std::move(gguf_name));
+        if (group_index_.count(names_.back())) fail(path_, ": two tensors map to '", names_.back(), "'");
+        group_index_.emplace(names_.back(), group_tensors_.size());
+        group_tensors_.push_back(g);
+    }
+
     // --- tensors ----------------------------------------------------------------------------
     void bind_tensors() {
         const std::vector<const safetensors::tensor*> all = weights_->tensors();
         tensors_.reserve(all.size());
         const bool embed_stored = weights_->find("model.embed_tokens.weight") != nullptr;
         for (const safetensors::tensor* t : all) {
+            if (quant_) {
+                // Quantized linears come as .qweight + .qzeros + .scales (+ .g_idx): repacked
+                // when their .qweight is met, the other parts skipped.
+                const std::string_view n = t->name;
+                if (n.ends_with(".qzeros") || n.ends_with(".scales") || n.ends_with(".g_idx")) continue;
+                if (n.ends_with(".qweight")) {
+                    const std::string prefix(n.substr(0, n.size() - std::string_view(".qweight").size()));
+                    std::optional<std::string> name = detail::gguf_name_of(prefix + ".weight");
+                    if (!name) fail(where(*t), ": tensor '", t->name, "' is not part of a ", architecture_, " lmtk can run");
+                    if (*name == "output.weight" && !embed_stored) fail(where(*t), ": a quantized lm_head cannot stand in for the embedding");
+                    add_quantized(prefix, std::move(*name));
+                    continue;
+                }
+            }
             std::optional<std::string> name = detail::gguf_name_of(t->name);
             if (!name) {
                 // Non-persistent buffers some older checkpoints saved along with the weights.
@@ -253,7 +449,7 @@ private:
             add(*t, std::move(*name));
         }
         if (!find_tensor("token_embd.weight")) fail(path_, ": model.embed_tokens.weight is missing");
-        if (!tied_ && !find_tensor("output.weight"))
+        if (!tied_ && !find_tensor("output.weight") && !find_group_tensor("output.weight"))
             fail(path_, ": lm_head.weight is missing and tie_word_embeddings is not true");
 
         const gguf::tensor_info& emb = *find_tensor("token_embd.weight");
@@ -315,6 +511,11 @@ private:
     std::vector<gguf::tensor_info> tensors_;
     std::unordered_map<std::string_view, std::size_t> index_;
     std::vector<detail::aligned_bytes> owned_;
+    std::optional<quantization> quant_;                  // set for AWQ/GPTQ checkpoints
+    std::deque<group_tensor> group_tensors_;
+    std::unordered_map<std::string_view, std::size_t> group_index_;
+    std::deque<std::vector<std::byte>> blocks_;           // repacked AWQ/GPTQ matrices
+    std::deque<std::vector<std::uint32_t>> perms_;        // act-order input orders, shared
 };
 
 // Opens a model path: a GGUF file or a Hugging Face checkpoint folder.

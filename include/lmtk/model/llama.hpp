@@ -34,14 +34,28 @@
 namespace lmtk::model {
 
 // One weight matrix of `rows` x `cols` (GGUF ne = [cols, rows]) with its kernels.
+// A GPTQ act-order matrix has its columns in another order than the inputs: column k multiplies
+// input input_perm[k], so its input is gathered into that order first (see project()).
 struct weight {
     const std::byte* data = nullptr;
     quant::weight_ops ops{};
     std::size_t rows = 0, cols = 0;
+    const std::uint32_t* input_perm = nullptr;  // nullptr: column k is input k
 
     std::size_t row_bytes() const noexcept { return cols / ops.block_elems * ops.block_bytes; }
+    // Row r in input order.
     void dequantize_row(std::size_t r, float* out) const noexcept {
-        ops.dequantize_row(data + r * row_bytes(), out, cols);
+        if (!input_perm) {
+            ops.dequantize_row(data + r * row_bytes(), out, cols);
+            return;
+        }
+        const std::span<float> tmp = quant::kernels::decode_scratch(cols);
+        if (tmp.empty()) {  // no memory for the scratch: a row of NaN says so without a crash
+            std::fill_n(out, cols, std::numeric_limits<float>::quiet_NaN());
+            return;
+        }
+        ops.dequantize_row(data + r * row_bytes(), tmp.data(), cols);
+        for (std::size_t k = 0; k < cols; ++k) out[input_perm[k]] = tmp[k];
     }
 };
 
@@ -82,6 +96,15 @@ public:
 
 private:
     weight bind_weight(const std::string& name, std::size_t cols, std::size_t rows) const {
+        if (const group_tensor* g = src_->find_group_tensor(name)) {
+            if (g->cols != cols || g->rows != rows)
+                fail(path(), ": tensor '", name, "' has shape [", g->cols, ", ", g->rows, "], expected [", cols, ", ", rows, "]");
+            const auto ops = quant::resolve_group<Set, typename Target::arch>(g->format);
+            if (!ops)
+                fail(path(), ": tensor '", name, "' is ", quant::format_name(g->format),
+                     ", which this build of lmtk does not include");
+            return weight{g->data, *ops, rows, cols, g->input_perm};
+        }
         const gguf::tensor_info& t = src_->tensor(name);
         if (static_cast<std::size_t>(t.ne[0]) != cols || static_cast<std::size_t>(t.rows()) != rows)
             fail(path(), ": tensor '", name, "' has shape [", t.ne[0], ", ", t.rows(), "], expected [", cols, ", ",
@@ -211,6 +234,15 @@ public:
         }
         if (m_.output().ops.act_row_bytes) act_row = std::max(act_row, m_.output().ops.act_row_bytes(m_.output().cols));
         act_buf_.resize(n_batch_ * act_row + 64);
+        // Gathered inputs of act-order weights: up to three orders (q/k/v) of the widest input.
+        bool any_perm = false;
+        max_cols_ = std::max({std::size_t(hp_.n_embd), std::size_t(hp_.q_dim()), std::size_t(hp_.n_ff)});
+        for (std::size_t l = 0; l < hp_.n_layer; ++l) {
+            const llama_layer& w = m_.layer(l);
+            for (const weight* p : {&w.wq, &w.wk, &w.wv, &w.wo, &w.gate, &w.up, &w.down}) any_perm |= p->input_perm != nullptr;
+        }
+        any_perm |= m_.output().input_perm != nullptr;
+        if (any_perm) perm_x_.resize(3 * n_batch_ * max_cols_);
         act_ = act_buf_.data() + (64 - reinterpret_cast<std::uintptr_t>(act_buf_.data()) % 64) % 64;
         rope_cos_.resize(n_batch_ * hp_.rope_dim / 2);
         rope_sin_.resize(n_batch_ * hp_.rope_dim / 2);
@@ -394,6 +426,27 @@ private:
     // (int8 x for the quantized formats) get x converted once, into act_, for all of them.
     void project(const float* x, std::size_t n, std::span<const projection> ps) noexcept {
         const std::size_t cols = ps[0].w->cols;
+        // Act-order (GPTQ) weights take their input in their own column order: gather it once
+        // per distinct order (q/k/v of one layer usually share theirs). At most three orders.
+        const std::uint32_t* perms[3] = {};
+        const float* permuted[3] = {};
+        std::size_t n_perm = 0;
+        for (const projection& p : ps) {
+            const std::uint32_t* perm = p.w->input_perm;
+            if (!perm || std::find(perms, perms + n_perm, perm) != perms + n_perm) continue;
+            float* dst = &perm_x_[n_perm * n_batch_ * max_cols_];
+            pool_.run_sized(n * cols, [&](std::size_t i, std::size_t nt) noexcept {
+                const auto [t0, t1] = core::thread_pool::split(n, i, nt);
+                for (std::size_t t = t0; t < t1; ++t)
+                    for (std::size_t k = 0; k < cols; ++k) dst[t * cols + k] = x[t * cols + perm[k]];
+            });
+            perms[n_perm] = perm;
+            permuted[n_perm++] = dst;
+        }
+        const auto input_of = [&](const weight& w) noexcept -> const float* {
+            if (!w.input_perm) return x;
+            return permuted[std::find(perms, perms + n_perm, w.input_perm) - perms];
+        };
         const quant::weight_ops* prep = nullptr;
         for (const projection& p : ps)
             if (p.w->ops.matmul_act) prep = &p.w->ops;
@@ -415,7 +468,7 @@ private:
                 if (w.ops.matmul_act && w.ops.act == prep->act)
                     w.ops.matmul_act(w.data, cols, r0, r1, act_, act_stride, n, p.y, w.rows);
                 else
-                    w.ops.matmul(w.data, cols, r0, r1, x, cols, n, p.y, w.rows);
+                    w.ops.matmul(w.data, cols, r0, r1, input_of(w), cols, n, p.y, w.rows);
             }
         });
     }
@@ -538,6 +591,8 @@ private:
     std::vector<std::size_t> n_past_;        // cached positions per sequence
     std::vector<float> x_, xb_, q_, k_, v_, att_, hb_, hb2_, rope_cos_, rope_sin_, scores_, logits_;
     std::vector<std::byte> act_buf_;         // prepared activations (see project())
+    std::vector<float> perm_x_;              // inputs gathered for act-order weights (see project())
+    std::size_t max_cols_ = 0;
     std::byte* act_ = nullptr;
     std::vector<std::uint32_t> row_seq_;     // per batch row: its sequence
     std::vector<std::size_t> row_pos_;       // per batch row: its position

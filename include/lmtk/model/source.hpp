@@ -6,6 +6,7 @@
 #include <lmtk/core/error.hpp>
 #include <lmtk/io/gguf.hpp>
 #include <lmtk/model/hparams.hpp>
+#include <lmtk/quant/group_layout.hpp>
 
 #include <filesystem>
 #include <memory>
@@ -13,6 +14,16 @@
 #include <string_view>
 
 namespace lmtk::model {
+
+// A matrix that an AWQ or GPTQ checkpoint stores quantized, repacked at load into blocks of
+// quant::group_layout: `rows` rows of cols / block_elems blocks. With act-order, column k of the
+// blocks holds input input_perm[k].
+struct group_tensor {
+    quant::group_format format;
+    const std::byte* data = nullptr;
+    std::size_t rows = 0, cols = 0;
+    const std::uint32_t* input_perm = nullptr;  // nullptr: the identity
+};
 
 class weight_source {
 public:
@@ -24,6 +35,9 @@ public:
     virtual const gguf::tensor_info* find_tensor(std::string_view name) const noexcept = 0;
     // The GGUF file behind this source, for metadata such as the vocabulary; nullptr otherwise.
     virtual const gguf::file* gguf_file() const noexcept { return nullptr; }
+    // A matrix by its GGUF name when the source holds it in an AWQ/GPTQ group format (checked
+    // before find_tensor); nullptr otherwise.
+    virtual const group_tensor* find_group_tensor(std::string_view) const noexcept { return nullptr; }
 
     const gguf::tensor_info& tensor(std::string_view name) const {
         const gguf::tensor_info* t = find_tensor(name);
