@@ -85,6 +85,9 @@ class HFLlamaRef(LlamaRef):
                 "w_up": f64(p + "mlp.up_proj.weight"),
                 "w_down": f64(p + "mlp.down_proj.weight"),
             })
+            for key, proj in (("bq", "q_proj"), ("bk", "k_proj"), ("bv", "v_proj"), ("bo", "o_proj")):
+                if p + f"self_attn.{proj}.bias" in w:
+                    self.layers[-1][key] = f64(p + f"self_attn.{proj}.bias")
         self.bos = int(cfg.get("bos_token_id", 1))
         self.eos = int(cfg.get("eos_token_id", 2))
         self.tokens = None

@@ -114,9 +114,10 @@ class LlamaRef:
         scale = 1.0 / np.sqrt(hd)
         for L in self.layers:
             h = self.rmsnorm(x, L["attn_norm"])
-            q = (h @ L["wq"].T).reshape(n, nh, hd)
-            k = (h @ L["wk"].T).reshape(n, nkv, hd)
-            v = (h @ L["wv"].T).reshape(n, nkv, hd)
+            # Attention biases (Qwen2: q/k/v; Llama with attention_bias: also o) when present.
+            q = (h @ L["wq"].T + L.get("bq", 0.0)).reshape(n, nh, hd)
+            k = (h @ L["wk"].T + L.get("bk", 0.0)).reshape(n, nkv, hd)
+            v = (h @ L["wv"].T + L.get("bv", 0.0)).reshape(n, nkv, hd)
             q = self.rope(q, pos)
             k = self.rope(k, pos)
             kv_of_head = np.arange(nh) // group
@@ -128,7 +129,7 @@ class LlamaRef:
             p = np.exp(scores)
             p /= p.sum(axis=-1, keepdims=True)
             att = np.einsum("hqk,khd->qhd", p, vh).reshape(n, nh * hd)
-            x = x + att @ L["wo"].T
+            x = x + att @ L["wo"].T + L.get("bo", 0.0)
             h = self.rmsnorm(x, L["ffn_norm"])
             gate = h @ L["w_gate"].T
             up = h @ L["w_up"].T

@@ -2,8 +2,8 @@
 // A Hugging Face checkpoint folder as a weight_source: config.json for the hyperparameters,
 // model.safetensors (or shards named by model.safetensors.index.json) for the weights.
 //
-// Supported: LlamaForCausalLM, MistralForCausalLM (and Qwen2ForCausalLM once the forward pass
-// has attention biases) with F32, F16 or BF16 tensors, and AutoAWQ (GEMM or GEMV, 4-bit) or GPTQ
+// Supported: LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM (Llama with q/k/v biases)
+// with F32, F16 or BF16 tensors, and AutoAWQ (GEMM or GEMV, 4-bit) or GPTQ
 // (3/4-bit, v1 or v2 zeros, any group, act-order) checkpoints: their quantized linears are
 // repacked once, here, into quant::group_layout blocks (see quant/awq.hpp, quant/gptq.hpp). Each HF tensor is presented under its
 // GGUF name and in GGUF orientation (ne = the HF shape reversed: [out, in] -> ne = [in, out]),
@@ -74,6 +74,7 @@ inline std::optional<std::string> gguf_name_of(std::string_view hf) {
         {"self_attn.q_proj.bias", "attn_q.bias"},
         {"self_attn.k_proj.bias", "attn_k.bias"},
         {"self_attn.v_proj.bias", "attn_v.bias"},
+        {"self_attn.o_proj.bias", "attn_output.bias"},
         {"mlp.gate_proj.weight", "ffn_gate.weight"},
         {"mlp.up_proj.weight", "ffn_up.weight"},
         {"mlp.down_proj.weight", "ffn_down.weight"},
@@ -94,7 +95,7 @@ using aligned_bytes = std::unique_ptr<std::byte[], aligned_delete>;
 
 class hf_source final : public weight_source {
 public:
-    static constexpr std::string_view supported_architectures = "LlamaForCausalLM, MistralForCausalLM";
+    static constexpr std::string_view supported_architectures = "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM";
 
     explicit hf_source(const std::string& dir) : dir_(dir), path_(dir) {
         namespace fs = std::filesystem;
@@ -180,21 +181,19 @@ private:
         if (!archs || !archs->is_array() || archs->empty() || !(*archs)[0].is_string())
             fail(config_path_, ": no 'architectures' list");
         architecture_ = (*archs)[0].get<std::string>();
-        if (architecture_ == "Qwen2ForCausalLM")
-            fail(config_path_, ": Qwen2ForCausalLM needs attention biases (q/k/v_proj.bias), which lmtk's forward pass "
-                               "does not have yet (supported: ", supported_architectures, ")");
-        if (architecture_ != "LlamaForCausalLM" && architecture_ != "MistralForCausalLM")
+        if (architecture_ != "LlamaForCausalLM" && architecture_ != "MistralForCausalLM" && architecture_ != "Qwen2ForCausalLM")
             fail(config_path_, ": architecture '", architecture_, "' is not supported (supported: ", supported_architectures,
                  ")");
         read_quantization_config();
         if (const nlohmann::json* act = field("hidden_act"); act && *act != "silu")
             fail(config_path_, ": hidden_act ", act->dump(), " is not supported (Llama uses silu)");
-        for (const char* key : {"attention_bias", "mlp_bias"})
-            if (const nlohmann::json* b = field(key); b && *b == true)
-                fail(config_path_, ": '", key, "' is true; biases are not supported by lmtk's forward pass yet");
+        // Attention biases are bound when the checkpoint has them (Qwen2's q/k/v, Llama's
+        // attention_bias); the feed-forward has none in lmtk's forward pass.
+        if (const nlohmann::json* b = field("mlp_bias"); b && *b == true)
+            fail(config_path_, ": 'mlp_bias' is true; feed-forward biases are not supported by lmtk's forward pass yet");
 
         llama_hparams h;
-        h.arch = "llama";
+        h.arch = architecture_ == "Qwen2ForCausalLM" ? "qwen2" : "llama";
         h.rope = rope_kind::neox;  // HF's rotate-half layout, unpermuted
         h.n_embd = positive("hidden_size");
         h.n_ff = positive("intermediate_size");
@@ -211,8 +210,10 @@ private:
         h.n_ctx_train = positive("max_position_embeddings", 2048);
         // Sliding-window attention (Mistral v0.1) equals full attention while the context fits in
         // the window, so the default context is capped at the window rather than refused.
-        if (const nlohmann::json* w = field("sliding_window"); w && w->is_number_integer() && w->get<std::int64_t>() > 0 &&
-                                                               (!field("use_sliding_window") || *field("use_sliding_window") != false))
+        // Qwen2 configs name a window but use it only with use_sliding_window: true.
+        const nlohmann::json* use_window = field("use_sliding_window");
+        const bool windowed = use_window ? *use_window == true : architecture_ != "Qwen2ForCausalLM";
+        if (const nlohmann::json* w = field("sliding_window"); w && w->is_number_integer() && w->get<std::int64_t>() > 0 && windowed)
             h.n_ctx_train = std::min<std::uint32_t>(h.n_ctx_train, static_cast<std::uint32_t>(
                                                                          std::min<std::int64_t>(w->get<std::int64_t>(), 1 << 30)));
         h.rms_eps = static_cast<float>(number("rms_norm_eps", 1e-6));
@@ -438,8 +439,6 @@ private:
                 if (t->name.ends_with(".rotary_emb.inv_freq")) continue;
                 fail(where(*t), ": tensor '", t->name, "' is not part of a ", architecture_, " lmtk can run");
             }
-            if (name->ends_with(".bias"))
-                fail(where(*t), ": tensor '", t->name, "' is a bias; lmtk's forward pass has no attention biases yet");
             if (*name == "output.weight") {
                 // torch's save_model stores tied weights once, sometimes under lm_head.weight
                 // only: then it is the embedding. With both present and tied, the head is dropped.

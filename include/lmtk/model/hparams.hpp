@@ -36,8 +36,10 @@ struct llama_hparams {
     static llama_hparams from_gguf(const gguf::file& f) {
         llama_hparams h;
         h.arch = f.require<std::string>("general.architecture");
-        if (h.arch != "llama")
-            fail(f.path(), ": architecture '", h.arch, "' is not supported yet (supported: llama)");
+        // qwen2 is llama with q/k/v biases (bound when present) and rotate-half RoPE.
+        if (h.arch != "llama" && h.arch != "qwen2")
+            fail(f.path(), ": architecture '", h.arch, "' is not supported yet (supported: llama, qwen2)");
+        if (h.arch == "qwen2") h.rope = rope_kind::neox;
         const std::string a = h.arch + ".";
         h.n_embd = f.require<std::uint32_t>(a + "embedding_length");
         h.n_layer = f.require<std::uint32_t>(a + "block_count");

@@ -63,6 +63,7 @@ struct llama_layer {
     weight wq, wk, wv, wo;      // attention projections
     weight gate, up, down;      // SwiGLU feed-forward
     std::vector<float> attn_norm, ffn_norm;
+    std::vector<float> bq, bk, bv, bo;  // attention biases (Qwen2: q/k/v); empty when absent
 };
 
 template <class Set = quant::default_set, class Target = target::cpu<>>
@@ -123,6 +124,10 @@ private:
         return v;
     }
 
+    std::vector<float> bind_optional_vector(const std::string& name, std::size_t n) const {
+        return src_->find_tensor(name) ? bind_vector(name, n) : std::vector<float>();
+    }
+
     void bind() {
         hp_ = src_->hparams();
         const gguf::tensor_info& emb = src_->tensor("token_embd.weight");
@@ -146,6 +151,10 @@ private:
             l.wk = bind_weight(p + "attn_k.weight", d, kv);
             l.wv = bind_weight(p + "attn_v.weight", d, kv);
             l.wo = bind_weight(p + "attn_output.weight", q, d);
+            l.bq = bind_optional_vector(p + "attn_q.bias", q);
+            l.bk = bind_optional_vector(p + "attn_k.bias", kv);
+            l.bv = bind_optional_vector(p + "attn_v.bias", kv);
+            l.bo = bind_optional_vector(p + "attn_output.bias", d);
             l.ffn_norm = bind_vector(p + "ffn_norm.weight", d);
             l.gate = bind_weight(p + "ffn_gate.weight", d, ff);
             l.up = bind_weight(p + "ffn_up.weight", d, ff);
@@ -351,6 +360,9 @@ private:
             // Attention: RMSNorm, Q/K/V projections, RoPE on Q and K, cache K and V.
             rmsnorm(xb_.data(), x_.data(), w.attn_norm.data(), n);
             matmul3(w.wq, w.wk, w.wv, xb_.data(), n, q_.data(), k_.data(), v_.data());
+            add_bias(q_.data(), w.bq, n);
+            add_bias(k_.data(), w.bk, n);
+            add_bias(v_.data(), w.bv, n);
             apply_rope(q_.data(), n, hp_.n_head);
             apply_rope(k_.data(), n, hp_.n_head_kv);
             for (std::size_t t = 0; t < n; ++t) {
@@ -367,6 +379,7 @@ private:
             // then the output projection and the residual connection.
             attention(l, n);
             matmul(w.wo, att_.data(), n, xb_.data());
+            add_bias(xb_.data(), w.bo, n);
             add_in_place(x_.data(), xb_.data(), n * d);
 
             // Feed-forward: RMSNorm, SwiGLU (silu(gate) * up), down projection, residual.
@@ -569,6 +582,11 @@ private:
         return s;
     }
 
+    // y[t] += b for n rows of b.size(); nothing when the layer has no such bias.
+    static void add_bias(float* y, const std::vector<float>& b, std::size_t n) noexcept {
+        for (std::size_t t = 0; t < n; ++t)
+            for (std::size_t i = 0; i < b.size(); ++i) y[t * b.size() + i] += b[i];
+    }
     static void add_in_place(float* x, const float* y, std::size_t n) noexcept {
         for (std::size_t i = 0; i < n; ++i) x[i] += y[i];
     }
