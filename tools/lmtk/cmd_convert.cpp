@@ -25,6 +25,7 @@
 #include <boost/hana/unpack.hpp>
 
 #include <cstdio>
+#include <functional>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -129,9 +130,9 @@ int cmd_convert(const argv_t& argv) {
         fail(in, ": the tokenizer has ", vocab.size(), " tokens but the embedding has ", src.hparams().n_vocab, " rows");
     const model::llama_hparams& h = src.hparams();
 
-    // The requested type; "auto" keeps the checkpoint's (the embedding's) type.
+    // The requested type; "auto" keeps the checkpoint's (the embedding's) type, F16 for AWQ/GPTQ.
     const std::string type_name = a.get("--type").value_or("auto");
-    quant::ggml_type target = src.tensor("token_embd.weight").type;
+    quant::ggml_type target = src.group_tensors().empty() ? src.tensor("token_embd.weight").type : quant::ggml_type::f16;
     if (type_name != "auto") {
         const auto t = quant::type_from_name(type_name);
         if (!t) fail("lmtk convert: unknown --type '", type_name, "'");
@@ -143,65 +144,96 @@ int cmd_convert(const argv_t& argv) {
     gguf::writer w;
     std::string name = a.get("--name").value_or(std::filesystem::path(in).lexically_normal().filename().string());
     if (name.empty() || name == ".") name = std::filesystem::absolute(in).lexically_normal().parent_path().filename().string();
-    w.set("general.architecture", "llama");
+    // qwen2 is llama plus q/k/v biases, RoPE rotate-half: its GGUF keys take its own prefix.
+    const std::string arch = h.arch;
+    w.set("general.architecture", arch);
     w.set("general.name", name);
     w.set("general.file_type", file_type_of(target));
     if (quant::traits_of(target).block_elems > 1) w.set("general.quantization_version", std::uint32_t{2});
-    w.set("llama.context_length", h.n_ctx_train);
-    w.set("llama.embedding_length", h.n_embd);
-    w.set("llama.block_count", h.n_layer);
-    w.set("llama.feed_forward_length", h.n_ff);
-    w.set("llama.attention.head_count", h.n_head);
-    w.set("llama.attention.head_count_kv", h.n_head_kv);
-    w.set("llama.attention.layer_norm_rms_epsilon", h.rms_eps);
-    w.set("llama.rope.freq_base", h.rope_freq_base);
-    w.set("llama.rope.dimension_count", h.rope_dim);
+    w.set(arch + ".context_length", h.n_ctx_train);
+    w.set(arch + ".embedding_length", h.n_embd);
+    w.set(arch + ".block_count", h.n_layer);
+    w.set(arch + ".feed_forward_length", h.n_ff);
+    w.set(arch + ".attention.head_count", h.n_head);
+    w.set(arch + ".attention.head_count_kv", h.n_head_kv);
+    w.set(arch + ".attention.layer_norm_rms_epsilon", h.rms_eps);
+    w.set(arch + ".rope.freq_base", h.rope_freq_base);
+    w.set(arch + ".rope.dimension_count", h.rope_dim);
     if (h.head_dim * h.n_head != h.n_embd) {
-        w.set("llama.attention.key_length", h.head_dim);
-        w.set("llama.attention.value_length", h.head_dim);
+        w.set(arch + ".attention.key_length", h.head_dim);
+        w.set(arch + ".attention.value_length", h.head_dim);
     }
     if (h.rope_freq_scale != 1.0f) {
-        w.set("llama.rope.scaling.type", "linear");
-        w.set("llama.rope.scaling.factor", 1.0f / h.rope_freq_scale);
+        w.set(arch + ".rope.scaling.type", "linear");
+        w.set(arch + ".rope.scaling.factor", 1.0f / h.rope_freq_scale);
     }
-    w.set("llama.vocab_size", h.n_vocab);
+    w.set(arch + ".vocab_size", h.n_vocab);
     write_tokenizer(w, vocab);
 
-    // Tensors in llama.cpp's order: embedding, blocks, final norm, output.
+    // Tensors in llama.cpp's order: embedding, blocks (biases after their weights), final norm,
+    // output.
     std::vector<std::string> order{"token_embd.weight"};
     for (std::uint32_t l = 0; l < h.n_layer; ++l)
         for (const char* part : {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate",
-                                 "ffn_up", "ffn_down"})
-            order.push_back("blk." + std::to_string(l) + "." + part + ".weight");
+                                 "ffn_up", "ffn_down"}) {
+            const std::string base = "blk." + std::to_string(l) + "." + part;
+            order.push_back(base + ".weight");
+            if (src.find_tensor(base + ".bias")) order.push_back(base + ".bias");
+        }
     order.push_back("output_norm.weight");
-    if (src.find_tensor("output.weight")) order.push_back("output.weight");
+    if (src.find_tensor("output.weight") || src.find_group_tensor("output.weight")) order.push_back("output.weight");
 
+    // GGUF llama wants Q and K rows (and their biases) in interleaved-RoPE order; HF keeps them
+    // rotate-half, which GGUF qwen2 keeps too.
+    const bool permute_qk = arch == "llama";
     std::size_t fallbacks = 0;
     for (const std::string& tname : order) {
-        const gguf::tensor_info& t = src.tensor(tname);
-        const auto src_ops = quant::resolve<cli_set, cli_target::arch>(t.type);
-        if (!src_ops) fail(in, ": tensor '", tname, "' has type ", quant::type_name(t.type), ", which lmtk cannot read");
-        const std::size_t cols = static_cast<std::size_t>(t.ne[0]), rows = static_cast<std::size_t>(t.rows());
-        quant::ggml_type type = t.n_dims == 1 ? quant::ggml_type::f32 : target;
+        // Each row of the source as floats, in input order: a GGUF-like tensor, or an AWQ/GPTQ
+        // matrix (dequantized; act-order columns put back in input order).
+        std::size_t cols = 0, rows = 0;
+        std::vector<std::int64_t> ne;
+        std::function<void(std::size_t, float*)> read_row;
+        if (const model::group_tensor* g = src.find_group_tensor(tname)) {
+            const auto ops = quant::resolve_group<cli_set, cli_target::arch>(g->format);
+            if (!ops) fail(in, ": tensor '", tname, "' is ", quant::format_name(g->format), ", which lmtk cannot read");
+            cols = g->cols;
+            rows = g->rows;
+            ne = {static_cast<std::int64_t>(cols), static_cast<std::int64_t>(rows)};
+            const model::weight wt{g->data, *ops, rows, cols, g->input_perm};
+            read_row = [wt](std::size_t r, float* x) { wt.dequantize_row(r, x); };
+        } else {
+            const gguf::tensor_info& t = src.tensor(tname);
+            const auto src_ops = quant::resolve<cli_set, cli_target::arch>(t.type);
+            if (!src_ops) fail(in, ": tensor '", tname, "' has type ", quant::type_name(t.type), ", which lmtk cannot read");
+            cols = static_cast<std::size_t>(t.ne[0]);
+            rows = static_cast<std::size_t>(t.rows());
+            ne.assign(t.ne.begin(), t.ne.begin() + t.n_dims);
+            const quant::weight_ops ops = *src_ops;
+            const std::byte* data = t.data;
+            const std::size_t row_bytes = cols / ops.block_elems * ops.block_bytes;
+            read_row = [ops, data, row_bytes, cols](std::size_t r, float* x) { ops.dequantize_row(data + r * row_bytes, x, cols); };
+        }
+        quant::ggml_type type = ne.size() == 1 ? quant::ggml_type::f32 : target;
         if (cols % quant::traits_of(type).block_elems != 0) {
             type = quant::ggml_type::f16;
             ++fallbacks;
         }
         const quantize_fn quantize = resolve_quantizer<cli_set>(type);
-        const bool is_q = tname.ends_with("attn_q.weight"), is_k = tname.ends_with("attn_k.weight");
+        const bool qk = permute_qk && (tname.find(".attn_q.") != std::string::npos || tname.find(".attn_k.") != std::string::npos);
+        const bool qk_rows = qk && ne.size() == 2, qk_bias = qk && ne.size() == 1;
         const std::size_t head_dim = h.head_dim;
-        const gguf::tensor_info* tp = &t;
-        const quant::weight_ops ops = *src_ops;
-        w.add_tensor(tname, type, std::span<const std::int64_t>(t.ne.data(), t.n_dims),
-                     [tp, ops, quantize, type, cols, rows, is_q, is_k, head_dim](gguf::tensor_sink& sink) {
+        w.add_tensor(tname, type, std::span<const std::int64_t>(ne.data(), ne.size()),
+                     [read_row, quantize, type, cols, rows, qk_rows, qk_bias, head_dim](gguf::tensor_sink& sink) {
                          const auto tr = quant::traits_of(type);
-                         std::vector<float> x(cols);
+                         std::vector<float> x(cols), y(cols);
                          // 8-byte words: suitably aligned for every block struct
                          std::vector<std::uint64_t> buf((cols / tr.block_elems * tr.block_bytes + 7) / 8);
-                         const std::size_t src_row_bytes = cols / ops.block_elems * ops.block_bytes;
                          for (std::size_t r = 0; r < rows; ++r) {
-                             const std::size_t from = (is_q || is_k) ? unpermuted_row(r, head_dim) : r;
-                             ops.dequantize_row(tp->data + from * src_row_bytes, x.data(), cols);
+                             read_row(qk_rows ? unpermuted_row(r, head_dim) : r, x.data());
+                             if (qk_bias) {  // a bias's elements follow the rows of its matrix
+                                 for (std::size_t i = 0; i < cols; ++i) y[i] = x[unpermuted_row(i, head_dim)];
+                                 x.swap(y);
+                             }
                              auto* o = reinterpret_cast<std::byte*>(buf.data());
                              quantize(x.data(), o, cols);
                              sink.write(o, cols / tr.block_elems * tr.block_bytes);
