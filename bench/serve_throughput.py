@@ -27,10 +27,7 @@ Example:
 import argparse
 import json
 import os
-import re
-import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -44,6 +41,9 @@ for _v in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 PROMPT = "Once upon a time, in a small village by the sea, there lived a girl who"
+
+sys.path.insert(0, os.path.join(REPO, "tests", "reference"))
+import serve_common  # noqa: E402
 
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -59,62 +59,15 @@ def default_cli():
     raise SystemExit("lmtk CLI not found: pass --cli or set LMTK_CLI")
 
 
-class Server:
+class Server(serve_common.Server):
+    """The tests' server harness (start on a free port, wait for /health, always stop), plus JSON
+    helpers through a proxy-free opener."""
+
     def __init__(self, cli, model, parallel, threads, ctx, timeout=120):
-        self.args = [cli, "serve-model", model, "--host", "127.0.0.1", "--port", "0",
-                     "--parallel", str(parallel), "-t", str(threads), "-c", str(ctx)]
-        self.timeout = timeout
-        self.proc = None
-        self.port = None
-        self.lines = []
-        self._port_seen = threading.Event()
+        super().__init__(["--parallel", parallel, "-c", ctx], start_timeout=timeout, cli=cli, model=model,
+                         threads=threads)
 
-    def __enter__(self):
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        threading.Thread(target=self._drain, daemon=True).start()
-        try:
-            if not self._port_seen.wait(self.timeout):
-                raise RuntimeError("server did not report its port in time\n" + "".join(self.lines))
-            deadline = time.time() + self.timeout
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {self.proc.returncode}\n" + "".join(self.lines))
-                try:
-                    if self.get("/health", timeout=2).get("status") == "ok":
-                        break
-                except OSError:
-                    pass
-                if time.time() > deadline:
-                    raise RuntimeError("server did not become healthy in time\n" + "".join(self.lines))
-                time.sleep(0.05)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
-
-    def _drain(self):
-        for raw in self.proc.stderr:
-            line = raw.decode("utf-8", errors="replace")
-            self.lines.append(line)
-            m = re.search(r"OpenAI\s+http://127\.0\.0\.1:(\d+)/v1", line)
-            if m:
-                self.port = int(m.group(1))
-                self._port_seen.set()
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(15)
-
-    def get(self, path, timeout=10):
+    def get_json(self, path, timeout=10):
         with _opener.open(f"http://127.0.0.1:{self.port}{path}", timeout=timeout) as r:
             return json.loads(r.read())
 
@@ -125,7 +78,7 @@ class Server:
             return json.loads(r.read())
 
     def batching(self):
-        b = self.get("/props").get("batching", {})
+        b = self.get_json("/props").get("batching", {})
         return b.get("forward_passes", 0), b.get("rows", 0)
 
 

@@ -47,11 +47,11 @@ def model_path(name="stories260K.gguf"):
 _HAS_SERVE = None
 
 
-def require_serve():
+def require_serve(cli=None):
     """Skips (not fails) when the CLI was built without cpp-httplib and so has no serve-model."""
     global _HAS_SERVE
     if _HAS_SERVE is None:
-        out = subprocess.run([cli_path(), "--help"], capture_output=True, timeout=30).stdout.decode()
+        out = subprocess.run([cli or cli_path(), "--help"], capture_output=True, timeout=30).stdout.decode()
         _HAS_SERVE = "serve-model" in out
     if not _HAS_SERVE:
         import unittest
@@ -61,9 +61,9 @@ def require_serve():
 class Server:
     """`with Server(["--parallel", "2"]) as s:` ... s.url, s.port, s.log()."""
 
-    def __init__(self, extra_args=(), start_timeout=60):
-        self.args = [cli_path(), "serve-model", model_path(), "--host", "127.0.0.1", "--port", "0",
-                     "-t", "1"] + [str(a) for a in extra_args]
+    def __init__(self, extra_args=(), start_timeout=60, cli=None, model=None, threads=1):
+        self.args = [cli or cli_path(), "serve-model", model or model_path(), "--host", "127.0.0.1", "--port", "0",
+                     "-t", str(threads)] + [str(a) for a in extra_args]
         self.start_timeout = start_timeout
         self.proc = None
         self.port = None
@@ -72,7 +72,7 @@ class Server:
         self._port_seen = threading.Event()
 
     def __enter__(self):
-        require_serve()
+        require_serve(self.args[0])
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         threading.Thread(target=self._drain, daemon=True).start()
         try:
