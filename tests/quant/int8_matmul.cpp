@@ -47,7 +47,7 @@ TEST_CASE("act_q8 rounds every value to within half a step and records block sum
     CHECK(r.d[2] == 0.0f);
 }
 
-TEMPLATE_TEST_CASE("matmul_act matches the int8 reference", "[quant][int8]", q8_0, q4_0) {
+TEMPLATE_TEST_CASE("matmul_act matches the int8 reference", "[quant][int8]", q8_0, q4_0, q4_k, q6_k) {
     const auto ops = resolve<default_set, arch>(TestType::type_id);
     REQUIRE(ops);
     if (!ops->matmul_act) {
@@ -56,8 +56,11 @@ TEMPLATE_TEST_CASE("matmul_act matches the int8 reference", "[quant][int8]", q8_
     }
     CHECK(ops->act == activation_kind::q8);
     std::mt19937 g(11);
-    for (const std::size_t cols : {std::size_t{288}, std::size_t{1024}}) {
-        const std::size_t rows = 13, nb = cols / 32;
+    // 288 = an odd number of 32-blocks (the kernels' pair loop has a tail); K-quant rows are
+    // whole 256-element super-blocks.
+    const std::size_t odd = TestType::block_elems == 32 ? 288 : 768;
+    for (const std::size_t cols : {odd, std::size_t{1024}}) {
+        const std::size_t rows = 13, nb = cols / TestType::block_elems;
         const auto wf = random_floats(rows * cols, g, 0.05f);
         std::vector<typename TestType::block> w(rows * nb);
         TestType::quantize_row(wf.data(), w.data(), w.size());
