@@ -5,6 +5,8 @@
 #include "args.hpp"
 
 #include <lmtk/lmtk.hpp>
+// Every format's kernels are compiled once, in kernels.cpp, not once per subcommand.
+#include <lmtk/quant/compile_once.hpp>
 
 #include <cstdint>
 #include <cstdio>
@@ -14,12 +16,13 @@
 
 namespace lmtk::cli {
 
-using cli_set = quant::default_set;
+using cli_set = quant::default_set;  // compile_once.hpp covers exactly this set and target
 using cli_target = target::cpu<>;
 using greedy_chain = sample::chain<sample::repetition_penalty, sample::greedy>;
 using sampling_chain = sample::chain<sample::repetition_penalty, sample::top_k, sample::top_p, sample::min_p,
                                      sample::temperature, sample::dist>;
 using cli_model = model::llama<cli_set, cli_target>;
+
 
 inline model::context_options context_options_from(const args& a, std::size_t default_ctx = 0) {
     model::context_options o;
