@@ -20,6 +20,7 @@
 #include <lmtk/core/mapped_file.hpp>
 #include <lmtk/io/safetensors.hpp>  // safetensors::detail::parse_json: bounded, duplicate-checked
 #include <lmtk/tokenize/spm.hpp>
+#include <lmtk/tokenize/sentencepiece_model.hpp>
 #include <lmtk/tokenize/vocab.hpp>
 
 #include <nlohmann/json.hpp>
@@ -305,19 +306,37 @@ inline vocab vocab_from_tokenizer_json(const std::string& path, const tokenizer_
     return vocab(std::move(s), path);
 }
 
-// tokenizer.json in a checkpoint folder, with tokenizer_config.json and config.json beside it.
+// The tokenizer of a checkpoint folder: tokenizer.json (preferred, as transformers does), else a
+// SentencePiece tokenizer.model, with tokenizer_config.json and config.json beside it.
 inline vocab vocab_from_hf_folder(const std::filesystem::path& dir) {
     const auto tj = dir / "tokenizer.json";
     std::error_code ec;
-    if (!std::filesystem::is_regular_file(tj, ec)) {
-        if (std::filesystem::exists(dir / "tokenizer.model", ec))
-            fail(dir.string(), ": only tokenizer.model (SentencePiece) is present; lmtk reads tokenizer.json natively "
-                               "(the sentencepiece adapter can read tokenizer.model)");
-        fail(dir.string(), ": no tokenizer.json in the checkpoint folder");
-    }
     tokenizer_json_context ctx;
     ctx.tokenizer_config = detail::read_json_if_exists(dir / "tokenizer_config.json");
     ctx.model_config = detail::read_json_if_exists(dir / "config.json");
+    if (!std::filesystem::is_regular_file(tj, ec)) {
+        const auto sp = dir / "tokenizer.model";
+        if (!std::filesystem::is_regular_file(sp, ec)) fail(dir.string(), ": no tokenizer.json or tokenizer.model in the checkpoint folder");
+        vocab_spec s = sentencepiece_model_spec(sp.string());
+        // tokenizer_config.json says whether BOS/EOS are added; config.json may name other ids.
+        const auto flag = [&](const char* key, bool& out) {
+            if (!ctx.tokenizer_config || !ctx.tokenizer_config->is_object()) return;
+            if (const auto it = ctx.tokenizer_config->find(key); it != ctx.tokenizer_config->end() && it->is_boolean())
+                out = it->get<bool>();
+        };
+        flag("add_bos_token", s.add_bos);
+        flag("add_eos_token", s.add_eos);
+        const auto id = [&](const char* key, std::int32_t& out) {
+            if (!ctx.model_config || !ctx.model_config->is_object()) return;
+            const auto it = ctx.model_config->find(key);
+            if (it == ctx.model_config->end() || !it->is_number_integer()) return;
+            const std::int64_t v = it->get<std::int64_t>();
+            if (v >= 0 && v < static_cast<std::int64_t>(s.tokens.size())) out = static_cast<std::int32_t>(v);
+        };
+        id("bos_token_id", s.bos);
+        id("eos_token_id", s.eos);
+        return vocab(std::move(s), sp.string());
+    }
     return vocab_from_tokenizer_json(tj.string(), ctx);
 }
 
