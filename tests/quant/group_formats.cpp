@@ -185,6 +185,35 @@ TEST_CASE("AWQ GEMM repack reads the interleaved nibbles", "[quant][group][awq]"
     }
 }
 
+TEST_CASE("AWQ GEMV repack reads rows packed along the input dimension", "[quant][group][awq]") {
+    // in = 256, out = 3, groups of 32 -> 8 groups; zero words ZW = 1 (g >= 128 would pad to 1
+    // too; g = 32 pads to a multiple of 4 words: ZW = 4, scales [out, 32], the rest zero).
+    constexpr std::size_t in = 256, out = 3, gs = 32, groups = in / gs, zw = 4;
+    const auto qv = [](std::size_t o, std::size_t i) { return unsigned((7 * o + i) % 16); };
+    const auto zv = [](std::size_t o, std::size_t grp) { return unsigned((o + 2 * grp) % 16); };
+    const auto sv = [](std::size_t o, std::size_t grp) { return float(grp + 1) / 128.0f + float(o); };
+    std::vector<std::byte> qweight(out * in / 8 * 4), qzeros(out * zw * 4), scales(out * zw * 8 * 2);
+    for (std::size_t o = 0; o < out; ++o) {
+        for (std::size_t c = 0; c < in / 8; ++c) {
+            std::uint32_t w = 0;
+            for (unsigned k = 0; k < 8; ++k) w |= qv(o, 8 * c + k) << (4 * k);
+            put_word(qweight, o * (in / 8) + c, w);
+        }
+        std::uint32_t zwords[zw] = {};
+        for (std::size_t grp = 0; grp < groups; ++grp) zwords[grp / 8] |= zv(o, grp) << (4 * (grp % 8));
+        for (std::size_t c = 0; c < zw; ++c) put_word(qzeros, o * zw + c, zwords[c]);
+        for (std::size_t grp = 0; grp < groups; ++grp) put_half(scales, o * zw * 8 + grp, lmtk::core::f32_to_fp16(sv(o, grp)));
+    }
+    const group_matrix m = awq::repack_gemv<32>({qweight.data(), qzeros.data(), scales.data(), in, out, gs, zw});
+    using L = group_layout<4, 32>;
+    std::vector<float> row(in);
+    for (std::size_t o = 0; o < out; ++o) {
+        L::dequantize_row(reinterpret_cast<const L::block*>(m.blocks.data()) + o * groups, row.data(), groups);
+        for (std::size_t i = 0; i < in; ++i)
+            REQUIRE(row[i] == float(int(qv(o, i)) - int(zv(o, i / gs))) * lmtk::core::fp16_to_f32(lmtk::core::f32_to_fp16(sv(o, i / gs))));
+    }
+}
+
 TEST_CASE("GPTQ repack: v1 and v2 zeros, 3 and 4 bits, act-order", "[quant][group][gptq]") {
     constexpr std::size_t in = 128, out = 32, gs = 32, groups = in / gs;
     for (unsigned bits : {4u, 3u})
