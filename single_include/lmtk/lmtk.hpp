@@ -3538,6 +3538,487 @@ struct iq4_nl {
 static_assert(quant_policy<iq4_nl>);
 
 }  // namespace lmtk::quant
+// #include <lmtk/quant/group_layout.hpp>
+// The in-memory layout lmtk repacks AWQ and GPTQ weights into at load.
+//
+// Both tools store w = s * (q - z) with one fp16 scale s and one integer zero z per (output row,
+// group of g inputs), but pack q across rows (AWQ along the output dimension, GPTQ along the
+// input dimension with a group index per input) in layouts built for GPU GEMMs. lmtk's kernels
+// walk one output row at a time, so at load each group of each row becomes one block here: its
+// scale, its zero and its g quants, rows contiguous like a GGUF tensor. The forward pass then
+// treats an AWQ or GPTQ matrix exactly like a Q4_1 one. Dequantization stays exact: (q - z) is
+// a small integer and s an fp16 value, so (q - z) * s is representable in float.
+//
+// 4-bit blocks keep ggml's nibble order (low nibbles the first half of the group, high nibbles
+// the second); 3-bit blocks split each quant into two low bits (four quarters of the group,
+// one per bit pair of a byte) and a high bit (eight eighths, one per bit), so that both unpack
+// with fixed-length byte loops the compiler vectorises.
+#include <algorithm>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <xsimd/xsimd.hpp>
+
+// #include <lmtk/core/fp16.hpp>
+// #include <lmtk/quant/block_common.hpp>
+// #include <lmtk/quant/policy.hpp>
+
+namespace lmtk::quant {
+
+template <unsigned Bits, std::size_t G>
+struct group_block;
+
+template <std::size_t G>
+struct group_block<4, G> {
+    std::uint16_t scale;  // fp16 bits
+    std::uint8_t zero;    // 0..16 (GPTQ v1 files can say 16; see gptq.hpp)
+    std::uint8_t reserved;
+    std::uint8_t qs[G / 2];
+};
+
+template <std::size_t G>
+struct group_block<3, G> {
+    std::uint16_t scale;
+    std::uint8_t zero;
+    std::uint8_t reserved;
+    std::uint8_t ql[G / 4];  // bits 0-1 of quant j: bits 2*(j / (G/4)) of ql[j % (G/4)]
+    std::uint8_t qh[G / 8];  // bit 2 of quant j: bit j / (G/8) of qh[j % (G/8)]
+};
+
+// One output row's group of G inputs per block. Bits: 3 or 4; G: 32, 64 or 128.
+template <unsigned Bits, std::size_t G>
+struct group_layout {
+    static_assert(Bits == 3 || Bits == 4, "group_layout: 3 or 4 bits");
+    static_assert(G == 32 || G == 64 || G == 128, "group_layout: groups of 32, 64 or 128");
+    static constexpr unsigned bits = Bits;
+    static constexpr std::size_t block_elems = G;
+    static constexpr unsigned max_q = (1u << Bits) - 1;
+    using block = group_block<Bits, G>;
+    static_assert(sizeof(block) == 4 + G * Bits / 8, "group_layout: padding in the block");
+    static_assert(std::is_trivially_copyable_v<block> && std::is_standard_layout_v<block>);
+
+    // q[j] (0 .. max_q) of one block.
+    static void unpack(const block& b, std::uint8_t* q) noexcept {
+        if constexpr (Bits == 4) {
+            for (std::size_t j = 0; j < G / 2; ++j) {
+                q[j] = b.qs[j] & 0xF;
+                q[j + G / 2] = b.qs[j] >> 4;
+            }
+        } else {
+            constexpr std::size_t quarter = G / 4, eighth = G / 8;
+            for (std::size_t k = 0; k < 4; ++k)
+                for (std::size_t j = 0; j < quarter; ++j) q[k * quarter + j] = (b.ql[j] >> (2 * k)) & 3;
+            for (std::size_t k = 0; k < 8; ++k)
+                for (std::size_t j = 0; j < eighth; ++j)
+                    q[k * eighth + j] = static_cast<std::uint8_t>(q[k * eighth + j] | (((b.qh[j] >> k) & 1) << 2));
+        }
+    }
+
+    // The inverse: a block from G quants (each <= max_q), a zero and an fp16 scale.
+    static block pack(const std::uint8_t* q, std::uint8_t zero, std::uint16_t scale_fp16) noexcept {
+        block b{};
+        b.scale = scale_fp16;
+        b.zero = zero;
+        if constexpr (Bits == 4) {
+            for (std::size_t j = 0; j < G / 2; ++j)
+                b.qs[j] = static_cast<std::uint8_t>((q[j] & 0xF) | ((q[j + G / 2] & 0xF) << 4));
+        } else {
+            constexpr std::size_t quarter = G / 4, eighth = G / 8;
+            for (std::size_t j = 0; j < G; ++j) {
+                b.ql[j % quarter] = static_cast<std::uint8_t>(b.ql[j % quarter] | ((q[j] & 3) << (2 * (j / quarter))));
+                b.qh[j % eighth] = static_cast<std::uint8_t>(b.qh[j % eighth] | (((q[j] >> 2) & 1) << (j / eighth)));
+            }
+        }
+        return b;
+    }
+
+    // Reference decoder, the executable spec: w = (q - z) * s.
+    static void dequantize_row(const block* w, float* y, std::size_t n_blocks) noexcept {
+        std::uint8_t q[G];
+        for (std::size_t b = 0; b < n_blocks; ++b, y += G) {
+            unpack(w[b], q);
+            const float s = core::fp16_to_f32(w[b].scale);
+            for (std::size_t j = 0; j < G; ++j) y[j] = static_cast<float>(int(q[j]) - int(w[b].zero)) * s;
+        }
+    }
+
+    // Round-to-nearest quantizer with AWQ's rule (min/max of the group, asymmetric), for tests and
+    // benchmarks; checkpoints come from AWQ/GPTQ tools or tools/pack.
+    static void quantize_row(const float* x, block* out, std::size_t n_blocks) noexcept {
+        for (std::size_t b = 0; b < n_blocks; ++b, x += G) {
+            float mn = x[0], mx = x[0];
+            for (std::size_t j = 1; j < G; ++j) mn = std::min(mn, x[j]), mx = std::max(mx, x[j]);
+            const float s = std::max((mx - mn) / float(max_q), 1e-5f);
+            const std::uint16_t s16 = core::f32_to_fp16(s);
+            const float sr = core::fp16_to_f32(s16);
+            const int z = std::clamp(-detail::round_int(mn / sr), 0, int(max_q));
+            std::uint8_t q[G];
+            for (std::size_t j = 0; j < G; ++j) q[j] = static_cast<std::uint8_t>(std::clamp(detail::round_int(x[j] / sr) + z, 0, int(max_q)));
+            out[b] = pack(q, static_cast<std::uint8_t>(z), s16);
+        }
+    }
+
+    // sum_j w[j] x[j] = sum over blocks of s * sum_j (q[j] - z) x[j]; q - z fits a signed byte.
+    template <class Arch>
+    static float dot(Arch, const block* w, const float* x, std::size_t n_blocks) noexcept {
+        using batch = xsimd::batch<float, Arch>;
+        static_assert(detail::whole_batches<Arch>(G), "group_layout: a group must be whole batches");
+        batch acc0(0.0f), acc1(0.0f);
+        alignas(64) std::uint8_t q[G];
+        alignas(64) std::int8_t c[G];
+        std::size_t b = 0;
+        const auto one = [&](std::size_t i, batch& acc) {
+            unpack(w[i], q);
+            const int z = w[i].zero;
+            for (std::size_t j = 0; j < G; ++j) c[j] = static_cast<std::int8_t>(int(q[j]) - z);
+            acc = xsimd::fma(batch(core::fp16_to_f32(w[i].scale)), detail::dot_i8<Arch>(c, x + i * G, G), acc);
+        };
+        for (; b + 2 <= n_blocks; b += 2) {
+            one(b, acc0);
+            one(b + 1, acc1);
+        }
+        if (b < n_blocks) one(b, acc0);
+        return xsimd::hadd(acc0 + acc1);
+    }
+};
+
+// What a checkpoint's quantization_config says about one matrix, after load: the runtime value
+// that load-time dispatch maps onto one compiled group policy.
+enum class group_method : std::uint8_t { awq, gptq };
+
+struct group_format {
+    group_method method = group_method::gptq;
+    unsigned bits = 4;
+    int group = 128;         // -1: one group over the whole input dimension
+    bool act_order = false;  // GPTQ desc_act: inputs permuted at load (see gptq.hpp)
+    friend constexpr bool operator==(const group_format&, const group_format&) = default;
+};
+
+// "AWQ 4-bit g128", "GPTQ 3-bit g-1 act-order": how tools and errors name a format.
+inline std::string format_name(const group_format& f) {
+    std::string s = f.method == group_method::awq ? "AWQ " : "GPTQ ";
+    s += std::to_string(f.bits) + "-bit g" + std::to_string(f.group);
+    if (f.act_order) s += " act-order";
+    return s;
+}
+
+// A format read from AWQ or GPTQ checkpoints: a group_format naming it and the layout its weights
+// are repacked into.
+template <class P>
+concept group_policy = requires {
+    { P::format } -> std::convertible_to<group_format>;
+    typename P::layout;
+} && requires(const typename P::layout::block* w, const float* x, float* y, std::size_t n) {
+    { P::layout::dequantize_row(w, y, n) } noexcept;
+    { P::layout::dot(xsimd::default_arch{}, w, x, n) } noexcept -> std::same_as<float>;
+};
+
+namespace detail {
+
+// Little-endian words and fp16 bits from checkpoint bytes of any alignment (safetensors does
+// not align tensors).
+inline std::uint32_t word_at(const std::byte* p, std::size_t i) noexcept {
+    std::uint32_t v;
+    std::memcpy(&v, p + 4 * i, 4);
+    return v;
+}
+inline std::uint16_t half_at(const std::byte* p, std::size_t i) noexcept {
+    std::uint16_t v;
+    std::memcpy(&v, p + 2 * i, 2);
+    return v;
+}
+
+}  // namespace detail
+
+// The repacked matrix of one linear layer: `out` rows of `in / G` blocks, and, for GPTQ
+// act-order files, the order in which the blocks' columns take the inputs (input_perm[k] is the
+// original input index of column k; empty when it is the identity).
+struct group_matrix {
+    std::vector<std::byte> blocks;
+    std::vector<std::uint32_t> input_perm;
+};
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/awq.hpp>
+// AutoAWQ checkpoints, GEMM layout (version "gemm", the common one): 4-bit, a zero point and an
+// fp16 scale per (output channel, group of g inputs), w = (q - z) * s with zeros stored as is.
+// On disk (../shared/spec/quant-formats.md, 1.3), per linear layer with in inputs, out outputs:
+//   qweight int32 [in, out/8]    eight outputs per word, interleaved: nibble k of word c holds
+//                                output 8c + order[k], order = 0 2 4 6 1 3 5 7
+//   qzeros  int32 [in/g, out/8]  the same packing
+//   scales  fp16  [in/g, out]
+// The GEMV layout (packed along the input dimension, one row per output) is read too.
+// Both are repacked at load into group_layout<4, g>, one block per (output, group).
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+// #include <lmtk/core/error.hpp>
+// #include <lmtk/quant/group_layout.hpp>
+
+namespace lmtk::quant {
+
+// AutoAWQ 4-bit with groups of Group inputs (32, 64 or 128).
+template <int Group>
+struct awq4 {
+    static_assert(Group == 32 || Group == 64 || Group == 128, "awq4: AutoAWQ groups are 32, 64 or 128");
+    static constexpr group_format format{group_method::awq, 4, Group, false};
+    using layout = group_layout<4, std::size_t(Group)>;
+};
+
+namespace awq {
+
+// Nibble of each output 8c + j within word c: the inverse of the packing order above.
+inline constexpr unsigned nibble_of_output[8] = {0, 4, 1, 5, 2, 6, 3, 7};
+
+// The three tensors of one GEMM-layout linear layer, as mapped bytes (shapes checked by the
+// caller against in, out and group).
+struct gemm_tensors {
+    const std::byte* qweight;
+    const std::byte* qzeros;
+    const std::byte* scales;
+    std::size_t in, out, group;
+};
+
+template <std::size_t G>
+group_matrix repack_gemm(const gemm_tensors& t) {
+    using L = group_layout<4, G>;
+    if (t.group != G || t.in % G != 0 || t.out % 8 != 0)
+        fail("AWQ: a ", t.in, " x ", t.out, " matrix does not split into groups of ", G, " and words of 8 outputs");
+    const std::size_t words = t.out / 8, n_blocks = t.in / G;
+    group_matrix m;
+    m.blocks.resize(t.out * n_blocks * sizeof(typename L::block));
+    auto* out = reinterpret_cast<typename L::block*>(m.blocks.data());
+    // Eight outputs (one word column) at a time: their quants for every input, then their blocks.
+    std::vector<std::uint8_t> q(8 * t.in);
+    for (std::size_t c = 0; c < words; ++c) {
+        for (std::size_t i = 0; i < t.in; ++i) {
+            const std::uint32_t w = detail::word_at(t.qweight, i * words + c);
+            for (std::size_t j = 0; j < 8; ++j) q[j * t.in + i] = (w >> (4 * nibble_of_output[j])) & 0xF;
+        }
+        for (std::size_t b = 0; b < n_blocks; ++b) {
+            const std::uint32_t zw = detail::word_at(t.qzeros, b * words + c);
+            for (std::size_t j = 0; j < 8; ++j) {
+                const std::size_t o = 8 * c + j;
+                const auto z = static_cast<std::uint8_t>((zw >> (4 * nibble_of_output[j])) & 0xF);
+                out[o * n_blocks + b] = L::pack(&q[j * t.in + b * G], z, detail::half_at(t.scales, b * t.out + o));
+            }
+        }
+    }
+    return m;
+}
+
+// GEMV layout (../shared/spec/quant-formats.md, 1.4): qweight int32 [out, in/8] natural order,
+// qzeros int32 [out, zw] (nibble k of word c: zero of group 8c + k), scales fp16 [out, 8 zw].
+struct gemv_tensors {
+    const std::byte* qweight;
+    const std::byte* qzeros;
+    const std::byte* scales;
+    std::size_t in, out, group, zero_words;
+};
+
+template <std::size_t G>
+group_matrix repack_gemv(const gemv_tensors& t) {
+    using L = group_layout<4, G>;
+    if (t.group != G || t.in % G != 0 || t.in % 8 != 0 || t.zero_words * 8 < t.in / G)
+        fail("AWQ GEMV: a ", t.in, " x ", t.out, " matrix does not match groups of ", G);
+    const std::size_t n_blocks = t.in / G, in_words = t.in / 8;
+    group_matrix m;
+    m.blocks.resize(t.out * n_blocks * sizeof(typename L::block));
+    auto* out = reinterpret_cast<typename L::block*>(m.blocks.data());
+    std::vector<std::uint8_t> q(t.in);
+    for (std::size_t o = 0; o < t.out; ++o) {
+        for (std::size_t c = 0; c < in_words; ++c) {
+            const std::uint32_t w = detail::word_at(t.qweight, o * in_words + c);
+            for (std::size_t k = 0; k < 8; ++k) q[8 * c + k] = (w >> (4 * k)) & 0xF;
+        }
+        for (std::size_t b = 0; b < n_blocks; ++b) {
+            const std::uint32_t zw = detail::word_at(t.qzeros, o * t.zero_words + b / 8);
+            const auto z = static_cast<std::uint8_t>((zw >> (4 * (b % 8))) & 0xF);
+            out[o * n_blocks + b] = L::pack(&q[b * G], z, detail::half_at(t.scales, o * t.zero_words * 8 + b));
+        }
+    }
+    return m;
+}
+
+}  // namespace awq
+}  // namespace lmtk::quant
+// #include <lmtk/quant/gptq.hpp>
+// GPTQ checkpoints (AutoGPTQ, GPTQModel, transformers/optimum), 4-bit and 3-bit:
+// w = s * (q - z) per (output channel, group), see ../shared/spec/quant-formats.md, 2. On disk,
+// per linear layer with in inputs, out outputs and groups of g (g = -1: one group of all inputs):
+//   qweight int32 [in*bits/32, out]         packed along the INPUT dimension
+//   qzeros  int32 [groups, out*bits/32]     packed along the OUTPUT dimension
+//   scales  fp16  [groups, out]
+//   g_idx   int32 [in]                      the group of each input (i / g unless act-order)
+// 4-bit packs 8 values per word from bit 0; 3-bit packs 32 values in 3 words, value v at bits
+// 3v .. 3v+2 of the 96-bit little-endian triple. checkpoint_format "gptq" (v1, every AutoGPTQ
+// file) stores z - 1, "gptq_v2" (GPTQModel) stores z.
+//
+// Act-order (desc_act) files quantized inputs in an order of their own, so the inputs of one
+// group are scattered. At load the columns are sorted by group (a stable argsort of g_idx, once),
+// which makes every group whole blocks again; the forward pass gathers the activations into the
+// same order (one pass over the input vector, shared by every row) instead of looking up a
+// group per weight.
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+// #include <lmtk/core/error.hpp>
+// #include <lmtk/quant/group_layout.hpp>
+
+namespace lmtk::quant {
+
+// GPTQ with Bits (3 or 4) and groups of Group inputs (32, 64, 128, or -1 for one group per
+// output channel); ActOrder: the inputs are permuted (desc_act with a non-trivial g_idx).
+// Per-channel scales are repacked into blocks of 32 that repeat the channel's scale and zero.
+template <unsigned Bits, int Group, bool ActOrder>
+struct gptq {
+    static_assert(Bits == 3 || Bits == 4, "gptq: 3 or 4 bits");
+    static_assert(Group == 32 || Group == 64 || Group == 128 || Group == -1, "gptq: groups of 32, 64, 128 or -1");
+    static constexpr group_format format{group_method::gptq, Bits, Group, ActOrder};
+    using layout = group_layout<Bits, Group == -1 ? 32 : std::size_t(Group)>;
+};
+// The names of the design card.
+template <int Group, bool ActOrder = false>
+using gptq4 = gptq<4, Group, ActOrder>;
+template <int Group, bool ActOrder = false>
+using gptq3 = gptq<3, Group, ActOrder>;
+
+namespace gptq_format {
+
+// Value v (0..31) of a 3-bit triple of words.
+inline unsigned value_of_triple(std::uint32_t w0, std::uint32_t w1, std::uint32_t w2, unsigned v) noexcept {
+    const std::uint64_t lo = std::uint64_t(w0) | (std::uint64_t(w1) << 32);
+    const unsigned bit = 3 * v;
+    if (bit + 3 <= 64) return static_cast<unsigned>((lo >> bit) & 7);
+    if (bit >= 64) return (w2 >> (bit - 64)) & 7;
+    return static_cast<unsigned>(((lo >> bit) | (std::uint64_t(w2) << (64 - bit))) & 7);  // straddles w1/w2
+}
+
+struct tensors {
+    const std::byte* qweight;
+    const std::byte* qzeros;
+    const std::byte* scales;
+    const std::byte* g_idx;  // nullptr: i / group
+    std::size_t in, out;
+    int group;               // -1: one group
+    unsigned bits;
+    bool v1;                 // checkpoint_format "gptq": stored zeros are z - 1
+};
+
+inline std::size_t group_size(const tensors& t) noexcept { return t.group == -1 ? t.in : std::size_t(t.group); }
+inline std::size_t n_groups(const tensors& t) noexcept { return (t.in + group_size(t) - 1) / group_size(t); }
+
+// The group of every input, checked against the number of groups.
+inline std::vector<std::uint32_t> groups_of_inputs(const tensors& t) {
+    std::vector<std::uint32_t> g(t.in);
+    const std::size_t gs = group_size(t), ng = n_groups(t);
+    for (std::size_t i = 0; i < t.in; ++i) {
+        if (!t.g_idx) {
+            g[i] = static_cast<std::uint32_t>(i / gs);
+            continue;
+        }
+        const auto v = static_cast<std::int32_t>(detail::word_at(t.g_idx, i));
+        if (v < 0 || std::size_t(v) >= ng) fail("GPTQ: g_idx[", i, "] = ", v, " is not one of the ", ng, " groups");
+        g[i] = static_cast<std::uint32_t>(v);
+    }
+    return g;
+}
+
+// True when g_idx is not plain i / group, i.e. the columns must be reordered (act-order).
+inline bool needs_reorder(const tensors& t, const std::vector<std::uint32_t>& g) noexcept {
+    const std::size_t gs = group_size(t);
+    for (std::size_t i = 0; i < g.size(); ++i)
+        if (g[i] != i / gs) return true;
+    return false;
+}
+
+template <unsigned Bits, std::size_t G>
+group_matrix repack(const tensors& t) {
+    using L = group_layout<Bits, G>;
+    if (t.bits != Bits) fail("GPTQ: ", t.bits, "-bit tensors given to the ", Bits, "-bit repacker");
+    if (t.in % G != 0 || (Bits == 4 && t.out % 8 != 0) || (Bits == 3 && (t.in % 32 != 0 || t.out % 32 != 0)))
+        fail("GPTQ: a ", t.in, " x ", t.out, " matrix does not fit ", Bits, "-bit words and blocks of ", G);
+    const std::vector<std::uint32_t> g = groups_of_inputs(t);
+    group_matrix m;
+    std::vector<std::uint32_t> order(t.in);
+    std::iota(order.begin(), order.end(), 0u);
+    if (needs_reorder(t, g)) {
+        std::stable_sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) { return g[a] < g[b]; });
+        m.input_perm = order;
+    }
+    const std::size_t n_blocks = t.in / G;
+    // Every block of G sorted columns must be one group: a scale per block.
+    for (std::size_t b = 0; b < n_blocks; ++b)
+        for (std::size_t j = 1; j < G; ++j)
+            if (g[order[b * G + j]] != g[order[b * G]])
+                fail("GPTQ: the groups of g_idx are not runs of ", G, " inputs (group ", g[order[b * G]], " has ",
+                     std::count(g.begin(), g.end(), g[order[b * G]]), ")");
+
+    const std::size_t zero_words = t.out * Bits / 32;
+    const auto zero_of = [&](std::size_t grp, std::size_t o) -> unsigned {
+        const std::byte* row = t.qzeros + 4 * grp * zero_words;
+        unsigned z;
+        if constexpr (Bits == 4) {
+            z = (detail::word_at(row, o / 8) >> (4 * (o % 8))) & 0xF;
+        } else {
+            const std::size_t c = 3 * (o / 32);
+            z = value_of_triple(detail::word_at(row, c), detail::word_at(row, c + 1), detail::word_at(row, c + 2),
+                                static_cast<unsigned>(o % 32));
+        }
+        // v1 stores z - 1 (the masked field plus one, as AutoGPTQ's CUDA kernels read it).
+        return t.v1 ? z + 1 : z;
+    };
+
+    m.blocks.resize(t.out * n_blocks * sizeof(typename L::block));
+    auto* out = reinterpret_cast<typename L::block*>(m.blocks.data());
+    // Sixteen outputs (one cache line of each qweight row) at a time: their quants for every
+    // input, then their blocks.
+    constexpr std::size_t chunk = 16;
+    std::vector<std::uint8_t> q(chunk * t.in), sorted(G);
+    for (std::size_t o0 = 0; o0 < t.out; o0 += chunk) {
+        const std::size_t n_o = std::min(chunk, t.out - o0);
+        if constexpr (Bits == 4) {
+            for (std::size_t r = 0; r < t.in / 8; ++r)
+                for (std::size_t j = 0; j < n_o; ++j) {
+                    const std::uint32_t w = detail::word_at(t.qweight, r * t.out + o0 + j);
+                    for (std::size_t k = 0; k < 8; ++k) q[j * t.in + 8 * r + k] = (w >> (4 * k)) & 0xF;
+                }
+        } else {
+            for (std::size_t r = 0; r < t.in / 32; ++r)
+                for (std::size_t j = 0; j < n_o; ++j) {
+                    const std::size_t o = o0 + j;
+                    const std::uint32_t w0 = detail::word_at(t.qweight, (3 * r) * t.out + o),
+                                        w1 = detail::word_at(t.qweight, (3 * r + 1) * t.out + o),
+                                        w2 = detail::word_at(t.qweight, (3 * r + 2) * t.out + o);
+                    for (unsigned v = 0; v < 32; ++v)
+                        q[j * t.in + 32 * r + v] = static_cast<std::uint8_t>(value_of_triple(w0, w1, w2, v));
+                }
+        }
+        for (std::size_t j = 0; j < n_o; ++j) {
+            const std::size_t o = o0 + j;
+            for (std::size_t b = 0; b < n_blocks; ++b) {
+                const std::uint32_t grp = g[order[b * G]];
+                for (std::size_t k = 0; k < G; ++k) sorted[k] = q[j * t.in + order[b * G + k]];
+                out[o * n_blocks + b] = L::pack(sorted.data(), static_cast<std::uint8_t>(zero_of(grp, o)),
+                                                detail::half_at(t.scales, grp * t.out + o));
+            }
+        }
+    }
+    return m;
+}
+
+}  // namespace gptq_format
+}  // namespace lmtk::quant
 // #include <lmtk/quant/dispatch.hpp>
 // Load-time dispatch: a GGUF tensor's ggml_type -> the compiled kernels of its format, resolved
 // once per tensor into plain function pointers so the forward pass has no type switches.
@@ -3629,13 +4110,17 @@ struct act_q8 {
 };
 
 }  // namespace lmtk::quant
+// #include <lmtk/quant/awq.hpp>
 // #include <lmtk/quant/bf16.hpp>
 // #include <lmtk/quant/f16.hpp>
 // #include <lmtk/quant/f32.hpp>
 // #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/gptq.hpp>
+// #include <lmtk/quant/group_layout.hpp>
 // #include <lmtk/quant/iq4_nl.hpp>
 // #include <lmtk/quant/matmul_vnni.hpp>
-// Integer matmul of Q8_0 / Q4_0 weights against int8 activations (act_q8) with AVX-512 VNNI.
+// Integer matmul of Q8_0 / Q4_0 / Q4_K / Q6_K weights against int8 activations (act_q8) with
+// AVX-512 VNNI.
 //
 // Why intrinsics: vpdpbusd multiplies 64 unsigned by 64 signed bytes and adds each group of four
 // products into an int32 lane, one instruction for what the float path does with 4 widenings
@@ -3652,9 +4137,13 @@ struct act_q8 {
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 // #include <lmtk/quant/act_q8.hpp>
 // #include <lmtk/quant/q4_0.hpp>
+// #include <lmtk/quant/q4_k.hpp>
+// #include <lmtk/quant/q6_k.hpp>
 // #include <lmtk/quant/q8_0.hpp>
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__) && \
@@ -3669,14 +4158,17 @@ namespace lmtk::quant::vnni {
 // sum over blocks of sum_j w[j] * d_x * q_x[j] with w from the format's reference decoder.
 template <class P>
 float reference_dot(const typename P::block* w, const act_q8::row& x, std::size_t n_blocks) noexcept {
-    static_assert(P::block_elems == act_q8::block_elems);
+    constexpr std::size_t sub = act_q8::block_elems, n_sub = P::block_elems / sub;
+    static_assert(P::block_elems % sub == 0);
     double sum = 0.0;
     float deq[P::block_elems];
     for (std::size_t b = 0; b < n_blocks; ++b) {
         P::dequantize_row(w + b, deq, 1);
-        double s = 0.0;
-        for (std::size_t j = 0; j < P::block_elems; ++j) s += double(deq[j]) * x.qs[b * P::block_elems + j];
-        sum += s * x.d[b];
+        for (std::size_t k = 0; k < n_sub; ++k) {
+            double s = 0.0;
+            for (std::size_t j = 0; j < sub; ++j) s += double(deq[k * sub + j]) * x.qs[(b * n_sub + k) * sub + j];
+            sum += s * x.d[b * n_sub + k];
+        }
     }
     return static_cast<float>(sum);
 }
@@ -3724,6 +4216,44 @@ struct format<q4_0> {
         const __m512i shift = _mm512_setr_epi64(0, 0, 0x0004000400040004, 0x0004000400040004, 0, 0,
                                                 0x0004000400040004, 0x0004000400040004);
         return _mm512_and_si512(_mm512_srlv_epi16(dup, shift), _mm512_set1_epi8(0x0F));
+    }
+};
+
+// Q4_K: super-blocks of 256 = 8 sub-blocks of 32 with 6-bit scales and mins (see q4_k.hpp).
+// The nibbles are unsigned already; the min is applied in float per sub-block (dmin * m * the
+// activation block's d * sum), so there is no integer correction. Its own tile below.
+template <>
+struct format<q4_k> {
+    static constexpr bool supported = true;
+    // 64 elements 64c .. 64c + 63 of a super-block: the low nibbles of qs[32c .. 32c + 31]
+    // (sub-block 2c) then their high nibbles (sub-block 2c + 1).
+    static __m512i unpack_chunk(const std::uint8_t* qs) noexcept {
+        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs));
+        const __m256i mask = _mm256_set1_epi8(0x0F);
+        const __m256i lo = _mm256_and_si256(q, mask), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), mask);
+        return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+    }
+};
+
+// Q6_K: super-blocks of 256 = 16 sub-blocks of 16 with int8 scales (see q6_k.hpp); u = q + 32
+// is unsigned 0..63. The -32 * sum(x) of every 4 elements comes from one more vpdpbusd per
+// token against a vector of 32s (act_q8's sums are per 32 elements; the scales per 16).
+template <>
+struct format<q6_k> {
+    static constexpr bool supported = true;
+    // Chunk m (0..3) of a super-block, elements 64m .. 64m + 63 = sub-blocks 4m .. 4m + 3: from
+    // ql[64n .. 64n + 63] (n = m / 2; low nibbles for even m, high for odd) and the bit pairs
+    // 2k, 2k + 1 of qh[32n .. 32n + 31] (k = 2 (m % 2) for the first 32 elements, + 1 after).
+    static __m512i unpack_chunk(const q6_k::block& b, std::size_t m) noexcept {
+        const std::size_t n = m / 2, odd = m % 2;
+        const __m512i ql = _mm512_loadu_si512(b.ql + 64 * n);
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qh + 32 * n));
+        const __m512i qh2 = _mm512_inserti64x4(_mm512_castsi256_si512(qh), qh, 1);
+        const __m512i low = _mm512_and_si512(odd ? _mm512_srli_epi16(ql, 4) : ql, _mm512_set1_epi8(0x0F));
+        // Bits 4 (odd) or 0 (even) of qh for the first 32 bytes, 6 or 2 for the last 32.
+        const __m512i shift = odd ? _mm512_setr_epi64(4, 4, 4, 4, 6, 6, 6, 6) : _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2);
+        const __m512i high = _mm512_and_si512(_mm512_srlv_epi64(qh2, shift), _mm512_set1_epi8(0x03));
+        return _mm512_or_si512(low, _mm512_slli_epi16(high, 4));  // high <= 3: no carry across bytes
     }
 };
 
@@ -3782,6 +4312,125 @@ void tile(const typename P::block* const (&w)[R], const act_q8::row (&x)[T], std
         }
 }
 
+// The 8 six-bit scales and mins of a Q4_K super-block as floats, unpacked in registers (the
+// layout of get_scale_min_k4, four sub-blocks per 32-bit word).
+struct k4_scales {
+    __m256 sc, m;
+};
+inline k4_scales unpack_k4_scales(const std::uint8_t* s) noexcept {
+    std::uint32_t a, b, c;
+    std::memcpy(&a, s, 4);
+    std::memcpy(&b, s + 4, 4);
+    std::memcpy(&c, s + 8, 4);
+    const std::uint32_t sc_lo = a & 0x3F3F3F3Fu, m_lo = b & 0x3F3F3F3Fu;
+    const std::uint32_t sc_hi = (c & 0x0F0F0F0Fu) | ((a >> 2) & 0x30303030u);
+    const std::uint32_t m_hi = ((c >> 4) & 0x0F0F0F0Fu) | ((b >> 2) & 0x30303030u);
+    const auto floats = [](std::uint32_t lo, std::uint32_t hi) {
+        const __m128i bytes = _mm_cvtsi64_si128(static_cast<long long>(lo | (std::uint64_t(hi) << 32)));
+        return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
+    };
+    return {floats(sc_lo, sc_hi), floats(m_lo, m_hi)};
+}
+
+// The Q4_K tile: per super-block, 4 chunks of 64 elements (two sub-blocks each) through
+// vpdpbusd, scaled per sub-block by d * sc * d_x; the mins as one 8-wide FMA per super-block.
+template <int R, int T>
+void tile_q4_k(const q4_k::block* const (&w)[R], const act_q8::row (&x)[T], std::size_t n_blocks,
+               float (&out)[R][T]) noexcept {
+    __m512 acc[R][T];
+    __m256 mins[R][T];
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < T; ++t) {
+            acc[r][t] = _mm512_setzero_ps();
+            mins[r][t] = _mm256_setzero_ps();
+        }
+    for (std::size_t b = 0; b < n_blocks; ++b) {
+        __m512 scale[R];  // d * sc of the 8 sub-blocks in lanes 0..7
+        __m256 min[R];    // dmin * m of the 8 sub-blocks
+        for (int r = 0; r < R; ++r) {
+            const q4_k::block& blk = w[r][b];
+            const k4_scales sm = unpack_k4_scales(blk.scales);
+            scale[r] = _mm512_castps256_ps512(_mm256_mul_ps(sm.sc, _mm256_set1_ps(_cvtsh_ss(blk.d))));
+            min[r] = _mm256_mul_ps(sm.m, _mm256_set1_ps(_cvtsh_ss(blk.dmin)));
+        }
+        for (std::size_t c = 0; c < 4; ++c) {
+            // Lanes 0..7 of a chunk's dot are sub-block 2c, lanes 8..15 sub-block 2c + 1.
+            const __m512i pick = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+            const __m512i idx = _mm512_add_epi32(pick, _mm512_set1_epi32(static_cast<int>(2 * c)));
+            __m512i wq[R];
+            __m512 ws[R];
+            for (int r = 0; r < R; ++r) {
+                wq[r] = format<q4_k>::unpack_chunk(w[r][b].qs + 32 * c);
+                ws[r] = _mm512_permutexvar_ps(idx, scale[r]);
+            }
+            for (int t = 0; t < T; ++t) {
+                const std::size_t sub = b * 8 + 2 * c;  // the chunk's first activation block
+                const __m512i xq = _mm512_loadu_si512(x[t].qs + sub * 32);
+                const __m512 xd = spread_pair(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(x[t].d + sub))));
+                for (int r = 0; r < R; ++r) {
+                    const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq[r], xq);
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(ws[r], xd), acc[r][t]);
+                }
+            }
+        }
+        for (int t = 0; t < T; ++t) {
+            const __m256 ds = _mm256_loadu_ps(x[t].ds + b * 8);
+            for (int r = 0; r < R; ++r) mins[r][t] = _mm256_fmadd_ps(min[r], ds, mins[r][t]);
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < T; ++t) {
+            const __m256 m = mins[r][t];
+            const __m128 m4 = _mm_add_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            const __m128 m2 = _mm_add_ps(m4, _mm_movehl_ps(m4, m4));
+            const float msum = _mm_cvtss_f32(_mm_add_ss(m2, _mm_movehdup_ps(m2)));
+            out[r][t] = _mm512_reduce_add_ps(acc[r][t]) - msum;
+        }
+}
+
+// The Q6_K tile: per super-block, 4 chunks of 64 elements through vpdpbusd starting from
+// -32 * sum(x) per 4 elements, scaled per lane by d * sc[sub-block] * d_x[block].
+template <int R, int T>
+void tile_q6_k(const q6_k::block* const (&w)[R], const act_q8::row (&x)[T], std::size_t n_blocks,
+               float (&out)[R][T]) noexcept {
+    __m512 acc[R][T];
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+    // Lane i of a chunk's dot covers elements 4i .. 4i + 3: sub-block i / 4, activation block i / 8.
+    const __m512i quarter = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    const __m512i thirty_two = _mm512_set1_epi8(32);
+    for (std::size_t b = 0; b < n_blocks; ++b) {
+        __m512 scale[R];  // d * sc of the 16 sub-blocks
+        for (int r = 0; r < R; ++r) {
+            const q6_k::block& blk = w[r][b];
+            const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.scales));
+            scale[r] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc)), _mm512_set1_ps(_cvtsh_ss(blk.d)));
+        }
+        for (std::size_t m = 0; m < 4; ++m) {
+            const __m512i idx = _mm512_add_epi32(quarter, _mm512_set1_epi32(static_cast<int>(4 * m)));
+            __m512i wq[R];
+            __m512 ws[R];
+            for (int r = 0; r < R; ++r) {
+                wq[r] = format<q6_k>::unpack_chunk(w[r][b], m);
+                ws[r] = _mm512_permutexvar_ps(idx, scale[r]);
+            }
+            for (int t = 0; t < T; ++t) {
+                const std::size_t sub = b * 8 + 2 * m;  // the chunk's first activation block
+                const __m512i xq = _mm512_loadu_si512(x[t].qs + sub * 32);
+                const __m512 xd = spread_pair(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(x[t].d + sub))));
+                const __m512i start = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                                       _mm512_dpbusd_epi32(_mm512_setzero_si512(), thirty_two, xq));
+                for (int r = 0; r < R; ++r) {
+                    const __m512i dot = _mm512_dpbusd_epi32(start, wq[r], xq);
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(ws[r], xd), acc[r][t]);
+                }
+            }
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < T; ++t) out[r][t] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
 }  // namespace detail
 
 // Rows are visited in tiles of about this many weight bytes, which stay in L2 while every token
@@ -3802,7 +4451,9 @@ void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1
         float out[R][T];
         for (int i = 0; i < R; ++i) wr[i] = rows + (r + i) * nb;
         for (int j = 0; j < T; ++j) xr[j] = act(t + j);
-        detail::tile<P, R, T>(wr, xr, nb, out);
+        if constexpr (std::is_same_v<P, q4_k>) detail::tile_q4_k<R, T>(wr, xr, nb, out);
+        else if constexpr (std::is_same_v<P, q6_k>) detail::tile_q6_k<R, T>(wr, xr, nb, out);
+        else detail::tile<P, R, T>(wr, xr, nb, out);
         for (int i = 0; i < R; ++i)
             for (int j = 0; j < T; ++j) y[(t + j) * y_stride + r + i] = out[i][j];
     };
@@ -3842,6 +4493,10 @@ void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1
 
 namespace lmtk::quant {
 
+// The type of weight_ops for a format that is not a GGUF type (the AWQ/GPTQ group layouts): an
+// id no GGUF file can name, since the reader accepts only ids of known_types.
+inline constexpr ggml_type not_a_gguf_type = static_cast<ggml_type>(0xFFFFFFFFu);
+
 struct weight_ops {
     ggml_type type;
     std::size_t block_elems, block_bytes;
@@ -3873,19 +4528,45 @@ struct set {
     static constexpr bool contains(ggml_type t) noexcept { return ((Ps::type_id == t) || ...); }
 };
 
-// Every weight format lmtk reads. Q8_K is left out: ggml only uses it for activations.
-using default_set = set<f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl>;
+// A set plus the AWQ/GPTQ formats it compiles in (a checkpoint's quantization_config maps onto
+// one of them at load, like a GGUF tensor's type onto one of Base's).
+template <class Base, group_policy... Gs>
+struct with_group_formats : Base {
+    static constexpr auto group_types = boost::hana::tuple_t<Gs...>;
+    static constexpr bool contains_group(const group_format& f) noexcept { return ((Gs::format == f) || ...); }
+};
+
+// Every weight format lmtk reads. Q8_K is left out: ggml only uses it for activations. The
+// AWQ/GPTQ policies share kernels per (bits, block size): awq4<128> and gptq<4, 128, *> are one
+// group_layout<4, 128>.
+using default_set = with_group_formats<
+    set<f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl>,
+    awq4<32>, awq4<64>, awq4<128>,
+    gptq<4, 32, false>, gptq<4, 64, false>, gptq<4, 128, false>, gptq<4, -1, false>,
+    gptq<4, 32, true>, gptq<4, 64, true>, gptq<4, 128, true>, gptq<4, -1, true>,
+    gptq<3, 32, false>, gptq<3, 64, false>, gptq<3, 128, false>, gptq<3, -1, false>,
+    gptq<3, 32, true>, gptq<3, 64, true>, gptq<3, 128, true>, gptq<3, -1, true>>;
+
+// What the generic kernels below need of a format: a block of block_elems values, a scalar
+// decoder and a dot kernel. GGUF policies and the AWQ/GPTQ group layouts both are.
+template <class P>
+concept block_format = std::is_trivially_copyable_v<typename P::block> &&
+                       requires(const typename P::block* w, const float* x, float* y, std::size_t n) {
+                           { P::block_elems } -> std::convertible_to<std::size_t>;
+                           { P::dequantize_row(w, y, n) } noexcept;
+                           { P::dot(xsimd::default_arch{}, w, x, n) } noexcept -> std::same_as<float>;
+                       };
 
 namespace kernels {
 
-template <quant_policy P>
+template <block_format P>
 const typename P::block* blocks(const std::byte* p) noexcept {
     // GGUF aligns tensor data to >= 32 bytes and every row is whole blocks, so the bytes of a
     // mapped tensor are an array of blocks.
     return reinterpret_cast<const typename P::block*>(p);
 }
 
-template <quant_policy P>
+template <block_format P>
 void dequantize_row(const std::byte* row, float* out, std::size_t n) noexcept {
     P::dequantize_row(blocks<P>(row), out, n / P::block_elems);
 }
@@ -3933,7 +4614,7 @@ inline std::span<float> decode_scratch(std::size_t n) noexcept {
     return {buf.get(), size};
 }
 
-template <quant_policy P, class Arch>
+template <block_format P, class Arch>
 void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1, const float* x,
             std::size_t x_stride, std::size_t n_tok, float* y, std::size_t y_stride) noexcept {
     const std::size_t n_blocks = cols / P::block_elems;
@@ -3945,7 +4626,10 @@ void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1
     // Prefill: decode each row of a tile to floats once (F32 rows are used in place) and reuse it
     // for every token, in register tiles of R rows x T tokens. If the scratch cannot be had, fall
     // back to P::dot: slower, same results up to rounding.
-    constexpr bool in_place = P::type_id == ggml_type::f32;
+    constexpr bool in_place = [] {
+        if constexpr (quant_policy<P>) return P::type_id == ggml_type::f32;
+        else return false;
+    }();
     const std::size_t tile = std::max<std::size_t>(4, row_tile_bytes / (std::max<std::size_t>(1, cols) * sizeof(float)));
     const std::span<float> decoded = in_place ? std::span<float>() : decode_scratch(tile * cols);
     if (!in_place && decoded.empty()) {
@@ -4005,6 +4689,30 @@ constexpr weight_ops ops_of() noexcept {
     }
 #endif
     return ops;
+}
+
+// The kernels of an AWQ/GPTQ group layout (float activations only, for now).
+template <class Layout, class Arch>
+constexpr weight_ops ops_of_layout() noexcept {
+    return weight_ops{not_a_gguf_type, Layout::block_elems, sizeof(typename Layout::block),
+                      &kernels::dequantize_row<Layout>, &kernels::matmul<Layout, Arch>};
+}
+
+// nullopt when the format is not compiled into Set (or Set has no group formats).
+template <class Set, class Arch>
+std::optional<weight_ops> resolve_group(const group_format& f) noexcept {
+    if constexpr (requires { Set::group_types; }) {
+        return boost::hana::unpack(Set::group_types, [&f](auto... p) {
+            std::optional<weight_ops> ops;
+            static_cast<void>(((decltype(p)::type::format == f
+                                    ? (ops = ops_of_layout<typename decltype(p)::type::layout, Arch>(), true)
+                                    : false) ||
+                               ...));
+            return ops;
+        });
+    } else {
+        return std::nullopt;
+    }
 }
 
 // nullopt when the type is not compiled into Set: the loader turns that into a load error.
@@ -4075,8 +4783,10 @@ struct llama_hparams {
     static llama_hparams from_gguf(const gguf::file& f) {
         llama_hparams h;
         h.arch = f.require<std::string>("general.architecture");
-        if (h.arch != "llama")
-            fail(f.path(), ": architecture '", h.arch, "' is not supported yet (supported: llama)");
+        // qwen2 is llama with q/k/v biases (bound when present) and rotate-half RoPE.
+        if (h.arch != "llama" && h.arch != "qwen2")
+            fail(f.path(), ": architecture '", h.arch, "' is not supported yet (supported: llama, qwen2)");
+        if (h.arch == "qwen2") h.rope = rope_kind::neox;
         const std::string a = h.arch + ".";
         h.n_embd = f.require<std::uint32_t>(a + "embedding_length");
         h.n_layer = f.require<std::uint32_t>(a + "block_count");
@@ -4185,6 +4895,7 @@ private:
 // #include <lmtk/core/error.hpp>
 // #include <lmtk/io/gguf.hpp>
 // #include <lmtk/model/hparams.hpp>
+// #include <lmtk/quant/group_layout.hpp>
 
 #include <filesystem>
 #include <memory>
@@ -4192,6 +4903,16 @@ private:
 #include <string_view>
 
 namespace lmtk::model {
+
+// A matrix that an AWQ or GPTQ checkpoint stores quantized, repacked at load into blocks of
+// quant::group_layout: `rows` rows of cols / block_elems blocks. With act-order, column k of the
+// blocks holds input input_perm[k].
+struct group_tensor {
+    quant::group_format format;
+    const std::byte* data = nullptr;
+    std::size_t rows = 0, cols = 0;
+    const std::uint32_t* input_perm = nullptr;  // nullptr: the identity
+};
 
 class weight_source {
 public:
@@ -4203,6 +4924,9 @@ public:
     virtual const gguf::tensor_info* find_tensor(std::string_view name) const noexcept = 0;
     // The GGUF file behind this source, for metadata such as the vocabulary; nullptr otherwise.
     virtual const gguf::file* gguf_file() const noexcept { return nullptr; }
+    // A matrix by its GGUF name when the source holds it in an AWQ/GPTQ group format (checked
+    // before find_tensor); nullptr otherwise.
+    virtual const group_tensor* find_group_tensor(std::string_view) const noexcept { return nullptr; }
 
     const gguf::tensor_info& tensor(std::string_view name) const {
         const gguf::tensor_info* t = find_tensor(name);
@@ -4233,8 +4957,10 @@ private:
 // A Hugging Face checkpoint folder as a weight_source: config.json for the hyperparameters,
 // model.safetensors (or shards named by model.safetensors.index.json) for the weights.
 //
-// Supported: LlamaForCausalLM, MistralForCausalLM (and Qwen2ForCausalLM once the forward pass
-// has attention biases) with F32, F16 or BF16 tensors. Each HF tensor is presented under its
+// Supported: LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM (Llama with q/k/v biases)
+// with F32, F16 or BF16 tensors, and AutoAWQ (GEMM or GEMV, 4-bit) or GPTQ
+// (3/4-bit, v1 or v2 zeros, any group, act-order) checkpoints: their quantized linears are
+// repacked once, here, into quant::group_layout blocks (see quant/awq.hpp, quant/gptq.hpp). Each HF tensor is presented under its
 // GGUF name and in GGUF orientation (ne = the HF shape reversed: [out, in] -> ne = [in, out]),
 // so the model binds it exactly like a GGUF tensor. HF keeps Q and K rows in the rotate-half
 // layout, so the hyperparameters say rope_kind::neox; nothing is permuted here.
@@ -4247,16 +4973,22 @@ private:
 // #include <lmtk/io/safetensors.hpp>
 // #include <lmtk/model/hparams.hpp>
 // #include <lmtk/model/source.hpp>
+// #include <lmtk/quant/awq.hpp>
 // #include <lmtk/quant/ggml_type.hpp>
+// #include <lmtk/quant/gptq.hpp>
+// #include <lmtk/quant/group_layout.hpp>
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <filesystem>
 #include <limits>
 #include <memory>
@@ -4297,6 +5029,7 @@ inline std::optional<std::string> gguf_name_of(std::string_view hf) {
         {"self_attn.q_proj.bias", "attn_q.bias"},
         {"self_attn.k_proj.bias", "attn_k.bias"},
         {"self_attn.v_proj.bias", "attn_v.bias"},
+        {"self_attn.o_proj.bias", "attn_output.bias"},
         {"mlp.gate_proj.weight", "ffn_gate.weight"},
         {"mlp.up_proj.weight", "ffn_up.weight"},
         {"mlp.down_proj.weight", "ffn_down.weight"},
@@ -4317,7 +5050,7 @@ using aligned_bytes = std::unique_ptr<std::byte[], aligned_delete>;
 
 class hf_source final : public weight_source {
 public:
-    static constexpr std::string_view supported_architectures = "LlamaForCausalLM, MistralForCausalLM";
+    static constexpr std::string_view supported_architectures = "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM";
 
     explicit hf_source(const std::string& dir) : dir_(dir), path_(dir) {
         namespace fs = std::filesystem;
@@ -4342,6 +5075,12 @@ public:
         const auto it = index_.find(name);
         return it == index_.end() ? nullptr : &tensors_[it->second];
     }
+    const group_tensor* find_group_tensor(std::string_view name) const noexcept override {
+        const auto it = group_index_.find(name);
+        return it == group_index_.end() ? nullptr : &group_tensors_[it->second];
+    }
+    // The AWQ/GPTQ matrices, repacked, under their GGUF names (empty for F32/F16/BF16 checkpoints).
+    const std::deque<group_tensor>& group_tensors() const noexcept { return group_tensors_; }
 
     const std::filesystem::path& directory() const noexcept { return dir_; }
     const nlohmann::json& config() const noexcept { return config_; }
@@ -4397,26 +5136,19 @@ private:
         if (!archs || !archs->is_array() || archs->empty() || !(*archs)[0].is_string())
             fail(config_path_, ": no 'architectures' list");
         architecture_ = (*archs)[0].get<std::string>();
-        if (architecture_ == "Qwen2ForCausalLM")
-            fail(config_path_, ": Qwen2ForCausalLM needs attention biases (q/k/v_proj.bias), which lmtk's forward pass "
-                               "does not have yet (supported: ", supported_architectures, ")");
-        if (architecture_ != "LlamaForCausalLM" && architecture_ != "MistralForCausalLM")
+        if (architecture_ != "LlamaForCausalLM" && architecture_ != "MistralForCausalLM" && architecture_ != "Qwen2ForCausalLM")
             fail(config_path_, ": architecture '", architecture_, "' is not supported (supported: ", supported_architectures,
                  ")");
-        if (const nlohmann::json* q = field("quantization_config")) {
-            const auto m = q->is_object() ? q->find("quant_method") : q->end();
-            fail(config_path_, ": quantized checkpoints (",
-                 m != q->end() && m->is_string() ? m->get<std::string>() : std::string("quantization_config"),
-                 ") are not supported by the safetensors loader; only F32, F16 and BF16 weights are");
-        }
+        read_quantization_config();
         if (const nlohmann::json* act = field("hidden_act"); act && *act != "silu")
             fail(config_path_, ": hidden_act ", act->dump(), " is not supported (Llama uses silu)");
-        for (const char* key : {"attention_bias", "mlp_bias"})
-            if (const nlohmann::json* b = field(key); b && *b == true)
-                fail(config_path_, ": '", key, "' is true; biases are not supported by lmtk's forward pass yet");
+        // Attention biases are bound when the checkpoint has them (Qwen2's q/k/v, Llama's
+        // attention_bias); the feed-forward has none in lmtk's forward pass.
+        if (const nlohmann::json* b = field("mlp_bias"); b && *b == true)
+            fail(config_path_, ": 'mlp_bias' is true; feed-forward biases are not supported by lmtk's forward pass yet");
 
         llama_hparams h;
-        h.arch = "llama";
+        h.arch = architecture_ == "Qwen2ForCausalLM" ? "qwen2" : "llama";
         h.rope = rope_kind::neox;  // HF's rotate-half layout, unpermuted
         h.n_embd = positive("hidden_size");
         h.n_ff = positive("intermediate_size");
@@ -4433,8 +5165,10 @@ private:
         h.n_ctx_train = positive("max_position_embeddings", 2048);
         // Sliding-window attention (Mistral v0.1) equals full attention while the context fits in
         // the window, so the default context is capped at the window rather than refused.
-        if (const nlohmann::json* w = field("sliding_window"); w && w->is_number_integer() && w->get<std::int64_t>() > 0 &&
-                                                               (!field("use_sliding_window") || *field("use_sliding_window") != false))
+        // Qwen2 configs name a window but use it only with use_sliding_window: true.
+        const nlohmann::json* use_window = field("use_sliding_window");
+        const bool windowed = use_window ? *use_window == true : architecture_ != "Qwen2ForCausalLM";
+        if (const nlohmann::json* w = field("sliding_window"); w && w->is_number_integer() && w->get<std::int64_t>() > 0 && windowed)
             h.n_ctx_train = std::min<std::uint32_t>(h.n_ctx_train, static_cast<std::uint32_t>(
                                                                          std::min<std::int64_t>(w->get<std::int64_t>(), 1 << 30)));
         h.rms_eps = static_cast<float>(number("rms_norm_eps", 1e-6));
@@ -4461,20 +5195,205 @@ private:
         hp_ = h;
     }
 
+    // --- quantization_config (AWQ, GPTQ) -----------------------------------------------------
+    struct quantization {
+        quant::group_method method = quant::group_method::gptq;
+        unsigned bits = 4;
+        int group = 128;
+        bool awq_gemv = false;  // AWQ version "gemv" rather than "gemm"
+        bool gptq_v1 = true;    // GPTQ checkpoint_format "gptq": zeros stored minus one
+    };
+
+    void read_quantization_config() {
+        namespace fs = std::filesystem;
+        nlohmann::json q;
+        std::string where = config_path_;
+        if (const nlohmann::json* c = field("quantization_config")) {
+            q = *c;
+        } else {
+            // AutoGPTQ writes quantize_config.json beside config.json instead.
+            for (const char* name : {"quantize_config.json", "quant_config.json"}) {
+                std::error_code ec;
+                const fs::path p = dir_ / name;
+                if (!fs::is_regular_file(p, ec)) continue;
+                const core::mapped_file m(p.string());
+                if (m.size() > safetensors::max_header_bytes) fail(p.string(), ": implausibly large");
+                q = safetensors::detail::parse_json(std::string_view(reinterpret_cast<const char*>(m.data()), m.size()),
+                                                    p.string());
+                where = p.string();
+                break;
+            }
+            if (q.is_null()) return;
+        }
+        if (!q.is_object()) fail(where, ": quantization_config must be an object");
+        const auto str = [&](std::initializer_list<const char*> keys, std::string fallback) {
+            for (const char* k : keys)
+                if (const auto it = q.find(k); it != q.end() && it->is_string()) {
+                    std::string v = it->get<std::string>();
+                    for (char& ch : v) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+                    return v;
+                }
+            return fallback;
+        };
+        const auto integer = [&](std::initializer_list<const char*> keys, std::int64_t fallback) {
+            for (const char* k : keys)
+                if (const auto it = q.find(k); it != q.end() && !it->is_null()) {
+                    if (!it->is_number_integer()) fail(where, ": quantization_config.", k, " must be an integer, not ", it->dump());
+                    return it->get<std::int64_t>();
+                }
+            return fallback;
+        };
+        const auto boolean = [&](const char* key, bool fallback) {
+            const auto it = q.find(key);
+            if (it == q.end() || it->is_null()) return fallback;
+            if (!it->is_boolean()) fail(where, ": quantization_config.", key, " must be true or false, not ", it->dump());
+            return it->get<bool>();
+        };
+        const std::string method = str({"quant_method"}, q.contains("w_bit") ? "awq" : "gptq");
+        quantization z;
+        const std::int64_t bits = integer({"bits", "w_bit"}, 4);
+        const std::int64_t group = integer({"group_size", "q_group_size"}, 128);
+        if (method == "awq") {
+            z.method = quant::group_method::awq;
+            if (bits != 4) fail(where, ": AWQ with ", bits, " bits; AutoAWQ checkpoints are 4-bit");
+            if (group != 32 && group != 64 && group != 128)
+                fail(where, ": AWQ group_size ", group, " is not supported (32, 64 or 128)");
+            if (!boolean("zero_point", true)) fail(where, ": AWQ without zero_point is not supported (AutoAWQ's GEMM needs zeros)");
+            const std::string version = str({"version"}, "gemm");
+            if (version == "gemv") z.awq_gemv = true;
+            else if (version != "gemm")
+                fail(where, ": AWQ version '", version, "' is not supported (gemm or gemv; gemv_fast and marlin are GPU tile layouts)");
+        } else if (method == "gptq") {
+            z.method = quant::group_method::gptq;
+            if (bits != 3 && bits != 4) fail(where, ": GPTQ with ", bits, " bits is not supported (3 or 4)");
+            if (group != 32 && group != 64 && group != 128 && group != -1)
+                fail(where, ": GPTQ group_size ", group, " is not supported (32, 64, 128 or -1)");
+            if (boolean("is_marlin_format", false)) fail(where, ": GPTQ Marlin checkpoints are not supported (use the gptq format)");
+            const std::string format = str({"checkpoint_format", "format"}, "gptq");
+            if (format == "gptq_v2") z.gptq_v1 = false;
+            else if (format != "gptq") fail(where, ": GPTQ checkpoint_format '", format, "' is not supported (gptq or gptq_v2)");
+        } else {
+            fail(where, ": quant_method '", method, "' is not supported (awq, gptq; or F32/F16/BF16 weights)");
+        }
+        z.bits = static_cast<unsigned>(bits);
+        z.group = static_cast<int>(group);
+        quant_ = z;
+    }
+
+    // The safetensors tensor `name` with the given dtype and rank, or a clear error.
+    const safetensors::tensor& quant_part(const std::string& name, safetensors::dtype type, std::size_t rank) const {
+        const safetensors::tensor* t = weights_->find(name);
+        if (!t) fail(path_, ": tensor '", name, "' is missing");
+        if (t->type != type || t->n_dims() != rank)
+            fail(where(*t), ": tensor '", name, "' is ", safetensors::dtype_name(t->type), " with ", t->n_dims(),
+                 " dimensions; ", quant::format_name({quant_->method, quant_->bits, quant_->group, false}), " stores it as ",
+                 safetensors::dtype_name(type), " with ", rank);
+        return *t;
+    }
+
+    void expect_shape(const safetensors::tensor& t, std::uint64_t d0, std::uint64_t d1) const {
+        if (t.shape[0] != d0 || t.shape[1] != d1)
+            fail(where(t), ": tensor '", t.name, "' has shape [", t.shape[0], ", ", t.shape[1], "], expected [", d0, ", ", d1, "]");
+    }
+
+    // Repacks the quantized linear `prefix` (its .qweight, .qzeros, .scales, .g_idx) and presents
+    // it under `gguf_name`.
+    void add_quantized(const std::string& prefix, std::string gguf_name) {
+        using safetensors::dtype;
+        const quantization& z = *quant_;
+        const auto& qw = quant_part(prefix + ".qweight", dtype::i32, 2);
+        const auto& qz = quant_part(prefix + ".qzeros", dtype::i32, 2);
+        const auto& sc = quant_part(prefix + ".scales", dtype::f16, 2);
+        group_tensor g;
+        quant::group_matrix m;
+        if (z.method == quant::group_method::awq) {
+            const std::size_t gsz = static_cast<std::size_t>(z.group);
+            if (!z.awq_gemv) {
+                const std::uint64_t in = qw.shape[0], out = qw.shape[1] * 8;
+                if (in == 0 || in % gsz != 0) fail(where(qw), ": '", qw.name, "' has ", in, " inputs, not whole groups of ", gsz);
+                expect_shape(qz, in / gsz, out / 8);
+                expect_shape(sc, in / gsz, out);
+                const quant::awq::gemm_tensors t{qw.bytes.data(), qz.bytes.data(), sc.bytes.data(), in, out, gsz};
+                m = gsz == 32 ? quant::awq::repack_gemm<32>(t) : gsz == 64 ? quant::awq::repack_gemm<64>(t) : quant::awq::repack_gemm<128>(t);
+                g.rows = out;
+                g.cols = in;
+            } else {
+                const std::uint64_t out = qw.shape[0], in = qw.shape[1] * 8;
+                if (in == 0 || in % gsz != 0) fail(where(qw), ": '", qw.name, "' has ", in, " inputs, not whole groups of ", gsz);
+                const std::uint64_t zw = qz.shape[1];
+                expect_shape(qz, out, zw);
+                expect_shape(sc, out, zw * 8);
+                const quant::awq::gemv_tensors t{qw.bytes.data(), qz.bytes.data(), sc.bytes.data(), in, out, gsz, zw};
+                m = gsz == 32 ? quant::awq::repack_gemv<32>(t) : gsz == 64 ? quant::awq::repack_gemv<64>(t) : quant::awq::repack_gemv<128>(t);
+                g.rows = out;
+                g.cols = in;
+            }
+        } else {
+            const std::uint64_t in = qw.shape[0] * 32 / z.bits, out = qw.shape[1];
+            if (in == 0 || (qw.shape[0] * 32) % z.bits != 0) fail(where(qw), ": '", qw.name, "' has an impossible row count for ", z.bits, " bits");
+            const std::uint64_t gsz = z.group == -1 ? in : std::uint64_t(z.group);
+            const std::uint64_t groups = (in + gsz - 1) / gsz;
+            if ((out * z.bits) % 32 != 0) fail(where(qw), ": '", qw.name, "' has ", out, " outputs, not whole ", z.bits, "-bit words");
+            expect_shape(qz, groups, out * z.bits / 32);
+            expect_shape(sc, groups, out);
+            const std::byte* g_idx = nullptr;
+            if (const safetensors::tensor* gi = weights_->find(prefix + ".g_idx")) {
+                if (gi->type != dtype::i32 || gi->n_dims() != 1 || gi->shape[0] != in)
+                    fail(where(*gi), ": tensor '", gi->name, "' must be I32 [", in, "]");
+                g_idx = gi->bytes.data();
+            }
+            const quant::gptq_format::tensors t{qw.bytes.data(), qz.bytes.data(), sc.bytes.data(), g_idx, in, out, z.group, z.bits, z.gptq_v1};
+            // Per-channel scales (-1) repeat over blocks of 32.
+            const std::size_t bs = z.group == -1 ? 32 : static_cast<std::size_t>(z.group);
+            if (z.bits == 4)
+                m = bs == 32 ? quant::gptq_format::repack<4, 32>(t) : bs == 64 ? quant::gptq_format::repack<4, 64>(t) : quant::gptq_format::repack<4, 128>(t);
+            else
+                m = bs == 32 ? quant::gptq_format::repack<3, 32>(t) : bs == 64 ? quant::gptq_format::repack<3, 64>(t) : quant::gptq_format::repack<3, 128>(t);
+            g.rows = out;
+            g.cols = in;
+        }
+        g.format = {z.method, z.bits, z.group, !m.input_perm.empty()};
+        if (!m.input_perm.empty()) {
+            // q, k and v of a layer are usually quantized in the same input order: share it, so
+            // the forward pass gathers their input once.
+            const auto same = std::find_if(perms_.begin(), perms_.end(), [&](const auto& p) { return p == m.input_perm; });
+            if (same == perms_.end()) perms_.push_back(std::move(m.input_perm));
+            g.input_perm = (same == perms_.end() ? perms_.back() : *same).data();
+        }
+        blocks_.push_back(std::move(m.blocks));
+        g.data = blocks_.back().data();
+        names_.push_back(std::move(gguf_name));
+        if (group_index_.count(names_.back())) fail(path_, ": two tensors map to '", names_.back(), "'");
+        group_index_.emplace(names_.back(), group_tensors_.size());
+        group_tensors_.push_back(g);
+    }
+
     // --- tensors ----------------------------------------------------------------------------
     void bind_tensors() {
         const std::vector<const safetensors::tensor*> all = weights_->tensors();
         tensors_.reserve(all.size());
         const bool embed_stored = weights_->find("model.embed_tokens.weight") != nullptr;
         for (const safetensors::tensor* t : all) {
+            if (quant_) {
+                // Quantized linears come as .qweight + .qzeros + .scales (+ .g_idx): repacked
+                // when their .qweight is met, the other parts skipped.
+                const std::string_view n = t->name;
+                if (n.ends_with(".qzeros") || n.ends_with(".scales") || n.ends_with(".g_idx")) continue;
+                if (n.ends_with(".qweight")) {
+                    const std::string prefix(n.substr(0, n.size() - std::string_view(".qweight").size()));
+                    std::optional<std::string> name = detail::gguf_name_of(prefix + ".weight");
+                    if (!name) fail(where(*t), ": tensor '", t->name, "' is not part of a ", architecture_, " lmtk can run");
+                    if (*name == "output.weight" && !embed_stored) fail(where(*t), ": a quantized lm_head cannot stand in for the embedding");
+                    add_quantized(prefix, std::move(*name));
+                    continue;
+                }
+            }
             std::optional<std::string> name = detail::gguf_name_of(t->name);
             if (!name) {
                 // Non-persistent buffers some older checkpoints saved along with the weights.
                 if (t->name.ends_with(".rotary_emb.inv_freq")) continue;
                 fail(where(*t), ": tensor '", t->name, "' is not part of a ", architecture_, " lmtk can run");
             }
-            if (name->ends_with(".bias"))
-                fail(where(*t), ": tensor '", t->name, "' is a bias; lmtk's forward pass has no attention biases yet");
             if (*name == "output.weight") {
                 // torch's save_model stores tied weights once, sometimes under lm_head.weight
                 // only: then it is the embedding. With both present and tied, the head is dropped.
@@ -4484,7 +5403,7 @@ private:
             add(*t, std::move(*name));
         }
         if (!find_tensor("token_embd.weight")) fail(path_, ": model.embed_tokens.weight is missing");
-        if (!tied_ && !find_tensor("output.weight"))
+        if (!tied_ && !find_tensor("output.weight") && !find_group_tensor("output.weight"))
             fail(path_, ": lm_head.weight is missing and tie_word_embeddings is not true");
 
         const gguf::tensor_info& emb = *find_tensor("token_embd.weight");
@@ -4546,6 +5465,11 @@ private:
     std::vector<gguf::tensor_info> tensors_;
     std::unordered_map<std::string_view, std::size_t> index_;
     std::vector<detail::aligned_bytes> owned_;
+    std::optional<quantization> quant_;                  // set for AWQ/GPTQ checkpoints
+    std::deque<group_tensor> group_tensors_;
+    std::unordered_map<std::string_view, std::size_t> group_index_;
+    std::deque<std::vector<std::byte>> blocks_;           // repacked AWQ/GPTQ matrices
+    std::deque<std::vector<std::uint32_t>> perms_;        // act-order input orders, shared
 };
 
 // Opens a model path: a GGUF file or a Hugging Face checkpoint folder.
@@ -4592,14 +5516,28 @@ inline std::unique_ptr<weight_source> open_weights(const std::string& path) {
 namespace lmtk::model {
 
 // One weight matrix of `rows` x `cols` (GGUF ne = [cols, rows]) with its kernels.
+// A GPTQ act-order matrix has its columns in another order than the inputs: column k multiplies
+// input input_perm[k], so its input is gathered into that order first (see project()).
 struct weight {
     const std::byte* data = nullptr;
     quant::weight_ops ops{};
     std::size_t rows = 0, cols = 0;
+    const std::uint32_t* input_perm = nullptr;  // nullptr: column k is input k
 
     std::size_t row_bytes() const noexcept { return cols / ops.block_elems * ops.block_bytes; }
+    // Row r in input order.
     void dequantize_row(std::size_t r, float* out) const noexcept {
-        ops.dequantize_row(data + r * row_bytes(), out, cols);
+        if (!input_perm) {
+            ops.dequantize_row(data + r * row_bytes(), out, cols);
+            return;
+        }
+        const std::span<float> tmp = quant::kernels::decode_scratch(cols);
+        if (tmp.empty()) {  // no memory for the scratch: a row of NaN says so without a crash
+            std::fill_n(out, cols, std::numeric_limits<float>::quiet_NaN());
+            return;
+        }
+        ops.dequantize_row(data + r * row_bytes(), tmp.data(), cols);
+        for (std::size_t k = 0; k < cols; ++k) out[input_perm[k]] = tmp[k];
     }
 };
 
@@ -4607,6 +5545,7 @@ struct llama_layer {
     weight wq, wk, wv, wo;      // attention projections
     weight gate, up, down;      // SwiGLU feed-forward
     std::vector<float> attn_norm, ffn_norm;
+    std::vector<float> bq, bk, bv, bo;  // attention biases (Qwen2: q/k/v); empty when absent
 };
 
 template <class Set = quant::default_set, class Target = target::cpu<>>
@@ -4640,6 +5579,15 @@ public:
 
 private:
     weight bind_weight(const std::string& name, std::size_t cols, std::size_t rows) const {
+        if (const group_tensor* g = src_->find_group_tensor(name)) {
+            if (g->cols != cols || g->rows != rows)
+                fail(path(), ": tensor '", name, "' has shape [", g->cols, ", ", g->rows, "], expected [", cols, ", ", rows, "]");
+            const auto ops = quant::resolve_group<Set, typename Target::arch>(g->format);
+            if (!ops)
+                fail(path(), ": tensor '", name, "' is ", quant::format_name(g->format),
+                     ", which this build of lmtk does not include");
+            return weight{g->data, *ops, rows, cols, g->input_perm};
+        }
         const gguf::tensor_info& t = src_->tensor(name);
         if (static_cast<std::size_t>(t.ne[0]) != cols || static_cast<std::size_t>(t.rows()) != rows)
             fail(path(), ": tensor '", name, "' has shape [", t.ne[0], ", ", t.rows(), "], expected [", cols, ", ",
@@ -4656,6 +5604,10 @@ private:
         std::vector<float> v(n);
         w.dequantize_row(0, v.data());
         return v;
+    }
+
+    std::vector<float> bind_optional_vector(const std::string& name, std::size_t n) const {
+        return src_->find_tensor(name) ? bind_vector(name, n) : std::vector<float>();
     }
 
     void bind() {
@@ -4681,6 +5633,10 @@ private:
             l.wk = bind_weight(p + "attn_k.weight", d, kv);
             l.wv = bind_weight(p + "attn_v.weight", d, kv);
             l.wo = bind_weight(p + "attn_output.weight", q, d);
+            l.bq = bind_optional_vector(p + "attn_q.bias", q);
+            l.bk = bind_optional_vector(p + "attn_k.bias", kv);
+            l.bv = bind_optional_vector(p + "attn_v.bias", kv);
+            l.bo = bind_optional_vector(p + "attn_output.bias", d);
             l.ffn_norm = bind_vector(p + "ffn_norm.weight", d);
             l.gate = bind_weight(p + "ffn_gate.weight", d, ff);
             l.up = bind_weight(p + "ffn_up.weight", d, ff);
@@ -4769,6 +5725,15 @@ public:
         }
         if (m_.output().ops.act_row_bytes) act_row = std::max(act_row, m_.output().ops.act_row_bytes(m_.output().cols));
         act_buf_.resize(n_batch_ * act_row + 64);
+        // Gathered inputs of act-order weights: up to three orders (q/k/v) of the widest input.
+        bool any_perm = false;
+        max_cols_ = std::max({std::size_t(hp_.n_embd), std::size_t(hp_.q_dim()), std::size_t(hp_.n_ff)});
+        for (std::size_t l = 0; l < hp_.n_layer; ++l) {
+            const llama_layer& w = m_.layer(l);
+            for (const weight* p : {&w.wq, &w.wk, &w.wv, &w.wo, &w.gate, &w.up, &w.down}) any_perm |= p->input_perm != nullptr;
+        }
+        any_perm |= m_.output().input_perm != nullptr;
+        if (any_perm) perm_x_.resize(3 * n_batch_ * max_cols_);
         act_ = act_buf_.data() + (64 - reinterpret_cast<std::uintptr_t>(act_buf_.data()) % 64) % 64;
         rope_cos_.resize(n_batch_ * hp_.rope_dim / 2);
         rope_sin_.resize(n_batch_ * hp_.rope_dim / 2);
@@ -4877,6 +5842,9 @@ private:
             // Attention: RMSNorm, Q/K/V projections, RoPE on Q and K, cache K and V.
             rmsnorm(xb_.data(), x_.data(), w.attn_norm.data(), n);
             matmul3(w.wq, w.wk, w.wv, xb_.data(), n, q_.data(), k_.data(), v_.data());
+            add_bias(q_.data(), w.bq, n);
+            add_bias(k_.data(), w.bk, n);
+            add_bias(v_.data(), w.bv, n);
             apply_rope(q_.data(), n, hp_.n_head);
             apply_rope(k_.data(), n, hp_.n_head_kv);
             for (std::size_t t = 0; t < n; ++t) {
@@ -4893,6 +5861,7 @@ private:
             // then the output projection and the residual connection.
             attention(l, n);
             matmul(w.wo, att_.data(), n, xb_.data());
+            add_bias(xb_.data(), w.bo, n);
             add_in_place(x_.data(), xb_.data(), n * d);
 
             // Feed-forward: RMSNorm, SwiGLU (silu(gate) * up), down projection, residual.
@@ -4952,6 +5921,27 @@ private:
     // (int8 x for the quantized formats) get x converted once, into act_, for all of them.
     void project(const float* x, std::size_t n, std::span<const projection> ps) noexcept {
         const std::size_t cols = ps[0].w->cols;
+        // Act-order (GPTQ) weights take their input in their own column order: gather it once
+        // per distinct order (q/k/v of one layer usually share theirs). At most three orders.
+        const std::uint32_t* perms[3] = {};
+        const float* permuted[3] = {};
+        std::size_t n_perm = 0;
+        for (const projection& p : ps) {
+            const std::uint32_t* perm = p.w->input_perm;
+            if (!perm || std::find(perms, perms + n_perm, perm) != perms + n_perm) continue;
+            float* dst = &perm_x_[n_perm * n_batch_ * max_cols_];
+            pool_.run_sized(n * cols, [&](std::size_t i, std::size_t nt) noexcept {
+                const auto [t0, t1] = core::thread_pool::split(n, i, nt);
+                for (std::size_t t = t0; t < t1; ++t)
+                    for (std::size_t k = 0; k < cols; ++k) dst[t * cols + k] = x[t * cols + perm[k]];
+            });
+            perms[n_perm] = perm;
+            permuted[n_perm++] = dst;
+        }
+        const auto input_of = [&](const weight& w) noexcept -> const float* {
+            if (!w.input_perm) return x;
+            return permuted[std::find(perms, perms + n_perm, w.input_perm) - perms];
+        };
         const quant::weight_ops* prep = nullptr;
         for (const projection& p : ps)
             if (p.w->ops.matmul_act) prep = &p.w->ops;
@@ -4973,7 +5963,7 @@ private:
                 if (w.ops.matmul_act && w.ops.act == prep->act)
                     w.ops.matmul_act(w.data, cols, r0, r1, act_, act_stride, n, p.y, w.rows);
                 else
-                    w.ops.matmul(w.data, cols, r0, r1, x, cols, n, p.y, w.rows);
+                    w.ops.matmul(w.data, cols, r0, r1, input_of(w), cols, n, p.y, w.rows);
             }
         });
     }
@@ -5074,6 +6064,11 @@ private:
         return s;
     }
 
+    // y[t] += b for n rows of b.size(); nothing when the layer has no such bias.
+    static void add_bias(float* y, const std::vector<float>& b, std::size_t n) noexcept {
+        for (std::size_t t = 0; t < n; ++t)
+            for (std::size_t i = 0; i < b.size(); ++i) y[t * b.size() + i] += b[i];
+    }
     static void add_in_place(float* x, const float* y, std::size_t n) noexcept {
         for (std::size_t i = 0; i < n; ++i) x[i] += y[i];
     }
@@ -5096,6 +6091,8 @@ private:
     std::vector<std::size_t> n_past_;        // cached positions per sequence
     std::vector<float> x_, xb_, q_, k_, v_, att_, hb_, hb2_, rope_cos_, rope_sin_, scores_, logits_;
     std::vector<std::byte> act_buf_;         // prepared activations (see project())
+    std::vector<float> perm_x_;              // inputs gathered for act-order weights (see project())
+    std::size_t max_cols_ = 0;
     std::byte* act_ = nullptr;
     std::vector<std::uint32_t> row_seq_;     // per batch row: its sequence
     std::vector<std::size_t> row_pos_;       // per batch row: its position
@@ -6390,6 +7387,181 @@ private:
 // #include <lmtk/core/mapped_file.hpp>
 // #include <lmtk/io/safetensors.hpp>
 // #include <lmtk/tokenize/spm.hpp>
+// #include <lmtk/tokenize/sentencepiece_model.hpp>
+// A SentencePiece tokenizer.model read natively into an SPM vocab, for Hugging Face folders that
+// ship tokenizer.model without tokenizer.json (Llama 1/2, Mistral v0.1, TinyLlama...). The file
+// is a protobuf ModelProto; only the parts a tokenizer needs are read, in the wire format:
+//
+//   ModelProto      1: pieces (repeated SentencePiece)   2: trainer_spec   3: normalizer_spec
+//   SentencePiece   1: piece (string)   2: score (float)   3: type (1 normal, 2 unknown,
+//                   3 control, 4 user defined, 5 unused, 6 byte: the GGUF token types)
+//   TrainerSpec     3: model_type (1 unigram, 2 BPE)   40..43: unk/bos/eos/pad id
+//   NormalizerSpec  3: add_dummy_prefix (default true)
+//
+// Every length is checked against the bytes left, so a truncated or hostile file is an error,
+// never a read out of bounds. libsentencepiece is the reference this is tested against
+// (tests/tokenize/sentencepiece_model.cpp).
+// #include <lmtk/core/error.hpp>
+// #include <lmtk/core/mapped_file.hpp>
+// #include <lmtk/tokenize/vocab.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace lmtk::tokenize {
+
+namespace detail {
+
+// A bounds-checked cursor over protobuf wire-format bytes.
+class proto_reader {
+public:
+    proto_reader(const std::byte* p, std::size_t n, const std::string& origin) : p_(p), end_(p + n), origin_(origin) {}
+
+    bool done() const noexcept { return p_ == end_; }
+
+    std::uint64_t varint() {
+        std::uint64_t v = 0;
+        for (int shift = 0; shift < 64; shift += 7) {
+            if (p_ == end_) bad("truncated varint");
+            const auto b = static_cast<std::uint8_t>(*p_++);
+            v |= std::uint64_t(b & 0x7F) << shift;
+            if (!(b & 0x80)) return v;
+        }
+        bad("varint longer than 10 bytes");
+    }
+    // (field number, wire type) of the next field.
+    std::pair<std::uint32_t, std::uint32_t> key() {
+        const std::uint64_t k = varint();
+        if ((k >> 3) == 0 || (k >> 3) > 0x1FFFFFFF) bad("field number out of range");
+        return {static_cast<std::uint32_t>(k >> 3), static_cast<std::uint32_t>(k & 7)};
+    }
+    // The bytes of a length-delimited field.
+    proto_reader sub() {
+        const std::uint64_t n = varint();
+        if (n > static_cast<std::uint64_t>(end_ - p_)) bad("a field runs past the end of the file");
+        proto_reader r(p_, static_cast<std::size_t>(n), origin_);
+        p_ += n;
+        return r;
+    }
+    std::string_view bytes() {
+        proto_reader r = sub();
+        return {reinterpret_cast<const char*>(r.p_), static_cast<std::size_t>(r.end_ - r.p_)};
+    }
+    float fixed32_float() {
+        if (end_ - p_ < 4) bad("truncated 32-bit field");
+        float f;
+        std::memcpy(&f, p_, 4);  // little-endian on every target lmtk builds for
+        p_ += 4;
+        return f;
+    }
+    void skip(std::uint32_t wire) {
+        switch (wire) {
+            case 0: varint(); return;
+            case 1: advance(8); return;
+            case 2: sub(); return;
+            case 5: advance(4); return;
+            default: bad("unsupported wire type " + std::to_string(wire));
+        }
+    }
+    void expect(std::uint32_t wire, std::uint32_t want, const char* what) const {
+        if (wire != want) bad(std::string(what) + " has wire type " + std::to_string(wire));
+    }
+    [[noreturn]] void bad(const std::string& what) const { fail(origin_, ": not a SentencePiece model (", what, ")"); }
+
+private:
+    void advance(std::size_t n) {
+        if (static_cast<std::size_t>(end_ - p_) < n) bad("truncated field");
+        p_ += n;
+    }
+    const std::byte* p_;
+    const std::byte* end_;
+    const std::string& origin_;
+};
+
+}  // namespace detail
+
+// Pieces, scores and types of tokenizer.model, and its special ids and dummy-prefix setting.
+// add_bos follows SentencePiece's Llama convention (true); HF folders override it from
+// tokenizer_config.json.
+inline vocab_spec sentencepiece_model_spec(const std::string& path) {
+    const core::mapped_file file(path);
+    detail::proto_reader model(file.data(), file.size(), path);
+    vocab_spec s;
+    s.model = "llama";
+    s.add_bos = true;
+    s.add_space_prefix = true;
+    std::int64_t model_type = 1;  // unigram unless the trainer spec says otherwise
+    std::int64_t ids[4] = {0, 1, 2, -1};  // unk, bos, eos, pad: TrainerSpec's defaults
+    while (!model.done()) {
+        const auto [field, wire] = model.key();
+        if (field == 1) {
+            model.expect(wire, 2, "a piece");
+            detail::proto_reader piece = model.sub();
+            std::string text;
+            float score = 0.0f;
+            std::uint64_t type = 1;
+            while (!piece.done()) {
+                const auto [f, w] = piece.key();
+                if (f == 1 && w == 2) text = std::string(piece.bytes());
+                else if (f == 2 && w == 5) score = piece.fixed32_float();
+                else if (f == 3 && w == 0) type = piece.varint();
+                else piece.skip(w);
+            }
+            if (type < 1 || type > 6) model.bad("piece " + std::to_string(s.tokens.size()) + " has type " + std::to_string(type));
+            s.tokens.push_back(std::move(text));
+            s.scores.push_back(score);
+            s.types.push_back(static_cast<token_type>(type));
+        } else if (field == 2) {
+            model.expect(wire, 2, "the trainer spec");
+            detail::proto_reader spec = model.sub();
+            while (!spec.done()) {
+                const auto [f, w] = spec.key();
+                if (w == 0 && (f == 3 || (f >= 40 && f <= 43))) {
+                    // int32 fields: a negative value is sign-extended to 64 bits on the wire
+                    const auto v = static_cast<std::int64_t>(spec.varint());
+                    if (f == 3) model_type = v;
+                    else ids[f - 40] = v;
+                } else {
+                    spec.skip(w);
+                }
+            }
+        } else if (field == 3) {
+            model.expect(wire, 2, "the normalizer spec");
+            detail::proto_reader spec = model.sub();
+            while (!spec.done()) {
+                const auto [f, w] = spec.key();
+                if (f == 3 && w == 0) s.add_space_prefix = spec.varint() != 0;
+                else spec.skip(w);
+            }
+        } else {
+            model.skip(wire);
+        }
+    }
+    if (s.tokens.empty()) model.bad("no pieces");
+    // lmtk's SPM tokenizer merges by score, which is SentencePiece's BPE; a unigram model needs
+    // Viterbi segmentation, which it does not do.
+    if (model_type != 2)
+        fail(path, ": SentencePiece model type ", model_type, " (", model_type == 1 ? "unigram" : "not BPE",
+             ") is not supported; lmtk tokenizes SentencePiece BPE models (Llama, Mistral)");
+    const auto id = [&](std::int64_t v) -> std::int32_t {
+        if (v < 0) return no_token;
+        if (v >= static_cast<std::int64_t>(s.tokens.size())) fail(path, ": special id ", v, " is outside the ", s.tokens.size(), " pieces");
+        return static_cast<std::int32_t>(v);
+    };
+    s.unk = id(ids[0]);
+    s.bos = id(ids[1]);
+    s.eos = id(ids[2]);
+    s.pad = id(ids[3]);
+    return s;
+}
+
+inline vocab vocab_from_sentencepiece_model(const std::string& path) { return vocab(sentencepiece_model_spec(path), path); }
+
+}  // namespace lmtk::tokenize
 // #include <lmtk/tokenize/vocab.hpp>
 
 #include <nlohmann/json.hpp>
@@ -6675,19 +7847,37 @@ inline vocab vocab_from_tokenizer_json(const std::string& path, const tokenizer_
     return vocab(std::move(s), path);
 }
 
-// tokenizer.json in a checkpoint folder, with tokenizer_config.json and config.json beside it.
+// The tokenizer of a checkpoint folder: tokenizer.json (preferred, as transformers does), else a
+// SentencePiece tokenizer.model, with tokenizer_config.json and config.json beside it.
 inline vocab vocab_from_hf_folder(const std::filesystem::path& dir) {
     const auto tj = dir / "tokenizer.json";
     std::error_code ec;
-    if (!std::filesystem::is_regular_file(tj, ec)) {
-        if (std::filesystem::exists(dir / "tokenizer.model", ec))
-            fail(dir.string(), ": only tokenizer.model (SentencePiece) is present; lmtk reads tokenizer.json natively "
-                               "(the sentencepiece adapter can read tokenizer.model)");
-        fail(dir.string(), ": no tokenizer.json in the checkpoint folder");
-    }
     tokenizer_json_context ctx;
     ctx.tokenizer_config = detail::read_json_if_exists(dir / "tokenizer_config.json");
     ctx.model_config = detail::read_json_if_exists(dir / "config.json");
+    if (!std::filesystem::is_regular_file(tj, ec)) {
+        const auto sp = dir / "tokenizer.model";
+        if (!std::filesystem::is_regular_file(sp, ec)) fail(dir.string(), ": no tokenizer.json or tokenizer.model in the checkpoint folder");
+        vocab_spec s = sentencepiece_model_spec(sp.string());
+        // tokenizer_config.json says whether BOS/EOS are added; config.json may name other ids.
+        const auto flag = [&](const char* key, bool& out) {
+            if (!ctx.tokenizer_config || !ctx.tokenizer_config->is_object()) return;
+            if (const auto it = ctx.tokenizer_config->find(key); it != ctx.tokenizer_config->end() && it->is_boolean())
+                out = it->get<bool>();
+        };
+        flag("add_bos_token", s.add_bos);
+        flag("add_eos_token", s.add_eos);
+        const auto id = [&](const char* key, std::int32_t& out) {
+            if (!ctx.model_config || !ctx.model_config->is_object()) return;
+            const auto it = ctx.model_config->find(key);
+            if (it == ctx.model_config->end() || !it->is_number_integer()) return;
+            const std::int64_t v = it->get<std::int64_t>();
+            if (v >= 0 && v < static_cast<std::int64_t>(s.tokens.size())) out = static_cast<std::int32_t>(v);
+        };
+        id("bos_token_id", s.bos);
+        id("eos_token_id", s.eos);
+        return vocab(std::move(s), sp.string());
+    }
     return vocab_from_tokenizer_json(tj.string(), ctx);
 }
 
