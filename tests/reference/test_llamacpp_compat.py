@@ -8,6 +8,10 @@ install it: without it this test prints "SKIP: ..." and passes. To run it:
     python -m venv venv && CMAKE_ARGS="-DGGML_NATIVE=ON" venv/bin/pip install llama-cpp-python numpy
     LMTK_CLI=build/bin/lmtk venv/bin/python tests/reference/test_llamacpp_compat.py
 
+Perplexity: `lmtk perplexity -c 128` of files lmtk quantized equals llama.cpp's perplexity of the
+same files within 0.5% (llama.cpp's method, computed here from llama.cpp's logits over the same
+token ids, chunk by chunk: BOS first, the second half of each chunk scored).
+
 Models: stories260K (dim 64, so the K-quant mixes fall back to Q5_0/Q8_0/IQ4_NL/F16 there)
 and a random-weight Llama written here whose every row is a multiple of 256 (dim 256, FFN 512,
 2 layers), quantized to every K format. For each file, both programs evaluate the same token
@@ -163,6 +167,28 @@ def llamacpp_logits(model, tokens):
     return logits.reshape(-1)
 
 
+PPL_CTX = 128
+PPL_REL_TOL = 0.005
+DATA = os.path.join(common.REPO_ROOT, "tests", "data", "tinystories_sample.txt")
+
+
+def llamacpp_perplexity(model, tokens, ctx, bos):
+    """llama.cpp's perplexity method over llama.cpp's logits (as tests/reference/test_perplexity.py)."""
+    llm = llama_cpp.Llama(model_path=model, n_ctx=ctx, logits_all=True, n_threads=1, verbose=False)
+    nll = []
+    for i in range(len(tokens) // ctx):
+        chunk = list(tokens[i * ctx:(i + 1) * ctx])
+        chunk[0] = bos
+        llm.reset()
+        llm.eval(chunk)
+        logits = np.array(llm.scores[:ctx], dtype=np.float64)
+        for j in range(ctx // 2, ctx - 1):
+            row = logits[j] - logits[j].max()
+            nll.append(np.log(np.exp(row).sum()) - row[chunk[j + 1]])
+    del llm
+    return float(np.exp(np.mean(nll)))
+
+
 class LlamaCppCompat(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -190,6 +216,23 @@ class LlamaCppCompat(unittest.TestCase):
               f"argmax agreement {agree:.2f}")
         self.assertLess(diff, MAX_REL_DIFF, f"{qtype}: llama.cpp and lmtk disagree on {out}")
         self.assertGreaterEqual(agree, MIN_ARGMAX_AGREEMENT, qtype)
+
+    def test_perplexity_equals_llamacpp(self):
+        import re
+        for qtype in ["Q8_0", "Q4_0", "Q4_K_M"]:
+            with self.subTest(qtype=qtype):
+                out = os.path.join(self.tmp.name, f"ppl.{qtype}.gguf")
+                common.run_cli(["quantize", self.stories, out, qtype], timeout=300)
+                res = common.run_cli(["perplexity", "-m", out, "-f", DATA, "-c", PPL_CTX, "-t", "1"], timeout=300)
+                m = re.findall(r"Final estimate:\s*PPL\s*=\s*([-+0-9.eE]+)", res.text() + res.err())
+                self.assertTrue(m, "no final estimate from lmtk perplexity")
+                ours = float(m[-1])
+                with open(DATA, "rb") as f:
+                    tokens = common.cli_tokenize(out, f.read().decode("utf-8"))
+                theirs = llamacpp_perplexity(out, tokens, PPL_CTX, tokens[0])
+                rel = abs(ours - theirs) / theirs
+                print(f"  perplexity {qtype:7s}: lmtk {ours:.4f}, llama.cpp {theirs:.4f} (rel {rel:.2e})")
+                self.assertLessEqual(rel, PPL_REL_TOL)
 
     def test_stories260k_formats(self):
         # Q2_K/Q4_K_M here fall back to IQ4_NL / Q5_0 / Q8_0 / F16 (rows of 64 and 172).
