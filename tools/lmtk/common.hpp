@@ -5,7 +5,7 @@
 #include "args.hpp"
 
 #include <lmtk/lmtk.hpp>
-// Every format's kernels are compiled once, in kernels.cpp, not once per subcommand.
+// Every format's kernels are compiled once (src/default_kernels.cpp), not once per subcommand.
 #include <lmtk/quant/compile_once.hpp>
 
 #include <cstdint>
