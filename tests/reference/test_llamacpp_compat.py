@@ -5,7 +5,10 @@ spec text.
 
 llama-cpp-python compiles llama.cpp from source when installed (minutes), so CI does not
 install it: without it this test prints "SKIP: ..." and passes. To run it:
-    python -m venv venv && CMAKE_ARGS="-DGGML_NATIVE=ON" venv/bin/pip install llama-cpp-python numpy
+    python -m venv venv && CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON
+        -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF" venv/bin/pip install llama-cpp-python numpy
+(not GGML_NATIVE=ON on this machine: it builds ggml's AMX kernels, whose tile instructions raise
+SIGILL in this VM although CPUID reports AMX; bench/compare_llamacpp uses the same flags)
     LMTK_CLI=build/bin/lmtk venv/bin/python tests/reference/test_llamacpp_compat.py
 
 Perplexity: `lmtk perplexity -c 128` of files lmtk quantized equals llama.cpp's perplexity of the
