@@ -138,9 +138,9 @@ class LoadTest(unittest.TestCase):
 
             t0 = time.time()
             for _ in range(2):
-                with concurrent.futures.ThreadPoolExecutor(32) as ex:
-                    results = list(ex.map(one, range(32), timeout=300))
-                self.assertEqual(len(results), 32)
+                with concurrent.futures.ThreadPoolExecutor(64) as ex:  # the 64 clients
+                    results = list(ex.map(one, range(64), timeout=300))
+                self.assertEqual(len(results), 64)
                 self.assertTrue(all(results))
             self.assertLess(time.time() - t0, 300)
             # The slots shared forward passes: more rows than passes.
