@@ -77,7 +77,8 @@ class Server:
         # 256 MiB before it is reused, which the RSS checks would read as a leak; a small one
         # keeps them meaningful. Ignored by builds without ASan.
         env = dict(os.environ)
-        env.setdefault("ASAN_OPTIONS", "quarantine_size_mb=4:thread_local_quarantine_size_kb=64")
+        quarantine = "quarantine_size_mb=4:thread_local_quarantine_size_kb=64"
+        env["ASAN_OPTIONS"] = (env["ASAN_OPTIONS"] + ":" + quarantine) if env.get("ASAN_OPTIONS") else quarantine
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         threading.Thread(target=self._drain, daemon=True).start()
         try:
