@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 
 #include "support/models.hpp"
+#include "support/vocab_vectors.hpp"
 #include "support/safetensors_files.hpp"
 
 #include <algorithm>
@@ -23,41 +24,9 @@ namespace {
 namespace tk = lmtk::tokenize;
 using ids_t = std::vector<std::int32_t>;
 
-std::string read_all(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) FAIL("cannot open " << path);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-}
+using test_case = lmtk::test::vocab_case;
 
-struct test_case {
-    std::string text;
-    ids_t expected;
-};
-
-// Same framing as the SPM vectors: cases separated by "\n__ggml_vocab_test__\n"; .out has one line
-// of ids per case.
-std::vector<test_case> load_vectors(const std::string& gguf_path) {
-    const std::string inp = read_all(gguf_path + ".inp");
-    const std::string out = read_all(gguf_path + ".out");
-    constexpr std::string_view sep = "\n__ggml_vocab_test__\n";
-    std::vector<test_case> cases;
-    for (std::size_t pos = 0; pos < inp.size();) {
-        const std::size_t end = inp.find(sep, pos);
-        REQUIRE(end != std::string::npos);
-        cases.push_back({inp.substr(pos, end - pos), {}});
-        pos = end + sep.size();
-    }
-    std::istringstream lines(out);
-    std::string line;
-    std::size_t i = 0;
-    for (; std::getline(lines, line); ++i) {
-        REQUIRE(i < cases.size());
-        std::istringstream nums(line);
-        for (std::int32_t id; nums >> id;) cases[i].expected.push_back(id);
-    }
-    REQUIRE(i == cases.size());
-    return cases;
-}
+std::vector<test_case> load_vectors(const std::string& gguf_path) { return lmtk::test::load_vocab_vectors(gguf_path); }
 
 const std::string& gpt2_path() {
     static const std::string p = lmtk::test::model_path("vocab/ggml-vocab-gpt-2.gguf");

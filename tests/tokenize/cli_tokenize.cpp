@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "support/models.hpp"
+#include "support/vocab_vectors.hpp"
 
 #include <cstdio>
 #include <cstdlib>
@@ -16,12 +17,6 @@
 #include <unistd.h>  // getpid; popen/pclose come from <cstdio> on POSIX
 
 namespace {
-
-std::string read_all(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) FAIL("cannot open " << path);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 // Runs the CLI with `input` on stdin; returns its stdout, or fails the test on a non-zero exit.
 std::string run_cli(const std::string& cli, const std::string& flags, const std::string& input) {
@@ -44,13 +39,6 @@ std::string run_cli(const std::string& cli, const std::string& flags, const std:
     return out;
 }
 
-std::string ids_line(const std::string& expected_out_line) {
-    std::istringstream nums(expected_out_line);
-    std::string line;
-    for (long id; nums >> id;) line += (line.empty() ? "" : " ") + std::to_string(id);
-    return line + "\n";
-}
-
 }  // namespace
 
 TEST_CASE("lmtk tokenize: vocabulary-only GGUF, test vectors", "[tokenize][cli]") {
@@ -65,18 +53,13 @@ TEST_CASE("lmtk tokenize: vocabulary-only GGUF, test vectors", "[tokenize][cli]"
     CHECK(run_cli(cli, flags + " --no-bos", "Hello world!") == "15043 3186 29991\n");
     CHECK(run_cli(cli, flags + " --no-bos", "") == "\n");
 
-    // Every vector case through the binary: cases are followed by "\n__ggml_vocab_test__\n".
-    const std::string inp = read_all(model + ".inp");
-    std::istringstream out(read_all(model + ".out"));
-    constexpr std::string_view sep = "\n__ggml_vocab_test__\n";
-    std::size_t pos = 0, n = 0;
-    for (std::string expected; pos < inp.size() && std::getline(out, expected); ++n) {
-        const std::size_t end = inp.find(sep, pos);
-        REQUIRE(end != std::string::npos);
-        const std::string text = inp.substr(pos, end - pos);
-        pos = end + sep.size();
-        INFO("case " << n);
-        CHECK(run_cli(cli, flags + " --no-bos", text) == ids_line(expected));
+    // Every vector case through the binary.
+    std::size_t n = 0;
+    for (const lmtk::test::vocab_case& c : lmtk::test::load_vocab_vectors(model)) {
+        INFO("case " << n++);
+        std::string expected;
+        for (const std::int32_t id : c.expected) expected += (expected.empty() ? "" : " ") + std::to_string(id);
+        CHECK(run_cli(cli, flags + " --no-bos", c.text) == expected + "\n");
     }
     CHECK(n == 46);
 }

@@ -14,6 +14,7 @@
 
 #include "support/models.hpp"
 #include "support/temp_dir.hpp"
+#include "support/vocab_vectors.hpp"
 
 #include <filesystem>
 #include <fstream>
@@ -27,11 +28,7 @@ namespace {
 
 namespace tk = lmtk::tokenize;
 
-std::string read_all(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) FAIL("cannot open " << path);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-}
+using lmtk::test::read_all;
 
 void write_all(const std::string& path, const std::string& bytes) { std::ofstream(path, std::ios::binary) << bytes; }
 
@@ -87,22 +84,10 @@ TEST_CASE("tokenizer.model: the same pieces as libsentencepiece reads", "[tokeni
 
 TEST_CASE("tokenizer.model: the native tokenizer over it passes the llama-spm vectors", "[tokenize][sentencepiece_model]") {
     const auto tok = tk::tokenizer::from_vocab(tk::vocab_from_sentencepiece_model(model_file()), model_file());
-    const std::string inp = read_all(gguf_vocab() + ".inp"), out = read_all(gguf_vocab() + ".out");
-    constexpr std::string_view sep = "\n__ggml_vocab_test__\n";
-    std::istringstream lines(out);
-    std::size_t pos = 0, n = 0;
-    std::string line;
-    while (pos < inp.size()) {
-        const std::size_t end = inp.find(sep, pos);
-        REQUIRE(end != std::string::npos);
-        const std::string text = inp.substr(pos, end - pos);
-        pos = end + sep.size();
-        REQUIRE(std::getline(lines, line));
-        std::vector<std::int32_t> expected;
-        std::istringstream nums(line);
-        for (std::int32_t id; nums >> id;) expected.push_back(id);
-        INFO("case " << n << ": '" << text << "'");
-        CHECK(tok.encode(text, false) == expected);
+    std::size_t n = 0;
+    for (const lmtk::test::vocab_case& c : lmtk::test::load_vocab_vectors(gguf_vocab())) {
+        INFO("case " << n << ": '" << c.text << "'");
+        CHECK(tok.encode(c.text, false) == c.expected);
         ++n;
     }
     CHECK(n >= 40);
