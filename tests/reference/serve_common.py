@@ -39,7 +39,7 @@ def cli_path():
 def model_path(name="stories260K.gguf"):
     d = os.environ.get("LMTK_TEST_MODELS") or os.path.join(REPO_ROOT, "..", "shared", "models")
     p = os.path.join(os.path.abspath(d), name)
-    if not os.path.isfile(p):
+    if not os.path.exists(p):  # a file, or a Hugging Face folder
         raise FileNotFoundError(f"test model not found: {p} (set LMTK_TEST_MODELS)")
     return p
 

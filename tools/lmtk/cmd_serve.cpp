@@ -143,8 +143,9 @@ int serve_with(const args& a, const std::string& path, std::map<std::string, con
     std::fprintf(stderr,
                  "lmtk: OpenAI    %s/v1  (GET /v1/models, POST /v1/chat/completions, POST /v1/completions)\n"
                  "lmtk: Ollama    %s     (GET /api/tags, POST /api/show, /api/generate, /api/chat)\n"
-                 "lmtk: llama.cpp %s     (GET /health, /props, POST /tokenize, /detokenize, /completion)\n",
-                 base.c_str(), base.c_str(), base.c_str());
+                 "lmtk: llama.cpp %s     (GET /health, /props, POST /tokenize, /detokenize, /completion)\n"
+                 "lmtk: LMTP      ws://%s:%d/  (LMQL: GENERATE, SCORE, MODEL_INFO over a WebSocket on GET /)\n",
+                 base.c_str(), base.c_str(), base.c_str(), so.host.c_str(), port);
     std::fflush(stderr);
     srv.listen();
     return 0;

@@ -79,6 +79,11 @@ struct request {
     bool ignore_eos = false;
     sampling_params sampling;
     int top_logprobs = -1;              // < 0: no logprobs; else that many alternatives per token
+    // Scoring instead of generating (LMTP's SCORE): the last n_scored tokens of `prompt` are
+    // scored as its continuation. result.logprobs gets log P(prompt[i] | prompt[..i]) for each,
+    // with max(top_logprobs, 0) alternatives; nothing is generated and max_tokens is ignored.
+    // The very first token of a context has nothing to condition on and gets 0.
+    std::size_t n_scored = 0;
 };
 
 // Log-probabilities of one generated token under the model's distribution (raw logits plus
@@ -92,7 +97,10 @@ struct token_logprobs {
 struct result {
     std::string text;
     std::vector<std::int32_t> tokens;      // generated, an end-of-generation token excluded
-    std::vector<token_logprobs> logprobs;  // per generated token when requested
+    std::vector<token_logprobs> logprobs;  // per generated token when requested (per scored token when scoring)
+    // The end-of-generation token that ended it (finish end_of_text) with its logprobs when
+    // they were requested: the text APIs drop it, LMTP reports it as the stream's last token.
+    std::optional<token_logprobs> end_token;
     std::size_t n_prompt = 0;              // prompt tokens
     std::size_t n_cached = 0;              // of which came from the slot's cache
     finish_reason finish = finish_reason::none;
@@ -235,7 +243,9 @@ public:
     // (result.cancelled). Throws lmtk::error for a prompt that does not fit.
     result run(slot& sl, const request& rq, const on_text_fn& on_text) {
         if (rq.prompt.empty()) fail("the prompt is empty and the model adds no BOS token: nothing to condition on");
-        if (rq.prompt.size() >= ctx_.n_ctx())
+        if (rq.n_scored > rq.prompt.size())
+            fail("cannot score ", rq.n_scored, " tokens of a sequence of ", rq.prompt.size());
+        if (rq.prompt.size() > ctx_.n_ctx() || (rq.n_scored == 0 && rq.prompt.size() == ctx_.n_ctx()))
             fail("the prompt has ", rq.prompt.size(), " tokens, which does not fit in the context of ", ctx_.n_ctx(),
                  " tokens");
         for (const std::int32_t t : rq.prompt)
@@ -293,6 +303,8 @@ public:
         std::vector<std::int32_t> history;
         std::vector<token_logprobs> pending_lp;
         std::size_t fed = 0;        // prompt tokens in the cache
+        // Scoring: logits are wanted at positions [score_from, prompt.size() - 1).
+        std::size_t score_from = 0;
         std::size_t pending_fed = 0;  // prompt tokens in the pass being run
         bool started = false;
         std::int32_t last = -1;     // sampled, not yet run through the model
@@ -335,9 +347,12 @@ private:
     // weights stream once for all), then samples each slot that got logits.
     void schedule() {
         std::vector<model::batch_entry> batch;
-        std::vector<job*> want;        // jobs whose logits rows come back, in batch order
+        // Whose logits rows come back, in batch order, and for which prompt position (scoring)
+        // or npos (the row to sample the next token from).
+        std::vector<std::pair<job*, std::size_t>> want;
         std::vector<job*> in_batch;    // every job with rows in this step
         std::vector<job*> jobs;
+        std::vector<job*> scored;      // scoring jobs that end with this step
         for (;;) {
             jobs.clear();
             {
@@ -365,7 +380,7 @@ private:
                 if (!j->started) start(*j);
                 if (j->fed == j->rq.prompt.size() && j->last >= 0) {
                     batch.push_back({j->last, static_cast<std::uint32_t>(j->sl.index), true});
-                    want.push_back(j);
+                    want.emplace_back(j, npos);
                     in_batch.push_back(j);
                 }
             }
@@ -375,16 +390,20 @@ private:
             for (job* j : jobs) {
                 if (!j || j->fed == j->rq.prompt.size() || budget == 0) continue;
                 const std::size_t n = std::min(budget, j->rq.prompt.size() - j->fed);
+                const bool scoring = j->rq.n_scored > 0;
                 for (std::size_t k = 0; k < n; ++k) {
-                    const bool last = j->fed + k + 1 == j->rq.prompt.size();
-                    batch.push_back({j->rq.prompt[j->fed + k], static_cast<std::uint32_t>(j->sl.index), last});
-                    if (last) want.push_back(j);
+                    const std::size_t pos = j->fed + k;
+                    const bool last = pos + 1 == j->rq.prompt.size();
+                    const bool logits = scoring ? pos >= j->score_from && !last : last;
+                    batch.push_back({j->rq.prompt[pos], static_cast<std::uint32_t>(j->sl.index), logits});
+                    if (logits) want.emplace_back(j, scoring ? pos : npos);
                 }
                 budget -= n;
                 j->pending_fed = n;
                 in_batch.push_back(j);
             }
             if (batch.empty()) continue;
+            if (logits_.size() < want.size() * m_.n_vocab()) logits_.resize(want.size() * m_.n_vocab());
             try {
                 const std::size_t rows = ctx_.decode_batch(batch, logits_.data());
                 (void)rows;
@@ -419,9 +438,28 @@ private:
                     j->last = -1;
                 }
             }
-            for (std::size_t i = 0; i < want.size(); ++i)
-                step(*want[i], std::span<const float>(logits_.data() + i * m_.n_vocab(), m_.n_vocab()));
+            // Scoring jobs whose sequence is complete end after their rows are read. (Listed
+            // first: a generating job that step() finishes may be gone right after.)
+            scored.clear();
+            for (job* j : in_batch)
+                if (j->rq.n_scored > 0 && j->fed == j->rq.prompt.size()) scored.push_back(j);
+            for (std::size_t i = 0; i < want.size(); ++i) {
+                const std::span<const float> row(logits_.data() + i * m_.n_vocab(), m_.n_vocab());
+                if (want[i].second == npos)
+                    step(*want[i].first, row);
+                else
+                    score(*want[i].first, row, want[i].second);
+            }
+            for (job* j : scored) finish(*j, finish_reason::none);
         }
+    }
+
+    static constexpr std::size_t npos = static_cast<std::size_t>(-1);
+
+    // Scoring: the logits at `pos` give the log-probability of the token after it.
+    void score(job& j, std::span<const float> logits, std::size_t pos) {
+        const request& rq = j.rq;
+        j.r.logprobs.push_back(logprobs_of(logits, rq.sampling.logit_bias, rq.prompt[pos + 1], std::max(rq.top_logprobs, 0)));
     }
 
     // Prefix reuse: keep the longest prefix this slot's sequence already holds (at least one
@@ -432,6 +470,17 @@ private:
         std::size_t common = 0;
         while (common < sl.cached.size() && common < prompt.size() && sl.cached[common] == prompt[common]) ++common;
         if (common == prompt.size()) --common;
+        if (j.rq.n_scored > 0) {
+            // The logits of every position before a scored token must be computed afresh.
+            const std::size_t first_scored = prompt.size() - j.rq.n_scored;
+            j.score_from = first_scored == 0 ? 0 : first_scored - 1;
+            common = std::min(common, j.score_from);
+            if (first_scored == 0) {
+                token_logprobs unconditioned;
+                unconditioned.id = prompt[0];
+                j.r.logprobs.push_back(unconditioned);
+            }
+        }
         ctx_.truncate(common, sl.index);
         sl.cached.resize(common);
         j.fed = common;
@@ -449,7 +498,12 @@ private:
         const std::int32_t tok = j.sl.chain(logits, sc);
         if (rq.top_logprobs >= 0) j.pending_lp.push_back(logprobs_of(logits, rq.sampling.logit_bias, tok, rq.top_logprobs));
         if (!rq.ignore_eos && tok_.is_eog(tok)) {
-            if (!j.pending_lp.empty()) j.pending_lp.pop_back();  // the end token is not part of the output
+            j.r.end_token = token_logprobs{tok, 0.0f, {}};
+            if (!j.pending_lp.empty()) {
+                // The end token is not part of the output text; its logprobs stay in end_token.
+                j.r.end_token = std::move(j.pending_lp.back());
+                j.pending_lp.pop_back();
+            }
             finish(j, finish_reason::end_of_text);
             return;
         }

@@ -189,9 +189,12 @@ std::string digest(Service& svc) {
     return out;
 }
 
+// Ollama's liveness answer to a plain GET / (server.hpp routes "/": a WebSocket upgrade there is
+// LMTP).
+inline void root(httplib::Response& res) { res.set_content("Ollama is running", "text/plain"); }
+
 template <class Service>
 void add_routes(httplib::Server& http, Service& svc) {
-    http.Get("/", [](const httplib::Request&, httplib::Response& res) { res.set_content("Ollama is running", "text/plain"); });
     http.Get("/api/version", [](const httplib::Request&, httplib::Response& res) {
         res.set_content(dump({{"version", "0.6.0"}, {"lmtk", "0.1.0"}}), "application/json");
     });

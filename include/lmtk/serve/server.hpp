@@ -1,5 +1,6 @@
 #pragma once
-// lmtk::serve::server: one model behind the OpenAI, Ollama and llama.cpp HTTP APIs.
+// lmtk::serve::server: one model behind the OpenAI, Ollama and llama.cpp HTTP APIs, and LMQL's
+// LMTP as a WebSocket upgrade of GET / on the same port.
 //
 //   model::llama<Set, Target> m(path);
 //   auto tok = tokenize::load_tokenizer(m.source());
@@ -13,12 +14,14 @@
 // request has a thread (slots + queue) plus a few for cheap requests; a request beyond the
 // queue gets 503 at once. Every request is logged as one line on stderr.
 #include <lmtk/serve/llamacpp.hpp>
+#include <lmtk/serve/lmtp.hpp>
 #include <lmtk/serve/ollama.hpp>
 #include <lmtk/serve/openai.hpp>
 #include <lmtk/serve/service.hpp>
 
 #include <httplib.h>
 
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -70,6 +73,17 @@ public:
                 std::fprintf(stderr, "lmtk: %s %s %d %.1f ms%s%s\n", req.method.c_str(), req.path.c_str(), res.status, ms,
                              note.empty() ? "" : " ", note.c_str());
             });
+        http_.Get("/", [this](const httplib::Request& req, httplib::Response& res) {
+            if (!lmtp::is_upgrade(req)) return ollama::root(res);
+            // LMQL sends no credentials; with an API key the upgrade needs it like any request.
+            const std::string& key = svc_.options().api_key;
+            if (!key.empty() && req.get_header_value("Authorization") != "Bearer " + key) {
+                res.status = 401;
+                res.set_content("invalid or missing API key (send 'Authorization: Bearer <key>')", "text/plain");
+                return;
+            }
+            lmtp::serve_upgrade(svc_, req, res, stopping_);
+        });
         openai::add_routes(http_, svc_);
         ollama::add_routes(http_, svc_);
         llamacpp::add_routes(http_, svc_);
@@ -93,7 +107,10 @@ public:
         if (port_ < 0) bind();
         return http_.listen_after_bind();
     }
-    void stop() { http_.stop(); }
+    void stop() {
+        stopping_ = true;  // LMTP sessions notice within 200 ms
+        http_.stop();
+    }
 
 private:
     static std::chrono::steady_clock::time_point& started() {
@@ -119,6 +136,7 @@ private:
     }
 
     service_type svc_;
+    std::atomic<bool> stopping_{false};
     httplib::Server http_;
     int port_ = -1;
 };
