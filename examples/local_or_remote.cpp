@@ -1,9 +1,14 @@
-// One function template drives a local model or one behind an OpenAI-compatible server:
+// One function template drives a local model or one behind a server, by a command-line flag:
 //   local_or_remote --model FILE PROMPT
-//   local_or_remote --remote http://127.0.0.1:PORT PROMPT      (e.g. from `lmtk serve-model FILE --port PORT`)
-// Both decode greedily, so for the same model the two print the same text.
+//   local_or_remote --remote http://127.0.0.1:PORT PROMPT         OpenAI-compatible endpoint
+//   local_or_remote --lmtp 127.0.0.1:PORT TOKENIZER PROMPT        LMTP endpoint (LMQL's protocol)
+// (servers e.g. from `lmtk serve-model FILE --port PORT`, which offers both endpoints). LMTP
+// carries token ids, so that client tokenizes itself: TOKENIZER is the served model's file or
+// folder (a vocabulary-only GGUF works too). All decode greedily, so for the same model the
+// three print the same text.
 #include <lmtk/lmtk.hpp>
 #include <lmtk/serve/remote.hpp>
+#include <lmtk/serve/remote_lmtp.hpp>
 
 #include <iostream>
 #include <string>
@@ -21,17 +26,22 @@ void complete(G& model, const std::string& prompt) {
 }
 
 int main(int argc, char** argv) try {
-    const std::string how = argc == 4 ? argv[1] : "";
-    if (how != "--model" && how != "--remote") {
-        std::cerr << "usage: local_or_remote --model FILE | --remote http://127.0.0.1:PORT  PROMPT\n";
+    const std::string how = argc >= 4 ? argv[1] : "";
+    if (!((how == "--model" || how == "--remote") && argc == 4) && !(how == "--lmtp" && argc == 5)) {
+        std::cerr << "usage: local_or_remote --model FILE PROMPT\n"
+                     "       local_or_remote --remote http://127.0.0.1:PORT PROMPT\n"
+                     "       local_or_remote --lmtp 127.0.0.1:PORT TOKENIZER PROMPT\n";
         return 2;
     }
     if (how == "--model") {
         greedy_pipeline local(argv[2]);
         complete(local, argv[3]);
-    } else {
+    } else if (how == "--remote") {
         lmtk::remote_model remote(argv[2], {.sampling = {.temperature = 0.0f}});
         complete(remote, argv[3]);
+    } else {
+        lmtk::remote_lmtp_model remote(argv[2], lmtk::tokenize::load_tokenizer(argv[3]), {.temperature = 0.0f});
+        complete(remote, argv[4]);
     }
 } catch (const lmtk::error& e) {
     std::cerr << "error: " << e.what() << '\n';

@@ -7,6 +7,7 @@
 #ifdef LMTK_HAVE_SERVE
 #include <lmtk/lmtk.hpp>
 #include <lmtk/serve/remote.hpp>
+#include <lmtk/serve/remote_lmtp.hpp>
 
 #include "support/models.hpp"
 
@@ -22,6 +23,7 @@
 #include <sys/prctl.h>
 #endif
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <memory>
@@ -37,6 +39,7 @@ namespace {
 using greedy_pipeline = lmtk::pipeline<lmtk::quant::default_set, lmtk::target::cpu<>, lmtk::sample::chain<lmtk::sample::greedy>>;
 static_assert(lmtk::text_generator<greedy_pipeline>);
 static_assert(lmtk::text_generator<lmtk::remote_model>);
+static_assert(lmtk::text_generator<lmtk::remote_lmtp_model>);
 
 constexpr std::size_t n_ctx = 64;  // small, so that a too-long prompt is cheap to write
 
@@ -290,6 +293,84 @@ TEST_CASE("an abandoned stream ends its request at once", "[serve][remote]") {
     CHECK(s < 5.0);
     const lmtk::generate_options opt{.max_tokens = 8};
     CHECK(remote.generate("Once upon a time", opt).text == local().generate("Once upon a time", opt).text);
+}
+
+// ---- the same model over LMTP: ids on the wire, tokenized here with the model's own vocabulary --
+
+lmtk::remote_lmtp_model lmtp_remote() {
+    return lmtk::remote_lmtp_model("127.0.0.1:" + std::to_string(server().port()),
+                                   lmtk::tokenize::load_tokenizer(lmtk::test::model_path("stories260K.gguf")));
+}
+
+TEST_CASE("LMTP: greedy remote generate matches the local pipeline, tokens included", "[serve][remote][lmtp]") {
+    auto remote = lmtp_remote();
+    for (const char* prompt : {"Once upon a time", "The little dog"}) {
+        CAPTURE(prompt);
+        const lmtk::generate_options opt{.max_tokens = 24};
+        const lmtk::completion want = local().generate(prompt, opt);
+        const lmtk::completion got = remote.generate(prompt, opt);
+        CHECK(got.text == want.text);
+        CHECK(got.tokens == want.tokens);
+        CHECK(got.finish == want.finish);
+        CHECK(got.n_prompt_tokens == want.n_prompt_tokens);
+        CHECK(got.time.n_eval == want.tokens.size());
+        INFO(server().log());
+    }
+    // Every URL form LMQL accepts for an endpoint.
+    for (const std::string pre : {"ws://", "http://"}) {
+        lmtk::remote_lmtp_model m(pre + "127.0.0.1:" + std::to_string(server().port()) + "/", remote.tokenizer());
+        CHECK(m.generate("Once upon a time", {.max_tokens = 6}).tokens == local().generate("Once upon a time", {.max_tokens = 6}).tokens);
+    }
+}
+
+TEST_CASE("LMTP: streams, stop strings, the context limit", "[serve][remote][lmtp]") {
+    auto remote = lmtp_remote();
+    const lmtk::generate_options opt{.max_tokens = 20};
+    CHECK(streamed(remote, "The little dog", opt) == streamed(local(), "The little dog", opt));
+
+    const std::string prompt = "Once upon a time";
+    const std::string full = local().generate(prompt, {.max_tokens = 40}).text;
+    REQUIRE(full.size() > 12);
+    const std::string stop = full.substr(full.size() / 2, 3);
+    const lmtk::completion r = remote.generate(prompt, {.max_tokens = 40, .stop = {stop}});
+    CHECK(r.text == full.substr(0, full.find(stop)));
+    CHECK(r.finish == lmtk::finish_reason::stop_string);
+
+    // max_tokens < 0: until the context is full (the server tells its size), the end token banned.
+    const lmtk::completion all = remote.generate(prompt, {.max_tokens = -1, .ignore_eos = true});
+    CHECK(all.finish == lmtk::finish_reason::context_full);
+    CHECK(all.n_prompt_tokens + all.tokens.size() == n_ctx);
+    // LMTP refuses prompt + max_tokens beyond the context, so it stops one token before a local
+    // pipeline, which also samples from the logits of the context's last position.
+    const lmtk::completion local_all = local().generate(prompt, {.max_tokens = -1, .ignore_eos = true});
+    REQUIRE(local_all.tokens.size() == all.tokens.size() + 1);
+    CHECK(std::equal(all.tokens.begin(), all.tokens.end(), local_all.tokens.begin()));
+}
+
+TEST_CASE("LMTP: errors and scoring", "[serve][remote][lmtp]") {
+    auto remote = lmtp_remote();
+    std::string long_prompt;
+    for (int i = 0; i < 40; ++i) long_prompt += "Once upon a time there was a dog. ";
+    CHECK_THROWS_WITH(remote.generate(long_prompt, {.max_tokens = 4}), Contains("exceed the context of 64 tokens"));
+    CHECK_THROWS_WITH(remote.stream(long_prompt, {.max_tokens = 4}), Contains("exceed the context"));
+    CHECK_THROWS_WITH(lmtk::remote_lmtp_model("127.0.0.1:" + std::to_string(closed_port()), remote.tokenizer()).generate("x"),
+                      Contains("cannot connect"));
+    CHECK_THROWS_AS(lmtk::remote_lmtp_model("127.0.0.1", remote.tokenizer()), lmtk::error);
+
+    // Scores of the greedy continuation: each is the best token's log-probability, so it is at
+    // least that of any other token put in its place.
+    const auto& tok = remote.tokenizer();
+    const auto prompt = tok.encode("Once upon a time", true);
+    const lmtk::completion c = local().generate("Once upon a time", {.max_tokens = 6});
+    const std::vector<float> lp = remote.score(prompt, c.tokens);
+    REQUIRE(lp.size() == c.tokens.size());
+    for (std::size_t i = 0; i < lp.size(); ++i) {
+        CHECK(lp[i] <= 0.0f);
+        std::vector<std::int32_t> other(c.tokens.begin(), c.tokens.begin() + std::ptrdiff_t(i) + 1);
+        other.back() = (other.back() + 1) % std::int32_t(tok.size());
+        CHECK(remote.score(prompt, other).back() <= lp[i] + 1e-5f);
+    }
+    CHECK(remote.generate("Once", {.max_tokens = 3}).tokens.size() == 3);  // still serving
 }
 
 // A scripted server for what the real one does not do on demand: events split at odd places,

@@ -124,10 +124,16 @@ public:
     }
 
     bool open() const noexcept { return !closed_.load(); }
+    bool timed_out() const noexcept { return timed_out_; }
 
     // The next data message; nullopt once the peer closed, the connection broke, a protocol
-    // error happened (the peer then gets a close frame with its code) or `stop` became true.
-    std::optional<message> receive(const std::atomic<bool>* stop = nullptr) {
+    // error happened (the peer then gets a close frame with its code), `stop` became true or
+    // nothing arrived for `timeout` (then timed_out() is true and the connection stays usable).
+    std::optional<message> receive(const std::atomic<bool>* stop = nullptr,
+                                   std::chrono::milliseconds timeout = std::chrono::milliseconds::max()) {
+        timed_out_ = false;
+        deadline_ = timeout == std::chrono::milliseconds::max() ? std::chrono::steady_clock::time_point::max()
+                                                                : std::chrono::steady_clock::now() + timeout;
         std::optional<message> partial;
         while (open()) {
             frame f;
@@ -189,6 +195,10 @@ private:
     bool fill(std::size_t n, const std::atomic<bool>* stop) {
         while (in_.size() - pos_ < n) {
             if (stop && stop->load()) return false;
+            if (std::chrono::steady_clock::now() >= deadline_) {
+                timed_out_ = true;
+                return false;
+            }
             pollfd p{fd_, POLLIN, 0};
             const int r = ::poll(&p, 1, 200);
             if (r < 0 && errno == EINTR) continue;
@@ -299,6 +309,8 @@ private:
     std::chrono::milliseconds send_timeout_;
     std::string in_;
     std::size_t pos_ = 0;
+    bool timed_out_ = false;
+    std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
     std::atomic<bool> closed_{false};
     std::mutex send_mu_;
     std::mt19937 mask_gen_{std::random_device{}()};
