@@ -23,6 +23,7 @@
 #include <lmtk/tokenize/tokenize.hpp>
 #include <lmtk/tokenize/load.hpp>
 #include <lmtk/sample/sample.hpp>
+#include <lmtk/sample/json_constraint.hpp>
 #include <lmtk/generate/timings.hpp>
 #include <lmtk/generate/text_stream.hpp>
 #include <lmtk/generate/pipeline.hpp>

@@ -160,3 +160,50 @@ class Server:
 
     def post(self, path, obj, timeout=60):
         return self.request("POST", path, obj if isinstance(obj, (str, bytes)) else json.dumps(obj), timeout=timeout)
+
+
+def json_object_prefix(text):
+    """True when `text` is one JSON object, or a prefix that some suffix completes to one.
+
+    Independent of the server's recogniser: Python's json module decides, on the text plus each
+    of a few candidate endings (finish a literal, number, string, key or value) followed by the
+    closers its open brackets need."""
+    import json as _json
+    s = text.lstrip()
+    if not s.startswith("{"):
+        return False
+
+    def is_object(t):
+        try:
+            return isinstance(_json.loads(t), dict)
+        except ValueError:
+            return False
+
+    if is_object(s):
+        return True
+    stack, in_str, esc = [], False, False
+    for c in s:
+        if in_str:
+            if esc:
+                esc = False
+            elif c == "\\":
+                esc = True
+            elif c == '"':
+                in_str = False
+        elif c == '"':
+            in_str = True
+        elif c in "{[":
+            stack.append(c)
+        elif c in "}]":
+            if not stack:
+                return False
+            stack.pop()
+    closers = "".join("}" if b == "{" else "]" for b in reversed(stack))
+    heads = ["", "0", "null", "rue", "ue", "e", "alse", "lse", "se", "ull", "ll", "l", '"k":0', '"', "0000"]
+    if esc:  # inside a string, right after a backslash
+        heads = ["n" + h for h in heads]
+    for h in heads:
+        for mid in ("", '"', ":0", '":0', '"0', '":0}', "0"):
+            if is_object(s + h + mid + closers):
+                return True
+    return False

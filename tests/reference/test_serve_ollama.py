@@ -84,9 +84,26 @@ class OllamaTest(unittest.TestCase):
         self.assertEqual(parts[-1].eval_count, 12)
         self.assertTrue("".join(p.message.content for p in parts))
 
-    def test_format_json_accepted(self):
-        r = self.client.generate(model="stories260K", prompt="{", format="json", options={"num_predict": 4})
-        self.assertTrue(r.done)
+    def test_format_json_is_enforced(self):
+        # A story model left alone writes prose; constrained, every output is a JSON object or a
+        # prefix of one (cut by num_predict), checked by Python's json module (serve_common).
+        for fmt in ("json", {"type": "object", "properties": {"name": {"type": "string"}}}):
+            for options in ({"num_predict": 60, "temperature": 0}, {"num_predict": 60, "temperature": 1.0, "seed": 7}):
+                r = self.client.generate(model="stories260K", prompt="Once upon a time", format=fmt, options=options)
+                self.assertTrue(serve_common.json_object_prefix(r.response), r.response)
+                if r.done_reason == "stop":
+                    self.assertIsInstance(json.loads(r.response), dict)
+        free = self.client.generate(model="stories260K", prompt="Once upon a time", options={"num_predict": 20, "temperature": 0})
+        self.assertFalse(serve_common.json_object_prefix(free.response))  # the constraint did the work
+        chat = self.client.chat(model="stories260K", messages=[{"role": "user", "content": "Lily"}], format="json",
+                                options={"num_predict": 40, "temperature": 0})
+        self.assertTrue(serve_common.json_object_prefix(chat.message.content), chat.message.content)
+        # With room to finish, a closed object ends the generation ("stop", not "length").
+        r = self.client.generate(model="stories260K", prompt="Once upon a time", format="json",
+                                 options={"num_predict": 400, "temperature": 0.7, "seed": 11, "top_k": 5})
+        self.assertTrue(serve_common.json_object_prefix(r.response), r.response)
+        if r.done_reason == "stop":
+            self.assertIsInstance(json.loads(r.response), dict)
 
     def test_errors(self):
         with self.assertRaises(ollama.ResponseError) as cm:

@@ -118,6 +118,15 @@ class OpenAITest(unittest.TestCase):
         r = self.client.completions.create(logit_bias={str(top_id): -100}, **kw)
         self.assertNotEqual(r.choices[0].text, first)
 
+    def test_response_format_json_object(self):
+        r = self.client.chat.completions.create(model="stories", messages=[{"role": "user", "content": "Lily"}],
+                                                response_format={"type": "json_object"}, max_tokens=50, temperature=0)
+        text = r.choices[0].message.content
+        self.assertTrue(serve_common.json_object_prefix(text), text)
+        with self.assertRaises(openai.BadRequestError):
+            self.client.chat.completions.create(model="stories", messages=[{"role": "user", "content": "x"}],
+                                                response_format={"type": "yaml"}, max_tokens=2)
+
     def test_errors_are_openai_errors(self):
         with self.assertRaises(openai.BadRequestError) as cm:
             self.client.chat.completions.create(model="stories", messages=[{"role": "user", "content": "x"}],

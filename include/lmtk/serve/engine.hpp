@@ -21,6 +21,7 @@
 #include <lmtk/generate/text_stream.hpp>
 #include <lmtk/generate/timings.hpp>
 #include <lmtk/model/llama.hpp>
+#include <lmtk/sample/json_constraint.hpp>
 #include <lmtk/sample/sample.hpp>
 #include <lmtk/tokenize/load.hpp>
 #include <lmtk/tokenize/tokenize.hpp>
@@ -55,9 +56,10 @@ namespace s = lmtk::sample;
 using tokenizer_t = std::remove_cvref_t<decltype(tokenize::load_tokenizer(std::declval<const model::weight_source&>()))>;
 
 // The one chain every slot runs; a request sets each stage's parameters. Order as llama.cpp:
-// bias, penalties, top-k, top-p, min-p, temperature, draw. temperature <= 0 leaves only the
-// argmax, so the draw is then greedy.
-using server_chain = s::chain<s::logit_bias, s::repetition_penalty, s::top_k, s::top_p, s::min_p, s::temperature, s::dist>;
+// bias, grammar (here: the JSON constraint, off unless asked for), penalties, top-k, top-p,
+// min-p, temperature, draw. temperature <= 0 leaves only the argmax, so the draw is then greedy.
+using server_chain = s::chain<s::logit_bias, s::json_constraint, s::repetition_penalty, s::top_k, s::top_p, s::min_p,
+                              s::temperature, s::dist>;
 
 struct sampling_params {
     float temperature = 0.8f;
@@ -79,6 +81,7 @@ struct request {
     bool ignore_eos = false;
     sampling_params sampling;
     int top_logprobs = -1;              // < 0: no logprobs; else that many alternatives per token
+    bool json_object = false;           // constrain the output to one JSON object (sample::json_constraint)
     // Scoring instead of generating (LMTP's SCORE): the last n_scored tokens of `prompt` are
     // scored as its continuation. result.logprobs gets log P(prompt[i] | prompt[..i]) for each,
     // with max(top_logprobs, 0) alternatives; nothing is generated and max_tokens is ignored.
@@ -146,6 +149,12 @@ public:
             slots_.back()->index = i;
         }
         logits_.resize(opt_.n_slots * std::size_t(m.n_vocab()));
+        json_vocab_.pieces.resize(tok_.size());
+        json_vocab_.is_end.resize(tok_.size());
+        for (std::size_t i = 0; i < tok_.size(); ++i) {
+            json_vocab_.pieces[i] = tok_.piece(static_cast<std::int32_t>(i));
+            json_vocab_.is_end[i] = tok_.is_eog(static_cast<std::int32_t>(i));
+        }
         scheduler_ = std::thread([this] { schedule(); });
     }
     engine(const engine&) = delete;
@@ -254,6 +263,8 @@ public:
         configure(sl, rq.sampling);  // the slot is ours and idle: the scheduler does not touch it
 
         job j(rq, sl);
+        sl.chain.template get<s::json_constraint>() =
+            rq.json_object ? s::json_constraint{&json_vocab_, &j.json} : s::json_constraint{};
         {
             std::lock_guard lock(sched_mu_);
             sl.active = &j;
@@ -302,6 +313,7 @@ public:
         text_stream text;
         std::vector<std::int32_t> history;
         std::vector<token_logprobs> pending_lp;
+        s::json_prefix json;        // what the output holds so far, when it must be JSON
         std::size_t fed = 0;        // prompt tokens in the cache
         // Scoring: logits are wanted at positions [score_from, prompt.size() - 1).
         std::size_t score_from = 0;
@@ -509,6 +521,7 @@ private:
         }
         j.r.tokens.push_back(tok);
         j.history.push_back(tok);
+        if (rq.json_object) j.json.feed(json_vocab_.pieces[std::size_t(tok)]);
         if (rq.top_logprobs >= 0) j.r.logprobs.push_back(j.pending_lp.back());
         std::string out;
         const bool stopped = j.text.push(tok_.piece(tok), out);
@@ -665,7 +678,8 @@ private:
     engine_options opt_;
     context_type ctx_;                    // one sequence per slot
     std::vector<std::unique_ptr<slot>> slots_;
-    std::vector<float> logits_;           // one row per slot that asked for logits this pass
+    std::vector<float> logits_;           // one row per logits row of the pass
+    s::json_vocab json_vocab_;            // token bytes for the JSON constraint
     // Admission (engine lock).
     mutable std::mutex mu_;
     std::condition_variable cv_;

@@ -8,8 +8,8 @@
 // `options`: num_predict, temperature, top_k, top_p, min_p, seed, stop, repeat_penalty,
 // repeat_last_n, presence_penalty, frequency_penalty; every other key (num_ctx, num_thread,
 // mirostat, ...) is ignored, as Ollama clients expect. A known key with a wrong type is a 400.
-// `format` ("json" or a schema): accepted, not enforced - lmtk has no grammar-constrained
-// sampler yet, so the text is returned as generated (stated in /api/show's capabilities too).
+// `format`: "json" or a JSON schema object constrains the output to one JSON object
+// (sample::json_constraint); a schema's own structure is not enforced (stated in /api/show).
 // Any `model` name is served by the one loaded model and echoed back.
 #include <lmtk/serve/service.hpp>
 
@@ -51,8 +51,12 @@ void read_common(Service& svc, const fields& f, parsed& p) {
     p.rq = svc.new_request();
     p.stream = f.boolean("stream").value_or(true);
     p.model = f.string("model").value_or(svc.model_id());
-    if (const json* fmt = f.find("format"); fmt && !fmt->is_string() && !fmt->is_object())
-        f.bad("format", "must be \"json\" or a JSON schema object", *fmt);
+    if (const json* fmt = f.find("format")) {
+        if (fmt->is_object()) p.rq.json_object = true;
+        else if (fmt->is_string() && *fmt == "json") p.rq.json_object = true;
+        else if (!(fmt->is_string() && fmt->get_ref<const std::string&>().empty()))
+            f.bad("format", "must be \"json\" or a JSON schema object", *fmt);
+    }
     if (const json* o = f.object("options")) {
         const fields of(*o, "options.");
         read_sampling(of, p.rq.sampling);
@@ -264,7 +268,7 @@ void add_routes(httplib::Server& http, Service& svc) {
                               {"lmtk", {{"model", name},
                                         {"chat_format", to_string(svc.format())},
                                         {"chat_format_description", describe(svc.format())},
-                                        {"format_json", "accepted, not enforced (no grammar-constrained sampling)"}}}}),
+                                        {"format_json", "enforced: the output is one JSON object; a schema's structure is not enforced"}}}}),
                         "application/json");
     }));
 

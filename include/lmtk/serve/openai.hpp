@@ -7,8 +7,10 @@
 // presence/frequency_penalty, logit_bias (object form; llama.cpp's array form too),
 // logprobs + top_logprobs (chat) / logprobs: k (legacy), echo (legacy), and llama.cpp's extra
 // sampling fields (top_k, min_p, repeat_penalty, ...). Errors are OpenAI error objects.
-// Differences: the default temperature is the server's (0.8, like llama.cpp); tools and
-// response_format are accepted and ignored (no grammar-constrained sampling yet).
+// response_format {"type": "json_object"} (or "json_schema") constrains the output to one JSON
+// object; a schema's own structure is not enforced.
+// Differences: the default temperature is the server's (0.8, like llama.cpp); tools are
+// accepted and ignored.
 #include <lmtk/serve/service.hpp>
 
 #include <httplib.h>
@@ -107,6 +109,12 @@ void read_common(Service& svc, const fields& f, parsed& p) {
     p.rq.stop = f.strings("stop");
     if (p.rq.stop.size() > 16) bad_request("stop", "'stop' takes at most 16 strings");
     if (auto v = f.boolean("ignore_eos")) p.rq.ignore_eos = *v;
+    if (const json* rf = f.object("response_format")) {
+        const fields rff(*rf, "response_format.");
+        const std::string type = rff.string("type").value_or("text");
+        if (type == "json_object" || type == "json_schema") p.rq.json_object = true;
+        else if (type != "text") rff.bad("type", "must be \"text\", \"json_object\" or \"json_schema\"", *rff.find("type"));
+    }
     p.stream = f.boolean("stream").value_or(false);
     if (const json* so = f.object("stream_options")) {
         const fields sf(*so, "stream_options.");
