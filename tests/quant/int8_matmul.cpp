@@ -64,7 +64,7 @@ TEMPLATE_TEST_CASE("matmul_act matches the int8 reference", "[quant][int8]", q8_
         const auto wf = random_floats(rows * cols, g, 0.05f);
         std::vector<typename TestType::block> w(rows * nb);
         TestType::quantize_row(wf.data(), w.data(), w.size());
-        for (const std::size_t n_tok : {std::size_t{1}, std::size_t{4}, std::size_t{7}}) {
+        for (const std::size_t n_tok : {std::size_t{1}, std::size_t{4}, std::size_t{7}, std::size_t{8}, std::size_t{13}}) {
             const auto x = random_floats(n_tok * cols, g);
             const std::size_t stride = ops->act_row_bytes(cols);
             std::vector<std::byte> xa(n_tok * stride);

@@ -12,12 +12,15 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include <xsimd/xsimd.hpp>
+
+#include <sys/resource.h>
 
 namespace lmtk::cli {
 
@@ -52,6 +55,21 @@ std::vector<std::size_t> parse_list(const std::string& s, const char* flag) {
         start = comma + 1;
     }
     return out;
+}
+
+// The process's peak resident set so far (Linux VmHWM; getrusage elsewhere), in bytes.
+std::uint64_t peak_rss_bytes() {
+    if (std::FILE* f = std::fopen("/proc/self/status", "r")) {
+        char line[256];
+        unsigned long long kb = 0;
+        while (std::fgets(line, sizeof line, f))
+            if (std::sscanf(line, "VmHWM: %llu kB", &kb) == 1) break;
+        std::fclose(f);
+        if (kb) return kb * 1024;
+    }
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return std::uint64_t(u.ru_maxrss) * 1024;
 }
 
 // STREAM-style read bandwidth: every thread sums its share of a buffer far larger than the
@@ -195,6 +213,16 @@ int cmd_bench(const argv_t& argv) {
             r->bytes_per_token = double(m.weight_bytes()) + kv_bytes;
         }
 
+        // Peak resident memory of everything so far (load and every run), read before the
+        // bandwidth test's buffer exists. The budget it is compared with: the model file (mmapped:
+        // its pages count once they are read) plus the KV cache.
+        const std::uint64_t peak_rss = peak_rss_bytes();
+        std::error_code ec;
+        std::uint64_t file_bytes = std::filesystem::is_regular_file(path, ec) ? std::filesystem::file_size(path, ec) : 0;
+        if (ec || file_bytes == 0) file_bytes = model_size;
+        const std::uint64_t kv_budget = model::kv_cache<KV>::bytes_needed(hp.n_layer, ctx.n_ctx(), hp.kv_dim());
+        const double rss_ratio = double(peak_rss) / double(file_bytes + kv_budget);
+
         double bw = 0;
         if (!a.has("--no-bandwidth")) {
             core::thread_pool pool(n_threads);
@@ -221,6 +249,8 @@ int cmd_bench(const argv_t& argv) {
                 std::printf("    \"samples_ts\": [");
                 for (std::size_t k = 0; k < r.ts.samples.size(); ++k) std::printf("%s%.6f", k ? ", " : "", r.ts.samples[k]);
                 std::printf("],\n    \"load_ms\": %.3f,\n    \"read_bw_gbs\": %.3f", load_ms, bw / 1e9);
+                std::printf(",\n    \"peak_rss_bytes\": %llu,\n    \"rss_over_file_and_kv\": %.4f", (unsigned long long)peak_rss,
+                            rss_ratio);
                 if (r.n_gen) {
                     std::printf(",\n    \"bytes_per_token\": %.0f,\n    \"bw_share\": %.4f", r.bytes_per_token,
                                 bw > 0 ? r.bytes_per_token * r.ts.mean / bw : 0.0);
@@ -248,7 +278,8 @@ int cmd_bench(const argv_t& argv) {
         }
         std::printf("\nload %.1f ms; bytes read per generated token: weights %.1f MiB", load_ms, double(m.weight_bytes()) / (1 << 20));
         if (bw > 0) std::printf("; read bandwidth (%zu threads, STREAM-style sum): %.1f GB/s", n_threads, bw / 1e9);
-        std::printf("\n");
+        std::printf("\npeak RSS %.1f MiB = %.3f x (model file %.1f MiB + KV cache %.1f MiB)\n", double(peak_rss) / (1 << 20),
+                    rss_ratio, double(file_bytes) / (1 << 20), double(kv_budget) / (1 << 20));
         return 0;
     });
 }

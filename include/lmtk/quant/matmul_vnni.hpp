@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include <lmtk/quant/act_q8.hpp>
 #include <lmtk/quant/q4_0.hpp>
@@ -311,6 +312,168 @@ void tile_q6_k(const q6_k::block* const (&w)[R], const act_q8::row (&x)[T], std:
         for (int t = 0; t < T; ++t) out[r][t] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
+// ---- prefill GEMM over packed panels --------------------------------------------------------
+// The tiles above put one row's elements across the 16 lanes, so every (row, token) pair pays
+// for its own convert, scale and FMA per pair of blocks (4 instructions per 64 products). For
+// a batch of tokens it pays to turn the weights sideways first, as BLAS libraries pack a panel
+// of A: 16 rows interleaved 4 bytes at a time, so that lane r of one vpdpbusd is row r and the
+// activation operand is 4 bytes broadcast from memory. A block's 8 vpdpbusd then leave the 16
+// rows' integer dots in one register, and one convert + one scale + one FMA finish 16 rows at
+// once. The panel (16 rows x all columns; 40 KB for 4096 Q4_0 columns) is packed per call
+// into a thread-local buffer and stays in L1/L2 while every token passes over it, so the
+// packing costs one extra pass over the weights per call: nothing next to 8+ tokens of work.
+// Weights in memory are never changed or copied whole (mmap stays the only copy).
+
+inline constexpr int panel_rows = 16;
+// From this many tokens on, packing pays (measured with bench/quant_kernels, bm_matmul_act).
+inline constexpr std::size_t packed_min_tokens = 8;
+
+// Q4_0, per block: the 16 rows' scales as floats and their 16 quant bytes as four 64-byte
+// vectors, q[k][r] = bytes 4k .. 4k + 3 of row r (low nibbles: elements 4k.., high: 16 + 4k..).
+struct alignas(64) q4_0_panel_block {
+    float d[panel_rows];
+    std::uint32_t q[4][panel_rows];
+};
+static_assert(sizeof(q4_0_panel_block) == 320);
+
+inline void pack_q4_0(const q4_0::block* rows, std::size_t nb, std::size_t n_rows, q4_0_panel_block* out) noexcept {
+    for (std::size_t b = 0; b < nb; ++b) {
+        q4_0_panel_block& p = out[b];
+        for (std::size_t r = 0; r < panel_rows; ++r) {
+            if (r < n_rows) {
+                const q4_0::block& blk = rows[r * nb + b];
+                p.d[r] = _cvtsh_ss(blk.d);
+                for (int k = 0; k < 4; ++k) std::memcpy(&p.q[k][r], blk.qs + 4 * k, 4);
+            } else {
+                p.d[r] = 0.0f;  // rows past the end contribute nothing and are not stored
+                for (int k = 0; k < 4; ++k) p.q[k][r] = 0;
+            }
+        }
+    }
+}
+
+// Q4_K, per chunk of 64 elements (two sub-blocks A = 2c and B = 2c + 1 of a super-block): the
+// 16 rows' d * sc and dmin * m of both as floats, and q[k][r] = bytes 32c + 4k .. + 3 of row r
+// (low nibbles: A's elements 4k.., high nibbles: B's).
+struct alignas(64) q4_k_panel_chunk {
+    float scale[2][panel_rows];
+    float min[2][panel_rows];
+    std::uint32_t q[8][panel_rows];
+};
+static_assert(sizeof(q4_k_panel_chunk) == 768);
+
+inline void pack_q4_k(const q4_k::block* rows, std::size_t nb, std::size_t n_rows, q4_k_panel_chunk* out) noexcept {
+    for (std::size_t b = 0; b < nb; ++b)
+        for (std::size_t c = 0; c < 4; ++c) {
+            q4_k_panel_chunk& p = out[b * 4 + c];
+            for (std::size_t r = 0; r < panel_rows; ++r) {
+                if (r >= n_rows) {
+                    for (int h = 0; h < 2; ++h) p.scale[h][r] = p.min[h][r] = 0.0f;
+                    for (int k = 0; k < 8; ++k) p.q[k][r] = 0;
+                    continue;
+                }
+                const q4_k::block& blk = rows[r * nb + b];
+                const float d = _cvtsh_ss(blk.d), dmin = _cvtsh_ss(blk.dmin);
+                for (std::size_t h = 0; h < 2; ++h) {
+                    const auto [sc, m] = quant::detail::get_scale_min_k4(2 * c + h, blk.scales);
+                    p.scale[h][r] = d * static_cast<float>(sc);
+                    p.min[h][r] = dmin * static_cast<float>(m);
+                }
+                for (int k = 0; k < 8; ++k) std::memcpy(&p.q[k][r], blk.qs + 32 * c + 4 * k, 4);
+            }
+        }
+}
+
+inline __m512i broadcast_word(const std::int8_t* p) noexcept {
+    std::int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+// T tokens over one Q4_0 panel: acc[t] lane r = dot(row r, token t).
+template <int T>
+void panel_q4_0(const q4_0_panel_block* p, std::size_t nb, const act_q8::row (&x)[T], __m512 (&acc)[T]) noexcept {
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    for (std::size_t b = 0; b < nb; ++b) {
+        __m512i lo[4], hi[4];
+        for (int k = 0; k < 4; ++k) {
+            const __m512i v = _mm512_load_si512(p[b].q[k]);
+            lo[k] = _mm512_and_si512(v, low4);
+            hi[k] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+        }
+        const __m512 d = _mm512_load_ps(p[b].d);
+        for (int t = 0; t < T; ++t) {
+            const std::int8_t* xq = x[t].qs + b * 32;
+            // The nibbles are q + 8: start from -8 * sum(x) (Q4_0's zero point).
+            __m512i dot = _mm512_set1_epi32(-8 * x[t].sum[b]);
+            for (int k = 0; k < 4; ++k) dot = _mm512_dpbusd_epi32(dot, lo[k], broadcast_word(xq + 4 * k));
+            for (int k = 0; k < 4; ++k) dot = _mm512_dpbusd_epi32(dot, hi[k], broadcast_word(xq + 16 + 4 * k));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(d, _mm512_set1_ps(x[t].d[b])), acc[t]);
+        }
+    }
+}
+
+// T tokens over one Q4_K panel (nb super-blocks = 4 * nb chunks).
+template <int T>
+void panel_q4_k(const q4_k_panel_chunk* p, std::size_t nb, const act_q8::row (&x)[T], __m512 (&acc)[T]) noexcept {
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    for (std::size_t c = 0; c < 4 * nb; ++c) {
+        __m512i lo[8], hi[8];
+        for (int k = 0; k < 8; ++k) {
+            const __m512i v = _mm512_load_si512(p[c].q[k]);
+            lo[k] = _mm512_and_si512(v, low4);
+            hi[k] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+        }
+        const __m512 sa = _mm512_load_ps(p[c].scale[0]), sb = _mm512_load_ps(p[c].scale[1]);
+        const __m512 ma = _mm512_load_ps(p[c].min[0]), mb = _mm512_load_ps(p[c].min[1]);
+        const std::size_t a = 2 * c;  // activation block of sub-block A; B's is a + 1
+        for (int t = 0; t < T; ++t) {
+            const std::int8_t* xq = x[t].qs + a * 32;
+            __m512i da = _mm512_setzero_si512(), db = _mm512_setzero_si512();
+            for (int k = 0; k < 8; ++k) {
+                da = _mm512_dpbusd_epi32(da, lo[k], broadcast_word(xq + 4 * k));
+                db = _mm512_dpbusd_epi32(db, hi[k], broadcast_word(xq + 32 + 4 * k));
+            }
+            // d sc sum(q x) - dmin m sum(x), with sum(x) = ds / d of the activation block.
+            __m512 r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(da), _mm512_mul_ps(sa, _mm512_set1_ps(x[t].d[a])), acc[t]);
+            r = _mm512_fnmadd_ps(ma, _mm512_set1_ps(x[t].ds[a]), r);
+            r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(db), _mm512_mul_ps(sb, _mm512_set1_ps(x[t].d[a + 1])), r);
+            acc[t] = _mm512_fnmadd_ps(mb, _mm512_set1_ps(x[t].ds[a + 1]), r);
+        }
+    }
+}
+
+// The packed path of matmul<P> for rows [r0, r1): panels of 16 rows, tokens 4 at a time.
+template <class P>
+void matmul_packed(const typename P::block* rows, std::size_t nb, std::size_t r0, std::size_t r1, const std::byte* xa,
+                   std::size_t xa_stride, std::size_t cols, std::size_t n_tok, float* y, std::size_t y_stride) {
+    using panel_unit = std::conditional_t<std::is_same_v<P, q4_0>, q4_0_panel_block, q4_k_panel_chunk>;
+    const std::size_t units = std::is_same_v<P, q4_0> ? nb : 4 * nb;
+    // One panel per thread, reused across calls (it grows to the widest matrix once).
+    thread_local std::vector<panel_unit> panel;
+    if (panel.size() < units) panel.resize(units);
+    const auto act = [&](std::size_t t) { return act_q8::view(xa + t * xa_stride, cols); };
+    for (std::size_t r = r0; r < r1; r += panel_rows) {
+        const std::size_t n = std::min<std::size_t>(panel_rows, r1 - r);
+        if constexpr (std::is_same_v<P, q4_0>) pack_q4_0(rows + r * nb, nb, n, panel.data());
+        else pack_q4_k(rows + r * nb, nb, n, panel.data());
+        const __mmask16 keep = static_cast<__mmask16>((1u << n) - 1);
+        const auto run = [&]<int T>(std::size_t t) {
+            act_q8::row xr[T];
+            __m512 acc[T];
+            for (int j = 0; j < T; ++j) xr[j] = act(t + std::size_t(j));
+            if constexpr (std::is_same_v<P, q4_0>) panel_q4_0<T>(panel.data(), nb, xr, acc);
+            else panel_q4_k<T>(panel.data(), nb, xr, acc);
+            for (int j = 0; j < T; ++j) _mm512_mask_storeu_ps(y + (t + std::size_t(j)) * y_stride + r, keep, acc[j]);
+        };
+        std::size_t t = 0;
+        for (; t + 4 <= n_tok; t += 4) run.template operator()<4>(t);
+        for (; t < n_tok; ++t) run.template operator()<1>(t);
+    }
+}
+
 }  // namespace detail
 
 // Rows are visited in tiles of about this many weight bytes, which stay in L2 while every token
@@ -324,6 +487,12 @@ void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1
     using block = typename P::block;
     const std::size_t nb = cols / P::block_elems;
     const auto* rows = reinterpret_cast<const block*>(w);
+    if constexpr (std::is_same_v<P, q4_0> || std::is_same_v<P, q4_k>) {
+        if (n_tok >= detail::packed_min_tokens) {
+            detail::matmul_packed<P>(rows, nb, r0, r1, xa, xa_stride, cols, n_tok, y, y_stride);
+            return;
+        }
+    }
     const auto act = [&](std::size_t t) { return act_q8::view(xa + t * xa_stride, cols); };
     const auto run = [&]<int R, int T>(std::size_t r, std::size_t t) {
         const block* wr[R];
