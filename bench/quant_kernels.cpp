@@ -88,6 +88,29 @@ void run_matmul_act(benchmark::State& state, std::size_t rows, std::size_t cols,
     set_counters<P>(state, rows, cols, n_tok);
 }
 
+#if LMTK_QUANT_VNNI
+// The row-tile kernels alone, for formats whose matmul_act switches to packed panels for
+// batches: the two side by side show what packing gains.
+template <class P>
+void bm_matmul_act_tiles(benchmark::State& state) {
+    const std::size_t rows = 1024, cols = 4096, n_tok = static_cast<std::size_t>(state.range(0));
+    const q::weight_ops ops = q::ops_of<P, xsimd::avx512bw>();
+    const auto w = make_weights<P>(rows, cols);
+    const auto x = make_activations(n_tok * cols);
+    const std::size_t stride = ops.act_row_bytes(cols);
+    std::vector<std::byte> xa(n_tok * stride);
+    std::vector<float> y(n_tok * rows);
+    const auto* wb = reinterpret_cast<const std::byte*>(w.data());
+    for (auto _ : state) {
+        for (std::size_t t = 0; t < n_tok; ++t) ops.prepare_row(x.data() + t * cols, xa.data() + t * stride, cols);
+        q::vnni::matmul_tiles<P>(wb, cols, 0, rows, xa.data(), stride, n_tok, y.data(), rows);
+        benchmark::DoNotOptimize(y.data());
+        benchmark::ClobberMemory();
+    }
+    set_counters<P>(state, rows, cols, n_tok);
+}
+#endif
+
 template <class P>
 void bm_dequantize_row(benchmark::State& state) {
     const std::size_t cols = 4096;
@@ -157,6 +180,14 @@ LMTK_BENCH_FORMAT(q5_k);
 LMTK_BENCH_FORMAT(q6_k);
 LMTK_BENCH_ACT(q8_0);
 LMTK_BENCH_ACT(q4_0);
+LMTK_BENCH_ACT(q4_k);
+LMTK_BENCH_ACT(q6_k);
+#if LMTK_QUANT_VNNI
+BENCHMARK_TEMPLATE(bm_matmul_act_tiles, q::q4_0)->Arg(32)->Arg(128)->Arg(512)->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(bm_matmul_act_tiles, q::q4_k)->Arg(32)->Arg(128)->Arg(512)->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(bm_matmul_act_tiles, q::q8_0)->Arg(32)->Arg(128)->Arg(512)->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(bm_matmul_act_tiles, q::q6_k)->Arg(32)->Arg(128)->Arg(512)->Unit(benchmark::kMillisecond);
+#endif
 #else
 // Built without AVX-512 (LMTK_NATIVE=OFF or another CPU): the default arch only.
 #define LMTK_BENCH_DEFAULT(P)                     \

@@ -445,27 +445,132 @@ void panel_q4_k(const q4_k_panel_chunk* p, std::size_t nb, const act_q8::row (&x
     }
 }
 
+// Q8_0 and Q6_K: quants unpacked to unsigned bytes at packing time (Q8_0: q + 128; Q6_K: its
+// 6-bit q + 32, 0..63), W words of 4 elements per sub-block, one scale per row and sub-block:
+// the kernel does no unpacking at all. Sub-blocks are 32 elements for Q8_0, 16 for Q6_K.
+template <int W>
+struct alignas(64) u8_panel_unit {
+    float scale[panel_rows];
+    std::uint32_t q[W][panel_rows];
+};
+
+inline void pack_q8_0(const q8_0::block* rows, std::size_t nb, std::size_t n_rows, u8_panel_unit<8>* out) noexcept {
+    for (std::size_t b = 0; b < nb; ++b)
+        for (std::size_t r = 0; r < panel_rows; ++r) {
+            u8_panel_unit<8>& p = out[b];
+            if (r >= n_rows) {
+                p.scale[r] = 0.0f;
+                for (int k = 0; k < 8; ++k) p.q[k][r] = 0;
+                continue;
+            }
+            const q8_0::block& blk = rows[r * nb + b];
+            p.scale[r] = _cvtsh_ss(blk.d);
+            for (int k = 0; k < 8; ++k) {
+                std::uint32_t v;
+                std::memcpy(&v, blk.qs + 4 * k, 4);
+                p.q[k][r] = v ^ 0x80808080u;  // q + 128: the sign bit flipped
+            }
+        }
+}
+
+inline void pack_q6_k(const q6_k::block* rows, std::size_t nb, std::size_t n_rows, u8_panel_unit<4>* out) noexcept {
+    for (std::size_t b = 0; b < nb; ++b)
+        for (std::size_t r = 0; r < panel_rows; ++r) {
+            u8_panel_unit<4>* p = out + b * 16;
+            if (r >= n_rows) {
+                for (int s = 0; s < 16; ++s) {
+                    p[s].scale[r] = 0.0f;
+                    for (int k = 0; k < 4; ++k) p[s].q[k][r] = 0;
+                }
+                continue;
+            }
+            const q6_k::block& blk = rows[r * nb + b];
+            const float d = _cvtsh_ss(blk.d);
+            std::uint8_t u[256];
+            // Element 128n + 32k + l: low 4 bits in ql[64n + 32(k % 2) + l] (high nibble for
+            // k >= 2), high 2 bits at bit 2k of qh[32n + l] (q6_k.hpp).
+            for (int n = 0; n < 2; ++n)
+                for (int k = 0; k < 4; ++k)
+                    for (int l = 0; l < 32; ++l) {
+                        const unsigned lo = (blk.ql[64 * n + 32 * (k % 2) + l] >> (4 * (k / 2))) & 0xF;
+                        const unsigned hi = (blk.qh[32 * n + l] >> (2 * k)) & 3;
+                        u[128 * n + 32 * k + l] = static_cast<std::uint8_t>(lo | (hi << 4));
+                    }
+            for (int s = 0; s < 16; ++s) {
+                p[s].scale[r] = d * static_cast<float>(blk.scales[s]);
+                for (int k = 0; k < 4; ++k) std::memcpy(&p[s].q[k][r], u + 16 * s + 4 * k, 4);
+            }
+        }
+}
+
+// T tokens over a u8 panel of n_units sub-blocks of 4W elements. start(t, u) is where the
+// integer dot of sub-block u with token t begins: -zero_point * sum(x) over the sub-block.
+template <int W, int T, class Start>
+void panel_u8(const u8_panel_unit<W>* p, std::size_t n_units, const act_q8::row (&x)[T], Start&& start,
+              __m512 (&acc)[T]) noexcept {
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    for (std::size_t u = 0; u < n_units; ++u) {
+        __m512i v[W];
+        for (int k = 0; k < W; ++k) v[k] = _mm512_load_si512(p[u].q[k]);
+        const __m512 sc = _mm512_load_ps(p[u].scale);
+        const std::size_t e = u * 4 * W;  // first element
+        for (int t = 0; t < T; ++t) {
+            const std::int8_t* xq = x[t].qs + e;
+            __m512i dot = _mm512_set1_epi32(start(t, u));
+            for (int k = 0; k < W; ++k) dot = _mm512_dpbusd_epi32(dot, v[k], broadcast_word(xq + 4 * k));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(sc, _mm512_set1_ps(x[t].d[e / 32])), acc[t]);
+        }
+    }
+}
+
 // The packed path of matmul<P> for rows [r0, r1): panels of 16 rows, tokens 4 at a time.
 template <class P>
 void matmul_packed(const typename P::block* rows, std::size_t nb, std::size_t r0, std::size_t r1, const std::byte* xa,
                    std::size_t xa_stride, std::size_t cols, std::size_t n_tok, float* y, std::size_t y_stride) {
-    using panel_unit = std::conditional_t<std::is_same_v<P, q4_0>, q4_0_panel_block, q4_k_panel_chunk>;
-    const std::size_t units = std::is_same_v<P, q4_0> ? nb : 4 * nb;
+    using panel_unit = std::conditional_t<
+        std::is_same_v<P, q4_0>, q4_0_panel_block,
+        std::conditional_t<std::is_same_v<P, q4_k>, q4_k_panel_chunk,
+                           std::conditional_t<std::is_same_v<P, q8_0>, u8_panel_unit<8>, u8_panel_unit<4>>>>;
+    const std::size_t units = std::is_same_v<P, q4_0> || std::is_same_v<P, q8_0> ? nb : std::is_same_v<P, q4_k> ? 4 * nb : 16 * nb;
     // One panel per thread, reused across calls (it grows to the widest matrix once).
     thread_local std::vector<panel_unit> panel;
     if (panel.size() < units) panel.resize(units);
     const auto act = [&](std::size_t t) { return act_q8::view(xa + t * xa_stride, cols); };
+    // Q6_K's zero point applies per 16 elements, act_q8 sums per 32: the sums of 16, once.
+    thread_local std::vector<std::int32_t> sum16;
+    if constexpr (std::is_same_v<P, q6_k>) {
+        sum16.resize(n_tok * cols / 16);
+        for (std::size_t t = 0; t < n_tok; ++t) {
+            const std::int8_t* q = act(t).qs;
+            for (std::size_t s = 0; s < cols / 16; ++s) {
+                std::int32_t sum = 0;
+                for (int j = 0; j < 16; ++j) sum += q[16 * s + std::size_t(j)];
+                sum16[t * (cols / 16) + s] = sum;
+            }
+        }
+    }
     for (std::size_t r = r0; r < r1; r += panel_rows) {
         const std::size_t n = std::min<std::size_t>(panel_rows, r1 - r);
         if constexpr (std::is_same_v<P, q4_0>) pack_q4_0(rows + r * nb, nb, n, panel.data());
-        else pack_q4_k(rows + r * nb, nb, n, panel.data());
+        else if constexpr (std::is_same_v<P, q4_k>) pack_q4_k(rows + r * nb, nb, n, panel.data());
+        else if constexpr (std::is_same_v<P, q8_0>) pack_q8_0(rows + r * nb, nb, n, panel.data());
+        else pack_q6_k(rows + r * nb, nb, n, panel.data());
         const __mmask16 keep = static_cast<__mmask16>((1u << n) - 1);
         const auto run = [&]<int T>(std::size_t t) {
             act_q8::row xr[T];
             __m512 acc[T];
             for (int j = 0; j < T; ++j) xr[j] = act(t + std::size_t(j));
-            if constexpr (std::is_same_v<P, q4_0>) panel_q4_0<T>(panel.data(), nb, xr, acc);
-            else panel_q4_k<T>(panel.data(), nb, xr, acc);
+            if constexpr (std::is_same_v<P, q4_0>) {
+                panel_q4_0<T>(panel.data(), nb, xr, acc);
+            } else if constexpr (std::is_same_v<P, q4_k>) {
+                panel_q4_k<T>(panel.data(), nb, xr, acc);
+            } else if constexpr (std::is_same_v<P, q8_0>) {
+                panel_u8<8, T>(panel.data(), nb, xr, [&](int j, std::size_t u) { return -128 * xr[j].sum[u]; }, acc);
+            } else {
+                const std::int32_t* s16 = sum16.data() + t * (cols / 16);
+                panel_u8<4, T>(panel.data(), units, xr,
+                               [&](int j, std::size_t u) { return -32 * s16[std::size_t(j) * (cols / 16) + u]; }, acc);
+            }
             for (int j = 0; j < T; ++j) _mm512_mask_storeu_ps(y + (t + std::size_t(j)) * y_stride + r, keep, acc[j]);
         };
         std::size_t t = 0;
@@ -480,19 +585,13 @@ void matmul_packed(const typename P::block* rows, std::size_t nb, std::size_t r0
 // of the batch passes over them.
 inline constexpr std::size_t row_tile_bytes = 256 * 1024;
 
-// weight_ops::matmul_act for P: y[t * y_stride + r] = dot(row r, activation row t).
+// The row-tile path: y[t * y_stride + r] = dot(row r, activation row t), weights as stored.
 template <class P>
-void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1, const std::byte* xa,
-            std::size_t xa_stride, std::size_t n_tok, float* y, std::size_t y_stride) noexcept {
+void matmul_tiles(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1, const std::byte* xa,
+                  std::size_t xa_stride, std::size_t n_tok, float* y, std::size_t y_stride) noexcept {
     using block = typename P::block;
     const std::size_t nb = cols / P::block_elems;
     const auto* rows = reinterpret_cast<const block*>(w);
-    if constexpr (std::is_same_v<P, q4_0> || std::is_same_v<P, q4_k>) {
-        if (n_tok >= detail::packed_min_tokens) {
-            detail::matmul_packed<P>(rows, nb, r0, r1, xa, xa_stride, cols, n_tok, y, y_stride);
-            return;
-        }
-    }
     const auto act = [&](std::size_t t) { return act_q8::view(xa + t * xa_stride, cols); };
     const auto run = [&]<int R, int T>(std::size_t r, std::size_t t) {
         const block* wr[R];
@@ -519,6 +618,26 @@ void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1
         for (; t + 4 <= n_tok; t += 4) rows_against.template operator()<4>(rt, rt1, t);
         for (; t < n_tok; ++t) rows_against.template operator()<1>(rt, rt1, t);
     }
+}
+
+// Formats with a packed-panel prefill kernel.
+template <class P>
+inline constexpr bool has_packed =
+    std::is_same_v<P, q4_0> || std::is_same_v<P, q4_k> || std::is_same_v<P, q8_0> || std::is_same_v<P, q6_k>;
+
+// weight_ops::matmul_act for P: y[t * y_stride + r] = dot(row r, activation row t). Packed
+// panels for a batch of tokens where the format has them, row tiles otherwise.
+template <class P>
+void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1, const std::byte* xa,
+            std::size_t xa_stride, std::size_t n_tok, float* y, std::size_t y_stride) noexcept {
+    if constexpr (has_packed<P>) {
+        if (n_tok >= detail::packed_min_tokens) {
+            detail::matmul_packed<P>(reinterpret_cast<const typename P::block*>(w), cols / P::block_elems, r0, r1, xa,
+                                     xa_stride, cols, n_tok, y, y_stride);
+            return;
+        }
+    }
+    matmul_tiles<P>(w, cols, r0, r1, xa, xa_stride, n_tok, y, y_stride);
 }
 
 #if defined(__GNUC__) && !defined(__clang__)
