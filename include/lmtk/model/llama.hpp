@@ -185,7 +185,12 @@ private:
 struct context_options {
     std::size_t n_ctx = 0;       // per sequence; 0: the model's training context, capped at 4096
     std::size_t n_threads = 0;   // 0: one per hardware thread
-    std::size_t n_batch = 512;   // rows per forward pass (prompt chunks, or tokens of many sequences)
+    // Rows per forward pass (prompt chunks, or tokens of many sequences). 64 keeps a pass's int8
+    // activations (64 x 2816 bytes for a 246M model's FFN) in L2 while each packed weight panel
+    // streams past them, and the scratch small (about 45 KB a row for that model: peak RSS stays
+    // within 1.1x of file + KV cache). Larger batches were no faster with the packed kernels
+    // in alternating runs (bench/RESULTS.md), within this machine's +-30% noise.
+    std::size_t n_batch = 64;
     std::size_t n_seq = 1;       // sequences with their own KV cache (server slots)
 };
 
@@ -215,7 +220,7 @@ public:
     llama_context(const Model& model, context_options opt)
         : m_(model), hp_(model.hparams()), pool_(opt.n_threads) {
         n_ctx_ = opt.n_ctx ? opt.n_ctx : std::min<std::size_t>(hp_.n_ctx_train ? hp_.n_ctx_train : 2048, 4096);
-        n_batch_ = std::max<std::size_t>(1, std::min(opt.n_batch ? opt.n_batch : 512, n_ctx_ * std::max<std::size_t>(1, opt.n_seq)));
+        n_batch_ = std::max<std::size_t>(1, std::min(opt.n_batch ? opt.n_batch : 64, n_ctx_ * std::max<std::size_t>(1, opt.n_seq)));
         const std::size_t n_seq = std::max<std::size_t>(1, opt.n_seq);
         const std::size_t kv_bytes = n_seq * kv_cache<KV>::bytes_needed(hp_.n_layer, n_ctx_, hp_.kv_dim());
         const std::size_t scratch = sizeof(float) * (n_batch_ * (3 * hp_.n_embd + 2 * hp_.q_dim() + 2 * hp_.kv_dim() +
@@ -255,7 +260,7 @@ public:
         act_ = act_buf_.data() + (64 - reinterpret_cast<std::uintptr_t>(act_buf_.data()) % 64) % 64;
         rope_cos_.resize(n_batch_ * hp_.rope_dim / 2);
         rope_sin_.resize(n_batch_ * hp_.rope_dim / 2);
-        scores_.resize(pool_.size() * n_ctx_);
+        scores_.resize(pool_.size() * (hp_.n_head / hp_.n_head_kv) * n_ctx_);
         logits_.resize(hp_.n_vocab);
         row_seq_.resize(n_batch_);
         row_pos_.resize(n_batch_);
@@ -522,47 +527,67 @@ private:
     }
 
     // att[t, head h] = softmax(q·k / sqrt(hd)) · v over positions 0..row_pos_[t] of the row's
-    // sequence, with kv head h / group.
+    // sequence, with kv head h / group. One work item is a row and a kv head: the `group` query
+    // heads that share it read each cached key and value row once, while it is in L1.
     void attention(std::size_t layer, std::size_t n) noexcept {
-        const std::size_t hd = hp_.head_dim, nh = hp_.n_head;
+        const std::size_t hd = hp_.head_dim, nh = hp_.n_head, nkv = hp_.n_head_kv;
         std::size_t work = 0;
         for (std::size_t t = 0; t < n; ++t) work += (row_pos_[t] + 1) * nh * hd;
-        const std::size_t group = hp_.n_head / hp_.n_head_kv;
+        const std::size_t group = nh / nkv;
         const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
         pool_.run_sized(work, [&](std::size_t ti, std::size_t nt) noexcept {
-            float* scores = &scores_[ti * n_ctx_];
-            const auto [w0, w1] = core::thread_pool::split(n * nh, ti, nt);
+            float* scores = &scores_[ti * group * n_ctx_];  // group rows of n_ctx
+            const auto [w0, w1] = core::thread_pool::split(n * nkv, ti, nt);
             for (std::size_t item = w0; item < w1; ++item) {
-                const std::size_t t = item / nh, h = item % nh;
-                const std::size_t kv_off = (h / group) * hd;
-                const float* q = &q_[(t * nh + h) * hd];
+                const std::size_t t = item / nkv, g = item % nkv;
+                const std::size_t kv_off = g * hd, h0 = g * group;
                 const std::size_t n_pos = row_pos_[t] + 1;
                 const kv_cache<KV>& cache = caches_[row_seq_[t]];
-                float max_score = -std::numeric_limits<float>::infinity();
                 for (std::size_t p = 0; p < n_pos; ++p) {
                     const typename KV::storage* k = cache.k_row(layer, p) + kv_off;
-                    const float s = qk_dot(q, k, hd) * scale;
-                    scores[p] = s;
-                    max_score = std::max(max_score, s);
+                    for (std::size_t i = 0; i < group; ++i)
+                        scores[i * n_ctx_ + p] = qk_dot(&q_[(t * nh + h0 + i) * hd], k, hd) * scale;
                 }
-                float sum = 0.0f;
-                for (std::size_t p = 0; p < n_pos; ++p) {
-                    scores[p] = std::exp(scores[p] - max_score);
-                    sum += scores[p];
-                }
-                const float inv_sum = 1.0f / sum;
-                float* out = &att_[(t * nh + h) * hd];
-                std::fill_n(out, hd, 0.0f);
+                for (std::size_t i = 0; i < group; ++i) softmax_in_place(scores + i * n_ctx_, n_pos);
+                float* out = &att_[(t * nh + h0) * hd];  // the group's heads are consecutive
+                std::fill_n(out, group * hd, 0.0f);
                 for (std::size_t p = 0; p < n_pos; ++p) {
                     const typename KV::storage* v = cache.v_row(layer, p) + kv_off;
-                    const float a = scores[p] * inv_sum;
                     std::size_t j = 0;
-                    for (; j + batch::size <= hd; j += batch::size)
-                        xsimd::fma(batch(a), load_kv(v + j), batch::load_unaligned(out + j)).store_unaligned(out + j);
-                    for (; j < hd; ++j) out[j] += a * KV::load(v[j]);
+                    for (; j + batch::size <= hd; j += batch::size) {
+                        const batch vj = load_kv(v + j);
+                        for (std::size_t i = 0; i < group; ++i) {
+                            float* o = out + i * hd + j;
+                            xsimd::fma(batch(scores[i * n_ctx_ + p]), vj, batch::load_unaligned(o)).store_unaligned(o);
+                        }
+                    }
+                    for (; j < hd; ++j)
+                        for (std::size_t i = 0; i < group; ++i) out[i * hd + j] += scores[i * n_ctx_ + p] * KV::load(v[j]);
                 }
             }
         });
+    }
+
+    // s[0..n) = softmax(s), exp vectorised (a call per value was a visible share of long prompts).
+    static void softmax_in_place(float* s, std::size_t n) noexcept {
+        float mx = -std::numeric_limits<float>::infinity();
+        for (std::size_t p = 0; p < n; ++p) mx = std::max(mx, s[p]);
+        batch acc(0.0f);
+        std::size_t p = 0;
+        for (; p + batch::size <= n; p += batch::size) {
+            const batch e = xsimd::exp(batch::load_unaligned(s + p) - batch(mx));
+            e.store_unaligned(s + p);
+            acc += e;
+        }
+        float sum = xsimd::hadd(acc);
+        for (; p < n; ++p) {
+            s[p] = std::exp(s[p] - mx);
+            sum += s[p];
+        }
+        const float inv = 1.0f / sum;
+        p = 0;
+        for (; p + batch::size <= n; p += batch::size) (batch::load_unaligned(s + p) * batch(inv)).store_unaligned(s + p);
+        for (; p < n; ++p) s[p] *= inv;
     }
 
     using batch = xsimd::batch<float, typename Model::target::arch>;
