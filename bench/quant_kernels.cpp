@@ -65,14 +65,18 @@ void run_matmul(benchmark::State& state, std::size_t rows, std::size_t cols, std
     set_counters<P>(state, rows, cols, n_tok);
 }
 
-// The prepared-activation path: quantize x, then matmul_act.
+// The prepared-activation path: quantize x, then matmul_act (or another kernel of its shape).
+using matmul_act_fn = void (*)(const std::byte*, std::size_t, std::size_t, std::size_t, const std::byte*, std::size_t,
+                               std::size_t, float*, std::size_t) noexcept;
 template <class P, class Arch>
-void run_matmul_act(benchmark::State& state, std::size_t rows, std::size_t cols, std::size_t n_tok) {
+void run_matmul_act(benchmark::State& state, std::size_t rows, std::size_t cols, std::size_t n_tok,
+                    matmul_act_fn kernel = nullptr) {
     const q::weight_ops ops = q::ops_of<P, Arch>();
     if (!ops.matmul_act) {
         state.SkipWithError("no prepared-activation kernels for this format and arch");
         return;
     }
+    if (!kernel) kernel = ops.matmul_act;
     const auto w = make_weights<P>(rows, cols);
     const auto x = make_activations(n_tok * cols);
     const std::size_t stride = ops.act_row_bytes(cols);
@@ -81,7 +85,7 @@ void run_matmul_act(benchmark::State& state, std::size_t rows, std::size_t cols,
     const auto* wb = reinterpret_cast<const std::byte*>(w.data());
     for (auto _ : state) {
         for (std::size_t t = 0; t < n_tok; ++t) ops.prepare_row(x.data() + t * cols, xa.data() + t * stride, cols);
-        ops.matmul_act(wb, cols, 0, rows, xa.data(), stride, n_tok, y.data(), rows);
+        kernel(wb, cols, 0, rows, xa.data(), stride, n_tok, y.data(), rows);
         benchmark::DoNotOptimize(y.data());
         benchmark::ClobberMemory();
     }
@@ -93,21 +97,7 @@ void run_matmul_act(benchmark::State& state, std::size_t rows, std::size_t cols,
 // batches: the two side by side show what packing gains.
 template <class P>
 void bm_matmul_act_tiles(benchmark::State& state) {
-    const std::size_t rows = 1024, cols = 4096, n_tok = static_cast<std::size_t>(state.range(0));
-    const q::weight_ops ops = q::ops_of<P, xsimd::avx512bw>();
-    const auto w = make_weights<P>(rows, cols);
-    const auto x = make_activations(n_tok * cols);
-    const std::size_t stride = ops.act_row_bytes(cols);
-    std::vector<std::byte> xa(n_tok * stride);
-    std::vector<float> y(n_tok * rows);
-    const auto* wb = reinterpret_cast<const std::byte*>(w.data());
-    for (auto _ : state) {
-        for (std::size_t t = 0; t < n_tok; ++t) ops.prepare_row(x.data() + t * cols, xa.data() + t * stride, cols);
-        q::vnni::matmul_tiles<P>(wb, cols, 0, rows, xa.data(), stride, n_tok, y.data(), rows);
-        benchmark::DoNotOptimize(y.data());
-        benchmark::ClobberMemory();
-    }
-    set_counters<P>(state, rows, cols, n_tok);
+    run_matmul_act<P, xsimd::avx512bw>(state, 1024, 4096, static_cast<std::size_t>(state.range(0)), &q::vnni::matmul_tiles<P>);
 }
 #endif
 

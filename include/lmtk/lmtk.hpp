@@ -26,4 +26,5 @@
 #include <lmtk/sample/json_constraint.hpp>
 #include <lmtk/generate/timings.hpp>
 #include <lmtk/generate/text_stream.hpp>
+#include <lmtk/generate/piece_iterator.hpp>
 #include <lmtk/generate/pipeline.hpp>

@@ -9157,6 +9157,38 @@ private:
 };
 
 }  // namespace lmtk
+// #include <lmtk/generate/piece_iterator.hpp>
+// lmtk::piece_iterator<G>: input iteration over a generation that hands out text with
+// `bool next(std::string& out)` (false once it has ended), so that
+//   for (const std::string& piece : g.stream(prompt, opt)) ...
+// reads the same for a local pipeline's generation and the remote ones.
+#include <cstddef>
+#include <iterator>
+#include <string>
+
+namespace lmtk {
+
+template <class G>
+class piece_iterator {
+public:
+    using value_type = std::string;
+    using difference_type = std::ptrdiff_t;
+    piece_iterator() = default;
+    explicit piece_iterator(G* g) : g_(g) { ++*this; }
+    const std::string& operator*() const noexcept { return cur_; }
+    piece_iterator& operator++() {
+        if (g_ && !g_->next(cur_)) g_ = nullptr;
+        return *this;
+    }
+    void operator++(int) { ++*this; }
+    bool operator==(std::default_sentinel_t) const noexcept { return g_ == nullptr; }
+
+private:
+    G* g_ = nullptr;
+    std::string cur_;
+};
+
+}  // namespace lmtk
 // #include <lmtk/generate/pipeline.hpp>
 // The generation pipeline: a model format set x a compute target x a sampler chain, fixed at
 // compile time, e.g.
@@ -9170,6 +9202,7 @@ private:
 // end-of-generation tokens, a token limit, a stop string or a full context. A new prompt that
 // extends the previous conversation reuses the cached prefix instead of evaluating it again.
 // #include <lmtk/core/error.hpp>
+// #include <lmtk/generate/piece_iterator.hpp>
 // #include <lmtk/generate/text_stream.hpp>
 // #include <lmtk/generate/timings.hpp>
 // #include <lmtk/model/llama.hpp>
@@ -9318,24 +9351,7 @@ public:
         std::size_t n_prompt_tokens() const noexcept { return prompt_.size(); }
 
         // Input iteration: for (const std::string& piece : generation) ...
-        class iterator {
-        public:
-            using value_type = std::string;
-            using difference_type = std::ptrdiff_t;
-            iterator() = default;
-            explicit iterator(generation* g) : g_(g) { ++*this; }
-            const std::string& operator*() const noexcept { return cur_; }
-            iterator& operator++() {
-                if (g_ && !g_->next(cur_)) g_ = nullptr;
-                return *this;
-            }
-            void operator++(int) { ++*this; }
-            bool operator==(std::default_sentinel_t) const noexcept { return g_ == nullptr; }
-
-        private:
-            generation* g_ = nullptr;
-            std::string cur_;
-        };
+        using iterator = piece_iterator<generation>;
         iterator begin() { return iterator(this); }
         std::default_sentinel_t end() const noexcept { return {}; }
 

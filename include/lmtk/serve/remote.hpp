@@ -36,6 +36,7 @@
 // Needs cpp-httplib and nlohmann/json: link lmtk::serve.
 #include <lmtk/core/error.hpp>
 #include <lmtk/generate/pipeline.hpp>
+#include <lmtk/generate/piece_iterator.hpp>
 #include <lmtk/generate/text_generator.hpp>
 #include <lmtk/generate/timings.hpp>
 
@@ -405,24 +406,7 @@ public:
         }
 
         // Input iteration: for (const std::string& piece : generation) ...
-        class iterator {
-        public:
-            using value_type = std::string;
-            using difference_type = std::ptrdiff_t;
-            iterator() = default;
-            explicit iterator(generation* g) : g_(g) { ++*this; }
-            const std::string& operator*() const noexcept { return cur_; }
-            iterator& operator++() {
-                if (g_ && !g_->next(cur_)) g_ = nullptr;
-                return *this;
-            }
-            void operator++(int) { ++*this; }
-            bool operator==(std::default_sentinel_t) const noexcept { return g_ == nullptr; }
-
-        private:
-            generation* g_ = nullptr;
-            std::string cur_;
-        };
+        using iterator = piece_iterator<generation>;
         iterator begin() { return iterator(this); }
         std::default_sentinel_t end() const noexcept { return {}; }
 

@@ -35,6 +35,7 @@
 // the stream (its message), a closed or silent socket.
 #include <lmtk/core/error.hpp>
 #include <lmtk/generate/pipeline.hpp>
+#include <lmtk/generate/piece_iterator.hpp>
 #include <lmtk/generate/text_generator.hpp>
 #include <lmtk/generate/text_stream.hpp>
 #include <lmtk/generate/timings.hpp>
@@ -236,24 +237,8 @@ public:
             return t;
         }
 
-        class iterator {
-        public:
-            using value_type = std::string;
-            using difference_type = std::ptrdiff_t;
-            iterator() = default;
-            explicit iterator(generation* g) : g_(g) { ++*this; }
-            const std::string& operator*() const noexcept { return cur_; }
-            iterator& operator++() {
-                if (g_ && !g_->next(cur_)) g_ = nullptr;
-                return *this;
-            }
-            void operator++(int) { ++*this; }
-            bool operator==(std::default_sentinel_t) const noexcept { return g_ == nullptr; }
-
-        private:
-            generation* g_ = nullptr;
-            std::string cur_;
-        };
+        // Input iteration: for (const std::string& piece : generation) ...
+        using iterator = piece_iterator<generation>;
         iterator begin() { return iterator(this); }
         std::default_sentinel_t end() const noexcept { return {}; }
 
