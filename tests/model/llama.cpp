@@ -53,6 +53,21 @@ TEST_CASE("batched prompt evaluation equals token-by-token evaluation", "[model]
     for (std::size_t i = 0; i < all.size(); ++i) CHECK(all[i] == Approx(one[i]).margin(1e-5));
 }
 
+TEST_CASE("decoding with more threads than KV heads splits attention groups, same logits", "[model]") {
+    // stories260K has 4 KV heads of 2 query heads: one row with 8 threads splits each group.
+    const model_t m(lmtk::test::model_path("stories260K.gguf"));
+    const std::vector<std::int32_t> ids = {1, 403, 407, 261, 378, 432, 9, 347};
+    lmtk::model::llama_context<model_t> wide(m, {.n_ctx = 64, .n_threads = 8});
+    std::vector<float> all;
+    for (const auto id : ids) {
+        const auto l = wide.decode(std::span(&id, 1));
+        all.insert(all.end(), l.begin(), l.end());
+    }
+    const auto two = logits_one_by_one<lmtk::model::kv_f32>(m, ids);
+    REQUIRE(all.size() == two.size());
+    for (std::size_t i = 0; i < all.size(); ++i) CHECK(all[i] == Approx(two[i]).margin(1e-5));
+}
+
 TEST_CASE("an f16 KV cache stays close to the f32 one", "[model]") {
     const model_t m(lmtk::test::model_path("stories260K.gguf"));
     const std::vector<std::int32_t> ids = {1, 403, 407, 261, 378, 432, 9, 347};

@@ -107,7 +107,7 @@ int serve_with(const args& a, const std::string& path, std::map<std::string, con
     eo.context.n_threads = static_cast<std::size_t>(integer("n_threads", a.number<long long>("-t", 0)));
     if (eo.context.n_threads == 0) eo.context.n_threads = hw;  // one pool serves every slot's rows
     eo.context.n_ctx = static_cast<std::size_t>(integer("n_ctx", a.number<long long>("-c", 0)));
-    eo.context.n_batch = static_cast<std::size_t>(integer("n_batch", 64));
+    eo.context.n_batch = static_cast<std::size_t>(integer("n_batch", static_cast<long long>(model::context_options{}.n_batch)));
     eo.seed = static_cast<std::uint64_t>(integer("seed", static_cast<long long>(std::random_device{}())));
 
     serve::server_options so;

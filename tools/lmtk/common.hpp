@@ -30,7 +30,7 @@ inline model::context_options context_options_from(const args& a, std::size_t de
     if (o.n_threads == 0) o.n_threads = std::max(1u, std::thread::hardware_concurrency());
     if (o.n_threads > 1024) fail("-t ", o.n_threads, " is not a sensible thread count");
     o.n_ctx = a.number<std::size_t>("-c", default_ctx);
-    o.n_batch = a.number<std::size_t>("-b", 64);
+    o.n_batch = a.number<std::size_t>("-b", model::context_options{}.n_batch);
     return o;
 }
 

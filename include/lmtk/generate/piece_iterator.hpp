@@ -2,10 +2,12 @@
 // lmtk::piece_iterator<G>: input iteration over a generation that hands out text with
 // `bool next(std::string& out)` (false once it has ended), so that
 //   for (const std::string& piece : g.stream(prompt, opt)) ...
-// reads the same for a local pipeline's generation and the remote ones.
+// reads the same for a local pipeline's generation and the remote ones; read_all() is the loop
+// their generate() shares.
 #include <cstddef>
 #include <iterator>
 #include <string>
+#include <string_view>
 
 namespace lmtk {
 
@@ -28,5 +30,16 @@ private:
     G* g_ = nullptr;
     std::string cur_;
 };
+
+// Reads g to its end, handing each piece to on_text(std::string_view); returns all the text.
+template <class G, class OnText>
+std::string read_all(G& g, OnText&& on_text) {
+    std::string text, piece;
+    while (g.next(piece)) {
+        text += piece;
+        on_text(std::string_view(piece));
+    }
+    return text;
+}
 
 }  // namespace lmtk

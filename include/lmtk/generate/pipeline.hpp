@@ -212,11 +212,7 @@ public:
     completion generate(std::string_view prompt, generate_options opt, OnText&& on_text) {
         generation g = stream(prompt, std::move(opt));
         completion c;
-        std::string piece;
-        while (g.next(piece)) {
-            c.text += piece;
-            on_text(std::string_view(piece));
-        }
+        c.text = read_all(g, on_text);
         c.tokens = g.tokens();
         c.n_prompt_tokens = g.n_prompt_tokens();
         c.finish = g.finish();

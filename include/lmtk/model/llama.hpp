@@ -220,7 +220,7 @@ public:
     llama_context(const Model& model, context_options opt)
         : m_(model), hp_(model.hparams()), pool_(opt.n_threads) {
         n_ctx_ = opt.n_ctx ? opt.n_ctx : std::min<std::size_t>(hp_.n_ctx_train ? hp_.n_ctx_train : 2048, 4096);
-        n_batch_ = std::max<std::size_t>(1, std::min(opt.n_batch ? opt.n_batch : 64, n_ctx_ * std::max<std::size_t>(1, opt.n_seq)));
+        n_batch_ = std::max<std::size_t>(1, std::min(opt.n_batch ? opt.n_batch : context_options{}.n_batch, n_ctx_ * std::max<std::size_t>(1, opt.n_seq)));
         const std::size_t n_seq = std::max<std::size_t>(1, opt.n_seq);
         const std::size_t kv_bytes = n_seq * kv_cache<KV>::bytes_needed(hp_.n_layer, n_ctx_, hp_.kv_dim());
         const std::size_t scratch = sizeof(float) * (n_batch_ * (3 * hp_.n_embd + 2 * hp_.q_dim() + 2 * hp_.kv_dim() +
@@ -528,41 +528,45 @@ private:
 
     // att[t, head h] = softmax(q·k / sqrt(hd)) · v over positions 0..row_pos_[t] of the row's
     // sequence, with kv head h / group. One work item is a row and a kv head: the `group` query
-    // heads that share it read each cached key and value row once, while it is in L1.
+    // heads that share it read each cached key and value row once, while it is in L1. When that
+    // leaves threads idle (decoding one row of a model with few KV heads), a group is split.
     void attention(std::size_t layer, std::size_t n) noexcept {
         const std::size_t hd = hp_.head_dim, nh = hp_.n_head, nkv = hp_.n_head_kv;
         std::size_t work = 0;
         for (std::size_t t = 0; t < n; ++t) work += (row_pos_[t] + 1) * nh * hd;
         const std::size_t group = nh / nkv;
+        std::size_t parts = 1;
+        while (n * nkv * parts < pool_.size() && group % (2 * parts) == 0) parts *= 2;
+        const std::size_t heads = group / parts;  // query heads per work item
         const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
         pool_.run_sized(work, [&](std::size_t ti, std::size_t nt) noexcept {
-            float* scores = &scores_[ti * group * n_ctx_];  // group rows of n_ctx
-            const auto [w0, w1] = core::thread_pool::split(n * nkv, ti, nt);
+            float* scores = &scores_[ti * group * n_ctx_];  // up to group rows of n_ctx
+            const auto [w0, w1] = core::thread_pool::split(n * nkv * parts, ti, nt);
             for (std::size_t item = w0; item < w1; ++item) {
-                const std::size_t t = item / nkv, g = item % nkv;
-                const std::size_t kv_off = g * hd, h0 = g * group;
+                const std::size_t t = item / (nkv * parts), g = item / parts % nkv;
+                const std::size_t kv_off = g * hd, h0 = g * group + item % parts * heads;
                 const std::size_t n_pos = row_pos_[t] + 1;
                 const kv_cache<KV>& cache = caches_[row_seq_[t]];
                 for (std::size_t p = 0; p < n_pos; ++p) {
                     const typename KV::storage* k = cache.k_row(layer, p) + kv_off;
-                    for (std::size_t i = 0; i < group; ++i)
+                    for (std::size_t i = 0; i < heads; ++i)
                         scores[i * n_ctx_ + p] = qk_dot(&q_[(t * nh + h0 + i) * hd], k, hd) * scale;
                 }
-                for (std::size_t i = 0; i < group; ++i) softmax_in_place(scores + i * n_ctx_, n_pos);
-                float* out = &att_[(t * nh + h0) * hd];  // the group's heads are consecutive
-                std::fill_n(out, group * hd, 0.0f);
+                for (std::size_t i = 0; i < heads; ++i) softmax_in_place(scores + i * n_ctx_, n_pos);
+                float* out = &att_[(t * nh + h0) * hd];  // the item's heads are consecutive
+                std::fill_n(out, heads * hd, 0.0f);
                 for (std::size_t p = 0; p < n_pos; ++p) {
                     const typename KV::storage* v = cache.v_row(layer, p) + kv_off;
                     std::size_t j = 0;
                     for (; j + batch::size <= hd; j += batch::size) {
                         const batch vj = load_kv(v + j);
-                        for (std::size_t i = 0; i < group; ++i) {
+                        for (std::size_t i = 0; i < heads; ++i) {
                             float* o = out + i * hd + j;
                             xsimd::fma(batch(scores[i * n_ctx_ + p]), vj, batch::load_unaligned(o)).store_unaligned(o);
                         }
                     }
                     for (; j < hd; ++j)
-                        for (std::size_t i = 0; i < group; ++i) out[i * hd + j] += scores[i * n_ctx_ + p] * KV::load(v[j]);
+                        for (std::size_t i = 0; i < heads; ++i) out[i * hd + j] += scores[i * n_ctx_ + p] * KV::load(v[j]);
                 }
             }
         });

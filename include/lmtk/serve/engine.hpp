@@ -524,7 +524,7 @@ private:
         if (rq.json_object) j.json.feed(json_vocab_.pieces[std::size_t(tok)]);
         if (rq.top_logprobs >= 0) j.r.logprobs.push_back(j.pending_lp.back());
         std::string out;
-        const bool stopped = j.text.push(tok_.piece(tok), out);
+        const bool stopped = j.text.push(json_vocab_.pieces[std::size_t(tok)], out);
         j.r.text += out;
         if (stopped) {
             emit(j, std::move(out));
@@ -679,7 +679,9 @@ private:
     context_type ctx_;                    // one sequence per slot
     std::vector<std::unique_ptr<slot>> slots_;
     std::vector<float> logits_;           // one row per logits row of the pass
-    s::json_vocab json_vocab_;            // token bytes for the JSON constraint
+    // Every token's bytes (and whether it ends generation), decoded once: the text stream and the
+    // JSON constraint read them on every step.
+    s::json_vocab json_vocab_;
     // Admission (engine lock).
     mutable std::mutex mu_;
     std::condition_variable cv_;

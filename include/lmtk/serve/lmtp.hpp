@@ -185,9 +185,8 @@ private:
             return;
         }
         request rq;
-        std::vector<std::int32_t> scored;
         try {
-            rq = cmd == "GENERATE" ? read_generate(payload) : read_score(payload, scored);
+            rq = cmd == "GENERATE" ? read_generate(payload) : read_score(payload);
         } catch (const http_error& e) {
             return refuse(e.what());
         }
@@ -198,11 +197,10 @@ private:
         } catch (const queue_full& e) {
             return refuse(e.what());
         }
-        std::lock_guard lock(workers_mu_);
         auto& w = workers_.emplace_back();
-        w.thread = std::thread([this, &w, cmd, sid, rq = std::move(rq), scored = std::move(scored),
+        w.thread = std::thread([this, &w, cmd, sid, rq = std::move(rq),
                                 t = std::make_shared<ticket_type>(std::move(*ticket))]() mutable {
-            run_stream(cmd, sid, rq, scored, *t);
+            run_stream(cmd, sid, rq, *t);
             t.reset();  // leave the queue before announcing the end
             w.done = true;
         });
@@ -214,28 +212,20 @@ private:
         rq.prompt = read_ids(f, "prompt");
         const int max_tokens = f.bounded("max_tokens", 1, std::numeric_limits<std::int32_t>::max()).value_or(16);
         rq.max_tokens = max_tokens;
+        // LMQL's reference sampling: plain softmax (argmax at temperature 0), no truncation unless
+        // the message asks; the shared reader takes temperature, top_k, top_p, the penalties
+        // and seed under the names LMQL forwards, except its repetition_penalty.
         sampling_params& s = rq.sampling;
         s = sampling_params{};
         s.temperature = 0.0f;
         s.top_k = 0;
         s.top_p = 1.0f;
         s.min_p = 0.0f;
-        if (auto v = f.real("temperature")) {
-            if (*v < 0.0f) f.bad("temperature", "must be >= 0", *f.find("temperature"));
-            s.temperature = *v;
-        }
-        if (auto v = f.bounded("top_k", -1, std::numeric_limits<std::int32_t>::max())) s.top_k = *v;
-        if (auto v = f.real("top_p")) {
-            if (*v < 0.0f || *v > 1.0f) f.bad("top_p", "must be between 0 and 1", *f.find("top_p"));
-            s.top_p = *v;
-        }
+        read_sampling(f, s);
         if (auto v = f.real("repetition_penalty")) {
             if (*v <= 0.0f) f.bad("repetition_penalty", "must be > 0", *f.find("repetition_penalty"));
             s.repeat_penalty = *v;
         }
-        if (auto v = f.real("presence_penalty")) s.presence_penalty = *v;
-        if (auto v = f.real("frequency_penalty")) s.frequency_penalty = *v;
-        if (auto v = f.integer("seed"); v && *v >= 0) s.seed = static_cast<std::uint64_t>(*v);
         s.logit_bias = read_bias(f);
         rq.top_logprobs = f.bounded("top_logprobs", 0, 100).value_or(1);
         if (rq.prompt.size() + std::size_t(max_tokens) > svc_.eng().n_ctx())
@@ -245,12 +235,12 @@ private:
         return rq;
     }
 
-    request read_score(const json& p, std::vector<std::int32_t>& scored) {
+    request read_score(const json& p) {
         const fields f(p);
         request rq = svc_.new_request();
         rq.sampling = sampling_params{};
         rq.prompt = read_ids(f, "prompt", /*may_be_empty=*/true);
-        scored = read_ids(f, "scored");
+        const std::vector<std::int32_t> scored = read_ids(f, "scored");
         rq.prompt.insert(rq.prompt.end(), scored.begin(), scored.end());
         rq.n_scored = scored.size();
         rq.sampling.logit_bias = read_bias(f);
@@ -296,8 +286,7 @@ private:
         return out;
     }
 
-    void run_stream(const std::string& cmd, std::int64_t sid, const request& rq, const std::vector<std::int32_t>& scored,
-                    ticket_type& ticket) {
+    void run_stream(const std::string& cmd, std::int64_t sid, const request& rq, ticket_type& ticket) {
         const auto t0 = std::chrono::steady_clock::now();
         try {
             auto lease = ticket.wait(rq.prompt, [this] { return !gone_ && conn_.open(); });
@@ -319,13 +308,11 @@ private:
                 log(cmd, sid, "cancelled: socket closed");
                 return;
             }
-            if (cmd == "SCORE") {
-                for (std::size_t i = 0; i < r.logprobs.size(); ++i) {
-                    token_logprobs t = r.logprobs[i];
-                    t.id = scored[i + scored.size() - r.logprobs.size()];
-                    if (!send_tokens(json::array({token_entry(sid, t, i + 1 == r.logprobs.size() ? "stop" : nullptr)}))) return;
-                }
-                log(cmd, sid, "scored " + std::to_string(scored.size()) + " after " + std::to_string(rq.prompt.size() - scored.size()) +
+            if (cmd == "SCORE") {  // the engine's logprobs carry the scored ids, in order
+                for (std::size_t i = 0; i < r.logprobs.size(); ++i)
+                    if (!send_tokens(json::array({token_entry(sid, r.logprobs[i], i + 1 == r.logprobs.size() ? "stop" : nullptr)})))
+                        return;
+                log(cmd, sid, "scored " + std::to_string(rq.n_scored) + " after " + std::to_string(rq.prompt.size() - rq.n_scored) +
                                   " (" + std::to_string(r.n_cached) + " cached), " + ms_since(t0));
                 return;
             }
@@ -381,7 +368,6 @@ private:
     // Finished stream threads are joined as new commands arrive, so a long session does not
     // accumulate them.
     void reap() {
-        std::lock_guard lock(workers_mu_);
         for (auto it = workers_.begin(); it != workers_.end();) {
             if (it->done) {
                 it->thread.join();
@@ -393,7 +379,6 @@ private:
     }
     void join_all() {
         gone_ = true;
-        std::lock_guard lock(workers_mu_);
         for (auto& w : workers_)
             if (w.thread.joinable()) w.thread.join();
         workers_.clear();
@@ -408,8 +393,9 @@ private:
     ws::connection& conn_;
     const std::atomic<bool>& server_stopping_;
     std::atomic<bool> gone_{false};
-    std::mutex workers_mu_;
-    std::list<worker> workers_;  // a list: a worker's address stays valid while others come and go
+    // Touched by the session's own thread only (workers just set `done`). A list: a worker's
+    // address stays valid while others come and go.
+    std::list<worker> workers_;
 };
 
 // Serves one upgrade request of httplib's: answers the handshake on the raw socket, runs the

@@ -309,11 +309,7 @@ public:
     completion generate(std::string_view prompt, generate_options opt, OnText&& on_text) const {
         generation g(cfg_, prompt, std::move(opt));
         completion c;
-        std::string piece;
-        while (g.next(piece)) {
-            c.text += piece;
-            on_text(std::string_view(piece));
-        }
+        c.text = read_all(g, on_text);
         c.tokens = g.tokens();
         c.finish = g.finish();
         c.n_prompt_tokens = g.n_prompt_tokens();

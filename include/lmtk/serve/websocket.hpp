@@ -318,8 +318,7 @@ private:
 
 // ---- client side -----------------------------------------------------------------------------
 
-// Opens a TCP connection to host:port and performs the opening handshake for `path`.
-// Throws lmtk::error (with the server's status line when it refused the upgrade).
+// Opens a TCP connection to host:port (connect() bounded by `timeout`); throws lmtk::error.
 inline int connect_socket(const std::string& host, int port, std::chrono::milliseconds timeout) {
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
@@ -345,7 +344,9 @@ inline int connect_socket(const std::string& host, int port, std::chrono::millis
     return fd;
 }
 
-// Client handshake on a connected socket; returns the connection (which owns the socket).
+// The client's opening handshake for `path` on a connected socket; returns the connection, which
+// owns the socket from then on. Throws lmtk::error, with the server's status line when it
+// refused the upgrade.
 inline std::unique_ptr<connection> client_handshake(int fd, const std::string& host, int port, const std::string& path,
                                                     const std::string& extra_headers, std::chrono::milliseconds timeout) {
     std::array<std::uint8_t, 16> nonce{};
