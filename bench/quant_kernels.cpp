@@ -10,12 +10,14 @@
 //   bench_quant_kernels --benchmark_filter='matvec<lmtk::quant::q4_0'     one format, all archs
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <random>
 #include <vector>
 
 #include <xsimd/xsimd.hpp>
 
+#include <lmtk/core/mapped_file.hpp>
 #include <lmtk/quant/quant.hpp>
 #include <lmtk/target/cpu.hpp>
 
@@ -101,6 +103,71 @@ void bm_matmul_act_tiles(benchmark::State& state) {
 }
 #endif
 
+#if LMTK_QUANT_VNNI
+// The interleaved layouts a model repacks its weights into at load (quant/interleaved.hpp).
+// `_stream`: one token through 64 MiB of 4096 x 4096 matrices visited in turn, so every weight
+// byte comes from DRAM as at decode (one matrix alone would sit in a 32 MiB L3).
+template <class P>
+void run_interleaved(benchmark::State& state, std::size_t rows, std::size_t cols, std::size_t n_tok,
+                     std::size_t total_bytes) {
+    const q::weight_ops ops = q::ops_of<P, xsimd::avx512bw>();
+    const q::weight_ops& il = *ops.interleaved;
+    const auto w = make_weights<P>(rows, cols);
+    const std::size_t bytes = ops.interleaved_bytes(rows, cols);
+    const std::size_t copies = std::max<std::size_t>(1, total_bytes / bytes);
+    lmtk::core::anonymous_memory packed(copies * bytes);
+    for (std::size_t c = 0; c < copies; ++c)
+        for (std::size_t g = 0; g < (rows + 15) / 16; ++g)
+            ops.interleave_group(reinterpret_cast<const std::byte*>(w.data()), rows, cols, g, packed.data() + c * bytes);
+    const auto x = make_activations(n_tok * cols);
+    const std::size_t stride = ops.act_row_bytes(cols);
+    std::vector<std::byte> xa(n_tok * stride);
+    std::vector<float> y(n_tok * rows);
+    std::size_t c = 0;
+    for (auto _ : state) {
+        for (std::size_t t = 0; t < n_tok; ++t) ops.prepare_row(x.data() + t * cols, xa.data() + t * stride, cols);
+        il.matmul_act(packed.data() + c * bytes, cols, 0, rows, xa.data(), stride, n_tok, y.data(), rows);
+        c = (c + 1) % copies;
+        benchmark::DoNotOptimize(y.data());
+        benchmark::ClobberMemory();
+    }
+    set_counters<P>(state, rows, cols, n_tok);
+}
+// What one core reads from DRAM at best: a sum over the same 64 MiB, for the _stream kernels
+// to be read against.
+void bm_read_stream(benchmark::State& state) {
+    const std::size_t n = (std::size_t{64} << 20) / sizeof(float);
+    lmtk::core::anonymous_memory buf(n * sizeof(float));
+    auto* p = reinterpret_cast<float*>(buf.data());
+    std::fill(p, p + n, 1.0f);
+    using batch = xsimd::batch<float>;
+    for (auto _ : state) {
+        batch a0(0.0f), a1(0.0f), a2(0.0f), a3(0.0f);
+        for (std::size_t i = 0; i < n; i += 4 * batch::size) {
+            a0 += batch::load_aligned(p + i);
+            a1 += batch::load_aligned(p + i + batch::size);
+            a2 += batch::load_aligned(p + i + 2 * batch::size);
+            a3 += batch::load_aligned(p + i + 3 * batch::size);
+        }
+        benchmark::DoNotOptimize(xsimd::hadd((a0 + a1) + (a2 + a3)));
+    }
+    state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * n * sizeof(float)));
+}
+
+template <class P>
+void bm_matvec_interleaved_stream(benchmark::State& state) {
+    run_interleaved<P>(state, 4096, 4096, 1, std::size_t{64} << 20);
+}
+template <class P>
+void bm_matvec_interleaved(benchmark::State& state) {
+    run_interleaved<P>(state, 4096, 4096, 1, 0);
+}
+template <class P>
+void bm_matmul_interleaved(benchmark::State& state) {
+    run_interleaved<P>(state, 1024, 4096, static_cast<std::size_t>(state.range(0)), 0);
+}
+#endif
+
 template <class P>
 void bm_dequantize_row(benchmark::State& state) {
     const std::size_t cols = 4096;
@@ -177,6 +244,15 @@ BENCHMARK_TEMPLATE(bm_matmul_act_tiles, q::q4_0)->Arg(32)->Arg(128)->Arg(512)->U
 BENCHMARK_TEMPLATE(bm_matmul_act_tiles, q::q4_k)->Arg(32)->Arg(128)->Arg(512)->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(bm_matmul_act_tiles, q::q8_0)->Arg(32)->Arg(128)->Arg(512)->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(bm_matmul_act_tiles, q::q6_k)->Arg(32)->Arg(128)->Arg(512)->Unit(benchmark::kMillisecond);
+#define LMTK_BENCH_INTERLEAVED(P)                                                                   \
+    BENCHMARK_TEMPLATE(bm_matvec_interleaved, q::P)->Unit(benchmark::kMicrosecond);                  \
+    BENCHMARK_TEMPLATE(bm_matvec_interleaved_stream, q::P)->Unit(benchmark::kMicrosecond);           \
+    BENCHMARK_TEMPLATE(bm_matmul_interleaved, q::P)->Arg(32)->Arg(128)->Arg(512)->Unit(benchmark::kMillisecond)
+BENCHMARK(bm_read_stream)->Unit(benchmark::kMicrosecond);
+LMTK_BENCH_INTERLEAVED(q8_0);
+LMTK_BENCH_INTERLEAVED(q4_0);
+LMTK_BENCH_INTERLEAVED(q4_k);
+LMTK_BENCH_INTERLEAVED(q6_k);
 #endif
 #else
 // Built without AVX-512 (LMTK_NATIVE=OFF or another CPU): the default arch only.

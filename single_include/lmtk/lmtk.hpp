@@ -95,6 +95,7 @@ constexpr std::uint16_t f32_to_bf16(float f) noexcept {
 
 #include <cerrno>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <span>
 #include <string>
@@ -161,6 +162,18 @@ public:
                   MADV_WILLNEED);
     }
 
+    // Drops the whole pages inside [p, p + length) from this process's resident set, once
+    // their bytes have been copied elsewhere (weights repacked at load). The file's pages stay
+    // in the page cache, and a later read of the range maps them again, so this is only a
+    // promise not to need them soon, never a loss of data.
+    void release(const std::byte* p, std::size_t length) const noexcept {
+        if (!data_ || p < data_ || p + length > data_ + size_) return;
+        const std::size_t page = 4096;
+        const std::size_t begin = (static_cast<std::size_t>(p - data_) + page - 1) / page * page;
+        const std::size_t end = static_cast<std::size_t>(p + length - data_) / page * page;
+        if (end > begin) ::madvise(const_cast<std::byte*>(data_) + begin, end - begin, MADV_DONTNEED);
+    }
+
 private:
     void reset() noexcept {
         if (data_) ::munmap(const_cast<std::byte*>(data_), size_);
@@ -174,6 +187,55 @@ private:
     }
     std::string path_;
     const std::byte* data_ = nullptr;
+    std::size_t size_ = 0;
+};
+
+// Zero-filled, page-aligned memory straight from the kernel, for large buffers that live as
+// long as a model (repacked weights): asked for in 2 MiB pages where the system has transparent
+// huge pages, since decode streams every byte of it per token and 4 KiB pages would cost a TLB
+// miss every 4 KiB.
+class anonymous_memory {
+public:
+    anonymous_memory() = default;
+    explicit anonymous_memory(std::size_t bytes) {
+        if (bytes == 0) return;
+        constexpr std::size_t huge = std::size_t{2} << 20;
+        // Over-allocate by one huge page to start on a 2 MiB boundary, then return the slack.
+        const std::size_t want = (bytes + huge - 1) / huge * huge;
+        void* p = ::mmap(nullptr, want + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) fail("cannot allocate ", bytes >> 20, " MiB for repacked weights: ", std::strerror(errno));
+        auto* base = static_cast<std::byte*>(p);
+        const std::size_t lead = (huge - reinterpret_cast<std::uintptr_t>(base) % huge) % huge;
+        if (lead) ::munmap(base, lead);
+        if (huge - lead) ::munmap(base + lead + want, huge - lead);
+        data_ = base + lead;
+        size_ = want;
+#ifdef MADV_HUGEPAGE
+        ::madvise(data_, size_, MADV_HUGEPAGE);
+#endif
+    }
+    anonymous_memory(const anonymous_memory&) = delete;
+    anonymous_memory& operator=(const anonymous_memory&) = delete;
+    anonymous_memory(anonymous_memory&& o) noexcept { swap(o); }
+    anonymous_memory& operator=(anonymous_memory&& o) noexcept {
+        if (this != &o) {
+            anonymous_memory tmp(std::move(o));
+            swap(tmp);
+        }
+        return *this;
+    }
+    ~anonymous_memory() {
+        if (data_) ::munmap(data_, size_);
+    }
+    std::byte* data() const noexcept { return data_; }
+    std::size_t size() const noexcept { return size_; }
+
+private:
+    void swap(anonymous_memory& o) noexcept {
+        std::swap(data_, o.data_);
+        std::swap(size_, o.size_);
+    }
+    std::byte* data_ = nullptr;
     std::size_t size_ = 0;
 };
 
@@ -4117,7 +4179,272 @@ struct act_q8 {
 // #include <lmtk/quant/ggml_type.hpp>
 // #include <lmtk/quant/gptq.hpp>
 // #include <lmtk/quant/group_layout.hpp>
-// #include <lmtk/quant/iq4_nl.hpp>
+// #include <lmtk/quant/interleaved.hpp>
+// Row-interleaved layouts: 16 rows of a weight matrix stored side by side, so that lane r of a
+// 16-lane integer vector is row r. The int8 kernels (interleaved_vnni.hpp) then finish 16 rows
+// with each vpdpbusd against 4 activation bytes broadcast from memory, and one convert, scale
+// and FMA per block serve all 16 rows: about a quarter of the instructions per weight byte of
+// the row-major kernels, which is what lets decode run at the speed memory delivers the weights.
+//
+// A matrix is repacked into this layout once, at load (model/llama.hpp), or a group at a time
+// into a thread-local buffer when a prefill batch multiplies weights that stayed row-major.
+// Each group holds exactly the bits of its 16 GGUF rows (rearranged, and for Q8_0 with the sign
+// bit of each quant flipped), padded to a 64-byte multiple so that every group starts on a cache
+// line; the last group of a matrix whose rows are not a multiple of 16 is zero-filled.
+//
+// Within a group the parts are arrays over the blocks (structure of arrays), each starting on a
+// 64-byte boundary. "word k of lane r" is 4 consecutive bytes of row r, and the 16 lanes of one
+// word are 64 contiguous bytes (one vector):
+//
+//   Q4_0  q [nb][4][16] u32   word k: bytes 4k..4k+3 of the block's qs (low nibbles: elements
+//                             4k.., high nibbles: elements 16 + 4k..), unchanged
+//         d [nb][16]   fp16
+//   Q8_0  q [nb][8][16] u32   word k: quants 4k..4k+3 as unsigned bytes q + 128
+//         d [nb][16]   fp16
+//   Q4_K  q [nb][4][8][16] u32  chunk c, word k: bytes 32c + 4k.. of qs (low nibbles: sub-block
+//                             2c, high nibbles: sub-block 2c + 1), unchanged
+//         s [nb][3][16] u32   the 12 packed scale/min bytes of the super-block, as 3 words
+//         d [nb][2][16] fp16  d, then dmin
+//   Q6_K  u = q + 32 (0..63) of element e; sub-block s = elements 16s..16s+15 = 4 words
+//         lo[nb][16][2][16] u32  (s, h): byte j = low 4 bits of u[16s + 8h + j], high nibble the
+//                             low 4 bits of u[16s + 8h + 4 + j]
+//         hi[nb][16][16] u32  s: byte j, bits 2i..2i+1 = the top 2 bits of u[16s + 4i + j]
+//         sc[nb][16][16] i8   sub-block scales
+//         d [nb][16]   fp16
+//
+// The scalar dequantize_row here is the executable spec of each layout; tests check that it
+// reproduces the format's reference decoder for every row.
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+// #include <lmtk/core/fp16.hpp>
+// #include <lmtk/quant/q4_0.hpp>
+// #include <lmtk/quant/q4_k.hpp>
+// #include <lmtk/quant/q6_k.hpp>
+// #include <lmtk/quant/q8_0.hpp>
+
+namespace lmtk::quant {
+
+// Rows per group of every interleaved layout: one 32-bit lane each in a 512-bit vector.
+inline constexpr std::size_t interleave_rows = 16;
+
+// A format with an interleaved layout specialises this (primary: none).
+template <class P>
+struct interleaved {
+    static constexpr bool available = false;
+};
+
+namespace detail {
+
+constexpr std::size_t round_up_64(std::size_t n) noexcept { return (n + 63) / 64 * 64; }
+
+// Lane r of word k in an array of [..][16] u32 words: byte offset of its first byte.
+constexpr std::size_t lane_offset(std::size_t word, std::size_t lane) noexcept {
+    return (word * interleave_rows + lane) * 4;
+}
+
+// The common shape: a group is parts of `bytes_per_block * 16` bytes each per block.
+template <class P, std::size_t... PartBytes>
+struct interleaved_base {
+    static constexpr bool available = true;
+    using format = P;
+    using block = typename P::block;
+    static constexpr std::size_t rows = interleave_rows;
+    static_assert((PartBytes + ...) == rows * sizeof(block), "an interleaved group holds exactly 16 rows' bytes");
+    // Offset of part i (for nb blocks) within a group.
+    static constexpr std::size_t part(std::size_t i, std::size_t nb) noexcept {
+        constexpr std::size_t sizes[] = {PartBytes...};
+        std::size_t off = 0;
+        for (std::size_t j = 0; j < i; ++j) off += sizes[j] * nb;
+        return off;
+    }
+    static constexpr std::size_t group_bytes(std::size_t nb) noexcept { return round_up_64(rows * nb * sizeof(block)); }
+    // Bytes of a whole matrix of `n_rows` rows of `nb` blocks in this layout.
+    static constexpr std::size_t matrix_bytes(std::size_t n_rows, std::size_t nb) noexcept {
+        return (n_rows + rows - 1) / rows * group_bytes(nb);
+    }
+};
+
+}  // namespace detail
+
+template <>
+struct interleaved<q4_0> : detail::interleaved_base<q4_0, 256, 32> {
+    // n_rows (<= 16) rows of nb blocks, row-major with `stride` blocks per row -> one group.
+    static void pack(const block* src, std::size_t stride, std::size_t nb, std::size_t n_rows, std::byte* g) noexcept {
+        std::memset(g, 0, group_bytes(nb));
+        std::byte* q = g + part(0, nb);
+        auto* d = reinterpret_cast<std::uint16_t*>(g + part(1, nb));
+        for (std::size_t r = 0; r < n_rows; ++r)
+            for (std::size_t b = 0; b < nb; ++b) {
+                const block& blk = src[r * stride + b];
+                d[b * rows + r] = blk.d;
+                for (std::size_t k = 0; k < 4; ++k) std::memcpy(q + b * 256 + detail::lane_offset(k, r), blk.qs + 4 * k, 4);
+            }
+    }
+    static void dequantize_row(const std::byte* g, std::size_t nb, std::size_t r, float* y) noexcept {
+        const auto* q = reinterpret_cast<const std::uint8_t*>(g + part(0, nb));
+        const auto* d = reinterpret_cast<const std::uint16_t*>(g + part(1, nb));
+        for (std::size_t b = 0; b < nb; ++b, y += 32) {
+            const float s = core::fp16_to_f32(d[b * rows + r]);
+            for (std::size_t j = 0; j < 16; ++j) {
+                const std::uint8_t v = q[b * 256 + detail::lane_offset(j / 4, r) + j % 4];
+                y[j] = static_cast<float>((v & 0xF) - 8) * s;
+                y[j + 16] = static_cast<float>((v >> 4) - 8) * s;
+            }
+        }
+    }
+};
+
+template <>
+struct interleaved<q8_0> : detail::interleaved_base<q8_0, 512, 32> {
+    static void pack(const block* src, std::size_t stride, std::size_t nb, std::size_t n_rows, std::byte* g) noexcept {
+        std::memset(g, 0, group_bytes(nb));
+        auto* q = reinterpret_cast<std::uint8_t*>(g + part(0, nb));
+        auto* d = reinterpret_cast<std::uint16_t*>(g + part(1, nb));
+        for (std::size_t r = 0; r < n_rows; ++r)
+            for (std::size_t b = 0; b < nb; ++b) {
+                const block& blk = src[r * stride + b];
+                d[b * rows + r] = blk.d;
+                for (std::size_t j = 0; j < 32; ++j)
+                    q[b * 512 + detail::lane_offset(j / 4, r) + j % 4] = static_cast<std::uint8_t>(blk.qs[j]) ^ 0x80u;
+            }
+    }
+    static void dequantize_row(const std::byte* g, std::size_t nb, std::size_t r, float* y) noexcept {
+        const auto* q = reinterpret_cast<const std::uint8_t*>(g + part(0, nb));
+        const auto* d = reinterpret_cast<const std::uint16_t*>(g + part(1, nb));
+        for (std::size_t b = 0; b < nb; ++b, y += 32) {
+            const float s = core::fp16_to_f32(d[b * rows + r]);
+            for (std::size_t j = 0; j < 32; ++j)
+                y[j] = s * static_cast<float>(int(q[b * 512 + detail::lane_offset(j / 4, r) + j % 4]) - 128);
+        }
+    }
+};
+
+template <>
+struct interleaved<q4_k> : detail::interleaved_base<q4_k, 2048, 192, 64> {
+    static void pack(const block* src, std::size_t stride, std::size_t nb, std::size_t n_rows, std::byte* g) noexcept {
+        std::memset(g, 0, group_bytes(nb));
+        std::byte* q = g + part(0, nb);
+        std::byte* s = g + part(1, nb);
+        auto* d = reinterpret_cast<std::uint16_t*>(g + part(2, nb));
+        for (std::size_t r = 0; r < n_rows; ++r)
+            for (std::size_t b = 0; b < nb; ++b) {
+                const block& blk = src[r * stride + b];
+                for (std::size_t k = 0; k < 32; ++k) std::memcpy(q + b * 2048 + detail::lane_offset(k, r), blk.qs + 4 * k, 4);
+                for (std::size_t k = 0; k < 3; ++k) std::memcpy(s + b * 192 + detail::lane_offset(k, r), blk.scales + 4 * k, 4);
+                d[(b * 2 + 0) * rows + r] = blk.d;
+                d[(b * 2 + 1) * rows + r] = blk.dmin;
+            }
+    }
+    static void dequantize_row(const std::byte* g, std::size_t nb, std::size_t r, float* y) noexcept {
+        const auto* q = reinterpret_cast<const std::uint8_t*>(g + part(0, nb));
+        const auto* s = reinterpret_cast<const std::uint8_t*>(g + part(1, nb));
+        const auto* d = reinterpret_cast<const std::uint16_t*>(g + part(2, nb));
+        for (std::size_t b = 0; b < nb; ++b, y += 256) {
+            std::uint8_t scales[12];
+            for (std::size_t k = 0; k < 3; ++k) std::memcpy(scales + 4 * k, s + b * 192 + detail::lane_offset(k, r), 4);
+            const float dd = core::fp16_to_f32(d[(b * 2) * rows + r]), dmin = core::fp16_to_f32(d[(b * 2 + 1) * rows + r]);
+            for (std::size_t c = 0; c < 4; ++c) {
+                const auto [sc_a, m_a] = detail::get_scale_min_k4(2 * c, scales);
+                const auto [sc_b, m_b] = detail::get_scale_min_k4(2 * c + 1, scales);
+                for (std::size_t l = 0; l < 32; ++l) {
+                    const std::uint8_t v = q[b * 2048 + detail::lane_offset(8 * c + l / 4, r) + l % 4];
+                    y[64 * c + l] = dd * static_cast<float>(sc_a) * static_cast<float>(v & 0xF) - dmin * static_cast<float>(m_a);
+                    y[64 * c + 32 + l] = dd * static_cast<float>(sc_b) * static_cast<float>(v >> 4) - dmin * static_cast<float>(m_b);
+                }
+            }
+        }
+    }
+};
+
+template <>
+struct interleaved<q6_k> : detail::interleaved_base<q6_k, 2048, 1024, 256, 32> {
+    // u = q + 32 of the 256 elements of one Q6_K block (the reference decoder's bit layout).
+    static void unsigned_quants(const block& blk, std::uint8_t* u) noexcept {
+        for (std::size_t n = 0; n < 2; ++n)
+            for (std::size_t l = 0; l < 32; ++l) {
+                const std::uint8_t ql0 = blk.ql[64 * n + l], ql1 = blk.ql[64 * n + l + 32], qh = blk.qh[32 * n + l];
+                u[128 * n + l] = static_cast<std::uint8_t>((ql0 & 0xF) | ((qh & 3) << 4));
+                u[128 * n + l + 32] = static_cast<std::uint8_t>((ql1 & 0xF) | (((qh >> 2) & 3) << 4));
+                u[128 * n + l + 64] = static_cast<std::uint8_t>((ql0 >> 4) | (((qh >> 4) & 3) << 4));
+                u[128 * n + l + 96] = static_cast<std::uint8_t>((ql1 >> 4) | (((qh >> 6) & 3) << 4));
+            }
+    }
+    static void pack(const block* src, std::size_t stride, std::size_t nb, std::size_t n_rows, std::byte* g) noexcept {
+        std::memset(g, 0, group_bytes(nb));
+        auto* lo = reinterpret_cast<std::uint8_t*>(g + part(0, nb));
+        auto* hi = reinterpret_cast<std::uint8_t*>(g + part(1, nb));
+        auto* sc = reinterpret_cast<std::int8_t*>(g + part(2, nb));
+        auto* d = reinterpret_cast<std::uint16_t*>(g + part(3, nb));
+        for (std::size_t r = 0; r < n_rows; ++r)
+            for (std::size_t b = 0; b < nb; ++b) {
+                const block& blk = src[r * stride + b];
+                std::uint8_t u[256];
+                unsigned_quants(blk, u);
+                d[b * rows + r] = blk.d;
+                for (std::size_t s = 0; s < 16; ++s) {
+                    sc[(b * 16 + s) * rows + r] = blk.scales[s];
+                    const std::uint8_t* us = u + 16 * s;
+                    for (std::size_t j = 0; j < 4; ++j) {
+                        for (std::size_t h = 0; h < 2; ++h)
+                            lo[b * 2048 + detail::lane_offset(2 * s + h, r) + j] =
+                                static_cast<std::uint8_t>((us[8 * h + j] & 0xF) | ((us[8 * h + 4 + j] & 0xF) << 4));
+                        std::uint8_t top = 0;
+                        for (std::size_t i = 0; i < 4; ++i) top = static_cast<std::uint8_t>(top | ((us[4 * i + j] >> 4) << (2 * i)));
+                        hi[b * 1024 + detail::lane_offset(s, r) + j] = top;
+                    }
+                }
+            }
+    }
+    static void dequantize_row(const std::byte* g, std::size_t nb, std::size_t r, float* y) noexcept {
+        const auto* lo = reinterpret_cast<const std::uint8_t*>(g + part(0, nb));
+        const auto* hi = reinterpret_cast<const std::uint8_t*>(g + part(1, nb));
+        const auto* sc = reinterpret_cast<const std::int8_t*>(g + part(2, nb));
+        const auto* d = reinterpret_cast<const std::uint16_t*>(g + part(3, nb));
+        for (std::size_t b = 0; b < nb; ++b) {
+            const float dd = core::fp16_to_f32(d[b * rows + r]);
+            for (std::size_t s = 0; s < 16; ++s, y += 16) {
+                const float scale = dd * static_cast<float>(sc[(b * 16 + s) * rows + r]);
+                for (std::size_t i = 0; i < 4; ++i)
+                    for (std::size_t j = 0; j < 4; ++j) {
+                        const std::uint8_t l = lo[b * 2048 + detail::lane_offset(2 * s + i / 2, r) + j];
+                        const std::uint8_t h = hi[b * 1024 + detail::lane_offset(s, r) + j];
+                        const int u = ((i % 2 ? l >> 4 : l) & 0xF) | (((h >> (2 * i)) & 3) << 4);
+                        y[4 * i + j] = scale * static_cast<float>(u - 32);
+                    }
+            }
+        }
+    }
+};
+
+template <class P>
+inline constexpr bool has_interleaved = interleaved<P>::available;
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/interleaved_vnni.hpp>
+// AVX-512 VNNI kernels over the row-interleaved layouts of interleaved.hpp, against int8
+// activations (act_q8): y[t][r] = dot(row r, token t) for whole groups of 16 rows.
+//
+// Lane r of every vector is row r. A word of 4 weight bytes per lane meets the 4 activation
+// bytes it multiplies, broadcast from memory, in one vpdpbusd; the block's integer dots of all
+// 16 rows end in one register, and one convert, one scale and one FMA finish them. Decode
+// (one token) runs these kernels over weights repacked at load; a prefill batch over weights
+// that stayed row-major packs one group at a time into a thread-local buffer first (the
+// group then stays in L1 while every token of the batch passes over it).
+//
+// The quants are unsigned (u = q + z); sum(u * x) - z * sum(x) is the block's dot, and the
+// correction starts the vpdpbusd chain as one broadcast value (all 16 rows share the token).
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <utility>
+#include <vector>
+
+// #include <lmtk/quant/act_q8.hpp>
+// #include <lmtk/quant/interleaved.hpp>
 // #include <lmtk/quant/matmul_vnni.hpp>
 // Integer matmul of Q8_0 / Q4_0 / Q4_K / Q6_K weights against int8 activations (act_q8) with
 // AVX-512 VNNI.
@@ -4133,9 +4460,9 @@ struct act_q8 {
 // sum(u * x) - z * sum(x) is the block's integer dot; the correction is folded into the
 // accumulator vpdpbusd starts from. Each block's int32 partial sums are then converted and scaled
 // by d_w * d_x in float. A tile of R rows x T tokens reuses every unpacked weight vector for T
-// tokens and every activation vector for R rows: decode runs 4 x 1 tiles. Prefill (8 tokens
-// or more) turns the weights sideways first, 16 rows per panel, so that the lanes of one
-// vpdpbusd are 16 rows (see "prefill GEMM over packed panels" below): 2.4-3x the tiles' speed.
+// tokens and every activation vector for R rows. These row-major tiles serve weights used as
+// mapped for fewer than 8 tokens; the faster kernels over 16 interleaved rows, which a model
+// uses for its repacked weights and for prefill batches, are in interleaved_vnni.hpp.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -4434,273 +4761,6 @@ void tile_q6_k(const q6_k::block* const (&w)[R], const act_q8::row (&x)[T], std:
         for (int t = 0; t < T; ++t) out[r][t] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
-// ---- prefill GEMM over packed panels --------------------------------------------------------
-// The tiles above put one row's elements across the 16 lanes, so every (row, token) pair pays
-// for its own convert, scale and FMA per pair of blocks (4 instructions per 64 products). For
-// a batch of tokens it pays to turn the weights sideways first, as BLAS libraries pack a panel
-// of A: 16 rows interleaved 4 bytes at a time, so that lane r of one vpdpbusd is row r and the
-// activation operand is 4 bytes broadcast from memory. A block's 8 vpdpbusd then leave the 16
-// rows' integer dots in one register, and one convert + one scale + one FMA finish 16 rows at
-// once. The panel (16 rows x all columns; 40 KB for 4096 Q4_0 columns) is packed per call
-// into a thread-local buffer and stays in L1/L2 while every token passes over it, so the
-// packing costs one extra pass over the weights per call: nothing next to 8+ tokens of work.
-// Weights in memory are never changed or copied whole (mmap stays the only copy).
-
-inline constexpr int panel_rows = 16;
-// From this many tokens on, packing pays (measured with bench/quant_kernels, bm_matmul_act).
-inline constexpr std::size_t packed_min_tokens = 8;
-
-// Q4_0, per block: the 16 rows' scales as floats and their 16 quant bytes as four 64-byte
-// vectors, q[k][r] = bytes 4k .. 4k + 3 of row r (low nibbles: elements 4k.., high: 16 + 4k..).
-struct alignas(64) q4_0_panel_block {
-    float d[panel_rows];
-    std::uint32_t q[4][panel_rows];
-};
-static_assert(sizeof(q4_0_panel_block) == 320);
-
-inline void pack_q4_0(const q4_0::block* rows, std::size_t nb, std::size_t n_rows, q4_0_panel_block* out) noexcept {
-    for (std::size_t b = 0; b < nb; ++b) {
-        q4_0_panel_block& p = out[b];
-        for (std::size_t r = 0; r < panel_rows; ++r) {
-            if (r < n_rows) {
-                const q4_0::block& blk = rows[r * nb + b];
-                p.d[r] = _cvtsh_ss(blk.d);
-                for (int k = 0; k < 4; ++k) std::memcpy(&p.q[k][r], blk.qs + 4 * k, 4);
-            } else {
-                p.d[r] = 0.0f;  // rows past the end contribute nothing and are not stored
-                for (int k = 0; k < 4; ++k) p.q[k][r] = 0;
-            }
-        }
-    }
-}
-
-// Q4_K, per chunk of 64 elements (two sub-blocks A = 2c and B = 2c + 1 of a super-block): the
-// 16 rows' d * sc and dmin * m of both as floats, and q[k][r] = bytes 32c + 4k .. + 3 of row r
-// (low nibbles: A's elements 4k.., high nibbles: B's).
-struct alignas(64) q4_k_panel_chunk {
-    float scale[2][panel_rows];
-    float min[2][panel_rows];
-    std::uint32_t q[8][panel_rows];
-};
-static_assert(sizeof(q4_k_panel_chunk) == 768);
-
-inline void pack_q4_k(const q4_k::block* rows, std::size_t nb, std::size_t n_rows, q4_k_panel_chunk* out) noexcept {
-    for (std::size_t b = 0; b < nb; ++b)
-        for (std::size_t c = 0; c < 4; ++c) {
-            q4_k_panel_chunk& p = out[b * 4 + c];
-            for (std::size_t r = 0; r < panel_rows; ++r) {
-                if (r >= n_rows) {
-                    for (int h = 0; h < 2; ++h) p.scale[h][r] = p.min[h][r] = 0.0f;
-                    for (int k = 0; k < 8; ++k) p.q[k][r] = 0;
-                    continue;
-                }
-                const q4_k::block& blk = rows[r * nb + b];
-                const float d = _cvtsh_ss(blk.d), dmin = _cvtsh_ss(blk.dmin);
-                for (std::size_t h = 0; h < 2; ++h) {
-                    const auto [sc, m] = quant::detail::get_scale_min_k4(2 * c + h, blk.scales);
-                    p.scale[h][r] = d * static_cast<float>(sc);
-                    p.min[h][r] = dmin * static_cast<float>(m);
-                }
-                for (int k = 0; k < 8; ++k) std::memcpy(&p.q[k][r], blk.qs + 32 * c + 4 * k, 4);
-            }
-        }
-}
-
-inline __m512i broadcast_word(const std::int8_t* p) noexcept {
-    std::int32_t v;
-    std::memcpy(&v, p, 4);
-    return _mm512_set1_epi32(v);
-}
-
-// T tokens over one Q4_0 panel: acc[t] lane r = dot(row r, token t).
-template <int T>
-void panel_q4_0(const q4_0_panel_block* p, std::size_t nb, const act_q8::row (&x)[T], __m512 (&acc)[T]) noexcept {
-    const __m512i low4 = _mm512_set1_epi8(0x0F);
-    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
-    for (std::size_t b = 0; b < nb; ++b) {
-        __m512i lo[4], hi[4];
-        for (int k = 0; k < 4; ++k) {
-            const __m512i v = _mm512_load_si512(p[b].q[k]);
-            lo[k] = _mm512_and_si512(v, low4);
-            hi[k] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
-        }
-        const __m512 d = _mm512_load_ps(p[b].d);
-        for (int t = 0; t < T; ++t) {
-            const std::int8_t* xq = x[t].qs + b * 32;
-            // The nibbles are q + 8: start from -8 * sum(x) (Q4_0's zero point).
-            __m512i dot = _mm512_set1_epi32(-8 * x[t].sum[b]);
-            for (int k = 0; k < 4; ++k) dot = _mm512_dpbusd_epi32(dot, lo[k], broadcast_word(xq + 4 * k));
-            for (int k = 0; k < 4; ++k) dot = _mm512_dpbusd_epi32(dot, hi[k], broadcast_word(xq + 16 + 4 * k));
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(d, _mm512_set1_ps(x[t].d[b])), acc[t]);
-        }
-    }
-}
-
-// T tokens over one Q4_K panel (nb super-blocks = 4 * nb chunks).
-template <int T>
-void panel_q4_k(const q4_k_panel_chunk* p, std::size_t nb, const act_q8::row (&x)[T], __m512 (&acc)[T]) noexcept {
-    const __m512i low4 = _mm512_set1_epi8(0x0F);
-    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
-    for (std::size_t c = 0; c < 4 * nb; ++c) {
-        __m512i lo[8], hi[8];
-        for (int k = 0; k < 8; ++k) {
-            const __m512i v = _mm512_load_si512(p[c].q[k]);
-            lo[k] = _mm512_and_si512(v, low4);
-            hi[k] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
-        }
-        const __m512 sa = _mm512_load_ps(p[c].scale[0]), sb = _mm512_load_ps(p[c].scale[1]);
-        const __m512 ma = _mm512_load_ps(p[c].min[0]), mb = _mm512_load_ps(p[c].min[1]);
-        const std::size_t a = 2 * c;  // activation block of sub-block A; B's is a + 1
-        for (int t = 0; t < T; ++t) {
-            const std::int8_t* xq = x[t].qs + a * 32;
-            __m512i da = _mm512_setzero_si512(), db = _mm512_setzero_si512();
-            for (int k = 0; k < 8; ++k) {
-                da = _mm512_dpbusd_epi32(da, lo[k], broadcast_word(xq + 4 * k));
-                db = _mm512_dpbusd_epi32(db, hi[k], broadcast_word(xq + 32 + 4 * k));
-            }
-            // d sc sum(q x) - dmin m sum(x), with sum(x) = ds / d of the activation block.
-            __m512 r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(da), _mm512_mul_ps(sa, _mm512_set1_ps(x[t].d[a])), acc[t]);
-            r = _mm512_fnmadd_ps(ma, _mm512_set1_ps(x[t].ds[a]), r);
-            r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(db), _mm512_mul_ps(sb, _mm512_set1_ps(x[t].d[a + 1])), r);
-            acc[t] = _mm512_fnmadd_ps(mb, _mm512_set1_ps(x[t].ds[a + 1]), r);
-        }
-    }
-}
-
-// Q8_0 and Q6_K: quants unpacked to unsigned bytes at packing time (Q8_0: q + 128; Q6_K: its
-// 6-bit q + 32, 0..63), W words of 4 elements per sub-block, one scale per row and sub-block:
-// the kernel does no unpacking at all. Sub-blocks are 32 elements for Q8_0, 16 for Q6_K.
-template <int W>
-struct alignas(64) u8_panel_unit {
-    float scale[panel_rows];
-    std::uint32_t q[W][panel_rows];
-};
-
-inline void pack_q8_0(const q8_0::block* rows, std::size_t nb, std::size_t n_rows, u8_panel_unit<8>* out) noexcept {
-    for (std::size_t b = 0; b < nb; ++b)
-        for (std::size_t r = 0; r < panel_rows; ++r) {
-            u8_panel_unit<8>& p = out[b];
-            if (r >= n_rows) {
-                p.scale[r] = 0.0f;
-                for (int k = 0; k < 8; ++k) p.q[k][r] = 0;
-                continue;
-            }
-            const q8_0::block& blk = rows[r * nb + b];
-            p.scale[r] = _cvtsh_ss(blk.d);
-            for (int k = 0; k < 8; ++k) {
-                std::uint32_t v;
-                std::memcpy(&v, blk.qs + 4 * k, 4);
-                p.q[k][r] = v ^ 0x80808080u;  // q + 128: the sign bit flipped
-            }
-        }
-}
-
-inline void pack_q6_k(const q6_k::block* rows, std::size_t nb, std::size_t n_rows, u8_panel_unit<4>* out) noexcept {
-    for (std::size_t b = 0; b < nb; ++b)
-        for (std::size_t r = 0; r < panel_rows; ++r) {
-            u8_panel_unit<4>* p = out + b * 16;
-            if (r >= n_rows) {
-                for (int s = 0; s < 16; ++s) {
-                    p[s].scale[r] = 0.0f;
-                    for (int k = 0; k < 4; ++k) p[s].q[k][r] = 0;
-                }
-                continue;
-            }
-            const q6_k::block& blk = rows[r * nb + b];
-            const float d = _cvtsh_ss(blk.d);
-            std::uint8_t u[256];
-            // Element 128n + 32k + l: low 4 bits in ql[64n + 32(k % 2) + l] (high nibble for
-            // k >= 2), high 2 bits at bit 2k of qh[32n + l] (q6_k.hpp).
-            for (int n = 0; n < 2; ++n)
-                for (int k = 0; k < 4; ++k)
-                    for (int l = 0; l < 32; ++l) {
-                        const unsigned lo = (blk.ql[64 * n + 32 * (k % 2) + l] >> (4 * (k / 2))) & 0xF;
-                        const unsigned hi = (blk.qh[32 * n + l] >> (2 * k)) & 3;
-                        u[128 * n + 32 * k + l] = static_cast<std::uint8_t>(lo | (hi << 4));
-                    }
-            for (int s = 0; s < 16; ++s) {
-                p[s].scale[r] = d * static_cast<float>(blk.scales[s]);
-                for (int k = 0; k < 4; ++k) std::memcpy(&p[s].q[k][r], u + 16 * s + 4 * k, 4);
-            }
-        }
-}
-
-// T tokens over a u8 panel of n_units sub-blocks of 4W elements. start(t, u) is where the
-// integer dot of sub-block u with token t begins: -zero_point * sum(x) over the sub-block.
-template <int W, int T, class Start>
-void panel_u8(const u8_panel_unit<W>* p, std::size_t n_units, const act_q8::row (&x)[T], Start&& start,
-              __m512 (&acc)[T]) noexcept {
-    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
-    for (std::size_t u = 0; u < n_units; ++u) {
-        __m512i v[W];
-        for (int k = 0; k < W; ++k) v[k] = _mm512_load_si512(p[u].q[k]);
-        const __m512 sc = _mm512_load_ps(p[u].scale);
-        const std::size_t e = u * 4 * W;  // first element
-        for (int t = 0; t < T; ++t) {
-            const std::int8_t* xq = x[t].qs + e;
-            __m512i dot = _mm512_set1_epi32(start(t, u));
-            for (int k = 0; k < W; ++k) dot = _mm512_dpbusd_epi32(dot, v[k], broadcast_word(xq + 4 * k));
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(sc, _mm512_set1_ps(x[t].d[e / 32])), acc[t]);
-        }
-    }
-}
-
-// The packed path of matmul<P> for rows [r0, r1): panels of 16 rows, tokens 4 at a time.
-template <class P>
-void matmul_packed(const typename P::block* rows, std::size_t nb, std::size_t r0, std::size_t r1, const std::byte* xa,
-                   std::size_t xa_stride, std::size_t cols, std::size_t n_tok, float* y, std::size_t y_stride) {
-    using panel_unit = std::conditional_t<
-        std::is_same_v<P, q4_0>, q4_0_panel_block,
-        std::conditional_t<std::is_same_v<P, q4_k>, q4_k_panel_chunk,
-                           std::conditional_t<std::is_same_v<P, q8_0>, u8_panel_unit<8>, u8_panel_unit<4>>>>;
-    const std::size_t units = std::is_same_v<P, q4_0> || std::is_same_v<P, q8_0> ? nb : std::is_same_v<P, q4_k> ? 4 * nb : 16 * nb;
-    // One panel per thread, reused across calls (it grows to the widest matrix once).
-    thread_local std::vector<panel_unit> panel;
-    if (panel.size() < units) panel.resize(units);
-    const auto act = [&](std::size_t t) { return act_q8::view(xa + t * xa_stride, cols); };
-    // Q6_K's zero point applies per 16 elements, act_q8 sums per 32: the sums of 16, once.
-    thread_local std::vector<std::int32_t> sum16;
-    if constexpr (std::is_same_v<P, q6_k>) {
-        sum16.resize(n_tok * cols / 16);
-        for (std::size_t t = 0; t < n_tok; ++t) {
-            const std::int8_t* q = act(t).qs;
-            for (std::size_t s = 0; s < cols / 16; ++s) {
-                std::int32_t sum = 0;
-                for (int j = 0; j < 16; ++j) sum += q[16 * s + std::size_t(j)];
-                sum16[t * (cols / 16) + s] = sum;
-            }
-        }
-    }
-    for (std::size_t r = r0; r < r1; r += panel_rows) {
-        const std::size_t n = std::min<std::size_t>(panel_rows, r1 - r);
-        if constexpr (std::is_same_v<P, q4_0>) pack_q4_0(rows + r * nb, nb, n, panel.data());
-        else if constexpr (std::is_same_v<P, q4_k>) pack_q4_k(rows + r * nb, nb, n, panel.data());
-        else if constexpr (std::is_same_v<P, q8_0>) pack_q8_0(rows + r * nb, nb, n, panel.data());
-        else pack_q6_k(rows + r * nb, nb, n, panel.data());
-        const __mmask16 keep = static_cast<__mmask16>((1u << n) - 1);
-        const auto run = [&]<int T>(std::size_t t) {
-            act_q8::row xr[T];
-            __m512 acc[T];
-            for (int j = 0; j < T; ++j) xr[j] = act(t + std::size_t(j));
-            if constexpr (std::is_same_v<P, q4_0>) {
-                panel_q4_0<T>(panel.data(), nb, xr, acc);
-            } else if constexpr (std::is_same_v<P, q4_k>) {
-                panel_q4_k<T>(panel.data(), nb, xr, acc);
-            } else if constexpr (std::is_same_v<P, q8_0>) {
-                panel_u8<8, T>(panel.data(), nb, xr, [&](int j, std::size_t u) { return -128 * xr[j].sum[u]; }, acc);
-            } else {
-                const std::int32_t* s16 = sum16.data() + t * (cols / 16);
-                panel_u8<4, T>(panel.data(), units, xr,
-                               [&](int j, std::size_t u) { return -32 * s16[std::size_t(j) * (cols / 16) + u]; }, acc);
-            }
-            for (int j = 0; j < T; ++j) _mm512_mask_storeu_ps(y + (t + std::size_t(j)) * y_stride + r, keep, acc[j]);
-        };
-        std::size_t t = 0;
-        for (; t + 4 <= n_tok; t += 4) run.template operator()<4>(t);
-        for (; t < n_tok; ++t) run.template operator()<1>(t);
-    }
-}
-
 }  // namespace detail
 
 // Rows are visited in tiles of about this many weight bytes, which stay in L2 while every token
@@ -4742,20 +4802,343 @@ void matmul_tiles(const std::byte* w, std::size_t cols, std::size_t r0, std::siz
     }
 }
 
-// Formats with a packed-panel prefill kernel.
-template <class P>
-inline constexpr bool has_packed =
-    std::is_same_v<P, q4_0> || std::is_same_v<P, q4_k> || std::is_same_v<P, q8_0> || std::is_same_v<P, q6_k>;
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
-// weight_ops::matmul_act for P: y[t * y_stride + r] = dot(row r, activation row t). Packed
-// panels for a batch of tokens where the format has them, row tiles otherwise.
+#endif  // LMTK_QUANT_VNNI
+
+}  // namespace lmtk::quant::vnni
+
+namespace lmtk::quant::vnni {
+
+#if LMTK_QUANT_VNNI
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace detail {
+
+// 4 activation bytes at p in every 32-bit lane.
+inline __m512i broadcast_word(const std::int8_t* p) noexcept {
+    std::int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+inline __m512 fp16_lanes(const std::byte* p) noexcept {
+    return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+inline __m512i load_words(const std::byte* p) noexcept { return _mm512_load_si512(p); }
+
+// Prefetch into L2 of the part of the weights `ahead` bytes past group g that corresponds to
+// block b: over a pass through the group, the whole range [g + ahead, g + ahead + group
+// bytes) is asked for, a block's share at a time. The hardware prefetchers alone fall behind
+// on these streams of a few arrays per group (bench/quant_kernels, _stream: Q4_K read 10 GB/s
+// from DRAM on one core without this, 20 with it, against 29 for a plain sum). Addresses past
+// the end of the weights are harmless: a prefetch never faults.
+struct prefetch_plan {
+    std::size_t ahead = 0;  // 0: none (a group packed into L1 per call)
+    std::size_t step = 0;   // group bytes per block
+};
+inline void prefetch_block(const std::byte* g, const prefetch_plan& pf, std::size_t b) noexcept {
+    if (!pf.ahead) return;
+    const std::byte* p = g + pf.ahead + b * pf.step;
+    for (std::size_t off = 0; off < pf.step; off += 64) _mm_prefetch(reinterpret_cast<const char*>(p + off), _MM_HINT_T1);
+}
+
+// A thread-local buffer of at least `bytes` bytes on a 64-byte boundary, grown once.
+inline std::byte* aligned_scratch(std::size_t bytes) {
+    thread_local std::unique_ptr<std::byte[]> buf;
+    thread_local std::size_t size = 0;
+    if (size < bytes) {
+        buf.reset(new std::byte[bytes + 64]);
+        size = bytes;
+    }
+    const auto misalign = reinterpret_cast<std::uintptr_t>(buf.get()) % 64;
+    return buf.get() + (misalign ? 64 - misalign : 0);
+}
+
+// Each kernel runs one group (16 rows) against T tokens: acc[t] lane r = dot(row r, token t).
+// Decode uses T = 1, prefill T = 4 (each unpacked weight vector then serves four tokens).
+
+// Q4_0: per block, 4 words of nibbles; low nibbles are elements 4k.., high ones 16 + 4k...
+template <int T>
+void group_q4_0(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
+               __m512 (&acc)[T]) noexcept {
+    using L = interleaved<q4_0>;
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    for (std::size_t b = 0; b < nb; ++b) {
+        prefetch_block(g, pf, b);
+        const std::byte* q = g + L::part(0, nb) + b * 256;
+        __m512i lo[4], hi[4];
+        for (int k = 0; k < 4; ++k) {
+            const __m512i v = load_words(q + 64 * k);
+            lo[k] = _mm512_and_si512(v, low4);
+            hi[k] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+        }
+        const __m512 dw = fp16_lanes(g + L::part(1, nb) + b * 32);
+        for (int t = 0; t < T; ++t) {
+            const std::int8_t* xq = x[t].qs + b * 32;
+            // Two chains, so that the 8 dependent vpdpbusd of a block do not serialise.
+            __m512i d0 = _mm512_set1_epi32(-8 * x[t].sum[b]), d1 = _mm512_setzero_si512();
+            for (int k = 0; k < 4; ++k) {
+                d0 = _mm512_dpbusd_epi32(d0, lo[k], broadcast_word(xq + 4 * k));
+                d1 = _mm512_dpbusd_epi32(d1, hi[k], broadcast_word(xq + 16 + 4 * k));
+            }
+            const __m512i dot = _mm512_add_epi32(d0, d1);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, _mm512_set1_ps(x[t].d[b])), acc[t]);
+        }
+    }
+}
+
+// Q8_0: per block, 8 words of unsigned quants q + 128.
+template <int T>
+void group_q8_0(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
+               __m512 (&acc)[T]) noexcept {
+    using L = interleaved<q8_0>;
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    for (std::size_t b = 0; b < nb; ++b) {
+        prefetch_block(g, pf, b);
+        const std::byte* q = g + L::part(0, nb) + b * 512;
+        __m512i v[8];
+        for (int k = 0; k < 8; ++k) v[k] = load_words(q + 64 * k);
+        const __m512 dw = fp16_lanes(g + L::part(1, nb) + b * 32);
+        for (int t = 0; t < T; ++t) {
+            const std::int8_t* xq = x[t].qs + b * 32;
+            __m512i d0 = _mm512_set1_epi32(-128 * x[t].sum[b]), d1 = _mm512_setzero_si512();
+            for (int k = 0; k < 8; k += 2) {
+                d0 = _mm512_dpbusd_epi32(d0, v[k], broadcast_word(xq + 4 * k));
+                d1 = _mm512_dpbusd_epi32(d1, v[k + 1], broadcast_word(xq + 4 * k + 4));
+            }
+            const __m512i dot = _mm512_add_epi32(d0, d1);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, _mm512_set1_ps(x[t].d[b])), acc[t]);
+        }
+    }
+}
+
+// Q4_K's 6-bit scale (Min = false) or min (Min = true) of sub-block j in every lane, from the
+// 3 words a, b, c of the packed 12 bytes (the layout get_scale_min_k4 reads).
+template <int J, bool Min>
+__m512i k4_scale(__m512i a, __m512i b, __m512i c) noexcept {
+    const __m512i six = _mm512_set1_epi32(63);
+    if constexpr (J < 4) {
+        return _mm512_and_si512(_mm512_srli_epi32(Min ? b : a, 8 * J), six);
+    } else {
+        // low 4 bits: nibble of byte J - 4 of c; high 2 bits: top bits of byte J - 4 of a (b).
+        const __m512i low = _mm512_and_si512(_mm512_srli_epi32(c, 8 * (J - 4) + (Min ? 4 : 0)), _mm512_set1_epi32(0x0F));
+        const __m512i high = _mm512_and_si512(_mm512_srli_epi32(Min ? b : a, 8 * (J - 4) + 2), _mm512_set1_epi32(0x30));
+        return _mm512_or_si512(low, high);
+    }
+}
+
+// Q4_K: per super-block, the 8 scales and mins decoded in registers (shared by every token),
+// then 4 chunks of 8 words: low nibbles sub-block 2c, high nibbles sub-block 2c + 1. The min
+// term is dmin * m * (d_x * sum(q_x)) per sub-block, in float.
+template <int T>
+void group_q4_k(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
+               __m512 (&acc)[T]) noexcept {
+    using L = interleaved<q4_k>;
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    for (std::size_t b = 0; b < nb; ++b) {
+        prefetch_block(g, pf, b);
+        const std::byte* s = g + L::part(1, nb) + b * 192;
+        const std::byte* d = g + L::part(2, nb) + b * 64;
+        const __m512i sa = load_words(s), sb = load_words(s + 64), sc = load_words(s + 128);
+        const __m512 dd = fp16_lanes(d), dmin = fp16_lanes(d + 32);
+        __m512 scale[8], min[8];
+        const auto decode = [&]<int J>() {
+            scale[J] = _mm512_mul_ps(_mm512_cvtepi32_ps(k4_scale<J, false>(sa, sb, sc)), dd);
+            min[J] = _mm512_mul_ps(_mm512_cvtepi32_ps(k4_scale<J, true>(sa, sb, sc)), dmin);
+        };
+        [&]<int... J>(std::integer_sequence<int, J...>) { (decode.template operator()<J>(), ...); }(
+            std::make_integer_sequence<int, 8>{});
+        for (std::size_t c = 0; c < 4; ++c) {
+            const std::byte* q = g + L::part(0, nb) + b * 2048 + c * 512;
+            __m512i lo[8], hi[8];
+            for (int k = 0; k < 8; ++k) {
+                const __m512i v = load_words(q + 64 * k);
+                lo[k] = _mm512_and_si512(v, low4);
+                hi[k] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+            }
+            const std::size_t a = b * 8 + 2 * c;  // activation block of sub-block 2c; 2c + 1's is a + 1
+            for (int t = 0; t < T; ++t) {
+                const std::int8_t* xq = x[t].qs + a * 32;
+                __m512i da = _mm512_setzero_si512(), db = _mm512_setzero_si512();
+                for (int k = 0; k < 8; ++k) {
+                    da = _mm512_dpbusd_epi32(da, lo[k], broadcast_word(xq + 4 * k));
+                    db = _mm512_dpbusd_epi32(db, hi[k], broadcast_word(xq + 32 + 4 * k));
+                }
+                __m512 r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(da), _mm512_mul_ps(scale[2 * c], _mm512_set1_ps(x[t].d[a])),
+                                           acc[t]);
+                r = _mm512_fnmadd_ps(min[2 * c], _mm512_set1_ps(x[t].ds[a]), r);
+                r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(db), _mm512_mul_ps(scale[2 * c + 1], _mm512_set1_ps(x[t].d[a + 1])), r);
+                acc[t] = _mm512_fnmadd_ps(min[2 * c + 1], _mm512_set1_ps(x[t].ds[a + 1]), r);
+            }
+        }
+    }
+}
+
+// Q6_K: per sub-block of 16 elements, 2 words of nibbles and 1 of top bits make the 4 words of
+// u = q + 32; the chain starts from -32 * sum(x) over the sub-block (sum16, per token).
+template <int T>
+void group_q6_k(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
+                const std::int32_t* const (&sum16)[T], __m512 (&acc)[T]) noexcept {
+    using L = interleaved<q6_k>;
+    const __m512i low4 = _mm512_set1_epi8(0x0F), top2 = _mm512_set1_epi8(0x30);
+    // a | (b & c), one vpternlogd
+    const auto merge = [](__m512i a, __m512i b, __m512i c) { return _mm512_ternarylogic_epi32(a, b, c, 0xF8); };
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    for (std::size_t b = 0; b < nb; ++b) {
+        prefetch_block(g, pf, b);
+        const std::byte* lo = g + L::part(0, nb) + b * 2048;
+        const std::byte* hi = g + L::part(1, nb) + b * 1024;
+        const std::byte* scales = g + L::part(2, nb) + b * 256;
+        const __m512 dd = fp16_lanes(g + L::part(3, nb) + b * 32);
+        for (std::size_t s = 0; s < 16; ++s) {
+            const __m128i sc8 = _mm_load_si128(reinterpret_cast<const __m128i*>(scales + s * 16));
+            const __m512 scale = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc8)), dd);
+            const __m512i l0 = load_words(lo + s * 128), l1 = load_words(lo + s * 128 + 64), h = load_words(hi + s * 64);
+            const __m512i u0 = merge(_mm512_and_si512(l0, low4), _mm512_slli_epi16(h, 4), top2);
+            const __m512i u1 = merge(_mm512_and_si512(_mm512_srli_epi16(l0, 4), low4), _mm512_slli_epi16(h, 2), top2);
+            const __m512i u2 = merge(_mm512_and_si512(l1, low4), h, top2);
+            const __m512i u3 = merge(_mm512_and_si512(_mm512_srli_epi16(l1, 4), low4), _mm512_srli_epi16(h, 2), top2);
+            const std::size_t e = b * 256 + s * 16;  // first element
+            for (int t = 0; t < T; ++t) {
+                const std::int8_t* xq = x[t].qs + e;
+                __m512i d0 = _mm512_set1_epi32(-32 * sum16[t][e / 16]), d1 = _mm512_setzero_si512();
+                d0 = _mm512_dpbusd_epi32(d0, u0, broadcast_word(xq));
+                d1 = _mm512_dpbusd_epi32(d1, u1, broadcast_word(xq + 4));
+                d0 = _mm512_dpbusd_epi32(d0, u2, broadcast_word(xq + 8));
+                d1 = _mm512_dpbusd_epi32(d1, u3, broadcast_word(xq + 12));
+                const __m512i dot = _mm512_add_epi32(d0, d1);
+                acc[t] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(scale, _mm512_set1_ps(x[t].d[e / 32])), acc[t]);
+            }
+        }
+    }
+}
+
+// Sums of every 16 activation quants of n_tok rows (Q6_K's zero point applies per 16 elements;
+// act_q8 keeps sums per 32), in a thread-local buffer reused across calls.
+inline const std::int32_t* sums_of_16(const std::byte* xa, std::size_t xa_stride, std::size_t cols, std::size_t n_tok) {
+    thread_local std::vector<std::int32_t> sums;
+    if (sums.size() < n_tok * cols / 16) sums.resize(n_tok * cols / 16);
+    for (std::size_t t = 0; t < n_tok; ++t) {
+        const std::int8_t* q = act_q8::view(xa + t * xa_stride, cols).qs;
+        std::int32_t* out = sums.data() + t * (cols / 16);
+        for (std::size_t s = 0; s < cols / 16; ++s) {
+            std::int32_t sum = 0;
+            for (std::size_t j = 0; j < 16; ++j) sum += q[16 * s + j];
+            out[s] = sum;
+        }
+    }
+    return sums.data();
+}
+
+// Groups per decode step: enough concurrent streams of weights to keep a core's reads in
+// flight, few enough that the unpacked words and scales stay in registers (measured with
+// bench/quant_kernels' _stream benchmarks: Q4_0 reads 1.3x faster with 4 than with 1; the
+// formats with more work per byte peak at 2).
+// What a kernel call needs besides the weights: the activations and where results go.
+struct group_args {
+    std::size_t nb, cols;
+    const std::byte* xa;
+    std::size_t xa_stride;
+    const std::int32_t* sum16;  // Q6_K only
+    float* y;                   // y[t * y_stride + r], r counted from the first group's first row
+    std::size_t y_stride;
+    prefetch_plan pf;
+};
+
+// One group (its rows counted from `row`; n_rows of all of them real) against tokens t0 ..
+// t0 + T - 1.
+template <class P, int T>
+void run_group(const std::byte* g, std::size_t row, std::size_t n_rows, std::size_t t0, const group_args& a) noexcept {
+    act_q8::row xr[T];
+    __m512 acc[T];
+    for (int j = 0; j < T; ++j) xr[j] = act_q8::view(a.xa + (t0 + std::size_t(j)) * a.xa_stride, a.cols);
+    if constexpr (std::is_same_v<P, q4_0>) {
+        group_q4_0<T>(g, a.nb, a.pf, xr, acc);
+    } else if constexpr (std::is_same_v<P, q8_0>) {
+        group_q8_0<T>(g, a.nb, a.pf, xr, acc);
+    } else if constexpr (std::is_same_v<P, q4_k>) {
+        group_q4_k<T>(g, a.nb, a.pf, xr, acc);
+    } else {
+        static_assert(std::is_same_v<P, q6_k>);
+        const std::int32_t* s16[T];
+        for (int j = 0; j < T; ++j) s16[j] = a.sum16 + (t0 + std::size_t(j)) * (a.cols / 16);
+        group_q6_k<T>(g, a.nb, a.pf, xr, s16, acc);
+    }
+    const std::size_t real = std::min(interleave_rows, n_rows - row);
+    const __mmask16 keep = static_cast<__mmask16>((1u << real) - 1);
+    for (int j = 0; j < T; ++j) _mm512_mask_storeu_ps(a.y + (t0 + std::size_t(j)) * a.y_stride + row, keep, acc[j]);
+}
+
+// Every token against one group: tokens 4 at a time, then one by one.
+template <class P>
+void run_group_all_tokens(const std::byte* g, std::size_t row, std::size_t n_rows, std::size_t n_tok,
+                          const group_args& a) noexcept {
+    std::size_t t = 0;
+    for (; t + 4 <= n_tok; t += 4) run_group<P, 4>(g, row, n_rows, t, a);
+    for (; t < n_tok; ++t) run_group<P, 1>(g, row, n_rows, t, a);
+}
+
+}  // namespace detail
+
+// How far ahead of the group being multiplied the weights are prefetched into L2: the reads
+// of about a microsecond at one core's bandwidth (bench/quant_kernels _stream: 8 KiB was too
+// close; 16 to 64 KiB alike within the noise).
+inline constexpr std::size_t prefetch_distance = 32 * 1024;
+
+// weight_ops::matmul_act over a matrix in P's interleaved layout (w: its first group; rows
+// r0 .. r1, r0 a multiple of 16). Rows past r1 in the last group are computed and not stored.
+template <class P>
+void matmul_interleaved(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1, const std::byte* xa,
+                        std::size_t xa_stride, std::size_t n_tok, float* y, std::size_t y_stride) noexcept {
+    using L = interleaved<P>;
+    const std::size_t nb = cols / P::block_elems, gb = L::group_bytes(nb);
+    const std::int32_t* sum16 = std::is_same_v<P, q6_k> ? detail::sums_of_16(xa, xa_stride, cols, n_tok) : nullptr;
+    const detail::group_args a{nb, cols, xa, xa_stride, sum16, y + r0, y_stride, {prefetch_distance, gb / nb}};
+    const std::byte* first = w + r0 / interleave_rows * gb;
+    const std::size_t n_rows = r1 - r0, groups = (n_rows + interleave_rows - 1) / interleave_rows;
+    for (std::size_t i = 0; i < groups; ++i) detail::run_group_all_tokens<P>(first + i * gb, i * interleave_rows, n_rows, n_tok, a);
+}
+
+// The same over row-major weights (as mapped from GGUF): each group of 16 rows is interleaved
+// into a thread-local buffer first, which pays from about 8 tokens on (bench/quant_kernels).
+template <class P>
+void matmul_packed(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1, const std::byte* xa,
+                   std::size_t xa_stride, std::size_t n_tok, float* y, std::size_t y_stride) noexcept {
+    using L = interleaved<P>;
+    const std::size_t nb = cols / P::block_elems;
+    std::byte* group = detail::aligned_scratch(L::group_bytes(nb));
+    const auto* rows = reinterpret_cast<const typename P::block*>(w);
+    const std::int32_t* sum16 = std::is_same_v<P, q6_k> ? detail::sums_of_16(xa, xa_stride, cols, n_tok) : nullptr;
+    const detail::group_args a{nb, cols, xa, xa_stride, sum16, y + r0, y_stride, {}};
+    for (std::size_t r = r0; r < r1; r += interleave_rows) {
+        L::pack(rows + r * nb, nb, nb, std::min(interleave_rows, r1 - r), group);
+        detail::run_group_all_tokens<P>(group, r - r0, r1 - r0, n_tok, a);
+    }
+}
+
+// From this many tokens on, packing row-major weights per call pays (bench/quant_kernels).
+inline constexpr std::size_t packed_min_tokens = 8;
+
+// weight_ops::matmul_act for row-major P: y[t * y_stride + r] = dot(row r, activation row t).
+// Packed groups for a batch of tokens, row tiles for a few.
 template <class P>
 void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1, const std::byte* xa,
             std::size_t xa_stride, std::size_t n_tok, float* y, std::size_t y_stride) noexcept {
-    if constexpr (has_packed<P>) {
-        if (n_tok >= detail::packed_min_tokens) {
-            detail::matmul_packed<P>(reinterpret_cast<const typename P::block*>(w), cols / P::block_elems, r0, r1, xa,
-                                     xa_stride, cols, n_tok, y, y_stride);
+    if constexpr (has_interleaved<P>) {
+        if (n_tok >= packed_min_tokens) {
+            matmul_packed<P>(w, cols, r0, r1, xa, xa_stride, n_tok, y, y_stride);
             return;
         }
     }
@@ -4769,6 +5152,7 @@ void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1
 #endif  // LMTK_QUANT_VNNI
 
 }  // namespace lmtk::quant::vnni
+// #include <lmtk/quant/iq4_nl.hpp>
 // #include <lmtk/quant/policy.hpp>
 // #include <lmtk/quant/q2_k.hpp>
 // #include <lmtk/quant/q3_k.hpp>
@@ -4809,6 +5193,20 @@ struct weight_ops {
     void (*matmul_act)(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1,
                        const std::byte* xa, std::size_t xa_stride, std::size_t n_tok,
                        float* y, std::size_t y_stride) noexcept = nullptr;
+
+    // Rows stored together: 1 for row-major matrices, 16 for an interleaved layout. matmul and
+    // matmul_act then take r0 at a multiple of it (threads split a matrix at group boundaries).
+    std::size_t row_group = 1;
+    // Row r of a whole matrix w (of `cols` columns) in this layout -> out.
+    void (*dequantize_row_at)(const std::byte* w, std::size_t cols, std::size_t r, float* out) noexcept = nullptr;
+
+    // Where the format has an interleaved layout with faster kernels on this target (a model
+    // repacks into it at load): its ops, its size, and the repacking of group g (rows 16g ..
+    // 16g + 15) of a row-major matrix into that group of the interleaved one. nullptr: none.
+    const weight_ops* interleaved = nullptr;
+    std::size_t (*interleaved_bytes)(std::size_t rows, std::size_t cols) noexcept = nullptr;
+    void (*interleave_group)(const std::byte* w, std::size_t rows, std::size_t cols, std::size_t g,
+                             std::byte* out) noexcept = nullptr;
 };
 
 // The formats compiled into a program. Ids must be distinct: resolve() takes the first match.
@@ -4963,19 +5361,88 @@ void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1
 
 namespace kernels {
 inline std::size_t act_q8_row_bytes(std::size_t cols) noexcept { return act_q8::row_bytes(cols); }
+
+template <block_format P>
+void dequantize_row_at(const std::byte* w, std::size_t cols, std::size_t r, float* out) noexcept {
+    const std::size_t nb = cols / P::block_elems;
+    P::dequantize_row(blocks<P>(w) + r * nb, out, nb);
+}
+
+// ---- interleaved layouts (interleaved.hpp) -------------------------------------------------
+
+template <class P>
+void dequantize_interleaved_row(const std::byte* w, std::size_t cols, std::size_t r, float* out) noexcept {
+    using L = interleaved<P>;
+    const std::size_t nb = cols / P::block_elems;
+    L::dequantize_row(w + r / L::rows * L::group_bytes(nb), nb, r % L::rows, out);
+}
+
+template <class P>
+std::size_t interleaved_bytes(std::size_t rows, std::size_t cols) noexcept {
+    return interleaved<P>::matrix_bytes(rows, cols / P::block_elems);
+}
+
+template <class P>
+void interleave_group(const std::byte* w, std::size_t rows, std::size_t cols, std::size_t g, std::byte* out) noexcept {
+    using L = interleaved<P>;
+    const std::size_t nb = cols / P::block_elems, r0 = g * L::rows;
+    L::pack(blocks<P>(w) + r0 * nb, nb, nb, std::min(L::rows, rows - r0), out + g * L::group_bytes(nb));
+}
+
+// Float activations against an interleaved matrix: a row decoded at a time. Nothing fast takes
+// this path (interleaved weights always come with their int8 kernels); it keeps every
+// weight_ops complete.
+template <class P, class Arch>
+void matmul_interleaved_f32(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1, const float* x,
+                            std::size_t x_stride, std::size_t n_tok, float* y, std::size_t y_stride) noexcept {
+    const std::span<float> row = decode_scratch(cols);
+    if (row.empty()) return;
+    for (std::size_t r = r0; r < r1; ++r) {
+        dequantize_interleaved_row<P>(w, cols, r, row.data());
+        for (std::size_t t = 0; t < n_tok; ++t)
+            y[t * y_stride + r] = f32::dot(Arch{}, reinterpret_cast<const f32::block*>(row.data()), x + t * x_stride, cols);
+    }
+}
+
 }  // namespace kernels
+
+#if LMTK_QUANT_VNNI
+// Int8 activations where the format has VNNI kernels and the target is an AVX-512 one.
+template <class P, class Arch>
+inline constexpr bool uses_vnni = vnni::format<P>::supported && std::is_base_of_v<xsimd::avx512bw, Arch>;
+
+template <quant_policy P, class Arch>
+constexpr weight_ops interleaved_ops_of() noexcept {
+    weight_ops ops{P::type_id, P::block_elems, sizeof(typename P::block), nullptr,
+                   &kernels::matmul_interleaved_f32<P, Arch>};
+    ops.act = activation_kind::q8;
+    ops.act_row_bytes = &kernels::act_q8_row_bytes;
+    ops.prepare_row = &act_q8::quantize_row;
+    ops.matmul_act = &vnni::matmul_interleaved<P>;
+    ops.row_group = interleaved<P>::rows;
+    ops.dequantize_row_at = &kernels::dequantize_interleaved_row<P>;
+    return ops;
+}
+template <quant_policy P, class Arch>
+inline constexpr weight_ops interleaved_ops_v = interleaved_ops_of<P, Arch>();
+#endif
 
 template <quant_policy P, class Arch>
 constexpr weight_ops ops_of() noexcept {
     weight_ops ops{P::type_id, P::block_elems, sizeof(typename P::block), &kernels::dequantize_row<P>,
                    &kernels::matmul<P, Arch>};
+    ops.dequantize_row_at = &kernels::dequantize_row_at<P>;
 #if LMTK_QUANT_VNNI
-    // Int8 activations where the format has VNNI kernels and the target is an AVX-512 one.
-    if constexpr (vnni::format<P>::supported && std::is_base_of_v<xsimd::avx512bw, Arch>) {
+    if constexpr (uses_vnni<P, Arch>) {
         ops.act = activation_kind::q8;
         ops.act_row_bytes = &kernels::act_q8_row_bytes;
         ops.prepare_row = &act_q8::quantize_row;
         ops.matmul_act = &vnni::matmul<P>;
+        if constexpr (has_interleaved<P>) {
+            ops.interleaved = &interleaved_ops_v<P, Arch>;
+            ops.interleaved_bytes = &kernels::interleaved_bytes<P>;
+            ops.interleave_group = &kernels::interleave_group<P>;
+        }
     }
 #endif
     return ops;
@@ -4984,8 +5451,10 @@ constexpr weight_ops ops_of() noexcept {
 // The kernels of an AWQ/GPTQ group layout (float activations only, for now).
 template <class Layout, class Arch>
 constexpr weight_ops ops_of_layout() noexcept {
-    return weight_ops{not_a_gguf_type, Layout::block_elems, sizeof(typename Layout::block),
-                      &kernels::dequantize_row<Layout>, &kernels::matmul<Layout, Arch>};
+    weight_ops ops{not_a_gguf_type, Layout::block_elems, sizeof(typename Layout::block),
+                   &kernels::dequantize_row<Layout>, &kernels::matmul<Layout, Arch>};
+    ops.dequantize_row_at = &kernels::dequantize_row_at<Layout>;
+    return ops;
 }
 
 // nullopt when the format is not compiled into Set (or Set has no group formats).
@@ -5217,6 +5686,9 @@ public:
     // A matrix by its GGUF name when the source holds it in an AWQ/GPTQ group format (checked
     // before find_tensor); nullptr otherwise.
     virtual const group_tensor* find_group_tensor(std::string_view) const noexcept { return nullptr; }
+    // The loader copied [p, p + n) elsewhere and will not read it again: a mapped source may
+    // drop those pages from memory (they stay readable).
+    virtual void release(const std::byte* /*p*/, std::size_t /*n*/) const noexcept {}
 
     const gguf::tensor_info& tensor(std::string_view name) const {
         const gguf::tensor_info* t = find_tensor(name);
@@ -5233,6 +5705,7 @@ public:
     const llama_hparams& hparams() const noexcept override { return hp_; }
     const gguf::tensor_info* find_tensor(std::string_view name) const noexcept override { return file_.find_tensor(name); }
     const gguf::file* gguf_file() const noexcept override { return &file_; }
+    void release(const std::byte* p, std::size_t n) const noexcept override { file_.mapping().release(p, n); }
 
 private:
     gguf::file file_;
@@ -5781,6 +6254,7 @@ inline std::unique_ptr<weight_source> open_weights(const std::string& path) {
 // Each weight's GGUF type is mapped to a compiled kernel pair (quant::weight_ops) once, at
 // load; the forward pass below calls through those pointers and never switches on a type.
 // #include <lmtk/core/error.hpp>
+// #include <lmtk/core/mapped_file.hpp>
 // #include <lmtk/core/thread_pool.hpp>
 // #include <lmtk/io/gguf.hpp>
 // #include <lmtk/model/hparams.hpp>
@@ -5790,6 +6264,7 @@ inline std::unique_ptr<weight_source> open_weights(const std::string& path) {
 // #include <lmtk/target/cpu.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -5798,7 +6273,9 @@ inline std::unique_ptr<weight_source> open_weights(const std::string& path) {
 #include <memory>
 #include <span>
 #include <string>
+#include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <xsimd/xsimd.hpp>
@@ -5814,11 +6291,12 @@ struct weight {
     std::size_t rows = 0, cols = 0;
     const std::uint32_t* input_perm = nullptr;  // nullptr: column k is input k
 
+    // Bytes of one row in GGUF's row-major layout (an interleaved copy holds the same bits).
     std::size_t row_bytes() const noexcept { return cols / ops.block_elems * ops.block_bytes; }
     // Row r in input order.
     void dequantize_row(std::size_t r, float* out) const noexcept {
         if (!input_perm) {
-            ops.dequantize_row(data + r * row_bytes(), out, cols);
+            ops.dequantize_row_at(data, cols, r, out);
             return;
         }
         const std::span<float> tmp = quant::kernels::decode_scratch(cols);
@@ -5826,9 +6304,23 @@ struct weight {
             std::fill_n(out, cols, std::numeric_limits<float>::quiet_NaN());
             return;
         }
-        ops.dequantize_row(data + r * row_bytes(), tmp.data(), cols);
+        ops.dequantize_row_at(data, cols, r, tmp.data());
         for (std::size_t k = 0; k < cols; ++k) out[input_perm[k]] = tmp[k];
     }
+    // Thread i of n's share of the rows: contiguous, and cut at the layout's row groups.
+    std::pair<std::size_t, std::size_t> rows_of_thread(std::size_t i, std::size_t n) const noexcept {
+        const std::size_t g = ops.row_group;
+        const auto [g0, g1] = core::thread_pool::split((rows + g - 1) / g, i, n);
+        return {std::min(rows, g0 * g), std::min(rows, g1 * g)};
+    }
+};
+
+// How a model is loaded.
+struct load_options {
+    // Repack the weights of formats with an interleaved layout (quant/interleaved.hpp) once,
+    // at load, into memory of their own; the mapped file's pages are let go as each matrix is
+    // done, so memory use stays that of the file. Off: every weight is used where it is mapped.
+    bool interleave = true;
 };
 
 struct llama_layer {
@@ -5845,8 +6337,11 @@ public:
     using target = Target;
 
     // Opens a GGUF file (or another source open_weights() knows) and binds every weight.
-    explicit llama(const std::string& path) : llama(open_weights(path)) {}
-    explicit llama(std::unique_ptr<weight_source> src) : src_(std::move(src)) { bind(); }
+    explicit llama(const std::string& path, load_options opt = {}) : llama(open_weights(path), opt) {}
+    explicit llama(std::unique_ptr<weight_source> src, load_options opt = {}) : src_(std::move(src)) {
+        bind();
+        if (opt.interleave) interleave();
+    }
 
     const weight_source& source() const noexcept { return *src_; }
     const std::string& path() const noexcept { return src_->path(); }
@@ -5858,6 +6353,9 @@ public:
     std::span<const float> output_norm() const noexcept { return output_norm_; }
     const llama_layer& layer(std::size_t i) const noexcept { return layers_[i]; }
     std::span<const double> rope_inv_freq() const noexcept { return inv_freq_; }
+
+    // Bytes of weights repacked into interleaved layouts at load (0: all used as mapped).
+    std::size_t interleaved_bytes() const noexcept { return repacked_.size() ? repacked_used_ : 0; }
 
     // Bytes of weight data the forward pass reads per token (all layers plus the output).
     std::size_t weight_bytes() const noexcept {
@@ -5946,7 +6444,71 @@ private:
         }
     }
 
+    // Every matrix the forward pass multiplies whose format has an interleaved layout on this
+    // target moves into one buffer in that layout; the token embedding stays as mapped (it is
+    // only read a row at a time) unless the output shares it.
+    void interleave() {
+        std::vector<weight*> todo;
+        const auto consider = [&](weight& w) {
+            if (w.ops.interleaved && !w.input_perm && std::find(todo.begin(), todo.end(), &w) == todo.end()) todo.push_back(&w);
+        };
+        for (llama_layer& l : layers_)
+            for (weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down}) consider(*w);
+        consider(output_);
+        if (todo.empty()) return;
+        std::size_t total = 0;
+        for (const weight* w : todo) total += w->ops.interleaved_bytes(w->rows, w->cols);
+        repacked_ = core::anonymous_memory(total);
+        // Work in chunks of about 1 MiB of source, shared by two threads (the copy is bound by
+        // the kernel zeroing the new pages, which two cores do twice as fast). Each chunk lets
+        // its source pages go when done, so the peak stays near the file's size even while the
+        // largest matrix (the output) is repacked.
+        struct chunk {
+            weight* w;
+            std::byte* out;
+            std::size_t g0, g1;
+        };
+        std::vector<chunk> chunks;
+        std::vector<std::byte*> outs;
+        std::byte* out = repacked_.data();
+        for (weight* w : todo) {
+            const std::size_t row_group = w->ops.interleaved->row_group;
+            const std::size_t groups = (w->rows + row_group - 1) / row_group;
+            const std::size_t per_chunk = std::max<std::size_t>(1, (std::size_t{1} << 20) / (row_group * w->row_bytes()));
+            for (std::size_t g = 0; g < groups; g += per_chunk) chunks.push_back({w, out, g, std::min(groups, g + per_chunk)});
+            outs.push_back(out);
+            out += w->ops.interleaved_bytes(w->rows, w->cols);
+        }
+        std::atomic<std::size_t> next{0};
+        const auto work = [&]() noexcept {
+            for (std::size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < chunks.size();) {
+                const chunk& c = chunks[i];
+                const weight& w = *c.w;
+                for (std::size_t g = c.g0; g < c.g1; ++g) w.ops.interleave_group(w.data, w.rows, w.cols, g, c.out);
+                const std::size_t group_src = w.ops.interleaved->row_group * w.row_bytes();
+                const std::size_t end = std::min(w.rows * w.row_bytes(), c.g1 * group_src);
+                src_->release(w.data + c.g0 * group_src, end - c.g0 * group_src);
+            }
+        };
+        {
+            std::jthread helper(work);
+            work();
+        }
+        for (std::size_t i = 0; i < todo.size(); ++i) {
+            weight& w = *todo[i];
+            // The output may be the token embedding itself (tied weights): the lookup then
+            // reads the interleaved copy too.
+            const bool tied = &w == &output_ && output_.data == tok_embd_.data;
+            w.data = outs[i];
+            w.ops = *w.ops.interleaved;
+            if (tied) tok_embd_ = output_;
+        }
+        repacked_used_ = static_cast<std::size_t>(out - repacked_.data());
+    }
+
     std::unique_ptr<weight_source> src_;
+    core::anonymous_memory repacked_;  // the interleaved weights (see interleave())
+    std::size_t repacked_used_ = 0;
     llama_hparams hp_;
     weight tok_embd_, output_;
     std::vector<float> output_norm_;
@@ -6253,7 +6815,7 @@ private:
         pool_.run_sized(work, [&](std::size_t i, std::size_t nt) noexcept {
             for (const projection& p : ps) {
                 const weight& w = *p.w;
-                const auto [r0, r1] = core::thread_pool::split(w.rows, i, nt);
+                const auto [r0, r1] = w.rows_of_thread(i, nt);
                 if (r0 >= r1) continue;
                 if (w.ops.matmul_act && w.ops.act == prep->act)
                     w.ops.matmul_act(w.data, cols, r0, r1, act_, act_stride, n, p.y, w.rows);
@@ -9268,6 +9830,7 @@ struct completion {
 };
 
 struct pipeline_options {
+    model::load_options load;
     model::context_options context;
     std::uint64_t seed = 0x6c6d746b;      // "lmtk"
 };
@@ -9283,7 +9846,7 @@ public:
     explicit pipeline(const std::string& model_path, pipeline_options opt = {}, Chain chain = Chain{})
         : chain_(std::move(chain)), gen_(opt.seed) {
         const stopwatch load;
-        model_ = std::make_unique<model_type>(model_path);
+        model_ = std::make_unique<model_type>(model_path, opt.load);
         tokenizer_ = std::make_unique<tokenizer_type>(tokenize::load_tokenizer(model_->source()));
         if (tokenizer_->size() != model_->n_vocab())
             fail(model_path, ": the tokenizer has ", tokenizer_->size(), " tokens but the model's vocabulary has ",

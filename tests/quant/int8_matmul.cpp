@@ -1,11 +1,16 @@
 // The int8-activation path: act_q8 quantizes within half a step, and every format's matmul_act
 // (the AVX-512 VNNI kernels where compiled in) matches the scalar reference over any row range,
 // token count and row length, including an odd number of blocks, and writes nothing outside.
+// The interleaved layouts (16 rows side by side, repacked at load) hold exactly the values of
+// the rows they were made from, and their kernels match the same reference.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstddef>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include <lmtk/quant/quant.hpp>
@@ -93,6 +98,87 @@ TEMPLATE_TEST_CASE("matmul_act matches the int8 reference", "[quant][int8]", q8_
                     double exact = 0.0;
                     for (std::size_t j = 0; j < cols; ++j) exact += double(deq[j]) * x[t * cols + j];
                     CHECK(std::fabs(got - exact) <= 2e-2 * mag);
+                }
+            }
+        }
+    }
+}
+
+TEMPLATE_TEST_CASE("interleaved layouts keep every row's values exactly", "[quant][interleaved]", q8_0, q4_0, q4_k,
+                   q6_k) {
+    const auto ops = resolve<default_set, arch>(TestType::type_id);
+    REQUIRE(ops);
+    if (!ops->interleaved) {
+        WARN("no interleaved layout for this format on this target");
+        return;
+    }
+    std::mt19937 g(23);
+    // 37 rows: two whole groups of 16 and a last one with 5 real rows and 11 of padding.
+    const std::size_t rows = 37, cols = 512, nb = cols / TestType::block_elems;
+    const auto wf = random_floats(rows * cols, g, 0.05f);
+    std::vector<typename TestType::block> w(rows * nb);
+    TestType::quantize_row(wf.data(), w.data(), w.size());
+    const auto* src = reinterpret_cast<const std::byte*>(w.data());
+    std::vector<std::byte> packed(ops->interleaved_bytes(rows, cols) + 64);
+    std::byte* p = packed.data() + (64 - reinterpret_cast<std::uintptr_t>(packed.data()) % 64) % 64;
+    CHECK(ops->interleaved_bytes(rows, cols) % 64 == 0);
+    CHECK(ops->interleaved_bytes(rows, cols) >= rows * nb * sizeof(typename TestType::block));
+    for (std::size_t gi = 0; gi < 3; ++gi) ops->interleave_group(src, rows, cols, gi, p);
+    const weight_ops& il = *ops->interleaved;
+    CHECK(il.row_group == 16);
+    std::vector<float> want(cols), got(cols);
+    for (std::size_t r = 0; r < rows; ++r) {
+        TestType::dequantize_row(w.data() + r * nb, want.data(), nb);
+        il.dequantize_row_at(p, cols, r, got.data());
+        INFO("row " << r);
+        CHECK(std::equal(want.begin(), want.end(), got.begin()));
+    }
+    // The padding rows have zero scales: they decode to zeros.
+    il.dequantize_row_at(p, cols, rows, got.data());
+    CHECK(std::all_of(got.begin(), got.end(), [](float v) { return v == 0.0f; }));
+}
+
+TEMPLATE_TEST_CASE("interleaved matmul_act matches the int8 reference", "[quant][interleaved]", q8_0, q4_0, q4_k, q6_k) {
+    const auto ops = resolve<default_set, arch>(TestType::type_id);
+    REQUIRE(ops);
+    if (!ops->interleaved) {
+        WARN("no interleaved layout for this format on this target");
+        return;
+    }
+    const weight_ops& il = *ops->interleaved;
+    std::mt19937 g(29);
+    // 85 rows = 6 groups, the last with 5 real rows: decode runs 4 groups at a time, then one.
+    const std::size_t rows = 85, cols = 768, nb = cols / TestType::block_elems;
+    const auto wf = random_floats(rows * cols, g, 0.05f);
+    std::vector<typename TestType::block> w(rows * nb);
+    TestType::quantize_row(wf.data(), w.data(), w.size());
+    std::vector<std::byte> packed(ops->interleaved_bytes(rows, cols) + 64);
+    std::byte* p = packed.data() + (64 - reinterpret_cast<std::uintptr_t>(packed.data()) % 64) % 64;
+    for (std::size_t gi = 0; gi < 6; ++gi) ops->interleave_group(reinterpret_cast<const std::byte*>(w.data()), rows, cols, gi, p);
+    for (const std::size_t n_tok : {std::size_t{1}, std::size_t{3}, std::size_t{4}, std::size_t{9}}) {
+        const auto x = random_floats(n_tok * cols, g);
+        const std::size_t stride = il.act_row_bytes(cols);
+        std::vector<std::byte> xa(n_tok * stride + 64);
+        for (std::size_t t = 0; t < n_tok; ++t) il.prepare_row(x.data() + t * cols, xa.data() + t * stride, cols);
+        // Row ranges as threads get them: from a group boundary to one, or to the last row.
+        for (const auto& [r0, r1] : {std::pair<std::size_t, std::size_t>{0, 16}, {16, 85}, {0, 85}, {32, 80}, {64, 85}}) {
+            std::vector<float> y(n_tok * rows, -7.0f);
+            il.matmul_act(p, cols, r0, r1, xa.data(), stride, n_tok, y.data(), rows);
+            for (std::size_t t = 0; t < n_tok; ++t) {
+                const auto xr = act_q8::view(xa.data() + t * stride, cols);
+                for (std::size_t r = 0; r < rows; ++r) {
+                    const float got = y[t * rows + r];
+                    if (r < r0 || r >= r1) {
+                        CHECK(got == -7.0f);
+                        continue;
+                    }
+                    const float want = vnni::reference_dot<TestType>(w.data() + r * nb, xr, nb);
+                    std::vector<float> deq(cols);
+                    TestType::dequantize_row(w.data() + r * nb, deq.data(), nb);
+                    double mag = 0.0;
+                    for (std::size_t j = 0; j < cols; ++j) mag += std::fabs(deq[j] * x[t * cols + j]);
+                    INFO("n_tok " << n_tok << " rows " << r0 << ".." << r1 << " row " << r << " token " << t);
+                    CHECK(std::fabs(got - want) <= 1e-5 * mag + 1e-6);
                 }
             }
         }

@@ -148,7 +148,7 @@ struct result {
 int cmd_bench(const argv_t& argv) {
     const args a("bench", argv, {"-m|--model", "-p|--n-prompt", "-n|--n-gen", "-t|--threads", "-r|--repetitions",
                                  "-o|--output", "-b|--batch-size", "--kv-type"},
-                 {"--no-bandwidth"});
+                 {"--no-bandwidth", "--no-interleave"});
     const std::vector<std::size_t> pps = parse_list(a.get("-p").value_or("128,512"), "-p");
     const std::vector<std::size_t> tgs = parse_list(a.get("-n").value_or("64"), "-n");
     const std::size_t reps = std::max<std::size_t>(1, a.number<std::size_t>("-r", 5));
@@ -158,7 +158,7 @@ int cmd_bench(const argv_t& argv) {
     return with_kv_type(a, [&]<class KV>() {
         const std::string path = a.require("-m");
         const stopwatch load;
-        const cli_model m(path);
+        const cli_model m(path, load_options_from(a));
         const double load_ms = load.ms();
         std::size_t max_tokens = 1;
         for (std::size_t p : pps) max_tokens = std::max(max_tokens, p);

@@ -9,11 +9,11 @@ namespace lmtk::cli {
 int cmd_eval(const argv_t& argv) {
     const args a("eval", argv, {"-m|--model", "-p|--prompt", "-f|--file", "--logits-out", "-t|--threads", "-c|--ctx-size",
                                 "-b|--batch-size", "--kv-type"},
-                 {"--no-bos", "--special"});
+                 {"--no-bos", "--special", "--no-interleave"});
     const std::string out_path = a.require("--logits-out");
     return with_kv_type(a, [&]<class KV>() {
         const stopwatch load;
-        const cli_model m(a.require("-m"));
+        const cli_model m(a.require("-m"), load_options_from(a));
         const auto tok = tokenize::load_tokenizer(m.source());
         std::string prompt = a.get("-p").value_or("");
         if (const auto file = a.get("-f")) prompt = read_file(*file);

@@ -24,6 +24,13 @@ using sampling_chain = sample::chain<sample::repetition_penalty, sample::top_k, 
 using cli_model = model::llama<cli_set, cli_target>;
 
 
+// --no-interleave: use every weight as mapped (no repacking at load), for comparisons.
+inline model::load_options load_options_from(const args& a) {
+    model::load_options o;
+    o.interleave = !a.has("--no-interleave");
+    return o;
+}
+
 inline model::context_options context_options_from(const args& a, std::size_t default_ctx = 0) {
     model::context_options o;
     o.n_threads = a.number<std::size_t>("-t", 0);

@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <span>
 #include <string>
@@ -71,6 +72,18 @@ public:
                   MADV_WILLNEED);
     }
 
+    // Drops the whole pages inside [p, p + length) from this process's resident set, once
+    // their bytes have been copied elsewhere (weights repacked at load). The file's pages stay
+    // in the page cache, and a later read of the range maps them again, so this is only a
+    // promise not to need them soon, never a loss of data.
+    void release(const std::byte* p, std::size_t length) const noexcept {
+        if (!data_ || p < data_ || p + length > data_ + size_) return;
+        const std::size_t page = 4096;
+        const std::size_t begin = (static_cast<std::size_t>(p - data_) + page - 1) / page * page;
+        const std::size_t end = static_cast<std::size_t>(p + length - data_) / page * page;
+        if (end > begin) ::madvise(const_cast<std::byte*>(data_) + begin, end - begin, MADV_DONTNEED);
+    }
+
 private:
     void reset() noexcept {
         if (data_) ::munmap(const_cast<std::byte*>(data_), size_);
@@ -84,6 +97,55 @@ private:
     }
     std::string path_;
     const std::byte* data_ = nullptr;
+    std::size_t size_ = 0;
+};
+
+// Zero-filled, page-aligned memory straight from the kernel, for large buffers that live as
+// long as a model (repacked weights): asked for in 2 MiB pages where the system has transparent
+// huge pages, since decode streams every byte of it per token and 4 KiB pages would cost a TLB
+// miss every 4 KiB.
+class anonymous_memory {
+public:
+    anonymous_memory() = default;
+    explicit anonymous_memory(std::size_t bytes) {
+        if (bytes == 0) return;
+        constexpr std::size_t huge = std::size_t{2} << 20;
+        // Over-allocate by one huge page to start on a 2 MiB boundary, then return the slack.
+        const std::size_t want = (bytes + huge - 1) / huge * huge;
+        void* p = ::mmap(nullptr, want + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) fail("cannot allocate ", bytes >> 20, " MiB for repacked weights: ", std::strerror(errno));
+        auto* base = static_cast<std::byte*>(p);
+        const std::size_t lead = (huge - reinterpret_cast<std::uintptr_t>(base) % huge) % huge;
+        if (lead) ::munmap(base, lead);
+        if (huge - lead) ::munmap(base + lead + want, huge - lead);
+        data_ = base + lead;
+        size_ = want;
+#ifdef MADV_HUGEPAGE
+        ::madvise(data_, size_, MADV_HUGEPAGE);
+#endif
+    }
+    anonymous_memory(const anonymous_memory&) = delete;
+    anonymous_memory& operator=(const anonymous_memory&) = delete;
+    anonymous_memory(anonymous_memory&& o) noexcept { swap(o); }
+    anonymous_memory& operator=(anonymous_memory&& o) noexcept {
+        if (this != &o) {
+            anonymous_memory tmp(std::move(o));
+            swap(tmp);
+        }
+        return *this;
+    }
+    ~anonymous_memory() {
+        if (data_) ::munmap(data_, size_);
+    }
+    std::byte* data() const noexcept { return data_; }
+    std::size_t size() const noexcept { return size_; }
+
+private:
+    void swap(anonymous_memory& o) noexcept {
+        std::swap(data_, o.data_);
+        std::swap(size_, o.size_);
+    }
+    std::byte* data_ = nullptr;
     std::size_t size_ = 0;
 };
 

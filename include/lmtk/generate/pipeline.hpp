@@ -60,6 +60,7 @@ struct completion {
 };
 
 struct pipeline_options {
+    model::load_options load;
     model::context_options context;
     std::uint64_t seed = 0x6c6d746b;      // "lmtk"
 };
@@ -75,7 +76,7 @@ public:
     explicit pipeline(const std::string& model_path, pipeline_options opt = {}, Chain chain = Chain{})
         : chain_(std::move(chain)), gen_(opt.seed) {
         const stopwatch load;
-        model_ = std::make_unique<model_type>(model_path);
+        model_ = std::make_unique<model_type>(model_path, opt.load);
         tokenizer_ = std::make_unique<tokenizer_type>(tokenize::load_tokenizer(model_->source()));
         if (tokenizer_->size() != model_->n_vocab())
             fail(model_path, ": the tokenizer has ", tokenizer_->size(), " tokens but the model's vocabulary has ",

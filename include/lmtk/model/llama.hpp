@@ -9,6 +9,7 @@
 // Each weight's GGUF type is mapped to a compiled kernel pair (quant::weight_ops) once, at
 // load; the forward pass below calls through those pointers and never switches on a type.
 #include <lmtk/core/error.hpp>
+#include <lmtk/core/mapped_file.hpp>
 #include <lmtk/core/thread_pool.hpp>
 #include <lmtk/io/gguf.hpp>
 #include <lmtk/model/hparams.hpp>
@@ -18,6 +19,7 @@
 #include <lmtk/target/cpu.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -26,7 +28,9 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <xsimd/xsimd.hpp>
@@ -42,11 +46,12 @@ struct weight {
     std::size_t rows = 0, cols = 0;
     const std::uint32_t* input_perm = nullptr;  // nullptr: column k is input k
 
+    // Bytes of one row in GGUF's row-major layout (an interleaved copy holds the same bits).
     std::size_t row_bytes() const noexcept { return cols / ops.block_elems * ops.block_bytes; }
     // Row r in input order.
     void dequantize_row(std::size_t r, float* out) const noexcept {
         if (!input_perm) {
-            ops.dequantize_row(data + r * row_bytes(), out, cols);
+            ops.dequantize_row_at(data, cols, r, out);
             return;
         }
         const std::span<float> tmp = quant::kernels::decode_scratch(cols);
@@ -54,9 +59,23 @@ struct weight {
             std::fill_n(out, cols, std::numeric_limits<float>::quiet_NaN());
             return;
         }
-        ops.dequantize_row(data + r * row_bytes(), tmp.data(), cols);
+        ops.dequantize_row_at(data, cols, r, tmp.data());
         for (std::size_t k = 0; k < cols; ++k) out[input_perm[k]] = tmp[k];
     }
+    // Thread i of n's share of the rows: contiguous, and cut at the layout's row groups.
+    std::pair<std::size_t, std::size_t> rows_of_thread(std::size_t i, std::size_t n) const noexcept {
+        const std::size_t g = ops.row_group;
+        const auto [g0, g1] = core::thread_pool::split((rows + g - 1) / g, i, n);
+        return {std::min(rows, g0 * g), std::min(rows, g1 * g)};
+    }
+};
+
+// How a model is loaded.
+struct load_options {
+    // Repack the weights of formats with an interleaved layout (quant/interleaved.hpp) once,
+    // at load, into memory of their own; the mapped file's pages are let go as each matrix is
+    // done, so memory use stays that of the file. Off: every weight is used where it is mapped.
+    bool interleave = true;
 };
 
 struct llama_layer {
@@ -73,8 +92,11 @@ public:
     using target = Target;
 
     // Opens a GGUF file (or another source open_weights() knows) and binds every weight.
-    explicit llama(const std::string& path) : llama(open_weights(path)) {}
-    explicit llama(std::unique_ptr<weight_source> src) : src_(std::move(src)) { bind(); }
+    explicit llama(const std::string& path, load_options opt = {}) : llama(open_weights(path), opt) {}
+    explicit llama(std::unique_ptr<weight_source> src, load_options opt = {}) : src_(std::move(src)) {
+        bind();
+        if (opt.interleave) interleave();
+    }
 
     const weight_source& source() const noexcept { return *src_; }
     const std::string& path() const noexcept { return src_->path(); }
@@ -86,6 +108,9 @@ public:
     std::span<const float> output_norm() const noexcept { return output_norm_; }
     const llama_layer& layer(std::size_t i) const noexcept { return layers_[i]; }
     std::span<const double> rope_inv_freq() const noexcept { return inv_freq_; }
+
+    // Bytes of weights repacked into interleaved layouts at load (0: all used as mapped).
+    std::size_t interleaved_bytes() const noexcept { return repacked_.size() ? repacked_used_ : 0; }
 
     // Bytes of weight data the forward pass reads per token (all layers plus the output).
     std::size_t weight_bytes() const noexcept {
@@ -174,7 +199,71 @@ private:
         }
     }
 
+    // Every matrix the forward pass multiplies whose format has an interleaved layout on this
+    // target moves into one buffer in that layout; the token embedding stays as mapped (it is
+    // only read a row at a time) unless the output shares it.
+    void interleave() {
+        std::vector<weight*> todo;
+        const auto consider = [&](weight& w) {
+            if (w.ops.interleaved && !w.input_perm && std::find(todo.begin(), todo.end(), &w) == todo.end()) todo.push_back(&w);
+        };
+        for (llama_layer& l : layers_)
+            for (weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down}) consider(*w);
+        consider(output_);
+        if (todo.empty()) return;
+        std::size_t total = 0;
+        for (const weight* w : todo) total += w->ops.interleaved_bytes(w->rows, w->cols);
+        repacked_ = core::anonymous_memory(total);
+        // Work in chunks of about 1 MiB of source, shared by two threads (the copy is bound by
+        // the kernel zeroing the new pages, which two cores do twice as fast). Each chunk lets
+        // its source pages go when done, so the peak stays near the file's size even while the
+        // largest matrix (the output) is repacked.
+        struct chunk {
+            weight* w;
+            std::byte* out;
+            std::size_t g0, g1;
+        };
+        std::vector<chunk> chunks;
+        std::vector<std::byte*> outs;
+        std::byte* out = repacked_.data();
+        for (weight* w : todo) {
+            const std::size_t row_group = w->ops.interleaved->row_group;
+            const std::size_t groups = (w->rows + row_group - 1) / row_group;
+            const std::size_t per_chunk = std::max<std::size_t>(1, (std::size_t{1} << 20) / (row_group * w->row_bytes()));
+            for (std::size_t g = 0; g < groups; g += per_chunk) chunks.push_back({w, out, g, std::min(groups, g + per_chunk)});
+            outs.push_back(out);
+            out += w->ops.interleaved_bytes(w->rows, w->cols);
+        }
+        std::atomic<std::size_t> next{0};
+        const auto work = [&]() noexcept {
+            for (std::size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < chunks.size();) {
+                const chunk& c = chunks[i];
+                const weight& w = *c.w;
+                for (std::size_t g = c.g0; g < c.g1; ++g) w.ops.interleave_group(w.data, w.rows, w.cols, g, c.out);
+                const std::size_t group_src = w.ops.interleaved->row_group * w.row_bytes();
+                const std::size_t end = std::min(w.rows * w.row_bytes(), c.g1 * group_src);
+                src_->release(w.data + c.g0 * group_src, end - c.g0 * group_src);
+            }
+        };
+        {
+            std::jthread helper(work);
+            work();
+        }
+        for (std::size_t i = 0; i < todo.size(); ++i) {
+            weight& w = *todo[i];
+            // The output may be the token embedding itself (tied weights): the lookup then
+            // reads the interleaved copy too.
+            const bool tied = &w == &output_ && output_.data == tok_embd_.data;
+            w.data = outs[i];
+            w.ops = *w.ops.interleaved;
+            if (tied) tok_embd_ = output_;
+        }
+        repacked_used_ = static_cast<std::size_t>(out - repacked_.data());
+    }
+
     std::unique_ptr<weight_source> src_;
+    core::anonymous_memory repacked_;  // the interleaved weights (see interleave())
+    std::size_t repacked_used_ = 0;
     llama_hparams hp_;
     weight tok_embd_, output_;
     std::vector<float> output_norm_;
@@ -481,7 +570,7 @@ private:
         pool_.run_sized(work, [&](std::size_t i, std::size_t nt) noexcept {
             for (const projection& p : ps) {
                 const weight& w = *p.w;
-                const auto [r0, r1] = core::thread_pool::split(w.rows, i, nt);
+                const auto [r0, r1] = w.rows_of_thread(i, nt);
                 if (r0 >= r1) continue;
                 if (w.ops.matmul_act && w.ops.act == prep->act)
                     w.ops.matmul_act(w.data, cols, r0, r1, act_, act_stride, n, p.y, w.rows);

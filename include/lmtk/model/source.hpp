@@ -38,6 +38,9 @@ public:
     // A matrix by its GGUF name when the source holds it in an AWQ/GPTQ group format (checked
     // before find_tensor); nullptr otherwise.
     virtual const group_tensor* find_group_tensor(std::string_view) const noexcept { return nullptr; }
+    // The loader copied [p, p + n) elsewhere and will not read it again: a mapped source may
+    // drop those pages from memory (they stay readable).
+    virtual void release(const std::byte* /*p*/, std::size_t /*n*/) const noexcept {}
 
     const gguf::tensor_info& tensor(std::string_view name) const {
         const gguf::tensor_info* t = find_tensor(name);
@@ -54,6 +57,7 @@ public:
     const llama_hparams& hparams() const noexcept override { return hp_; }
     const gguf::tensor_info* find_tensor(std::string_view name) const noexcept override { return file_.find_tensor(name); }
     const gguf::file* gguf_file() const noexcept override { return &file_; }
+    void release(const std::byte* p, std::size_t n) const noexcept override { file_.mapping().release(p, n); }
 
 private:
     gguf::file file_;

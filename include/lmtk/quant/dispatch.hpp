@@ -22,8 +22,9 @@
 #include <lmtk/quant/ggml_type.hpp>
 #include <lmtk/quant/gptq.hpp>
 #include <lmtk/quant/group_layout.hpp>
+#include <lmtk/quant/interleaved.hpp>
+#include <lmtk/quant/interleaved_vnni.hpp>
 #include <lmtk/quant/iq4_nl.hpp>
-#include <lmtk/quant/matmul_vnni.hpp>
 #include <lmtk/quant/policy.hpp>
 #include <lmtk/quant/q2_k.hpp>
 #include <lmtk/quant/q3_k.hpp>
@@ -64,6 +65,20 @@ struct weight_ops {
     void (*matmul_act)(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1,
                        const std::byte* xa, std::size_t xa_stride, std::size_t n_tok,
                        float* y, std::size_t y_stride) noexcept = nullptr;
+
+    // Rows stored together: 1 for row-major matrices, 16 for an interleaved layout. matmul and
+    // matmul_act then take r0 at a multiple of it (threads split a matrix at group boundaries).
+    std::size_t row_group = 1;
+    // Row r of a whole matrix w (of `cols` columns) in this layout -> out.
+    void (*dequantize_row_at)(const std::byte* w, std::size_t cols, std::size_t r, float* out) noexcept = nullptr;
+
+    // Where the format has an interleaved layout with faster kernels on this target (a model
+    // repacks into it at load): its ops, its size, and the repacking of group g (rows 16g ..
+    // 16g + 15) of a row-major matrix into that group of the interleaved one. nullptr: none.
+    const weight_ops* interleaved = nullptr;
+    std::size_t (*interleaved_bytes)(std::size_t rows, std::size_t cols) noexcept = nullptr;
+    void (*interleave_group)(const std::byte* w, std::size_t rows, std::size_t cols, std::size_t g,
+                             std::byte* out) noexcept = nullptr;
 };
 
 // The formats compiled into a program. Ids must be distinct: resolve() takes the first match.
@@ -218,19 +233,88 @@ void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1
 
 namespace kernels {
 inline std::size_t act_q8_row_bytes(std::size_t cols) noexcept { return act_q8::row_bytes(cols); }
+
+template <block_format P>
+void dequantize_row_at(const std::byte* w, std::size_t cols, std::size_t r, float* out) noexcept {
+    const std::size_t nb = cols / P::block_elems;
+    P::dequantize_row(blocks<P>(w) + r * nb, out, nb);
+}
+
+// ---- interleaved layouts (interleaved.hpp) -------------------------------------------------
+
+template <class P>
+void dequantize_interleaved_row(const std::byte* w, std::size_t cols, std::size_t r, float* out) noexcept {
+    using L = interleaved<P>;
+    const std::size_t nb = cols / P::block_elems;
+    L::dequantize_row(w + r / L::rows * L::group_bytes(nb), nb, r % L::rows, out);
+}
+
+template <class P>
+std::size_t interleaved_bytes(std::size_t rows, std::size_t cols) noexcept {
+    return interleaved<P>::matrix_bytes(rows, cols / P::block_elems);
+}
+
+template <class P>
+void interleave_group(const std::byte* w, std::size_t rows, std::size_t cols, std::size_t g, std::byte* out) noexcept {
+    using L = interleaved<P>;
+    const std::size_t nb = cols / P::block_elems, r0 = g * L::rows;
+    L::pack(blocks<P>(w) + r0 * nb, nb, nb, std::min(L::rows, rows - r0), out + g * L::group_bytes(nb));
+}
+
+// Float activations against an interleaved matrix: a row decoded at a time. Nothing fast takes
+// this path (interleaved weights always come with their int8 kernels); it keeps every
+// weight_ops complete.
+template <class P, class Arch>
+void matmul_interleaved_f32(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1, const float* x,
+                            std::size_t x_stride, std::size_t n_tok, float* y, std::size_t y_stride) noexcept {
+    const std::span<float> row = decode_scratch(cols);
+    if (row.empty()) return;
+    for (std::size_t r = r0; r < r1; ++r) {
+        dequantize_interleaved_row<P>(w, cols, r, row.data());
+        for (std::size_t t = 0; t < n_tok; ++t)
+            y[t * y_stride + r] = f32::dot(Arch{}, reinterpret_cast<const f32::block*>(row.data()), x + t * x_stride, cols);
+    }
+}
+
 }  // namespace kernels
+
+#if LMTK_QUANT_VNNI
+// Int8 activations where the format has VNNI kernels and the target is an AVX-512 one.
+template <class P, class Arch>
+inline constexpr bool uses_vnni = vnni::format<P>::supported && std::is_base_of_v<xsimd::avx512bw, Arch>;
+
+template <quant_policy P, class Arch>
+constexpr weight_ops interleaved_ops_of() noexcept {
+    weight_ops ops{P::type_id, P::block_elems, sizeof(typename P::block), nullptr,
+                   &kernels::matmul_interleaved_f32<P, Arch>};
+    ops.act = activation_kind::q8;
+    ops.act_row_bytes = &kernels::act_q8_row_bytes;
+    ops.prepare_row = &act_q8::quantize_row;
+    ops.matmul_act = &vnni::matmul_interleaved<P>;
+    ops.row_group = interleaved<P>::rows;
+    ops.dequantize_row_at = &kernels::dequantize_interleaved_row<P>;
+    return ops;
+}
+template <quant_policy P, class Arch>
+inline constexpr weight_ops interleaved_ops_v = interleaved_ops_of<P, Arch>();
+#endif
 
 template <quant_policy P, class Arch>
 constexpr weight_ops ops_of() noexcept {
     weight_ops ops{P::type_id, P::block_elems, sizeof(typename P::block), &kernels::dequantize_row<P>,
                    &kernels::matmul<P, Arch>};
+    ops.dequantize_row_at = &kernels::dequantize_row_at<P>;
 #if LMTK_QUANT_VNNI
-    // Int8 activations where the format has VNNI kernels and the target is an AVX-512 one.
-    if constexpr (vnni::format<P>::supported && std::is_base_of_v<xsimd::avx512bw, Arch>) {
+    if constexpr (uses_vnni<P, Arch>) {
         ops.act = activation_kind::q8;
         ops.act_row_bytes = &kernels::act_q8_row_bytes;
         ops.prepare_row = &act_q8::quantize_row;
         ops.matmul_act = &vnni::matmul<P>;
+        if constexpr (has_interleaved<P>) {
+            ops.interleaved = &interleaved_ops_v<P, Arch>;
+            ops.interleaved_bytes = &kernels::interleaved_bytes<P>;
+            ops.interleave_group = &kernels::interleave_group<P>;
+        }
     }
 #endif
     return ops;
@@ -239,8 +323,10 @@ constexpr weight_ops ops_of() noexcept {
 // The kernels of an AWQ/GPTQ group layout (float activations only, for now).
 template <class Layout, class Arch>
 constexpr weight_ops ops_of_layout() noexcept {
-    return weight_ops{not_a_gguf_type, Layout::block_elems, sizeof(typename Layout::block),
-                      &kernels::dequantize_row<Layout>, &kernels::matmul<Layout, Arch>};
+    weight_ops ops{not_a_gguf_type, Layout::block_elems, sizeof(typename Layout::block),
+                   &kernels::dequantize_row<Layout>, &kernels::matmul<Layout, Arch>};
+    ops.dequantize_row_at = &kernels::dequantize_row_at<Layout>;
+    return ops;
 }
 
 // nullopt when the format is not compiled into Set (or Set has no group formats).
