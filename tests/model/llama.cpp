@@ -5,6 +5,7 @@
 
 #include <lmtk/lmtk.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -135,4 +136,46 @@ TEST_CASE("several sequences decoded in one batch equal each decoded alone", "[m
     // A full slot refuses more, naming the problem.
     const std::vector<lmtk::model::batch_entry> bad = {{1, 5, false}};
     CHECK_THROWS_WITH(multi.decode_batch(bad, out.data()), Catch::Contains("does not exist"));
+}
+
+TEST_CASE("prompt rows attend in SIMD lanes exactly as one by one (tinystories-656k, head_dim 16)", "[model]") {
+    // head_dim 16 is a whole number of lanes, so prompt chunks take attention_rows(): rows of
+    // one sequence side by side, causal limits as masks. Token-by-token decoding takes the
+    // per-row path. Chunks of 20 rows make blocks of 16 and 4 rows (the lanes path's smallest)
+    // at positions that do not start at 0; a second sequence in the same batch is cut apart.
+    const model_t m(lmtk::test::model_path("tinystories-656k"));
+    REQUIRE(m.hparams().head_dim == 16);
+    std::vector<std::int32_t> ids;
+    for (std::int32_t i = 0; i < 45; ++i) ids.push_back(1 + (i * 37) % 2000);
+    lmtk::model::llama_context<model_t> batched(m, {.n_ctx = 64, .n_threads = 2, .n_batch = 20});
+    std::vector<float> all(ids.size() * m.n_vocab());
+    batched.decode(ids, all.data());
+    lmtk::model::llama_context<model_t> single(m, {.n_ctx = 64, .n_threads = 2});
+    std::vector<float> one;
+    for (const auto id : ids) {
+        const auto l = single.decode(std::span(&id, 1));
+        one.insert(one.end(), l.begin(), l.end());
+    }
+    REQUIRE(one.size() == all.size());
+    float worst = 0.0f;
+    for (std::size_t i = 0; i < all.size(); ++i) worst = std::max(worst, std::fabs(all[i] - one[i]));
+    CHECK(worst < 1e-4f);  // float rounding in another order; logits are O(10)
+
+    // Two prompts in one batch: 9 rows of sequence 0, then 7 of sequence 1.
+    lmtk::model::llama_context<model_t> multi(m, {.n_ctx = 32, .n_threads = 2, .n_batch = 16, .n_seq = 2});
+    std::vector<lmtk::model::batch_entry> batch;
+    for (std::size_t i = 0; i < 9; ++i) batch.push_back({ids[i], 0, i == 8});
+    for (std::size_t i = 0; i < 7; ++i) batch.push_back({ids[20 + i], 1, i == 6});
+    std::vector<float> out(2 * m.n_vocab());
+    REQUIRE(multi.decode_batch(batch, out.data()) == 2);
+    const auto alone = [&](std::vector<std::int32_t> p) {
+        lmtk::model::llama_context<model_t> ctx(m, {.n_ctx = 32, .n_threads = 1, .n_batch = 1});
+        const auto l = ctx.decode(p);
+        return std::vector<float>(l.begin(), l.end());
+    };
+    const auto a = alone({ids.begin(), ids.begin() + 9}), b = alone({ids.begin() + 20, ids.begin() + 27});
+    for (std::size_t v = 0; v < m.n_vocab(); ++v) {
+        CHECK(out[v] == Approx(a[v]).margin(1e-4));
+        CHECK(out[m.n_vocab() + v] == Approx(b[v]).margin(1e-4));
+    }
 }

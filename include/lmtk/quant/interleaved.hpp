@@ -126,8 +126,12 @@ struct interleaved<q8_0> : detail::interleaved_base<q8_0, 512, 32> {
             for (std::size_t b = 0; b < nb; ++b) {
                 const block& blk = src[r * stride + b];
                 d[b * rows + r] = blk.d;
-                for (std::size_t j = 0; j < 32; ++j)
-                    q[b * 512 + detail::lane_offset(j / 4, r) + j % 4] = static_cast<std::uint8_t>(blk.qs[j]) ^ 0x80u;
+                for (std::size_t k = 0; k < 8; ++k) {
+                    std::uint32_t v;
+                    std::memcpy(&v, blk.qs + 4 * k, 4);
+                    v ^= 0x80808080u;  // each byte q + 128: the sign bit flipped
+                    std::memcpy(q + b * 512 + detail::lane_offset(k, r), &v, 4);
+                }
             }
     }
     static void dequantize_row(const std::byte* g, std::size_t nb, std::size_t r, float* y) noexcept {
