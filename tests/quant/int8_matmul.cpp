@@ -105,7 +105,7 @@ TEMPLATE_TEST_CASE("matmul_act matches the int8 reference", "[quant][int8]", q8_
 }
 
 TEMPLATE_TEST_CASE("interleaved layouts keep every row's values exactly", "[quant][interleaved]", q8_0, q4_0, q4_k,
-                   q6_k) {
+                   q6_k, f16) {
     const auto ops = resolve<default_set, arch>(TestType::type_id);
     REQUIRE(ops);
     if (!ops->interleaved) {
@@ -181,6 +181,51 @@ TEMPLATE_TEST_CASE("interleaved matmul_act matches the int8 reference", "[quant]
                     CHECK(std::fabs(got - want) <= 1e-5 * mag + 1e-6);
                 }
             }
+        }
+    }
+}
+
+TEST_CASE("interleaved F16 matmul matches a double-precision dot", "[quant][interleaved]") {
+    const auto ops = resolve<default_set, arch>(f16::type_id);
+    REQUIRE(ops);
+    if (!ops->interleaved) {
+        WARN("no interleaved F16 layout on this target");
+        return;
+    }
+    const weight_ops& il = *ops->interleaved;
+    CHECK(il.act == activation_kind::f32);
+    std::mt19937 g(31);
+    const std::size_t rows = 85, cols = 200;  // 6 groups, the last with 5 real rows; any width
+    const auto wf = random_floats(rows * cols, g, 0.05f);
+    std::vector<f16::block> w(rows * cols);
+    f16::quantize_row(wf.data(), w.data(), w.size());
+    std::vector<std::byte> packed(ops->interleaved_bytes(rows, cols) + 64);
+    std::byte* p = packed.data() + (64 - reinterpret_cast<std::uintptr_t>(packed.data()) % 64) % 64;
+    for (std::size_t gi = 0; gi < 6; ++gi) ops->interleave_group(reinterpret_cast<const std::byte*>(w.data()), rows, cols, gi, p);
+    // 1 and 3 tokens: decode; 4, 13 and 29: prefill in blocks of 12, 4 and 1 tokens.
+    for (const std::size_t n_tok : {std::size_t{1}, std::size_t{3}, std::size_t{4}, std::size_t{13}, std::size_t{29}}) {
+        const auto x = random_floats(n_tok * cols, g);
+        for (const auto& [r0, r1] : {std::pair<std::size_t, std::size_t>{0, 16}, {16, 85}, {0, 85}, {32, 80}}) {
+            std::vector<float> y(n_tok * rows, -7.0f);
+            il.matmul(p, cols, r0, r1, x.data(), cols, n_tok, y.data(), rows);
+            for (std::size_t t = 0; t < n_tok; ++t)
+                for (std::size_t r = 0; r < rows; ++r) {
+                    const float got = y[t * rows + r];
+                    if (r < r0 || r >= r1) {
+                        CHECK(got == -7.0f);
+                        continue;
+                    }
+                    double want = 0.0, mag = 0.0;
+                    for (std::size_t k = 0; k < cols; ++k) {
+                        const double term = double(lmtk::core::fp16_to_f32(w[r * cols + k].bits)) * x[t * cols + k];
+                        want += term;
+                        mag += std::fabs(term);
+                    }
+                    INFO("n_tok " << n_tok << " rows " << r0 << ".." << r1 << " row " << r << " token " << t);
+                    // Float rounding: at most ~53 additions in a chain (4 chains over 200 columns,
+                    // then their sum), each off by 2^-24 of the running magnitude.
+                    CHECK(std::fabs(got - want) <= 4e-6 * mag + 1e-7);
+                }
         }
     }
 }

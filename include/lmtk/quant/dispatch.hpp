@@ -23,6 +23,7 @@
 #include <lmtk/quant/gptq.hpp>
 #include <lmtk/quant/group_layout.hpp>
 #include <lmtk/quant/interleaved.hpp>
+#include <lmtk/quant/interleaved_f16.hpp>
 #include <lmtk/quant/interleaved_vnni.hpp>
 #include <lmtk/quant/iq4_nl.hpp>
 #include <lmtk/quant/policy.hpp>
@@ -299,6 +300,19 @@ template <quant_policy P, class Arch>
 inline constexpr weight_ops interleaved_ops_v = interleaved_ops_of<P, Arch>();
 #endif
 
+#if LMTK_QUANT_F16_INTERLEAVED
+// F16 interleaved: float activations, the kernels of interleaved_f16.hpp.
+template <class Arch>
+inline constexpr bool uses_f16_interleaved = std::is_base_of_v<xsimd::avx512f, Arch>;
+constexpr weight_ops interleaved_f16_ops_of() noexcept {
+    weight_ops ops{f16::type_id, f16::block_elems, sizeof(f16::block), nullptr, &f16x16::matmul};
+    ops.row_group = interleaved<f16>::rows;
+    ops.dequantize_row_at = &kernels::dequantize_interleaved_row<f16>;
+    return ops;
+}
+inline constexpr weight_ops interleaved_f16_ops_v = interleaved_f16_ops_of();
+#endif
+
 template <quant_policy P, class Arch>
 constexpr weight_ops ops_of() noexcept {
     weight_ops ops{P::type_id, P::block_elems, sizeof(typename P::block), &kernels::dequantize_row<P>,
@@ -315,6 +329,13 @@ constexpr weight_ops ops_of() noexcept {
             ops.interleaved_bytes = &kernels::interleaved_bytes<P>;
             ops.interleave_group = &kernels::interleave_group<P>;
         }
+    }
+#endif
+#if LMTK_QUANT_F16_INTERLEAVED
+    if constexpr (std::is_same_v<P, f16> && uses_f16_interleaved<Arch>) {
+        ops.interleaved = &interleaved_f16_ops_v;
+        ops.interleaved_bytes = &kernels::interleaved_bytes<P>;
+        ops.interleave_group = &kernels::interleave_group<P>;
     }
 #endif
     return ops;

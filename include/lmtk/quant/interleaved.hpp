@@ -24,6 +24,7 @@
 //                             2c, high nibbles: sub-block 2c + 1), unchanged
 //         s [nb][3][16] u32   the 12 packed scale/min bytes of the super-block, as 3 words
 //         d [nb][2][16] fp16  d, then dmin
+//   F16   h [cols][16] fp16  column k of the 16 rows: one vector of halves per column
 //   Q6_K  u = q + 32 (0..63) of element e; sub-block s = elements 16s..16s+15 = 4 words
 //         lo[nb][16][2][16] u32  (s, h): byte j = low 4 bits of u[16s + 8h + j], high nibble the
 //                             low 4 bits of u[16s + 8h + 4 + j]
@@ -39,6 +40,7 @@
 #include <cstring>
 
 #include <lmtk/core/fp16.hpp>
+#include <lmtk/quant/f16.hpp>
 #include <lmtk/quant/q4_0.hpp>
 #include <lmtk/quant/q4_k.hpp>
 #include <lmtk/quant/q6_k.hpp>
@@ -239,6 +241,21 @@ struct interleaved<q6_k> : detail::interleaved_base<q6_k, 2048, 1024, 256, 32> {
                     }
             }
         }
+    }
+};
+
+// F16: the 16 rows' halves of column k side by side (the float kernels broadcast x[k]).
+template <>
+struct interleaved<f16> : detail::interleaved_base<f16, 32> {
+    static void pack(const block* src, std::size_t stride, std::size_t cols, std::size_t n_rows, std::byte* g) noexcept {
+        std::memset(g, 0, group_bytes(cols));
+        auto* h = reinterpret_cast<std::uint16_t*>(g);
+        for (std::size_t r = 0; r < n_rows; ++r)
+            for (std::size_t k = 0; k < cols; ++k) h[k * rows + r] = src[r * stride + k].bits;
+    }
+    static void dequantize_row(const std::byte* g, std::size_t cols, std::size_t r, float* y) noexcept {
+        const auto* h = reinterpret_cast<const std::uint16_t*>(g);
+        for (std::size_t k = 0; k < cols; ++k) y[k] = core::fp16_to_f32(h[k * rows + r]);
     }
 };
 
