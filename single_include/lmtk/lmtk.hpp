@@ -93,6 +93,7 @@ constexpr std::uint16_t f32_to_bf16(float f) noexcept {
 // so a model costs no second copy of its tensors.
 // #include <lmtk/core/error.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -162,15 +163,16 @@ public:
                   MADV_WILLNEED);
     }
 
-    // Drops the whole pages inside [p, p + length) from this process's resident set, once
-    // their bytes have been copied elsewhere (weights repacked at load). The file's pages stay
-    // in the page cache, and a later read of the range maps them again, so this is only a
-    // promise not to need them soon, never a loss of data.
+    // Drops the pages of [p, p + length) from this process's resident set, once their bytes
+    // have been copied elsewhere (weights repacked at load). The mapping is private and never
+    // written, so the file's pages stay in the page cache and a later read of any of them, a
+    // neighbour's bytes on a shared page included, maps them again: this is only a promise not
+    // to need the range soon, never a loss of data.
     void release(const std::byte* p, std::size_t length) const noexcept {
         if (!data_ || p < data_ || p + length > data_ + size_) return;
         const std::size_t page = 4096;
-        const std::size_t begin = (static_cast<std::size_t>(p - data_) + page - 1) / page * page;
-        const std::size_t end = static_cast<std::size_t>(p + length - data_) / page * page;
+        const std::size_t begin = static_cast<std::size_t>(p - data_) / page * page;
+        const std::size_t end = std::min(size_, (static_cast<std::size_t>(p + length - data_) + page - 1) / page * page);
         if (end > begin) ::madvise(const_cast<std::byte*>(data_) + begin, end - begin, MADV_DONTNEED);
     }
 
@@ -199,9 +201,11 @@ public:
     anonymous_memory() = default;
     explicit anonymous_memory(std::size_t bytes) {
         if (bytes == 0) return;
-        constexpr std::size_t huge = std::size_t{2} << 20;
+        constexpr std::size_t huge = std::size_t{2} << 20, page = 4096;
         // Over-allocate by one huge page to start on a 2 MiB boundary, then return the slack.
-        const std::size_t want = (bytes + huge - 1) / huge * huge;
+        // The size is not rounded up to huge pages: the tail that does not fill one stays in
+        // small pages, so no memory is touched beyond what is asked for.
+        const std::size_t want = (bytes + page - 1) / page * page;
         void* p = ::mmap(nullptr, want + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) fail("cannot allocate ", bytes >> 20, " MiB for repacked weights: ", std::strerror(errno));
         auto* base = static_cast<std::byte*>(p);
@@ -5999,6 +6003,13 @@ public:
 
     const std::string& path() const noexcept override { return path_; }
     const llama_hparams& hparams() const noexcept override { return hp_; }
+    // Bytes repacked at load: drop them from memory where they are the mapped safetensors
+    // (mapped_file::release ignores ranges outside its file; copies made for alignment stay).
+    void release(const std::byte* p, std::size_t n) const noexcept override {
+        if (weights_)
+            for (const auto& f : weights_->files()) f->mapping().release(p, n);
+    }
+
     const gguf::tensor_info* find_tensor(std::string_view name) const noexcept override {
         const auto it = index_.find(name);
         return it == index_.end() ? nullptr : &tensors_[it->second];
@@ -6519,6 +6530,14 @@ public:
     const llama_layer& layer(std::size_t i) const noexcept { return layers_[i]; }
     std::span<const double> rope_inv_freq() const noexcept { return inv_freq_; }
 
+    // The rows just looked up in a mapped token embedding are not needed again soon: let their
+    // pages go. Lookups are scattered and the kernel maps the neighbours of every page it
+    // faults in, so without this the whole matrix (a tenth of a small model) soon counts in
+    // the process's memory. A page read again is mapped again from the page cache.
+    void release_embedding() const noexcept {
+        if (embedding_mapped_) src_->release(tok_embd_.data, tok_embd_.rows * tok_embd_.row_bytes());
+    }
+
     // Bytes of weights repacked into interleaved layouts at load (0: all used as mapped).
     std::size_t interleaved_bytes() const noexcept { return repacked_.size() ? repacked_used_ : 0; }
 
@@ -6668,11 +6687,14 @@ private:
             w.ops = *w.ops.interleaved;
             if (tied) tok_embd_ = output_;
         }
+        // Released only where the mapping is the sole copy and nothing else reads it.
+        embedding_mapped_ = tok_embd_.data != output_.data;
         repacked_used_ = static_cast<std::size_t>(out - repacked_.data());
     }
 
     std::unique_ptr<weight_source> src_;
     core::anonymous_memory repacked_;  // the interleaved weights (see interleave())
+    bool embedding_mapped_ = false;    // see release_embedding()
     std::size_t repacked_used_ = 0;
     llama_hparams hp_;
     weight tok_embd_, output_;
@@ -6864,6 +6886,7 @@ private:
 
         // Token embeddings: one (possibly quantized) row per token.
         for (std::size_t t = 0; t < n; ++t) m_.token_embedding().dequantize_row(std::size_t(tokens[t]), &x_[t * d]);
+        m_.release_embedding();
         compute_rope_angles(n);
 
         for (std::size_t l = 0; l < hp_.n_layer; ++l) {

@@ -3,6 +3,7 @@
 // so a model costs no second copy of its tensors.
 #include <lmtk/core/error.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -72,15 +73,16 @@ public:
                   MADV_WILLNEED);
     }
 
-    // Drops the whole pages inside [p, p + length) from this process's resident set, once
-    // their bytes have been copied elsewhere (weights repacked at load). The file's pages stay
-    // in the page cache, and a later read of the range maps them again, so this is only a
-    // promise not to need them soon, never a loss of data.
+    // Drops the pages of [p, p + length) from this process's resident set, once their bytes
+    // have been copied elsewhere (weights repacked at load). The mapping is private and never
+    // written, so the file's pages stay in the page cache and a later read of any of them, a
+    // neighbour's bytes on a shared page included, maps them again: this is only a promise not
+    // to need the range soon, never a loss of data.
     void release(const std::byte* p, std::size_t length) const noexcept {
         if (!data_ || p < data_ || p + length > data_ + size_) return;
         const std::size_t page = 4096;
-        const std::size_t begin = (static_cast<std::size_t>(p - data_) + page - 1) / page * page;
-        const std::size_t end = static_cast<std::size_t>(p + length - data_) / page * page;
+        const std::size_t begin = static_cast<std::size_t>(p - data_) / page * page;
+        const std::size_t end = std::min(size_, (static_cast<std::size_t>(p + length - data_) + page - 1) / page * page);
         if (end > begin) ::madvise(const_cast<std::byte*>(data_) + begin, end - begin, MADV_DONTNEED);
     }
 
@@ -109,9 +111,11 @@ public:
     anonymous_memory() = default;
     explicit anonymous_memory(std::size_t bytes) {
         if (bytes == 0) return;
-        constexpr std::size_t huge = std::size_t{2} << 20;
+        constexpr std::size_t huge = std::size_t{2} << 20, page = 4096;
         // Over-allocate by one huge page to start on a 2 MiB boundary, then return the slack.
-        const std::size_t want = (bytes + huge - 1) / huge * huge;
+        // The size is not rounded up to huge pages: the tail that does not fill one stays in
+        // small pages, so no memory is touched beyond what is asked for.
+        const std::size_t want = (bytes + page - 1) / page * page;
         void* p = ::mmap(nullptr, want + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) fail("cannot allocate ", bytes >> 20, " MiB for repacked weights: ", std::strerror(errno));
         auto* base = static_cast<std::byte*>(p);

@@ -116,6 +116,13 @@ public:
 
     const std::string& path() const noexcept override { return path_; }
     const llama_hparams& hparams() const noexcept override { return hp_; }
+    // Bytes repacked at load: drop them from memory where they are the mapped safetensors
+    // (mapped_file::release ignores ranges outside its file; copies made for alignment stay).
+    void release(const std::byte* p, std::size_t n) const noexcept override {
+        if (weights_)
+            for (const auto& f : weights_->files()) f->mapping().release(p, n);
+    }
+
     const gguf::tensor_info* find_tensor(std::string_view name) const noexcept override {
         const auto it = index_.find(name);
         return it == index_.end() ? nullptr : &tensors_[it->second];

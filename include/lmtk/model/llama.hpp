@@ -109,6 +109,14 @@ public:
     const llama_layer& layer(std::size_t i) const noexcept { return layers_[i]; }
     std::span<const double> rope_inv_freq() const noexcept { return inv_freq_; }
 
+    // The rows just looked up in a mapped token embedding are not needed again soon: let their
+    // pages go. Lookups are scattered and the kernel maps the neighbours of every page it
+    // faults in, so without this the whole matrix (a tenth of a small model) soon counts in
+    // the process's memory. A page read again is mapped again from the page cache.
+    void release_embedding() const noexcept {
+        if (embedding_mapped_) src_->release(tok_embd_.data, tok_embd_.rows * tok_embd_.row_bytes());
+    }
+
     // Bytes of weights repacked into interleaved layouts at load (0: all used as mapped).
     std::size_t interleaved_bytes() const noexcept { return repacked_.size() ? repacked_used_ : 0; }
 
@@ -258,11 +266,14 @@ private:
             w.ops = *w.ops.interleaved;
             if (tied) tok_embd_ = output_;
         }
+        // Released only where the mapping is the sole copy and nothing else reads it.
+        embedding_mapped_ = tok_embd_.data != output_.data;
         repacked_used_ = static_cast<std::size_t>(out - repacked_.data());
     }
 
     std::unique_ptr<weight_source> src_;
     core::anonymous_memory repacked_;  // the interleaved weights (see interleave())
+    bool embedding_mapped_ = false;    // see release_embedding()
     std::size_t repacked_used_ = 0;
     llama_hparams hp_;
     weight tok_embd_, output_;
@@ -454,6 +465,7 @@ private:
 
         // Token embeddings: one (possibly quantized) row per token.
         for (std::size_t t = 0; t < n; ++t) m_.token_embedding().dequantize_row(std::size_t(tokens[t]), &x_[t * d]);
+        m_.release_embedding();
         compute_rope_angles(n);
 
         for (std::size_t l = 0; l < hp_.n_layer; ++l) {
