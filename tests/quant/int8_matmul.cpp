@@ -28,6 +28,38 @@ std::vector<float> random_floats(std::size_t n, std::mt19937& g, float scale = 1
     return x;
 }
 
+// Checks y (n_tok x rows, written for rows r0 .. r1 only; -7 elsewhere) against the int8
+// reference of each row of w and token of x, prepared as xa: within 1e-5 of the sum of |terms|
+// (float rounding of the kernels' sums), and within 2e-2 of it from the float dot (what int8
+// activations cost).
+template <class P>
+void check_int8_rows(const typename P::block* w, std::size_t cols, std::size_t rows, const std::vector<float>& x,
+                     const std::byte* xa, std::size_t stride, std::size_t n_tok, const std::vector<float>& y,
+                     std::size_t r0, std::size_t r1) {
+    const std::size_t nb = cols / P::block_elems;
+    std::vector<float> deq(cols);
+    for (std::size_t t = 0; t < n_tok; ++t) {
+        const auto xr = act_q8::view(xa + t * stride, cols);
+        for (std::size_t r = 0; r < rows; ++r) {
+            const float got = y[t * rows + r];
+            if (r < r0 || r >= r1) {
+                CHECK(got == -7.0f);
+                continue;
+            }
+            const float want = vnni::reference_dot<P>(w + r * nb, xr, nb);
+            P::dequantize_row(w + r * nb, deq.data(), nb);
+            double mag = 0.0, exact = 0.0;
+            for (std::size_t j = 0; j < cols; ++j) {
+                mag += std::fabs(deq[j] * x[t * cols + j]);
+                exact += double(deq[j]) * x[t * cols + j];
+            }
+            INFO("cols " << cols << " n_tok " << n_tok << " rows " << r0 << ".." << r1 << " row " << r << " token " << t);
+            CHECK(std::fabs(got - want) <= 1e-5 * mag + 1e-6);
+            CHECK(std::fabs(got - exact) <= 2e-2 * mag);
+        }
+    }
+}
+
 }  // namespace
 
 TEST_CASE("act_q8 rounds every value to within half a step and records block sums", "[quant][int8]") {
@@ -78,28 +110,7 @@ TEMPLATE_TEST_CASE("matmul_act matches the int8 reference", "[quant][int8]", q8_
             std::vector<float> y(n_tok * rows, -7.0f);
             ops->matmul_act(reinterpret_cast<const std::byte*>(w.data()), cols, r0, r1, xa.data(), stride, n_tok, y.data(),
                             rows);
-            for (std::size_t t = 0; t < n_tok; ++t) {
-                const auto xr = act_q8::view(xa.data() + t * stride, cols);
-                for (std::size_t r = 0; r < rows; ++r) {
-                    const float got = y[t * rows + r];
-                    if (r < r0 || r >= r1) {
-                        CHECK(got == -7.0f);
-                        continue;
-                    }
-                    const float want = vnni::reference_dot<TestType>(w.data() + r * nb, xr, nb);
-                    // Scale of the rounding: the sum of |terms|.
-                    std::vector<float> deq(cols);
-                    TestType::dequantize_row(w.data() + r * nb, deq.data(), nb);
-                    double mag = 0.0;
-                    for (std::size_t j = 0; j < cols; ++j) mag += std::fabs(deq[j] * x[t * cols + j]);
-                    INFO("cols " << cols << " n_tok " << n_tok << " row " << r << " token " << t);
-                    CHECK(std::fabs(got - want) <= 1e-5 * mag + 1e-6);
-                    // And the int8 activations stay close to the float path.
-                    double exact = 0.0;
-                    for (std::size_t j = 0; j < cols; ++j) exact += double(deq[j]) * x[t * cols + j];
-                    CHECK(std::fabs(got - exact) <= 2e-2 * mag);
-                }
-            }
+            check_int8_rows<TestType>(w.data(), cols, rows, x, xa.data(), stride, n_tok, y, r0, r1);
         }
     }
 }
@@ -147,7 +158,7 @@ TEMPLATE_TEST_CASE("interleaved matmul_act matches the int8 reference", "[quant]
     }
     const weight_ops& il = *ops->interleaved;
     std::mt19937 g(29);
-    // 85 rows = 6 groups, the last with 5 real rows: decode runs 4 groups at a time, then one.
+    // 85 rows = 6 groups, the last with 5 real rows.
     const std::size_t rows = 85, cols = 768, nb = cols / TestType::block_elems;
     const auto wf = random_floats(rows * cols, g, 0.05f);
     std::vector<typename TestType::block> w(rows * nb);
@@ -164,23 +175,7 @@ TEMPLATE_TEST_CASE("interleaved matmul_act matches the int8 reference", "[quant]
         for (const auto& [r0, r1] : {std::pair<std::size_t, std::size_t>{0, 16}, {16, 85}, {0, 85}, {32, 80}, {64, 85}}) {
             std::vector<float> y(n_tok * rows, -7.0f);
             il.matmul_act(p, cols, r0, r1, xa.data(), stride, n_tok, y.data(), rows);
-            for (std::size_t t = 0; t < n_tok; ++t) {
-                const auto xr = act_q8::view(xa.data() + t * stride, cols);
-                for (std::size_t r = 0; r < rows; ++r) {
-                    const float got = y[t * rows + r];
-                    if (r < r0 || r >= r1) {
-                        CHECK(got == -7.0f);
-                        continue;
-                    }
-                    const float want = vnni::reference_dot<TestType>(w.data() + r * nb, xr, nb);
-                    std::vector<float> deq(cols);
-                    TestType::dequantize_row(w.data() + r * nb, deq.data(), nb);
-                    double mag = 0.0;
-                    for (std::size_t j = 0; j < cols; ++j) mag += std::fabs(deq[j] * x[t * cols + j]);
-                    INFO("n_tok " << n_tok << " rows " << r0 << ".." << r1 << " row " << r << " token " << t);
-                    CHECK(std::fabs(got - want) <= 1e-5 * mag + 1e-6);
-                }
-            }
+            check_int8_rows<TestType>(w.data(), cols, rows, x, xa.data(), stride, n_tok, y, r0, r1);
         }
     }
 }
