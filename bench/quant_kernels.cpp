@@ -5,7 +5,9 @@
 //
 // Names read bm_<what><format, arch>: the float-activation kernels (weight_ops::matmul) for
 // every arch, and for formats with an int8 path the `_act` variants, which include the cost of
-// quantizing the activations once per call, as the forward pass pays it.
+// quantizing the activations once per call, as the forward pass pays it. `_interleaved`: the
+// kernels over the 16-row layouts a model repacks its weights into at load (what decode and
+// prefill run on AVX-512); `_tiles`: the row-major int8 kernels alone.
 //
 //   bench_quant_kernels --benchmark_filter='matvec<lmtk::quant::q4_0'     one format, all archs
 #include <benchmark/benchmark.h>
@@ -106,7 +108,8 @@ void bm_matmul_act_tiles(benchmark::State& state) {
 #if LMTK_QUANT_VNNI
 // The interleaved layouts a model repacks its weights into at load (quant/interleaved.hpp).
 // `_stream`: one token through 64 MiB of 4096 x 4096 matrices visited in turn, so every weight
-// byte comes from DRAM as at decode (one matrix alone would sit in a 32 MiB L3).
+// byte comes from DRAM as at decode (one matrix alone would sit in a 32 MiB L3); compare with
+// bm_read_stream, a plain sum over the same amount.
 template <class P>
 void run_interleaved(benchmark::State& state, std::size_t rows, std::size_t cols, std::size_t n_tok,
                      std::size_t total_bytes) {
@@ -120,13 +123,17 @@ void run_interleaved(benchmark::State& state, std::size_t rows, std::size_t cols
         for (std::size_t g = 0; g < (rows + 15) / 16; ++g)
             ops.interleave_group(reinterpret_cast<const std::byte*>(w.data()), rows, cols, g, packed.data() + c * bytes);
     const auto x = make_activations(n_tok * cols);
-    const std::size_t stride = ops.act_row_bytes(cols);
+    const std::size_t stride = il.matmul_act ? il.act_row_bytes(cols) : 0;
     std::vector<std::byte> xa(n_tok * stride);
     std::vector<float> y(n_tok * rows);
     std::size_t c = 0;
     for (auto _ : state) {
-        for (std::size_t t = 0; t < n_tok; ++t) ops.prepare_row(x.data() + t * cols, xa.data() + t * stride, cols);
-        il.matmul_act(packed.data() + c * bytes, cols, 0, rows, xa.data(), stride, n_tok, y.data(), rows);
+        if (il.matmul_act) {  // int8 activations, quantized per call as the forward pass does
+            for (std::size_t t = 0; t < n_tok; ++t) il.prepare_row(x.data() + t * cols, xa.data() + t * stride, cols);
+            il.matmul_act(packed.data() + c * bytes, cols, 0, rows, xa.data(), stride, n_tok, y.data(), rows);
+        } else {  // F16: float activations
+            il.matmul(packed.data() + c * bytes, cols, 0, rows, x.data(), cols, n_tok, y.data(), rows);
+        }
         c = (c + 1) % copies;
         benchmark::DoNotOptimize(y.data());
         benchmark::ClobberMemory();
@@ -253,6 +260,7 @@ LMTK_BENCH_INTERLEAVED(q8_0);
 LMTK_BENCH_INTERLEAVED(q4_0);
 LMTK_BENCH_INTERLEAVED(q4_k);
 LMTK_BENCH_INTERLEAVED(q6_k);
+LMTK_BENCH_INTERLEAVED(f16);
 #endif
 #else
 // Built without AVX-512 (LMTK_NATIVE=OFF or another CPU): the default arch only.
