@@ -4194,7 +4194,9 @@ struct act_q8 {
 // into a thread-local buffer when a prefill batch multiplies weights that stayed row-major.
 // Each group holds exactly the bits of its 16 GGUF rows (rearranged, and for Q8_0 with the sign
 // bit of each quant flipped), padded to a 64-byte multiple so that every group starts on a cache
-// line; the last group of a matrix whose rows are not a multiple of 16 is zero-filled.
+// line; the rows missing from the last group of a matrix whose rows are not a multiple of 16 are
+// zeros. pack() writes every byte of a full group's parts and leaves the padding after them
+// (under 64 bytes, never read) as it found it.
 //
 // Within a group the parts are arrays over the blocks (structure of arrays), each starting on a
 // 64-byte boundary. "word k of lane r" is 4 consecutive bytes of row r, and the 16 lanes of one
@@ -4279,7 +4281,7 @@ template <>
 struct interleaved<q4_0> : detail::interleaved_base<q4_0, 256, 32> {
     // n_rows (<= 16) rows of nb blocks, row-major with `stride` blocks per row -> one group.
     static void pack(const block* src, std::size_t stride, std::size_t nb, std::size_t n_rows, std::byte* g) noexcept {
-        std::memset(g, 0, group_bytes(nb));
+        if (n_rows < rows) std::memset(g, 0, group_bytes(nb));  // padding rows: zero scales
         std::byte* q = g + part(0, nb);
         auto* d = reinterpret_cast<std::uint16_t*>(g + part(1, nb));
         for (std::size_t r = 0; r < n_rows; ++r)
@@ -4306,7 +4308,7 @@ struct interleaved<q4_0> : detail::interleaved_base<q4_0, 256, 32> {
 template <>
 struct interleaved<q8_0> : detail::interleaved_base<q8_0, 512, 32> {
     static void pack(const block* src, std::size_t stride, std::size_t nb, std::size_t n_rows, std::byte* g) noexcept {
-        std::memset(g, 0, group_bytes(nb));
+        if (n_rows < rows) std::memset(g, 0, group_bytes(nb));  // padding rows: zero scales
         auto* q = reinterpret_cast<std::uint8_t*>(g + part(0, nb));
         auto* d = reinterpret_cast<std::uint16_t*>(g + part(1, nb));
         for (std::size_t r = 0; r < n_rows; ++r)
@@ -4335,7 +4337,7 @@ struct interleaved<q8_0> : detail::interleaved_base<q8_0, 512, 32> {
 template <>
 struct interleaved<q4_k> : detail::interleaved_base<q4_k, 2048, 192, 64> {
     static void pack(const block* src, std::size_t stride, std::size_t nb, std::size_t n_rows, std::byte* g) noexcept {
-        std::memset(g, 0, group_bytes(nb));
+        if (n_rows < rows) std::memset(g, 0, group_bytes(nb));  // padding rows: zero scales
         std::byte* q = g + part(0, nb);
         std::byte* s = g + part(1, nb);
         auto* d = reinterpret_cast<std::uint16_t*>(g + part(2, nb));
@@ -4383,7 +4385,7 @@ struct interleaved<q6_k> : detail::interleaved_base<q6_k, 2048, 1024, 256, 32> {
             }
     }
     static void pack(const block* src, std::size_t stride, std::size_t nb, std::size_t n_rows, std::byte* g) noexcept {
-        std::memset(g, 0, group_bytes(nb));
+        if (n_rows < rows) std::memset(g, 0, group_bytes(nb));  // padding rows: zero scales
         auto* lo = reinterpret_cast<std::uint8_t*>(g + part(0, nb));
         auto* hi = reinterpret_cast<std::uint8_t*>(g + part(1, nb));
         auto* sc = reinterpret_cast<std::int8_t*>(g + part(2, nb));
@@ -4433,7 +4435,7 @@ struct interleaved<q6_k> : detail::interleaved_base<q6_k, 2048, 1024, 256, 32> {
 template <>
 struct interleaved<f16> : detail::interleaved_base<f16, 32> {
     static void pack(const block* src, std::size_t stride, std::size_t cols, std::size_t n_rows, std::byte* g) noexcept {
-        std::memset(g, 0, group_bytes(cols));
+        if (n_rows < rows) std::memset(g, 0, group_bytes(cols));
         auto* h = reinterpret_cast<std::uint16_t*>(g);
         for (std::size_t r = 0; r < n_rows; ++r)
             for (std::size_t k = 0; k < cols; ++k) h[k * rows + r] = src[r * stride + k].bits;
