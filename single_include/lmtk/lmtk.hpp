@@ -4465,6 +4465,21 @@ inline constexpr bool has_interleaved = interleaved<P>::available;
 #include <cstddef>
 #include <cstdint>
 
+// #include <lmtk/quant/intrinsics_warnings.hpp>
+// LMTK_INTRINSICS_WARNINGS_OFF / _ON bracket code written with AVX-512 intrinsics.
+//
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() (`__m512 __Y = __Y;`), which it
+// then reports as uninitialised in every function they are inlined into: a false positive.
+#if defined(__GNUC__) && !defined(__clang__)
+#define LMTK_INTRINSICS_WARNINGS_OFF                                   \
+    _Pragma("GCC diagnostic push")                                     \
+    _Pragma("GCC diagnostic ignored \"-Wuninitialized\"")              \
+    _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"")
+#define LMTK_INTRINSICS_WARNINGS_ON _Pragma("GCC diagnostic pop")
+#else
+#define LMTK_INTRINSICS_WARNINGS_OFF
+#define LMTK_INTRINSICS_WARNINGS_ON
+#endif
 // #include <lmtk/quant/interleaved.hpp>
 
 #if defined(__AVX512F__) && defined(__F16C__)
@@ -4476,11 +4491,7 @@ namespace lmtk::quant::f16x16 {
 
 #if LMTK_QUANT_F16_INTERLEAVED
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+LMTK_INTRINSICS_WARNINGS_OFF
 
 namespace detail {
 
@@ -4567,9 +4578,7 @@ inline void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::si
     for (; r < r1; r += R) tokens.template operator()<1>(r);
 }
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+LMTK_INTRINSICS_WARNINGS_ON
 
 #endif  // LMTK_QUANT_F16_INTERLEAVED
 
@@ -4594,6 +4603,7 @@ inline void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::si
 #include <utility>
 #include <vector>
 
+// #include <lmtk/quant/intrinsics_warnings.hpp>
 // #include <lmtk/quant/act_q8.hpp>
 // #include <lmtk/quant/interleaved.hpp>
 // #include <lmtk/quant/matmul_vnni.hpp>
@@ -4621,6 +4631,7 @@ inline void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::si
 #include <type_traits>
 #include <vector>
 
+// #include <lmtk/quant/intrinsics_warnings.hpp>
 // #include <lmtk/quant/act_q8.hpp>
 // #include <lmtk/quant/q4_0.hpp>
 // #include <lmtk/quant/q4_k.hpp>
@@ -4663,13 +4674,7 @@ struct format {
 
 #if LMTK_QUANT_VNNI
 
-// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() (`__m512 __Y = __Y;`), which it
-// then reports as uninitialised in every function they are inlined into: a false positive.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+LMTK_INTRINSICS_WARNINGS_OFF
 
 template <>
 struct format<q8_0> {
@@ -4953,9 +4958,7 @@ void matmul_tiles(const std::byte* w, std::size_t cols, std::size_t r0, std::siz
     }
 }
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+LMTK_INTRINSICS_WARNINGS_ON
 
 #endif  // LMTK_QUANT_VNNI
 
@@ -4965,11 +4968,7 @@ namespace lmtk::quant::vnni {
 
 #if LMTK_QUANT_VNNI
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+LMTK_INTRINSICS_WARNINGS_OFF
 
 namespace detail {
 
@@ -5296,9 +5295,7 @@ void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1
     matmul_tiles<P>(w, cols, r0, r1, xa, xa_stride, n_tok, y, y_stride);
 }
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+LMTK_INTRINSICS_WARNINGS_ON
 
 #endif  // LMTK_QUANT_VNNI
 

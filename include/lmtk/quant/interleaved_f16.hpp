@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <lmtk/quant/intrinsics_warnings.hpp>
 #include <lmtk/quant/interleaved.hpp>
 
 #if defined(__AVX512F__) && defined(__F16C__)
@@ -24,11 +25,7 @@ namespace lmtk::quant::f16x16 {
 
 #if LMTK_QUANT_F16_INTERLEAVED
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+LMTK_INTRINSICS_WARNINGS_OFF
 
 namespace detail {
 
@@ -115,9 +112,7 @@ inline void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::si
     for (; r < r1; r += R) tokens.template operator()<1>(r);
 }
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+LMTK_INTRINSICS_WARNINGS_ON
 
 #endif  // LMTK_QUANT_F16_INTERLEAVED
 

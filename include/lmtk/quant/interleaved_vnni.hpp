@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include <lmtk/quant/intrinsics_warnings.hpp>
 #include <lmtk/quant/act_q8.hpp>
 #include <lmtk/quant/interleaved.hpp>
 #include <lmtk/quant/matmul_vnni.hpp>
@@ -26,11 +27,7 @@ namespace lmtk::quant::vnni {
 
 #if LMTK_QUANT_VNNI
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+LMTK_INTRINSICS_WARNINGS_OFF
 
 namespace detail {
 
@@ -357,9 +354,7 @@ void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1
     matmul_tiles<P>(w, cols, r0, r1, xa, xa_stride, n_tok, y, y_stride);
 }
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+LMTK_INTRINSICS_WARNINGS_ON
 
 #endif  // LMTK_QUANT_VNNI
 

@@ -23,6 +23,7 @@
 #include <type_traits>
 #include <vector>
 
+#include <lmtk/quant/intrinsics_warnings.hpp>
 #include <lmtk/quant/act_q8.hpp>
 #include <lmtk/quant/q4_0.hpp>
 #include <lmtk/quant/q4_k.hpp>
@@ -65,13 +66,7 @@ struct format {
 
 #if LMTK_QUANT_VNNI
 
-// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() (`__m512 __Y = __Y;`), which it
-// then reports as uninitialised in every function they are inlined into: a false positive.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+LMTK_INTRINSICS_WARNINGS_OFF
 
 template <>
 struct format<q8_0> {
@@ -355,9 +350,7 @@ void matmul_tiles(const std::byte* w, std::size_t cols, std::size_t r0, std::siz
     }
 }
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+LMTK_INTRINSICS_WARNINGS_ON
 
 #endif  // LMTK_QUANT_VNNI
 
