@@ -109,7 +109,8 @@ void bm_matmul_act_tiles(benchmark::State& state) {
 // The interleaved layouts a model repacks its weights into at load (quant/interleaved.hpp).
 // `_stream`: one token through 64 MiB of 4096 x 4096 matrices visited in turn, so every weight
 // byte comes from DRAM as at decode (one matrix alone would sit in a 32 MiB L3); compare with
-// bm_read_stream, a plain sum over the same amount.
+// bm_read_stream, a plain sum over the same amount. `/threads:2`: two threads at once, each
+// over its own 64 MiB (bytes/s summed over both): what decode's two threads get.
 template <class P>
 void run_interleaved(benchmark::State& state, std::size_t rows, std::size_t cols, std::size_t n_tok,
                      std::size_t total_bytes) {
@@ -254,8 +255,10 @@ BENCHMARK_TEMPLATE(bm_matmul_act_tiles, q::q6_k)->Arg(32)->Arg(128)->Arg(512)->U
 #define LMTK_BENCH_INTERLEAVED(P)                                                                   \
     BENCHMARK_TEMPLATE(bm_matvec_interleaved, q::P)->Unit(benchmark::kMicrosecond);                  \
     BENCHMARK_TEMPLATE(bm_matvec_interleaved_stream, q::P)->Unit(benchmark::kMicrosecond);           \
+    BENCHMARK_TEMPLATE(bm_matvec_interleaved_stream, q::P)->Threads(2)->UseRealTime()->Unit(benchmark::kMicrosecond); \
     BENCHMARK_TEMPLATE(bm_matmul_interleaved, q::P)->Arg(32)->Arg(128)->Arg(512)->Unit(benchmark::kMillisecond)
 BENCHMARK(bm_read_stream)->Unit(benchmark::kMicrosecond);
+BENCHMARK(bm_read_stream)->Threads(2)->UseRealTime()->Unit(benchmark::kMicrosecond);
 LMTK_BENCH_INTERLEAVED(q8_0);
 LMTK_BENCH_INTERLEAVED(q4_0);
 LMTK_BENCH_INTERLEAVED(q4_k);

@@ -89,8 +89,9 @@ constexpr std::uint16_t f32_to_bf16(float f) noexcept {
 
 }  // namespace lmtk::core
 // #include <lmtk/core/mapped_file.hpp>
-// A read-only memory mapping of a whole file. Weights are used in place from the mapping,
-// so a model costs no second copy of its tensors.
+// A read-only memory mapping of a whole file: weights are used in place from it, or copied
+// once into a layout of their own (anonymous_memory, below) with the mapped pages let go, so
+// a model costs no second copy of its tensors.
 // #include <lmtk/core/error.hpp>
 
 #include <algorithm>
@@ -4238,6 +4239,11 @@ namespace lmtk::quant {
 // Rows per group of every interleaved layout: one 32-bit lane each in a 512-bit vector.
 inline constexpr std::size_t interleave_rows = 16;
 
+// How far ahead of the group being multiplied the kernels over these layouts prefetch weights
+// into L2 at decode: the reads of about a microsecond at one core's bandwidth (tried from 8 to
+// 64 KiB with bench/quant_kernels' _stream benchmarks: 8 was too close, the rest alike).
+inline constexpr std::size_t interleave_prefetch_distance = 32 * 1024;
+
 // A format with an interleaved layout specialises this (primary: none).
 template <class P>
 struct interleaved {
@@ -4536,9 +4542,6 @@ inline void store_rows(float* y, std::size_t n, __m512 v) noexcept {
 
 }  // namespace detail
 
-// How far ahead decode prefetches (as vnni::prefetch_distance).
-inline constexpr std::size_t prefetch_distance = 32 * 1024;
-
 // weight_ops::matmul over an F16 matrix in the interleaved layout (w: its first group; rows
 // r0 .. r1, r0 a multiple of 16): y[t * y_stride + r] = dot(row r, x + t * x_stride).
 inline void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1, const float* x,
@@ -4550,7 +4553,7 @@ inline void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::si
         for (std::size_t r = r0; r < r1; r += R)
             for (std::size_t t = 0; t < n_tok; ++t)
                 detail::store_rows(y + t * y_stride + r, r1 - r,
-                                   detail::group_one_token(group(r), cols, x + t * x_stride, prefetch_distance));
+                                   detail::group_one_token(group(r), cols, x + t * x_stride, interleave_prefetch_distance));
         return;
     }
     // Prefill: two groups (32 rows) against 12 tokens, then 4, then 1.
@@ -5242,10 +5245,6 @@ void run_group_all_tokens(const std::byte* g, std::size_t row, std::size_t n_row
 
 }  // namespace detail
 
-// How far ahead of the group being multiplied the weights are prefetched into L2: the reads
-// of about a microsecond at one core's bandwidth (bench/quant_kernels _stream: 8 KiB was too
-// close; 16 to 64 KiB alike within the noise).
-inline constexpr std::size_t prefetch_distance = 32 * 1024;
 
 // weight_ops::matmul_act over a matrix in P's interleaved layout (w: its first group; rows
 // r0 .. r1, r0 a multiple of 16). Rows past r1 in the last group are computed and not stored.
@@ -5255,7 +5254,7 @@ void matmul_interleaved(const std::byte* w, std::size_t cols, std::size_t r0, st
     using L = interleaved<P>;
     const std::size_t nb = cols / P::block_elems, gb = L::group_bytes(nb);
     const std::int32_t* sum16 = std::is_same_v<P, q6_k> ? detail::sums_of_16(xa, xa_stride, cols, n_tok) : nullptr;
-    const detail::group_args a{nb, cols, xa, xa_stride, sum16, y + r0, y_stride, {prefetch_distance, gb / nb}};
+    const detail::group_args a{nb, cols, xa, xa_stride, sum16, y + r0, y_stride, {interleave_prefetch_distance, gb / nb}};
     const std::byte* first = w + r0 / interleave_rows * gb;
     const std::size_t n_rows = r1 - r0, groups = (n_rows + interleave_rows - 1) / interleave_rows;
     for (std::size_t i = 0; i < groups; ++i) detail::run_group_all_tokens<P>(first + i * gb, i * interleave_rows, n_rows, n_tok, a);
@@ -6538,7 +6537,7 @@ public:
     }
 
     // Bytes of weights repacked into interleaved layouts at load (0: all used as mapped).
-    std::size_t interleaved_bytes() const noexcept { return repacked_.size() ? repacked_used_ : 0; }
+    std::size_t interleaved_bytes() const noexcept { return repacked_bytes_; }
 
     // Bytes of weight data the forward pass reads per token (all layers plus the output).
     std::size_t weight_bytes() const noexcept {
@@ -6639,35 +6638,34 @@ private:
             for (weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down}) consider(*w);
         consider(output_);
         if (todo.empty()) return;
-        std::size_t total = 0;
-        for (const weight* w : todo) total += w->ops.interleaved_bytes(w->rows, w->cols);
-        repacked_ = core::anonymous_memory(total);
         // Work in chunks of about 1 MiB of source, shared by two threads (the copy is bound by
         // the kernel zeroing the new pages, which two cores do twice as fast). Each chunk lets
         // its source pages go when done, so the peak stays near the file's size even while the
         // largest matrix (the output) is repacked.
         struct chunk {
             weight* w;
-            std::byte* out;
+            std::size_t offset;  // of the matrix in repacked_
             std::size_t g0, g1;
         };
         std::vector<chunk> chunks;
-        std::vector<std::byte*> outs;
-        std::byte* out = repacked_.data();
+        std::vector<std::size_t> offsets;
+        std::size_t total = 0;
         for (weight* w : todo) {
             const std::size_t row_group = w->ops.interleaved->row_group;
             const std::size_t groups = (w->rows + row_group - 1) / row_group;
             const std::size_t per_chunk = std::max<std::size_t>(1, (std::size_t{1} << 20) / (row_group * w->row_bytes()));
-            for (std::size_t g = 0; g < groups; g += per_chunk) chunks.push_back({w, out, g, std::min(groups, g + per_chunk)});
-            outs.push_back(out);
-            out += w->ops.interleaved_bytes(w->rows, w->cols);
+            for (std::size_t g = 0; g < groups; g += per_chunk) chunks.push_back({w, total, g, std::min(groups, g + per_chunk)});
+            offsets.push_back(total);
+            total += w->ops.interleaved_bytes(w->rows, w->cols);
         }
+        repacked_ = core::anonymous_memory(total);
         std::atomic<std::size_t> next{0};
         const auto work = [&]() noexcept {
             for (std::size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < chunks.size();) {
                 const chunk& c = chunks[i];
                 const weight& w = *c.w;
-                for (std::size_t g = c.g0; g < c.g1; ++g) w.ops.interleave_group(w.data, w.rows, w.cols, g, c.out);
+                for (std::size_t g = c.g0; g < c.g1; ++g)
+                    w.ops.interleave_group(w.data, w.rows, w.cols, g, repacked_.data() + c.offset);
                 const std::size_t group_src = w.ops.interleaved->row_group * w.row_bytes();
                 const std::size_t end = std::min(w.rows * w.row_bytes(), c.g1 * group_src);
                 src_->release(w.data + c.g0 * group_src, end - c.g0 * group_src);
@@ -6682,19 +6680,19 @@ private:
             // The output may be the token embedding itself (tied weights): the lookup then
             // reads the interleaved copy too.
             const bool tied = &w == &output_ && output_.data == tok_embd_.data;
-            w.data = outs[i];
+            w.data = repacked_.data() + offsets[i];
             w.ops = *w.ops.interleaved;
             if (tied) tok_embd_ = output_;
         }
         // Released only where the mapping is the sole copy and nothing else reads it.
         embedding_mapped_ = tok_embd_.data != output_.data;
-        repacked_used_ = static_cast<std::size_t>(out - repacked_.data());
+        repacked_bytes_ = total;
     }
 
     std::unique_ptr<weight_source> src_;
     core::anonymous_memory repacked_;  // the interleaved weights (see interleave())
     bool embedding_mapped_ = false;    // see release_embedding()
-    std::size_t repacked_used_ = 0;
+    std::size_t repacked_bytes_ = 0;
     llama_hparams hp_;
     weight tok_embd_, output_;
     std::vector<float> output_norm_;

@@ -1,6 +1,7 @@
 #pragma once
-// A read-only memory mapping of a whole file. Weights are used in place from the mapping,
-// so a model costs no second copy of its tensors.
+// A read-only memory mapping of a whole file: weights are used in place from it, or copied
+// once into a layout of their own (anonymous_memory, below) with the mapped pages let go, so
+// a model costs no second copy of its tensors.
 #include <lmtk/core/error.hpp>
 
 #include <algorithm>

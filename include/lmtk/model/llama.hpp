@@ -118,7 +118,7 @@ public:
     }
 
     // Bytes of weights repacked into interleaved layouts at load (0: all used as mapped).
-    std::size_t interleaved_bytes() const noexcept { return repacked_.size() ? repacked_used_ : 0; }
+    std::size_t interleaved_bytes() const noexcept { return repacked_bytes_; }
 
     // Bytes of weight data the forward pass reads per token (all layers plus the output).
     std::size_t weight_bytes() const noexcept {
@@ -219,35 +219,34 @@ private:
             for (weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down}) consider(*w);
         consider(output_);
         if (todo.empty()) return;
-        std::size_t total = 0;
-        for (const weight* w : todo) total += w->ops.interleaved_bytes(w->rows, w->cols);
-        repacked_ = core::anonymous_memory(total);
         // Work in chunks of about 1 MiB of source, shared by two threads (the copy is bound by
         // the kernel zeroing the new pages, which two cores do twice as fast). Each chunk lets
         // its source pages go when done, so the peak stays near the file's size even while the
         // largest matrix (the output) is repacked.
         struct chunk {
             weight* w;
-            std::byte* out;
+            std::size_t offset;  // of the matrix in repacked_
             std::size_t g0, g1;
         };
         std::vector<chunk> chunks;
-        std::vector<std::byte*> outs;
-        std::byte* out = repacked_.data();
+        std::vector<std::size_t> offsets;
+        std::size_t total = 0;
         for (weight* w : todo) {
             const std::size_t row_group = w->ops.interleaved->row_group;
             const std::size_t groups = (w->rows + row_group - 1) / row_group;
             const std::size_t per_chunk = std::max<std::size_t>(1, (std::size_t{1} << 20) / (row_group * w->row_bytes()));
-            for (std::size_t g = 0; g < groups; g += per_chunk) chunks.push_back({w, out, g, std::min(groups, g + per_chunk)});
-            outs.push_back(out);
-            out += w->ops.interleaved_bytes(w->rows, w->cols);
+            for (std::size_t g = 0; g < groups; g += per_chunk) chunks.push_back({w, total, g, std::min(groups, g + per_chunk)});
+            offsets.push_back(total);
+            total += w->ops.interleaved_bytes(w->rows, w->cols);
         }
+        repacked_ = core::anonymous_memory(total);
         std::atomic<std::size_t> next{0};
         const auto work = [&]() noexcept {
             for (std::size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < chunks.size();) {
                 const chunk& c = chunks[i];
                 const weight& w = *c.w;
-                for (std::size_t g = c.g0; g < c.g1; ++g) w.ops.interleave_group(w.data, w.rows, w.cols, g, c.out);
+                for (std::size_t g = c.g0; g < c.g1; ++g)
+                    w.ops.interleave_group(w.data, w.rows, w.cols, g, repacked_.data() + c.offset);
                 const std::size_t group_src = w.ops.interleaved->row_group * w.row_bytes();
                 const std::size_t end = std::min(w.rows * w.row_bytes(), c.g1 * group_src);
                 src_->release(w.data + c.g0 * group_src, end - c.g0 * group_src);
@@ -262,19 +261,19 @@ private:
             // The output may be the token embedding itself (tied weights): the lookup then
             // reads the interleaved copy too.
             const bool tied = &w == &output_ && output_.data == tok_embd_.data;
-            w.data = outs[i];
+            w.data = repacked_.data() + offsets[i];
             w.ops = *w.ops.interleaved;
             if (tied) tok_embd_ = output_;
         }
         // Released only where the mapping is the sole copy and nothing else reads it.
         embedding_mapped_ = tok_embd_.data != output_.data;
-        repacked_used_ = static_cast<std::size_t>(out - repacked_.data());
+        repacked_bytes_ = total;
     }
 
     std::unique_ptr<weight_source> src_;
     core::anonymous_memory repacked_;  // the interleaved weights (see interleave())
     bool embedding_mapped_ = false;    // see release_embedding()
-    std::size_t repacked_used_ = 0;
+    std::size_t repacked_bytes_ = 0;
     llama_hparams hp_;
     weight tok_embd_, output_;
     std::vector<float> output_norm_;

@@ -53,6 +53,11 @@ namespace lmtk::quant {
 // Rows per group of every interleaved layout: one 32-bit lane each in a 512-bit vector.
 inline constexpr std::size_t interleave_rows = 16;
 
+// How far ahead of the group being multiplied the kernels over these layouts prefetch weights
+// into L2 at decode: the reads of about a microsecond at one core's bandwidth (tried from 8 to
+// 64 KiB with bench/quant_kernels' _stream benchmarks: 8 was too close, the rest alike).
+inline constexpr std::size_t interleave_prefetch_distance = 32 * 1024;
+
 // A format with an interleaved layout specialises this (primary: none).
 template <class P>
 struct interleaved {

@@ -70,9 +70,6 @@ inline void store_rows(float* y, std::size_t n, __m512 v) noexcept {
 
 }  // namespace detail
 
-// How far ahead decode prefetches (as vnni::prefetch_distance).
-inline constexpr std::size_t prefetch_distance = 32 * 1024;
-
 // weight_ops::matmul over an F16 matrix in the interleaved layout (w: its first group; rows
 // r0 .. r1, r0 a multiple of 16): y[t * y_stride + r] = dot(row r, x + t * x_stride).
 inline void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1, const float* x,
@@ -84,7 +81,7 @@ inline void matmul(const std::byte* w, std::size_t cols, std::size_t r0, std::si
         for (std::size_t r = r0; r < r1; r += R)
             for (std::size_t t = 0; t < n_tok; ++t)
                 detail::store_rows(y + t * y_stride + r, r1 - r,
-                                   detail::group_one_token(group(r), cols, x + t * x_stride, prefetch_distance));
+                                   detail::group_one_token(group(r), cols, x + t * x_stride, interleave_prefetch_distance));
         return;
     }
     // Prefill: two groups (32 rows) against 12 tokens, then 4, then 1.

@@ -301,10 +301,6 @@ void run_group_all_tokens(const std::byte* g, std::size_t row, std::size_t n_row
 
 }  // namespace detail
 
-// How far ahead of the group being multiplied the weights are prefetched into L2: the reads
-// of about a microsecond at one core's bandwidth (bench/quant_kernels _stream: 8 KiB was too
-// close; 16 to 64 KiB alike within the noise).
-inline constexpr std::size_t prefetch_distance = 32 * 1024;
 
 // weight_ops::matmul_act over a matrix in P's interleaved layout (w: its first group; rows
 // r0 .. r1, r0 a multiple of 16). Rows past r1 in the last group are computed and not stored.
@@ -314,7 +310,7 @@ void matmul_interleaved(const std::byte* w, std::size_t cols, std::size_t r0, st
     using L = interleaved<P>;
     const std::size_t nb = cols / P::block_elems, gb = L::group_bytes(nb);
     const std::int32_t* sum16 = std::is_same_v<P, q6_k> ? detail::sums_of_16(xa, xa_stride, cols, n_tok) : nullptr;
-    const detail::group_args a{nb, cols, xa, xa_stride, sum16, y + r0, y_stride, {prefetch_distance, gb / nb}};
+    const detail::group_args a{nb, cols, xa, xa_stride, sum16, y + r0, y_stride, {interleave_prefetch_distance, gb / nb}};
     const std::byte* first = w + r0 / interleave_rows * gb;
     const std::size_t n_rows = r1 - r0, groups = (n_rows + interleave_rows - 1) / interleave_rows;
     for (std::size_t i = 0; i < groups; ++i) detail::run_group_all_tokens<P>(first + i * gb, i * interleave_rows, n_rows, n_tok, a);
