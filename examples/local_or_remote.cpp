@@ -7,8 +7,8 @@
 // folder (a vocabulary-only GGUF works too). All decode greedily, so for the same model the
 // three print the same text.
 #include <lmtk/lmtk.hpp>
-#include <lmtk/serve/remote.hpp>
-#include <lmtk/serve/remote_lmtp.hpp>
+#include <lmtk/client/remote.hpp>
+#include <lmtk/client/remote_lmtp.hpp>
 
 #include <iostream>
 #include <string>

@@ -1414,6 +1414,92 @@ private:
 // the mapping. Tensor bytes are views into the mapping and carry NO alignment guarantee: the
 // header length is arbitrary, so copy (or check) before reinterpreting them as wider types.
 // #include <lmtk/core/error.hpp>
+// #include <lmtk/core/json.hpp>
+// Untrusted JSON text, read safely: nlohmann's parser keeps its own stack, but copying,
+// comparing and dumping a value recurse once per level, so a body of 80,000 '[' would end the
+// process in a stack overflow long after parsing. The nesting depth is therefore counted
+// (outside strings, in one pass that cannot recurse) before the parser sees the text, and text
+// nested deeper than a documented limit is refused.
+// #include <lmtk/core/error.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <cstddef>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lmtk::core {
+
+// Depth allowed in request bodies and LMTP messages: real requests nest 5 to 10 deep (tools'
+// JSON schemas the most); 64 leaves room for deep schemas and none for recursion attacks.
+inline constexpr std::size_t max_request_json_depth = 64;
+
+// Depth of [ and { nesting outside strings; stops counting once `limit` is passed.
+inline std::size_t json_depth(std::string_view s, std::size_t limit) noexcept {
+    std::size_t depth = 0, max_depth = 0;
+    bool in_string = false;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        const char c = s[i];
+        if (in_string) {
+            if (c == '\\') ++i;
+            else if (c == '"') in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > max_depth && (max_depth = depth) > limit) return max_depth;
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            --depth;
+        }
+    }
+    return max_depth;
+}
+
+// Parses untrusted JSON text nested at most `max_depth` deep; nullopt with `why` set when the
+// text is not JSON or nests deeper. Never throws for bad input.
+inline std::optional<nlohmann::json> try_parse_json(std::string_view text, std::size_t max_depth, std::string* why = nullptr) {
+    if (json_depth(text, max_depth) > max_depth) {
+        if (why) *why = "JSON nested more than " + std::to_string(max_depth) + " levels deep";
+        return std::nullopt;
+    }
+    nlohmann::json j = nlohmann::json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded()) {
+        if (why) *why = "not valid JSON";
+        return std::nullopt;
+    }
+    return j;
+}
+
+// Parses an untrusted JSON file's text. Duplicate keys in any object are errors (nlohmann would
+// keep the last one silently); `what` names the text in messages. Throws lmtk::error.
+inline nlohmann::json parse_json_file(std::string_view text, const std::string& what, std::size_t max_depth) {
+    if (json_depth(text, max_depth) > max_depth) fail(what, ": JSON nested more than ", max_depth, " levels deep");
+    // One set of keys per open object, innermost last.
+    std::vector<std::set<std::string>> keys;
+    std::string duplicate;
+    auto cb = [&](int /*depth*/, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+        using ev = nlohmann::json::parse_event_t;
+        if (event == ev::object_start) keys.emplace_back();
+        else if (event == ev::object_end && !keys.empty()) keys.pop_back();
+        else if (event == ev::key && !keys.empty() && parsed.is_string()) {
+            if (!keys.back().insert(parsed.get<std::string>()).second && duplicate.empty())
+                duplicate = parsed.get<std::string>();
+        }
+        return true;
+    };
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(text.begin(), text.end(), cb);
+    } catch (const nlohmann::json::exception& e) {
+        fail(what, ": invalid JSON: ", e.what());
+    }
+    if (!duplicate.empty()) fail(what, ": duplicate key '", duplicate, "'");
+    return j;
+}
+
+}  // namespace lmtk::core
 // #include <lmtk/core/mapped_file.hpp>
 
 #include <nlohmann/json.hpp>
@@ -1498,52 +1584,9 @@ struct tensor {
 
 namespace detail {
 
-// Depth of [ and { nesting outside strings; stops counting once `limit` is passed.
-inline std::size_t json_depth(std::string_view s, std::size_t limit) noexcept {
-    std::size_t depth = 0, max_depth = 0;
-    bool in_string = false;
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        const char c = s[i];
-        if (in_string) {
-            if (c == '\\') ++i;
-            else if (c == '"') in_string = false;
-        } else if (c == '"') {
-            in_string = true;
-        } else if (c == '[' || c == '{') {
-            if (++depth > max_depth && (max_depth = depth) > limit) return max_depth;
-        } else if ((c == ']' || c == '}') && depth > 0) {
-            --depth;
-        }
-    }
-    return max_depth;
-}
-
-// Parses untrusted JSON text. Duplicate keys in any object are errors (nlohmann would keep the
-// last one silently); `what` names the text in messages.
+// Parses untrusted JSON text (depth-bounded, duplicate keys refused); `what` names it in messages.
 inline nlohmann::json parse_json(std::string_view text, const std::string& what) {
-    if (json_depth(text, max_json_depth) > max_json_depth)
-        fail(what, ": JSON nested more than ", max_json_depth, " levels deep");
-    // One set of keys per open object, innermost last.
-    std::vector<std::set<std::string>> keys;
-    std::string duplicate;
-    auto cb = [&](int /*depth*/, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
-        using ev = nlohmann::json::parse_event_t;
-        if (event == ev::object_start) keys.emplace_back();
-        else if (event == ev::object_end && !keys.empty()) keys.pop_back();
-        else if (event == ev::key && !keys.empty() && parsed.is_string()) {
-            if (!keys.back().insert(parsed.get<std::string>()).second && duplicate.empty())
-                duplicate = parsed.get<std::string>();
-        }
-        return true;
-    };
-    nlohmann::json j;
-    try {
-        j = nlohmann::json::parse(text.begin(), text.end(), cb);
-    } catch (const nlohmann::json::exception& e) {
-        fail(what, ": invalid JSON: ", e.what());
-    }
-    if (!duplicate.empty()) fail(what, ": duplicate key '", duplicate, "'");
-    return j;
+    return core::parse_json_file(text, what, max_json_depth);
 }
 
 // a * b, or nullopt on overflow.
@@ -1657,18 +1700,29 @@ private:
 
         const auto shape = e.find("shape");
         if (shape == e.end() || !shape->is_array()) invalid("tensor '", name, "' has no shape array");
-        std::uint64_t n = 1;
+        // The byte count ties a shape to the file only when no dimension is zero: [0, 2^63] is
+        // an empty tensor whose other dimension would still overflow whatever multiplies it
+        // (a row count, a GGUF ne, a packed-word count). So the product of the non-zero
+        // dimensions must not exceed the elements the data section could hold (at least 1).
+        const std::uint64_t max_elements = std::max<std::uint64_t>(
+            1, (data_size > std::numeric_limits<std::uint64_t>::max() / 8 ? std::numeric_limits<std::uint64_t>::max() : data_size * 8) /
+                   info(t.type).bits);
+        std::uint64_t n = 1, nonzero = 1;
         for (const auto& d : *shape) {
             // is_number_unsigned: non-negative integers only (no -1, no 2.5, no "3")
             if (!d.is_number_unsigned()) invalid("tensor '", name, "' has a shape entry that is not a non-negative integer");
             const auto v = d.get<std::uint64_t>();
-            const auto p = detail::mul(n, v);
-            if (!p) invalid("tensor '", name, "' element count overflows");
-            n = *p;
+            if (v != 0) {
+                const auto p = detail::mul(nonzero, v);
+                if (!p || *p > max_elements)
+                    invalid("tensor '", name, "' has dimensions larger than the file could hold (", shape->dump(), ")");
+                nonzero = *p;
+            }
+            n = v == 0 ? 0 : n * v;  // at most `nonzero`: cannot overflow
             t.shape.push_back(v);
         }
         t.n_elements = n;
-        const auto bits = detail::mul(n, info(t.type).bits);
+        const auto bits = detail::mul(n, info(t.type).bits);  // n <= max_elements: cannot overflow
         if (!bits) invalid("tensor '", name, "' byte size overflows");
         if (*bits % 8 != 0) invalid("tensor '", name, "' of ", n, " ", dtype_name(t.type), " values is not whole bytes");
 
@@ -5674,12 +5728,20 @@ struct cpu {
 // #include <lmtk/model/hparams.hpp>
 // Llama-family hyperparameters as a GGUF file states them ({arch}.* keys), checked for
 // consistency before any buffer is sized from them.
+//
+// The fields are 32-bit as the files store them, but every product of them (q_dim(), kv_dim(),
+// buffer sizes, tensor shapes) is taken in 64 bits: a hostile file can pick head counts and a
+// head size whose 32-bit product wraps to a small number that its tensors then match, and the
+// forward pass would index with the true head size far past those tensors.
 // #include <lmtk/core/error.hpp>
 // #include <lmtk/io/gguf.hpp>
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <utility>
 
 namespace lmtk::model {
 
@@ -5703,8 +5765,30 @@ struct llama_hparams {
     float rms_eps = 1e-5f;
     rope_kind rope = rope_kind::normal;
 
-    std::uint32_t q_dim() const noexcept { return n_head * head_dim; }
-    std::uint32_t kv_dim() const noexcept { return n_head_kv * head_dim; }
+    std::size_t q_dim() const noexcept { return std::size_t{n_head} * head_dim; }
+    std::size_t kv_dim() const noexcept { return std::size_t{n_head_kv} * head_dim; }
+
+    // Refuses widths no real model has (the widest today are near 2^16): each width, and the
+    // query and KV widths (products), at most max_width, so that a product of two widths, or
+    // of a width and a batch or context size, stays far inside 64 bits. The tensors are then
+    // checked against these widths (llama::bind), so a width the file cannot back is refused
+    // there.
+    static constexpr std::uint64_t max_width = std::uint64_t{1} << 28;
+    void check_dimensions(std::string_view origin) const {
+        const std::pair<const char*, std::uint64_t> widths[] = {
+            {"embedding length", n_embd}, {"feed-forward length", n_ff}, {"head dimension", head_dim},
+            {"query width (head count x head dimension)", q_dim()},
+            {"key/value width (KV head count x head dimension)", kv_dim()}};
+        for (const auto& [what, w] : widths)
+            if (w == 0 || w > max_width) fail(origin, ": ", what, " ", w, " is outside 1 .. ", max_width);
+        if (n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0)
+            fail(origin, ": head count ", n_head, " is not a multiple of the KV head count ", n_head_kv);
+        if (n_layer == 0) fail(origin, ": the block count is zero");
+        // Zero would mean no positional signal at all, no Llama; the forward pass also takes the
+        // first cos/sin of every row, which a rope dimension of 0 leaves without any.
+        if (rope_dim == 0 || rope_dim > head_dim || rope_dim % 2 != 0)
+            fail(origin, ": rope dimension ", rope_dim, " must be even, positive and at most the head dimension ", head_dim);
+    }
 
     static llama_hparams from_gguf(const gguf::file& f) {
         llama_hparams h;
@@ -5733,8 +5817,8 @@ struct llama_hparams {
         if (h.n_head_kv == 0 || h.n_head % h.n_head_kv != 0)
             fail(f.path(), ": head count ", h.n_head, " is not a multiple of the KV head count ", h.n_head_kv);
         h.rope_dim = f.get_or<std::uint32_t>(a + "rope.dimension_count", h.head_dim);
-        if (h.rope_dim > h.head_dim || h.rope_dim % 2 != 0)
-            fail(f.path(), ": rope dimension ", h.rope_dim, " must be even and at most the head dimension ", h.head_dim);
+        if (h.rope_dim == 0 || h.rope_dim > h.head_dim || h.rope_dim % 2 != 0)
+            fail(f.path(), ": rope dimension ", h.rope_dim, " must be even, positive and at most the head dimension ", h.head_dim);
         if (!(h.rope_freq_base > 0.0f) || !std::isfinite(h.rope_freq_base))
             fail(f.path(), ": rope.freq_base must be positive");
         if (!(h.rms_eps >= 0.0f) || !std::isfinite(h.rms_eps)) fail(f.path(), ": invalid RMS norm epsilon");
@@ -5746,6 +5830,7 @@ struct llama_hparams {
         } else if (scaling != "none") {
             fail(f.path(), ": rope scaling '", scaling, "' is not supported yet");
         }
+        h.check_dimensions(f.path());
         // The vocabulary size comes from the embedding tensor; the key is optional.
         return h;
     }
@@ -5867,6 +5952,8 @@ public:
 class gguf_source final : public weight_source {
 public:
     explicit gguf_source(const std::string& path) : file_(path), hp_(llama_hparams::from_gguf(file_)) {}
+    // A file already open (read from a memfd or checked beforehand).
+    explicit gguf_source(gguf::file f) : file_(std::move(f)), hp_(llama_hparams::from_gguf(file_)) {}
 
     const std::string& path() const noexcept override { return file_.path(); }
     const llama_hparams& hparams() const noexcept override { return hp_; }
@@ -6129,6 +6216,7 @@ private:
         const nlohmann::json* tie = field("tie_word_embeddings");
         if (tie && !tie->is_boolean()) fail(config_path_, ": tie_word_embeddings must be true or false");
         tied_ = tie && tie->get<bool>();  // transformers' Llama/Mistral default is false
+        h.check_dimensions(config_path_);
         hp_ = h;
     }
 
@@ -6346,6 +6434,8 @@ private:
         const gguf::tensor_info& emb = *find_tensor("token_embd.weight");
         if (const nlohmann::json* v = field("vocab_size"); v && (!v->is_number_integer() || v->get<std::int64_t>() != emb.ne[1]))
             fail(config_path_, ": vocab_size ", v->dump(), " disagrees with the embedding's ", emb.ne[1], " rows");
+        if (emb.ne[1] <= 0 || emb.ne[1] > std::numeric_limits<std::int32_t>::max())
+            fail(path_, ": model.embed_tokens.weight has ", emb.ne[1], " rows, not a vocabulary of int32 ids");
         hp_.n_vocab = static_cast<std::uint32_t>(emb.ne[1]);
     }
 
@@ -6580,11 +6670,18 @@ private:
         return src_->find_tensor(name) ? bind_vector(name, n) : std::vector<float>();
     }
 
+    // Every shape below is computed in 64 bits from hyperparameters that check_dimensions()
+    // bounded, and each tensor must have exactly that shape before a pointer into it is kept:
+    // the forward pass then indexes only inside tensors the file really holds.
     void bind() {
         hp_ = src_->hparams();
+        hp_.check_dimensions(path());  // again: a source other than GGUF/HF may not have checked them
         const gguf::tensor_info& emb = src_->tensor("token_embd.weight");
         if (emb.ne[0] != static_cast<std::int64_t>(hp_.n_embd) || emb.rows() <= 0)
             fail(path(), ": token_embd.weight has ", emb.ne[0], " columns, expected the embedding length ", hp_.n_embd);
+        // Token ids are int32 everywhere, so the vocabulary must be indexable by one.
+        if (emb.rows() > std::numeric_limits<std::int32_t>::max())
+            fail(path(), ": token_embd.weight has ", emb.rows(), " rows, more than a vocabulary of int32 ids can have");
         hp_.n_vocab = static_cast<std::uint32_t>(emb.rows());
         if (const gguf::file* f = src_->gguf_file())
             if (auto v = f->get<std::uint32_t>(hp_.arch + ".vocab_size"); v && *v != hp_.n_vocab)
@@ -6594,10 +6691,13 @@ private:
         tok_embd_ = bind_weight("token_embd.weight", d, hp_.n_vocab);
         output_ = src_->find_tensor("output.weight") ? bind_weight("output.weight", d, hp_.n_vocab) : tok_embd_;
         output_norm_ = bind_vector("output_norm.weight", d);
-        layers_.resize(hp_.n_layer);
+        // Layers are appended as their tensors are found, never sized up front from the block
+        // count: a file claiming 2^32 blocks fails at the first missing tensor, not in an
+        // allocation of that many layers.
+        layers_.clear();
         for (std::size_t i = 0; i < hp_.n_layer; ++i) {
             const std::string p = "blk." + std::to_string(i) + ".";
-            llama_layer& l = layers_[i];
+            llama_layer& l = layers_.emplace_back();
             l.attn_norm = bind_vector(p + "attn_norm.weight", d);
             l.wq = bind_weight(p + "attn_q.weight", d, q);
             l.wk = bind_weight(p + "attn_k.weight", d, kv);
@@ -6723,6 +6823,24 @@ inline std::size_t available_memory_bytes() {
     return 0;
 }
 
+namespace detail {
+
+// Sizes of a context's buffers, as products of a model's widths and the caller's context and
+// batch sizes: refused rather than wrapped when they pass 64 bits (a context size of 2^60
+// would otherwise wrap to a small, "affordable" cache that decode() writes far past).
+inline std::size_t checked_mul(std::size_t a, std::size_t b) {
+    std::size_t r = 0;
+    if (__builtin_mul_overflow(a, b, &r)) fail("a context of this size does not fit in memory (", a, " x ", b, " overflows)");
+    return r;
+}
+inline std::size_t checked_add(std::size_t a, std::size_t b) {
+    std::size_t r = 0;
+    if (__builtin_add_overflow(a, b, &r)) fail("a context of this size does not fit in memory (", a, " + ", b, " overflows)");
+    return r;
+}
+
+}  // namespace detail
+
 // One row of a multi-sequence batch: `token` appended to sequence `seq`.
 struct batch_entry {
     std::int32_t token = 0;
@@ -6739,14 +6857,22 @@ public:
 
     llama_context(const Model& model, context_options opt)
         : m_(model), hp_(model.hparams()), pool_(opt.n_threads) {
+        using detail::checked_add, detail::checked_mul;
         n_ctx_ = opt.n_ctx ? opt.n_ctx : std::min<std::size_t>(hp_.n_ctx_train ? hp_.n_ctx_train : 2048, 4096);
-        n_batch_ = std::max<std::size_t>(1, std::min(opt.n_batch ? opt.n_batch : context_options{}.n_batch, n_ctx_ * std::max<std::size_t>(1, opt.n_seq)));
         const std::size_t n_seq = std::max<std::size_t>(1, opt.n_seq);
-        const std::size_t kv_bytes = n_seq * kv_cache<KV>::bytes_needed(hp_.n_layer, n_ctx_, hp_.kv_dim());
-        const std::size_t scratch = sizeof(float) * (n_batch_ * (3 * hp_.n_embd + 2 * hp_.q_dim() + 2 * hp_.kv_dim() +
-                                                                 2 * hp_.n_ff + hp_.rope_dim) +
-                                                     hp_.n_vocab + pool_.size() * n_ctx_);
-        if (const std::size_t avail = available_memory_bytes(); avail && kv_bytes + scratch > avail)
+        n_batch_ = std::max<std::size_t>(1, std::min(opt.n_batch ? opt.n_batch : context_options{}.n_batch, checked_mul(n_ctx_, n_seq)));
+        // Every buffer below is a part of one of these two totals, so once they are computed
+        // without overflow, no product sizing a buffer can overflow either. The widths are
+        // bounded by llama_hparams::max_width, so the per-row sum cannot.
+        const std::size_t kv_bytes = checked_mul(
+            n_seq, checked_mul(checked_mul(checked_mul(2 * std::size_t{hp_.n_layer}, n_ctx_), hp_.kv_dim()), sizeof(typename KV::storage)));
+        const std::size_t row_floats = 3 * std::size_t{hp_.n_embd} + 2 * hp_.q_dim() + 2 * hp_.kv_dim() + 2 * std::size_t{hp_.n_ff} +
+                                       hp_.rope_dim;
+        const std::size_t per_thread_floats = checked_mul(n_ctx_, hp_.n_head / hp_.n_head_kv + lanes);  // scores_, lane_scratch_
+        const std::size_t scratch = checked_mul(
+            sizeof(float), checked_add(checked_add(checked_mul(n_batch_, row_floats), hp_.n_vocab),
+                                       checked_mul(pool_.size(), checked_add(per_thread_floats, hp_.head_dim * lanes + lanes * lanes))));
+        if (const std::size_t avail = available_memory_bytes(); avail && checked_add(kv_bytes, scratch) > avail)
             fail("a context of ", n_seq, " x ", n_ctx_, " tokens needs ", (kv_bytes + scratch) >> 20, " MiB (KV cache ",
                  kv_bytes >> 20, " MiB), more than the ", avail >> 20, " MiB of memory available; choose a smaller -c");
         for (std::size_t i = 0; i < n_seq; ++i) caches_.emplace_back(hp_.n_layer, n_ctx_, hp_.kv_dim());
@@ -7308,14 +7434,12 @@ namespace lmtk::tokenize {
 
 class special_matcher {
 public:
-    // Empty texts are ignored: they would match everywhere.
+    // Empty texts are ignored: they would match everywhere. Appended in any order (split()
+    // picks the longest hit itself): keeping a bucket sorted on insertion cost a scan and a
+    // shift per token, quadratic in a vocabulary that marks 10^5 tokens user-defined.
     void add(std::string_view text, std::int32_t id) {
         if (text.empty()) return;
-        auto& bucket = by_first_byte_[static_cast<unsigned char>(text[0])];
-        // Kept longest first so the first hit at a position is the longest one.
-        const auto at = std::find_if(bucket.begin(), bucket.end(),
-                                     [&](const entry& e) { return e.text.size() < text.size(); });
-        bucket.insert(at, entry{std::string(text), id});
+        by_first_byte_[static_cast<unsigned char>(text[0])].push_back(entry{std::string(text), id});
         ++count_;
     }
     bool empty() const noexcept { return count_ == 0; }
@@ -7332,9 +7456,10 @@ public:
         std::size_t i = 0;
         while (i < s.size()) {
             const auto& bucket = by_first_byte_[static_cast<unsigned char>(s[i])];
+            // Longest match at i; among equal texts the first added, as a vocabulary's first id wins.
             const entry* hit = nullptr;
             for (const entry& e : bucket)
-                if (s.substr(i, e.text.size()) == e.text) { hit = &e; break; }
+                if ((!hit || e.text.size() > hit->text.size()) && s.substr(i, e.text.size()) == e.text) hit = &e;
             if (!hit) { ++i; continue; }
             if (i > text_start) on_text(s.substr(text_start, i - text_start));
             on_special(hit->id);
@@ -8751,6 +8876,7 @@ inline vocab vocab_from_sentencepiece_model(const std::string& path) { return vo
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <limits>
@@ -8818,9 +8944,9 @@ struct tokenizer_json_context {
     std::optional<nlohmann::json> model_config;      // config.json (bos_token_id, eos_token_id)
 };
 
-// Reads tokenizer.json at `path`.
-inline vocab vocab_from_tokenizer_json(const std::string& path, const tokenizer_json_context& ctx = {}) {
-    const nlohmann::json j = detail::read_json_file(path);
+namespace detail {
+
+inline vocab vocab_from_tokenizer_json_value(const std::string& path, const nlohmann::json& j, const tokenizer_json_context& ctx) {
     if (!j.is_object()) fail(path, ": not a JSON object");
     const auto model_it = j.find("model");
     if (model_it == j.end() || !model_it->is_object()) fail(path, ": no 'model' object");
@@ -8877,12 +9003,24 @@ inline vocab vocab_from_tokenizer_json(const std::string& path, const tokenizer_
     // --- tokens ------------------------------------------------------------------------------
     const auto vit = m.find("vocab");
     if (vit == m.end() || !vit->is_object() || vit->empty()) fail(path, ": model.vocab is missing or empty");
-    constexpr std::int64_t max_tokens = 1 << 24;
+    // Ids index the token table, so an id sizes an allocation: a single id of 2^24 - 1 in an
+    // 86 KB file once cost gigabytes of placeholder tokens before any error. The file lists
+    // vocab.size() + added_tokens.size() tokens; ids are refused from that count on, so the
+    // table (and its placeholders for holes, which can then only come from added tokens that
+    // repeat vocab entries) grows with the file, never with the numbers written in it. Real
+    // files number their tokens densely from 0.
+    const auto added_it = j.find("added_tokens");
+    const std::size_t n_stated =
+        vit->size() + (added_it != j.end() && added_it->is_array() ? added_it->size() : std::size_t{0});
+    const auto max_tokens = static_cast<std::int64_t>(std::min<std::size_t>(n_stated, std::numeric_limits<std::int32_t>::max()));
     std::vector<std::string> tokens;
     std::vector<bool> present;
     auto place = [&](const std::string& text, const nlohmann::json& id_json) -> std::int32_t {
-        if (!id_json.is_number_integer() || id_json.get<std::int64_t>() < 0 || id_json.get<std::int64_t>() >= max_tokens)
+        if (!id_json.is_number_integer() || id_json.get<std::int64_t>() < 0)
             fail(path, ": token '", text, "' has an invalid id ", id_json.dump());
+        if (id_json.get<std::int64_t>() >= max_tokens)
+            fail(path, ": token '", text, "' has id ", id_json.dump(), ", but the file lists only ", n_stated,
+                 " tokens (vocab and added_tokens), so ids must be below that");
         const auto id = static_cast<std::size_t>(id_json.get<std::int64_t>());
         if (id >= tokens.size()) {
             tokens.resize(id + 1);
@@ -8902,7 +9040,7 @@ inline vocab vocab_from_tokenizer_json(const std::string& path, const tokenizer_
     s.add_space_prefix = prepend_space;
     std::vector<token_type> types;
     std::vector<std::pair<std::int32_t, bool>> added;  // id, special
-    if (const auto at = j.find("added_tokens"); at != j.end() && !at->is_null()) {
+    if (const auto at = added_it; at != j.end() && !at->is_null()) {
         if (!at->is_array()) fail(path, ": added_tokens is not a list");
         for (const auto& a : *at) {
             if (!a.is_object() || !a.contains("content") || !a["content"].is_string() || !a.contains("id"))
@@ -9030,6 +9168,26 @@ inline vocab vocab_from_tokenizer_json(const std::string& path, const tokenizer_
     s.tokens = std::move(tokens);
     s.types = std::move(types);
     return vocab(std::move(s), path);
+}
+
+}  // namespace detail
+
+// The vocab of tokenizer.json text already parsed (by core::parse_json_file); `origin` names it
+// in errors. A value of the wrong JSON type where the reader looks a field up with a default
+// (nlohmann's value() throws type_error then) is a broken file too: it ends in lmtk::error like
+// every other, not in a library exception the caller did not expect.
+inline vocab vocab_from_parsed_tokenizer_json(const nlohmann::json& j, const std::string& origin,
+                                              const tokenizer_json_context& ctx = {}) {
+    try {
+        return detail::vocab_from_tokenizer_json_value(origin, j, ctx);
+    } catch (const nlohmann::json::exception& e) {
+        fail(origin, ": malformed tokenizer.json (", e.what(), ")");
+    }
+}
+
+// Reads tokenizer.json at `path`.
+inline vocab vocab_from_tokenizer_json(const std::string& path, const tokenizer_json_context& ctx = {}) {
+    return vocab_from_parsed_tokenizer_json(detail::read_json_file(path), path, ctx);
 }
 
 // The tokenizer of a checkpoint folder: tokenizer.json (preferred, as transformers does), else a
@@ -10084,22 +10242,19 @@ std::string read_all(G& g, OnText&& on_text) {
 // Streaming comes as a pull iterator (`stream`) and as a callback (`generate`); both stop on
 // end-of-generation tokens, a token limit, a stop string or a full context. A new prompt that
 // extends the previous conversation reuses the cached prefix instead of evaluating it again.
+// What a generation does is lmtk::sequence's (sequence.hpp); the pipeline runs its tokens.
 // #include <lmtk/core/error.hpp>
-// #include <lmtk/generate/piece_iterator.hpp>
-// #include <lmtk/generate/text_stream.hpp>
-// #include <lmtk/generate/timings.hpp>
-// #include <lmtk/model/llama.hpp>
-// #include <lmtk/sample/sample.hpp>
-// #include <lmtk/tokenize/load.hpp>
-
+// #include <lmtk/generate/completion.hpp>
+// What one generation is asked to do and what it yields, shared by the local pipeline, the
+// server's engine and the remote models (no model, no HTTP here).
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <optional>
-#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
+
+// #include <lmtk/generate/timings.hpp>
 
 namespace lmtk {
 
@@ -10132,6 +10287,246 @@ struct completion {
     finish_reason finish = finish_reason::none;
     timings time;
 };
+
+}  // namespace lmtk
+// #include <lmtk/generate/piece_iterator.hpp>
+// #include <lmtk/generate/sequence.hpp>
+// lmtk::sequence: the generation of one sequence, written once. The local pipeline drives one
+// over its context; the server's engine drives one per slot, N of them batched in each forward
+// pass. Everything that decides what a generation does lives here:
+//
+//   - the context-fit rule (fits_context): the only place that says whether a request can run;
+//   - prefix reuse: the longest prefix of the prompt the cache already holds is kept, at least
+//     one prompt token is run again so that there are fresh logits;
+//   - prompt feeding in chunks of any size (unfed() / fed());
+//   - one step per set of fresh logits: sample through the chain, log-probabilities when asked,
+//     then the end rules in one order (end-of-generation token, stop string, token limit, full
+//     context), and the text that is safe to show (text_stream: no half UTF-8 character, no
+//     possible beginning of a stop string).
+//
+// The caller owns the model context and runs the tokens: the prompt tokens unfed() names, then
+// after each step() that goes on, the token pending() names.
+//
+//   sequence seq(prompt, {.max_tokens = 64, .stop = {"\n"}});
+//   ctx.truncate(seq.begin(cached));                 // cached: the tokens the cache holds
+//   ctx.decode(seq.unfed()); seq.fed(seq.unfed().size(), cached);
+//   std::string text;
+//   while (seq.step(ctx.logits(), chain, gen, pieces, ctx.n_past(), ctx.n_ctx(), text)) {
+//       ctx.decode({seq.pending()}); seq.ran_pending(cached);
+//   }
+// #include <lmtk/core/error.hpp>
+// #include <lmtk/generate/completion.hpp>
+// #include <lmtk/generate/text_stream.hpp>
+// #include <lmtk/sample/sample.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace lmtk {
+
+// The context-fit rule, the one place that says whether a request can run: its prompt and the
+// tokens it must be able to generate fit in the context together. A generation needs room for
+// one token (it then ends with context_full at the latest), LMTP's GENERATE for all of its
+// max_tokens, scoring (the logits at every prompt position) for none.
+constexpr bool fits_context(std::size_t n_prompt, std::size_t n_generate, std::size_t n_ctx) noexcept {
+    return n_prompt > 0 && n_prompt <= n_ctx && n_generate <= n_ctx - n_prompt;
+}
+
+// Why a request does not fit, for error messages; empty when it does.
+inline std::string context_fit_error(std::size_t n_prompt, std::size_t n_generate, std::size_t n_ctx) {
+    if (fits_context(n_prompt, n_generate, n_ctx)) return {};
+    if (n_prompt == 0) return "the prompt is empty (and the model adds no BOS token): nothing to condition on";
+    if (n_generate <= 1)
+        return detail::concat("the prompt has ", n_prompt, " tokens, which does not fit in the context of ", n_ctx,
+                              " tokens", n_generate == 1 ? " with room for one generated token" : "");
+    return detail::concat("the prompt (", n_prompt, " tokens) plus max_tokens (", n_generate, ") exceed the context of ",
+                          n_ctx, " tokens");
+}
+
+// Log-probabilities of one token under the model's distribution: raw logits plus logit_bias,
+// before temperature and truncation (what OpenAI and llama.cpp report).
+struct token_logprobs {
+    std::int32_t id = 0;
+    float logprob = 0.0f;
+    std::vector<std::pair<std::int32_t, float>> top;  // best first
+};
+
+// log_softmax over logits + bias: the chosen token and the k best.
+inline token_logprobs logprobs_of(std::span<const float> logits, std::span<const sample::token_bias> bias,
+                                  std::int32_t chosen, int k) {
+    thread_local std::vector<float> z;
+    z.assign(logits.begin(), logits.end());
+    for (const sample::token_bias& b : bias)
+        if (b.id >= 0 && static_cast<std::size_t>(b.id) < z.size()) z[std::size_t(b.id)] += b.bias;
+    float mx = -std::numeric_limits<float>::infinity();
+    for (float& v : z) {
+        if (std::isnan(v)) v = -std::numeric_limits<float>::infinity();
+        mx = std::max(mx, v);
+    }
+    double sum = 0.0;
+    if (std::isfinite(mx))
+        for (const float v : z) sum += std::exp(double(v) - mx);
+    const double lse = std::isfinite(mx) ? mx + std::log(sum) : 0.0;
+    auto lp = [&](std::int32_t id) {
+        // JSON has no -inf: clamp to the most negative float, as llama.cpp does.
+        const double v = double(z[std::size_t(id)]) - lse;
+        return std::isfinite(v) ? static_cast<float>(v) : std::numeric_limits<float>::lowest();
+    };
+    token_logprobs out;
+    out.id = chosen;
+    out.logprob = lp(chosen);
+    const std::size_t n = std::min<std::size_t>(static_cast<std::size_t>(std::max(k, 0)), z.size());
+    if (n > 0) {
+        thread_local std::vector<std::int32_t> ids;
+        ids.resize(z.size());
+        for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int32_t>(i);
+        std::partial_sort(ids.begin(), ids.begin() + std::ptrdiff_t(n), ids.end(), [&](std::int32_t a, std::int32_t b) {
+            return z[std::size_t(a)] > z[std::size_t(b)] || (z[std::size_t(a)] == z[std::size_t(b)] && a < b);
+        });
+        for (std::size_t i = 0; i < n; ++i) out.top.emplace_back(ids[i], lp(ids[i]));
+    }
+    return out;
+}
+
+struct sequence_options {
+    int max_tokens = -1;                   // < 0: until the context is full
+    std::vector<std::string> stop;         // stop strings (not included in the text)
+    bool ignore_eos = false;
+    int top_logprobs = -1;                 // < 0: none; else that many alternatives per token
+    std::span<const sample::token_bias> logit_bias;  // added before the logprobs are taken (it outlives the sequence)
+};
+
+class sequence {
+public:
+    static constexpr std::size_t no_limit = static_cast<std::size_t>(-1);
+
+    sequence(std::span<const std::int32_t> prompt, sequence_options opt)
+        : prompt_(prompt.begin(), prompt.end()), opt_(std::move(opt)), text_(opt_.stop), history_(prompt_) {}
+
+    // ---- the prompt ----------------------------------------------------------------------------
+    // Keeps the longest prefix of the prompt that `cached` (the tokens the cache holds, in
+    // order) already has, at most `keep_limit` tokens and never the whole prompt; cuts `cached`
+    // to it and returns its length: the caller truncates its cache to the same length.
+    std::size_t begin(std::vector<std::int32_t>& cached, std::size_t keep_limit = no_limit) {
+        std::size_t common = 0;
+        while (common < cached.size() && common < prompt_.size() && cached[common] == prompt_[common]) ++common;
+        if (common == prompt_.size() && common > 0) --common;  // fresh logits need one token run
+        common = std::min(common, keep_limit);
+        cached.resize(common);
+        fed_ = n_cached_ = common;
+        return common;
+    }
+
+    // Prompt tokens not yet in the cache; fed(n) records that the first n of them went in.
+    std::span<const std::int32_t> unfed() const noexcept { return std::span(prompt_).subspan(fed_); }
+    void fed(std::size_t n, std::vector<std::int32_t>& cached) {
+        cached.insert(cached.end(), prompt_.begin() + std::ptrdiff_t(fed_), prompt_.begin() + std::ptrdiff_t(fed_ + n));
+        fed_ += n;
+    }
+    bool prompt_done() const noexcept { return fed_ == prompt_.size(); }
+    std::size_t n_fed() const noexcept { return fed_; }
+    std::size_t n_cached() const noexcept { return n_cached_; }
+    const std::vector<std::int32_t>& prompt() const noexcept { return prompt_; }
+
+    // ---- generation --------------------------------------------------------------------------
+    // One step from fresh logits (those after the whole prompt, or after pending()): samples a
+    // token through `chain`, applies the end rules and appends the text that may be shown now
+    // to `out`. `piece(id)` gives a token's bytes and `is_eog(id)` whether it ends generation;
+    // `n_past` is how many tokens the cache holds. Returns true while the generation goes on:
+    // then pending() is the token to run next.
+    template <class Chain, class Piece, class IsEog>
+    bool step(std::span<const float> logits, Chain& chain, sample::rng& gen, Piece&& piece, IsEog&& is_eog,
+              std::size_t n_past, std::size_t n_ctx, std::string& out) {
+        pending_ = -1;
+        if (reached_limit()) return end(finish_reason::max_tokens, out);  // max_tokens 0: nothing is sampled
+        sample::context sc{history_, gen};
+        const std::int32_t tok = chain(logits, sc);
+        std::optional<token_logprobs> lp;
+        if (opt_.top_logprobs >= 0) lp = logprobs_of(logits, opt_.logit_bias, tok, opt_.top_logprobs);
+        if (!opt_.ignore_eos && is_eog(tok)) {
+            end_token_ = lp ? std::move(*lp) : token_logprobs{tok, 0.0f, {}};
+            return end(finish_reason::end_of_text, out);
+        }
+        tokens_.push_back(tok);
+        history_.push_back(tok);
+        if (lp) logprobs_.push_back(std::move(*lp));
+        if (text_.push(piece(tok), out)) return end(finish_reason::stop_string, out);
+        // The limits are checked before the token just sampled is run: nobody needs the logits
+        // that would follow it.
+        if (reached_limit()) return end(finish_reason::max_tokens, out);
+        if (n_past >= n_ctx) return end(finish_reason::context_full, out);
+        pending_ = tok;
+        return true;
+    }
+
+    // The sampled token still to be run through the model; -1 when none.
+    std::int32_t pending() const noexcept { return pending_; }
+    // The pending token went through the model.
+    void ran_pending(std::vector<std::int32_t>& cached) {
+        cached.push_back(pending_);
+        pending_ = -1;
+    }
+
+    // Ends the generation from outside (a client that left: finish_reason::none); flushes the
+    // text held back into `out`.
+    bool end(finish_reason why, std::string& out) {
+        if (finish_ == finish_reason::none) finish_ = why;
+        text_.flush(out);
+        pending_ = -1;
+        return false;
+    }
+
+    bool finished() const noexcept { return finish_ != finish_reason::none; }
+    finish_reason finish() const noexcept { return finish_; }
+    const std::vector<std::int32_t>& tokens() const noexcept { return tokens_; }
+    const std::vector<std::int32_t>& history() const noexcept { return history_; }
+    // Per generated token when top_logprobs >= 0; the end-of-generation token that ended the
+    // generation is not among them but in end_token() (LMTP reports it, the text APIs do not).
+    const std::vector<token_logprobs>& logprobs() const noexcept { return logprobs_; }
+    const std::optional<token_logprobs>& end_token() const noexcept { return end_token_; }
+    const sequence_options& options() const noexcept { return opt_; }
+
+private:
+    bool reached_limit() const noexcept {
+        return opt_.max_tokens >= 0 && tokens_.size() >= static_cast<std::size_t>(opt_.max_tokens);
+    }
+
+    std::vector<std::int32_t> prompt_;
+    sequence_options opt_;
+    text_stream text_;
+    std::vector<std::int32_t> history_;    // prompt and generated tokens: what penalties look at
+    std::vector<std::int32_t> tokens_;
+    std::vector<token_logprobs> logprobs_;
+    std::optional<token_logprobs> end_token_;
+    std::size_t fed_ = 0, n_cached_ = 0;
+    std::int32_t pending_ = -1;
+    finish_reason finish_ = finish_reason::none;
+};
+
+}  // namespace lmtk
+// #include <lmtk/generate/timings.hpp>
+// #include <lmtk/model/llama.hpp>
+// #include <lmtk/sample/sample.hpp>
+// #include <lmtk/tokenize/load.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lmtk {
 
 struct pipeline_options {
     model::load_options load;
@@ -10173,13 +10568,12 @@ public:
     class generation {
     public:
         generation(pipeline& p, std::string_view prompt, generate_options opt)
-            : p_(&p), opt_(std::move(opt)), text_(opt_.stop) {
-            prompt_ = p.tokenize(prompt, opt_);
-            if (prompt_.empty()) fail("the prompt is empty and the model adds no BOS token: nothing to condition on");
-            if (prompt_.size() >= p.context_->n_ctx())
-                fail("the prompt has ", prompt_.size(), " tokens, which does not fit in the context of ",
-                     p.context_->n_ctx(), " tokens (use a larger -c or a shorter prompt)");
-            if (opt_.seed) p.gen_.reseed(*opt_.seed);
+            : p_(&p), seq_(p.tokenize(prompt, opt), sequence_options{.max_tokens = opt.max_tokens,
+                                                                     .stop = std::move(opt.stop),
+                                                                     .ignore_eos = opt.ignore_eos}) {
+            if (const std::string why = context_fit_error(seq_.prompt().size(), 1, p.context_->n_ctx()); !why.empty())
+                fail(why, " (use a larger -c or a shorter prompt)");
+            if (opt.seed) p.gen_.reseed(*opt.seed);
             const double load_ms = p.time_.load_ms;
             p.time_ = timings{};
             p.time_.load_ms = load_ms;
@@ -10193,46 +10587,32 @@ public:
         // and everything has been returned.
         bool next(std::string& out) {
             out.clear();
-            while (finish_ == finish_reason::none) {
-                if (!prompt_done_) evaluate_prompt();
-                // The limit is checked before running the last sampled token: nobody needs
-                // the logits that follow it.
-                if (opt_.max_tokens >= 0 && tokens_.size() >= static_cast<std::size_t>(opt_.max_tokens)) {
-                    end(finish_reason::max_tokens, out);
-                    break;
-                }
-                if (last_ >= 0) {  // the last sampled token still has to be run
-                    if (p_->context_->n_past() >= p_->context_->n_ctx()) {
-                        end(finish_reason::context_full, out);
-                        break;
-                    }
+            auto& ctx = *p_->context_;
+            const auto& tok = *p_->tokenizer_;
+            while (!seq_.finished()) {
+                if (!seq_.prompt_done()) {
+                    evaluate_prompt();
+                } else if (seq_.pending() >= 0) {
                     const stopwatch sw;
-                    p_->context_->decode(std::span(&last_, 1));
-                    p_->cached_.push_back(last_);
+                    const std::int32_t t = seq_.pending();
+                    ctx.decode(std::span(&t, 1));
+                    seq_.ran_pending(p_->cached_);
                     p_->time_.eval_ms += sw.ms();
                     ++p_->time_.n_eval;
-                    last_ = -1;
                 }
-                const std::int32_t tok = sample();
-                if (!opt_.ignore_eos && p_->tokenizer_->is_eog(tok)) {
-                    end(finish_reason::end_of_text, out);
-                    break;
-                }
-                tokens_.push_back(tok);
-                history_.push_back(tok);
-                last_ = tok;
-                if (text_.push(p_->tokenizer_->piece(tok), out)) {
-                    end(finish_reason::stop_string, out);
-                    break;
-                }
+                const stopwatch sw;
+                seq_.step(ctx.logits(), p_->chain_, p_->gen_, [&](std::int32_t id) { return tok.piece(id); },
+                          [&](std::int32_t id) { return tok.is_eog(id); }, ctx.n_past(), ctx.n_ctx(), out);
+                p_->time_.sample_ms += sw.ms();
+                ++p_->time_.n_sample;
                 if (!out.empty()) return true;
             }
-            return !out.empty();  // the flushed tail, if any; false from then on
+            return false;
         }
 
-        finish_reason finish() const noexcept { return finish_; }
-        const std::vector<std::int32_t>& tokens() const noexcept { return tokens_; }
-        std::size_t n_prompt_tokens() const noexcept { return prompt_.size(); }
+        finish_reason finish() const noexcept { return seq_.finish(); }
+        const std::vector<std::int32_t>& tokens() const noexcept { return seq_.tokens(); }
+        std::size_t n_prompt_tokens() const noexcept { return seq_.prompt().size(); }
 
         // Input iteration: for (const std::string& piece : generation) ...
         using iterator = piece_iterator<generation>;
@@ -10240,44 +10620,19 @@ public:
         std::default_sentinel_t end() const noexcept { return {}; }
 
     private:
+        // The prompt in one pass after the cached prefix (the context splits it into batches).
         void evaluate_prompt() {
-            // Reuse the longest cached prefix; at least one token is run to get fresh logits.
-            auto& cached = p_->cached_;
-            std::size_t common = 0;
-            while (common < cached.size() && common < prompt_.size() && cached[common] == prompt_[common]) ++common;
-            if (common == prompt_.size()) --common;
-            p_->context_->truncate(common);
-            cached.resize(common);
+            p_->context_->truncate(seq_.begin(p_->cached_));
+            const auto rest = seq_.unfed();
             const stopwatch sw;
-            p_->context_->decode(std::span(prompt_).subspan(common));
+            p_->context_->decode(rest);
             p_->time_.prompt_ms += sw.ms();
-            p_->time_.n_prompt += prompt_.size() - common;
-            cached.insert(cached.end(), prompt_.begin() + std::ptrdiff_t(common), prompt_.end());
-            history_ = prompt_;
-            prompt_done_ = true;
-        }
-
-        std::int32_t sample() {
-            const stopwatch sw;
-            sample::context sc{history_, p_->gen_};
-            const std::int32_t tok = p_->chain_(p_->context_->logits(), sc);
-            p_->time_.sample_ms += sw.ms();
-            ++p_->time_.n_sample;
-            return tok;
-        }
-
-        void end(finish_reason why, std::string& out) {
-            finish_ = why;
-            text_.flush(out);
+            p_->time_.n_prompt += rest.size();
+            seq_.fed(rest.size(), p_->cached_);
         }
 
         pipeline* p_;
-        generate_options opt_;
-        text_stream text_;
-        std::vector<std::int32_t> prompt_, tokens_, history_;
-        std::int32_t last_ = -1;
-        bool prompt_done_ = false;
-        finish_reason finish_ = finish_reason::none;
+        sequence seq_;
     };
 
     generation stream(std::string_view prompt, generate_options opt = {}) { return generation(*this, prompt, std::move(opt)); }

@@ -197,11 +197,23 @@ TEST_CASE("safetensors: broken headers are refused", "[safetensors][hostile]") {
     require_refused(p, "not a non-negative integer");
     write_header(p, R"({"w":{"dtype":"F32","shape":["2"],"data_offsets":[0,8]}})", 8);
     require_refused(p, "not a non-negative integer");
+    // Element and byte counts past 64 bits, and shapes the data section could not hold, are
+    // refused before any count is used.
     write_header(p, R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", 8);
-    require_refused(p, "element count overflows");
+    require_refused(p, "larger than the file could hold");
     write_header(p, R"({"w":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,8]}})", 8);
-    require_refused(p, "byte size overflows");
-    write_header(p, R"({"w":{"dtype":"F4","shape":[3],"data_offsets":[0,1]}})", 1);
+    require_refused(p, "larger than the file could hold");
+    write_header(p, R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,12]}})", 8);
+    require_refused(p, "larger than the file could hold");
+    // An empty tensor still has every other dimension bounded: [0, 2^63] would overflow the
+    // row counts and int64 GGUF dimensions the HF loader derives from it.
+    write_header(p, R"({"w":{"dtype":"F32","shape":[0,9223372036854775808],"data_offsets":[0,0]},)"
+                    R"("x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8);
+    require_refused(p, "larger than the file could hold");
+    write_header(p, R"({"w":{"dtype":"F32","shape":[4,0,3],"data_offsets":[0,0]},)"
+                    R"("x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8);
+    require_refused(p, "larger than the file could hold");
+    write_header(p, R"({"w":{"dtype":"F4","shape":[3],"data_offsets":[0,1]}})", 2);
     require_refused(p, "not whole bytes");
     write_header(p, R"({"w":{"dtype":"F32","shape":[2]}})", 8);
     require_refused(p, "data_offsets must be");
@@ -215,7 +227,7 @@ TEST_CASE("safetensors: broken headers are refused", "[safetensors][hostile]") {
     require_refused(p, "needs 8");
     write_header(p, R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[18446744073709551608,0]}})", 8);
     require_refused(p, "end before they begin");
-    write_header(p, R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 4);
+    write_header(p, R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})", 8);
     require_refused(p, "outside the data section");
     write_header(p, R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 9);
     require_refused(p, "trailing bytes");

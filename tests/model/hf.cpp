@@ -307,3 +307,45 @@ TEST_CASE("hf: configurations and checkpoints that are refused", "[model][hf]") 
     t.write(d.dir.string(), "F32", 0, false, R"(,"sliding_window":16)");
     CHECK(model::hf_source(d.dir.string()).hparams().n_ctx_train == 16);
 }
+
+TEST_CASE("hf: a head count whose 32-bit product with head_dim wraps is refused", "[model][hf][hostile]") {
+    // 2^29 + 1 heads of 8 make 2^32 + 8 query dimensions, 8 in 32-bit arithmetic; with Q/K/V
+    // tensors of 8 rows the shapes "matched" and attention ran over 2^29 + 1 heads of an
+    // 8-float buffer. Widths are products in 64 bits now, and bounded.
+    const tiny_llama t;
+    scratch_dir d("hf");
+    auto ts = t.tensors("F32");
+    for (st_tensor& x : ts) {
+        const bool qkv = x.name.find("q_proj") != std::string::npos || x.name.find("k_proj") != std::string::npos ||
+                         x.name.find("v_proj") != std::string::npos;
+        if (qkv) x = {x.name, "F32", {8, 32}, as_bytes(std::vector<float>(8 * 32, 0.01f))};
+        if (x.name.find("o_proj") != std::string::npos) x = {x.name, "F32", {32, 8}, as_bytes(std::vector<float>(32 * 8, 0.01f))};
+    }
+    lmtk::test::write_safetensors(d.file("model.safetensors"), ts);
+    std::string c = tiny_llama::config(R"(,"head_dim":8)");
+    c.replace(c.find("\"num_attention_heads\":4"), 23, "\"num_attention_heads\":536870913");
+    c.replace(c.find("\"num_key_value_heads\":2"), 23, "\"num_key_value_heads\":536870913");
+    write_text(d.file("config.json"), c);
+    try {
+        const model_t m(d.dir.string());
+        model::llama_context<model_t> ctx(m, {.n_ctx = 8, .n_threads = 1});
+        const std::vector<std::int32_t> ids{1, 2};
+        ctx.decode(ids);
+        FAIL("a checkpoint with a wrapping query width loaded and ran");
+    } catch (const lmtk::error& e) {
+        INFO(e.what());
+        CHECK(std::string(e.what()).find("query width (head count x head dimension) 4294967304") != std::string::npos);
+    }
+}
+
+TEST_CASE("hf: an empty tensor with a huge other dimension is refused, not wrapped", "[model][hf][hostile]") {
+    // [4, 2^62, 0] holds no bytes, so the byte check alone let it through; binding it as a bias
+    // then multiplied its GGUF dimensions into a row count, 4 x 2^62 (signed overflow).
+    const tiny_llama t;
+    scratch_dir d("hf");
+    t.write(d.dir.string(), "F32");
+    auto ts = t.tensors("F32");
+    ts.push_back({"model.layers.0.self_attn.q_proj.bias", "F32", {4, 4611686018427387904ull, 0}, {}});
+    lmtk::test::write_safetensors(d.file("model.safetensors"), ts);
+    CHECK_THROWS_WITH(model_t(d.dir.string()), Catch::Contains("larger than the file could hold"));
+}

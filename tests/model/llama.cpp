@@ -2,11 +2,16 @@
 #include <catch2/catch.hpp>
 
 #include "support/models.hpp"
+#include "support/temp_dir.hpp"
 
+#include <lmtk/io/gguf_writer.hpp>
 #include <lmtk/lmtk.hpp>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <optional>
+#include <string>
 #include <vector>
 
 using model_t = lmtk::model::llama<>;
@@ -178,4 +183,136 @@ TEST_CASE("prompt rows attend in SIMD lanes exactly as one by one (tinystories-6
         CHECK(out[v] == Approx(a[v]).margin(1e-4));
         CHECK(out[m.n_vocab() + v] == Approx(b[v]).margin(1e-4));
     }
+}
+
+// --- hostile model files -------------------------------------------------------------------
+// Small Llama GGUF files written with the GGUF writer, each with one thing wrong. Loading
+// (and, where a load succeeds, decoding) must end in lmtk::error, never in a crash (this suite
+// runs under ASan+UBSan).
+namespace {
+
+struct tiny_llama {
+    std::uint32_t n_embd = 16, n_head = 2, n_head_kv = 2, n_ff = 32, n_layer = 1, n_vocab = 8;
+    std::optional<std::uint32_t> key_length, rope_dim;
+    std::int64_t q_rows = 16, kv_rows = 16;  // attn_q / attn_k / attn_v rows (ne[1]) as written
+    std::int64_t layers_written = 1;
+
+    void write(const std::string& path) const {
+        lmtk::gguf::writer w;
+        w.set("general.architecture", "llama");
+        w.set("llama.embedding_length", n_embd);
+        w.set("llama.block_count", n_layer);
+        w.set("llama.attention.head_count", n_head);
+        w.set("llama.attention.head_count_kv", n_head_kv);
+        w.set("llama.feed_forward_length", n_ff);
+        if (key_length) w.set("llama.attention.key_length", *key_length);
+        if (rope_dim) w.set("llama.rope.dimension_count", *rope_dim);
+        const auto f32 = [&](const std::string& name, std::vector<std::int64_t> ne) {
+            std::int64_t n = 1;
+            for (const auto e : ne) n *= e;
+            std::vector<float> v(static_cast<std::size_t>(n), 0.01f);
+            std::vector<std::byte> b(v.size() * 4);
+            std::memcpy(b.data(), v.data(), b.size());
+            w.add_tensor(name, lmtk::quant::ggml_type::f32, ne, std::move(b));
+        };
+        const std::int64_t d = n_embd, ff = n_ff;
+        f32("token_embd.weight", {d, n_vocab});
+        f32("output_norm.weight", {d});
+        for (std::int64_t i = 0; i < layers_written; ++i) {
+            const std::string p = "blk." + std::to_string(i) + ".";
+            f32(p + "attn_norm.weight", {d});
+            f32(p + "attn_q.weight", {d, q_rows});
+            f32(p + "attn_k.weight", {d, kv_rows});
+            f32(p + "attn_v.weight", {d, kv_rows});
+            f32(p + "attn_output.weight", {q_rows, d});
+            f32(p + "ffn_norm.weight", {d});
+            f32(p + "ffn_gate.weight", {d, ff});
+            f32(p + "ffn_up.weight", {d, ff});
+            f32(p + "ffn_down.weight", {ff, d});
+        }
+        w.write(path);
+    }
+};
+
+// Loads `path` as `lmtk run` would (model, then a context, then one decode step) and returns
+// the lmtk::error's message; fails the test if everything succeeds.
+std::string load_error(const std::string& path) {
+    try {
+        const model_t m(path);
+        lmtk::model::llama_context<model_t> ctx(m, {.n_ctx = 8, .n_threads = 1});
+        const std::vector<std::int32_t> ids = {1, 2};
+        ctx.decode(ids);
+    } catch (const lmtk::error& e) {
+        return e.what();
+    }
+    FAIL("a hostile model file loaded and ran: " << path);
+    return {};
+}
+
+}  // namespace
+
+TEST_CASE("the tiny model the hostile cases start from loads and runs", "[model][hostile]") {
+    // Without this the cases below could pass for a reason other than the one they test.
+    const lmtk::test::temp_dir tmp("llama");
+    const std::string p = tmp.file("ok.gguf");
+    tiny_llama{}.write(p);
+    const model_t m(p);
+    CHECK(m.hparams().q_dim() == 16);
+    lmtk::model::llama_context<model_t> ctx(m, {.n_ctx = 8, .n_threads = 1});
+    const std::vector<std::int32_t> ids = {1, 2};
+    CHECK(ctx.decode(ids).size() == 8);
+}
+
+TEST_CASE("a head size whose 32-bit product with the head count wraps is refused", "[model][hostile]") {
+    // The issue's file: 2 heads of 2^31 + 8 dimensions make 2^32 + 16, which wraps to 16 in
+    // 32-bit arithmetic and matches 16-row Q/K/V tensors; attention then indexed with the true
+    // head size, 2^31 + 8 floats past a 16-float row (SIGSEGV).
+    const lmtk::test::temp_dir tmp("llama");
+    const std::string p = tmp.file("wrap.gguf");
+    tiny_llama t;
+    t.key_length = (1u << 31) + 8;
+    t.rope_dim = 8;
+    t.write(p);
+    const std::string e = load_error(p);
+    CHECK_THAT(e, Catch::Contains(p) && Catch::Contains("head dimension 2147483656"));
+}
+
+TEST_CASE("tensor shapes must match the widths computed in 64 bits", "[model][hostile]") {
+    const lmtk::test::temp_dir tmp("llama");
+    const std::string p = tmp.file("shape.gguf");
+    tiny_llama t;
+    t.key_length = 16;  // q = 2 x 16 = 32 rows expected, 16 written
+    t.write(p);
+    CHECK_THAT(load_error(p), Catch::Contains("attn_q.weight") && Catch::Contains("expected [16, 32]"));
+}
+
+TEST_CASE("a block count the file cannot back fails at the first missing layer", "[model][hostile]") {
+    // Sizing the layer table from the count first would ask for ~2^32 layers (hundreds of GB,
+    // an ASan abort) before noticing that the tensors are not there.
+    const lmtk::test::temp_dir tmp("llama");
+    const std::string p = tmp.file("layers.gguf");
+    tiny_llama t;
+    t.n_layer = 0xFFFFFFFFu;
+    t.write(p);
+    CHECK_THAT(load_error(p), Catch::Contains("blk.1.attn_norm.weight") && Catch::Contains("missing"));
+}
+
+TEST_CASE("a context size whose buffers overflow 64 bits is refused", "[model][hostile]") {
+    // 2 x 5 layers x 2^62 positions x 32 floats wraps to 0 bytes: an "affordable" empty cache
+    // that decode() would then write past.
+    const model_t m(lmtk::test::model_path("stories260K.gguf"));
+    using ctx_t = lmtk::model::llama_context<model_t>;
+    CHECK_THROWS_WITH(ctx_t(m, {.n_ctx = std::size_t{1} << 62, .n_threads = 1}), Catch::Contains("overflows"));
+    CHECK_THROWS_WITH(ctx_t(m, {.n_ctx = 64, .n_threads = 1, .n_seq = std::size_t{1} << 60}), Catch::Contains("overflows"));
+}
+
+TEST_CASE("a rope dimension of zero is refused", "[model][hostile]") {
+    // Found by fuzz_gguf (tests/fuzz/regressions/gguf/rope-dimension-zero.gguf): with no rotated
+    // dimensions the forward pass took the first cos/sin of a row from empty tables (UB).
+    const lmtk::test::temp_dir tmp("llama");
+    const std::string p = tmp.file("rope0.gguf");
+    tiny_llama t;
+    t.rope_dim = 0;
+    t.write(p);
+    CHECK_THAT(load_error(p), Catch::Contains("rope dimension 0 must be even, positive"));
 }

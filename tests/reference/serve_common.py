@@ -48,14 +48,14 @@ _HAS_SERVE = None
 
 
 def require_serve(cli=None):
-    """Skips (not fails) when the CLI was built without cpp-httplib and so has no serve-model."""
+    """Skips (not fails) when the CLI was built without serve-model (no lmtk::serve target)."""
     global _HAS_SERVE
     if _HAS_SERVE is None:
         out = subprocess.run([cli or cli_path(), "--help"], capture_output=True, timeout=30).stdout.decode()
         _HAS_SERVE = "serve-model" in out
     if not _HAS_SERVE:
         import unittest
-        raise unittest.SkipTest("this lmtk was built without serve-model (cpp-httplib not found)")
+        raise unittest.SkipTest("this lmtk was built without serve-model")
 
 
 class Server:

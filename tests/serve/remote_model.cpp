@@ -1,13 +1,15 @@
 // lmtk::remote_model against the real `lmtk serve-model` (started from $LMTK_CLI on 127.0.0.1
 // with --port 0; the port is read from its start-up lines) and against a local pipeline on the
 // same model: greedy text, streaming, stop strings, server errors, no server; and against a
-// scripted in-process httplib server for the SSE and error cases the real one does not produce.
+// scripted in-process server (lmtk's own transport with scripted routes) for the SSE and error
+// cases the real one does not produce.
 #include <catch2/catch.hpp>
 
 #ifdef LMTK_HAVE_SERVE
 #include <lmtk/lmtk.hpp>
-#include <lmtk/serve/remote.hpp>
-#include <lmtk/serve/remote_lmtp.hpp>
+#include <lmtk/client/remote.hpp>
+#include <lmtk/client/remote_lmtp.hpp>
+#include <lmtk/serve/transport.hpp>
 
 #include "support/models.hpp"
 
@@ -379,52 +381,51 @@ TEST_CASE("LMTP: errors and scoring", "[serve][remote][lmtp]") {
 class scripted_server {
 public:
     scripted_server() {
+        namespace http = lmtk::serve::http;
         auto sse = [](std::vector<std::string> writes) {
-            return [writes](const httplib::Request&, httplib::Response& res) {
-                res.set_chunked_content_provider("text/event-stream", [writes](std::size_t, httplib::DataSink& sink) {
-                    for (const auto& w : writes) sink.write(w.data(), w.size());
-                    sink.done();
-                    return true;
+            return [writes](const http::request&, http::response& res) {
+                res.set_stream("text/event-stream", [writes](http::body_sink& sink) {
+                    for (const auto& w : writes) sink.write(w);
                 });
             };
         };
         // "Hello world" in pieces cut mid-line and mid-JSON, CRLF, a comment, usage, [DONE].
-        http_.Post("/split/v1/completions", sse({"data: {\"choices\":[{\"index\":0,\"te", "xt\":\"Hel\",\"finish_reason\":null}]}\r\n\r",
+        routes_.post("/split/v1/completions", sse({"data: {\"choices\":[{\"index\":0,\"te", "xt\":\"Hel\",\"finish_reason\":null}]}\r\n\r",
                                                  "\n: keep-alive\n\ndata: {\"choices\":[{\"index\":0,\"text\":\"lo world\",\"finish_reason\":null}]}\n\n",
                                                  "data: {\"choices\":[{\"index\":0,\"text\":\"\",\"finish_reason\":\"length\"}]}\n\n"
                                                  "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\ndata: [DO",
                                                  "NE]\n\n"}));
-        http_.Post("/midway/v1/completions", sse({"data: {\"choices\":[{\"index\":0,\"text\":\"partial\",\"finish_reason\":null}]}\n\n",
+        routes_.post("/midway/v1/completions", sse({"data: {\"choices\":[{\"index\":0,\"text\":\"partial\",\"finish_reason\":null}]}\n\n",
                                                   "data: {\"error\":{\"message\":\"the slot crashed\",\"type\":\"server_error\"}}\n\n",
                                                   "data: [DONE]\n\n"}));
-        http_.Post("/cut/v1/completions", sse({"data: {\"choices\":[{\"index\":0,\"text\":\"abc\",\"finish_reason\":null}]}\n\n"}));
-        http_.Post("/llamacpp/v1/completions", [](const httplib::Request&, httplib::Response& res) {
+        routes_.post("/cut/v1/completions", sse({"data: {\"choices\":[{\"index\":0,\"text\":\"abc\",\"finish_reason\":null}]}\n\n"}));
+        routes_.post("/llamacpp/v1/completions", [](const http::request&, http::response& res) {
             res.status = 500;
             res.set_content(R"({"error":{"code":500,"message":"Only one completion choice is allowed","type":"server_error"}})",
                             "application/json");
         });
         // Echoes what it was sent, as the one piece of text.
-        http_.Post("/echo/v1/completions", [](const httplib::Request& req, httplib::Response& res) {
+        routes_.post("/echo/v1/completions", [](const http::request& req, http::response& res) {
             nlohmann::json seen = nlohmann::json::parse(req.body);
-            seen["authorization"] = req.get_header_value("Authorization");
+            seen["authorization"] = req.header("Authorization");
             const nlohmann::json ev{{"choices", {{{"index", 0}, {"text", seen.dump()}, {"finish_reason", "stop"}}}}};
             res.set_content("data: " + ev.dump() + "\n\ndata: [DONE]\n\n", "text/event-stream");
         });
-        port_ = http_.bind_to_any_port("127.0.0.1");
+        http_ = std::make_unique<lmtk::serve::transport>(lmtk::serve::transport_options{}, routes_, nullptr, nullptr,
+                                                          [](int, const std::string& m) { return "{\"error\":{\"message\":\"" + m + "\"}}"; });
+        port_ = http_->bind("127.0.0.1", 0);
         REQUIRE(port_ > 0);
-        thread_ = std::thread([this] { http_.listen_after_bind(); });
-        // stop() before listen has started would leave the thread listening: wait for it.
-        for (int i = 0; i < 500 && !http_.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        REQUIRE(http_.is_running());
+        thread_ = std::thread([this] { http_->run(); });
     }
     ~scripted_server() {
-        http_.stop();
+        http_->stop();
         thread_.join();
     }
     std::string url(const std::string& scenario) const { return "http://127.0.0.1:" + std::to_string(port_) + "/" + scenario; }
 
 private:
-    httplib::Server http_;
+    lmtk::serve::http::router routes_;
+    std::unique_ptr<lmtk::serve::transport> http_;
     int port_ = 0;
     std::thread thread_;
 };
@@ -493,7 +494,7 @@ TEST_CASE("generate_options and remote_sampling become request fields", "[serve]
 }
 
 #else
-TEST_CASE("remote_model needs cpp-httplib", "[serve][remote]") {
-    WARN("skipped: lmtk was configured without cpp-httplib (no lmtk::serve target)");
+TEST_CASE("remote_model needs lmtk::serve", "[serve][remote]") {
+    WARN("skipped: lmtk was configured without the lmtk::serve target");
 }
 #endif

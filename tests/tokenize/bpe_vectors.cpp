@@ -205,9 +205,19 @@ TEST_CASE("bpe: tokenizer.json validation", "[tokenize][bpe][hf]") {
     refused(R"({"normalizer":{"type":"NFKC"},"pre_tokenizer":{"type":"ByteLevel"},"model":{"type":"BPE","vocab":{"a":0}}})",
             "normalizer 'NFKC' is not supported");
 
-    // A minimal valid one: ids with a hole get a placeholder; merges as pairs; byte tokens.
+    // Ids size the token table, so they are bounded by the number of tokens the file lists
+    // (vocab + added_tokens): one id of 2^24 - 1 in a small file once cost 3 GB and half a
+    // minute of placeholders before anything was refused.
+    refused("{" + meta_norm + R"("model":{"type":"BPE","vocab":{"a":0,"b":16777215},"merges":["a b"]}})",
+            "id 16777215, but the file lists only 2 tokens");
+    refused("{" + meta_norm + R"("added_tokens":[{"id":3,"content":"<s>","special":true}],)"
+                              R"("model":{"type":"BPE","vocab":{"a":0,"b":1},"merges":["a b"]}})",
+            "id 3, but the file lists only 3 tokens");
+
+    // A minimal valid one: ids with a hole get a placeholder (the hole is paid for by <unk>,
+    // listed twice, as real files list their specials); merges as pairs; byte tokens.
     write("{" + meta_norm +
-          R"("added_tokens":[{"id":4,"content":"<s>","special":true}],)"
+          R"("added_tokens":[{"id":4,"content":"<s>","special":true},{"id":0,"content":"<unk>","special":true}],)"
           R"("model":{"type":"BPE","unk_token":"<unk>","byte_fallback":true,)"
           R"("vocab":{"<unk>":0,"a":1,"b":2,"ab":3,"▁":6,"▁ab":7},"merges":[["a","b"],"▁ ab"]}})");
     const tk::vocab v = tk::vocab_from_tokenizer_json(p);
@@ -230,4 +240,24 @@ TEST_CASE("tokenizer: one class over every vocabulary kind", "[tokenize]") {
     CHECK(spm.encode("Hello world!", false) == ids_t{15043, 3186, 29991});
     CHECK(gpt2().get_if<tk::bpe_tokenizer>() != nullptr);
     CHECK_THROWS_WITH(tk::load_tokenizer(lmtk::test::model_path("vocab")), Catch::Contains("no tokenizer.json"));
+}
+
+TEST_CASE("special tokens: the longest text at a position wins, whatever the order they were added", "[tokenize]") {
+    // The matcher no longer keeps its buckets sorted on insertion (quadratic in a vocabulary
+    // with 10^5 user-defined tokens); split() picks the longest hit itself.
+    for (const bool short_first : {true, false}) {
+        tk::special_matcher m;
+        if (short_first) {
+            m.add("<|end|>", 1);
+            m.add("<|endoftext|>", 2);
+        } else {
+            m.add("<|endoftext|>", 2);
+            m.add("<|end|>", 1);
+        }
+        m.add("<|end|>", 3);  // a repeated text: the first id added wins
+        std::vector<std::string> parts;
+        m.split("a<|endoftext|>b<|end|>", [&](std::string_view t) { parts.emplace_back(t); },
+                [&](std::int32_t id) { parts.push_back("#" + std::to_string(id)); });
+        CHECK(parts == std::vector<std::string>{"a", "#2", "b", "#1"});
+    }
 }

@@ -13,5 +13,5 @@ int cmd_bench(const argv_t& argv);
 int cmd_gen_model(const argv_t& argv);
 int cmd_convert(const argv_t& argv);
 int cmd_quantize(const argv_t& argv);
-int cmd_serve(const argv_t& argv);  // only with LMTK_CLI_HAVE_SERVE (cpp-httplib found)
+int cmd_serve(const argv_t& argv);  // only with LMTK_CLI_HAVE_SERVE (the lmtk::serve target)
 }  // namespace lmtk::cli

@@ -10,9 +10,11 @@
 // Streaming comes as a pull iterator (`stream`) and as a callback (`generate`); both stop on
 // end-of-generation tokens, a token limit, a stop string or a full context. A new prompt that
 // extends the previous conversation reuses the cached prefix instead of evaluating it again.
+// What a generation does is lmtk::sequence's (sequence.hpp); the pipeline runs its tokens.
 #include <lmtk/core/error.hpp>
+#include <lmtk/generate/completion.hpp>
 #include <lmtk/generate/piece_iterator.hpp>
-#include <lmtk/generate/text_stream.hpp>
+#include <lmtk/generate/sequence.hpp>
 #include <lmtk/generate/timings.hpp>
 #include <lmtk/model/llama.hpp>
 #include <lmtk/sample/sample.hpp>
@@ -28,36 +30,6 @@
 #include <vector>
 
 namespace lmtk {
-
-enum class finish_reason { none, end_of_text, stop_string, max_tokens, context_full };
-
-constexpr std::string_view to_string(finish_reason r) noexcept {
-    switch (r) {
-        case finish_reason::none: return "none";
-        case finish_reason::end_of_text: return "end_of_text";
-        case finish_reason::stop_string: return "stop_string";
-        case finish_reason::max_tokens: return "max_tokens";
-        case finish_reason::context_full: return "context_full";
-    }
-    return "none";
-}
-
-struct generate_options {
-    int max_tokens = 128;                 // < 0: until the context is full
-    std::vector<std::string> stop;        // stop strings (not included in the output)
-    std::optional<bool> add_bos;          // default: what the model's metadata says
-    bool parse_special = false;           // turn "<s>"-like text in the prompt into control tokens
-    bool ignore_eos = false;
-    std::optional<std::uint64_t> seed;    // reseed the sampler's generator for this request
-};
-
-struct completion {
-    std::string text;
-    std::vector<std::int32_t> tokens;     // generated tokens (an end-of-generation token excluded)
-    std::size_t n_prompt_tokens = 0;
-    finish_reason finish = finish_reason::none;
-    timings time;
-};
 
 struct pipeline_options {
     model::load_options load;
@@ -99,13 +71,12 @@ public:
     class generation {
     public:
         generation(pipeline& p, std::string_view prompt, generate_options opt)
-            : p_(&p), opt_(std::move(opt)), text_(opt_.stop) {
-            prompt_ = p.tokenize(prompt, opt_);
-            if (prompt_.empty()) fail("the prompt is empty and the model adds no BOS token: nothing to condition on");
-            if (prompt_.size() >= p.context_->n_ctx())
-                fail("the prompt has ", prompt_.size(), " tokens, which does not fit in the context of ",
-                     p.context_->n_ctx(), " tokens (use a larger -c or a shorter prompt)");
-            if (opt_.seed) p.gen_.reseed(*opt_.seed);
+            : p_(&p), seq_(p.tokenize(prompt, opt), sequence_options{.max_tokens = opt.max_tokens,
+                                                                     .stop = std::move(opt.stop),
+                                                                     .ignore_eos = opt.ignore_eos}) {
+            if (const std::string why = context_fit_error(seq_.prompt().size(), 1, p.context_->n_ctx()); !why.empty())
+                fail(why, " (use a larger -c or a shorter prompt)");
+            if (opt.seed) p.gen_.reseed(*opt.seed);
             const double load_ms = p.time_.load_ms;
             p.time_ = timings{};
             p.time_.load_ms = load_ms;
@@ -119,46 +90,32 @@ public:
         // and everything has been returned.
         bool next(std::string& out) {
             out.clear();
-            while (finish_ == finish_reason::none) {
-                if (!prompt_done_) evaluate_prompt();
-                // The limit is checked before running the last sampled token: nobody needs
-                // the logits that follow it.
-                if (opt_.max_tokens >= 0 && tokens_.size() >= static_cast<std::size_t>(opt_.max_tokens)) {
-                    end(finish_reason::max_tokens, out);
-                    break;
-                }
-                if (last_ >= 0) {  // the last sampled token still has to be run
-                    if (p_->context_->n_past() >= p_->context_->n_ctx()) {
-                        end(finish_reason::context_full, out);
-                        break;
-                    }
+            auto& ctx = *p_->context_;
+            const auto& tok = *p_->tokenizer_;
+            while (!seq_.finished()) {
+                if (!seq_.prompt_done()) {
+                    evaluate_prompt();
+                } else if (seq_.pending() >= 0) {
                     const stopwatch sw;
-                    p_->context_->decode(std::span(&last_, 1));
-                    p_->cached_.push_back(last_);
+                    const std::int32_t t = seq_.pending();
+                    ctx.decode(std::span(&t, 1));
+                    seq_.ran_pending(p_->cached_);
                     p_->time_.eval_ms += sw.ms();
                     ++p_->time_.n_eval;
-                    last_ = -1;
                 }
-                const std::int32_t tok = sample();
-                if (!opt_.ignore_eos && p_->tokenizer_->is_eog(tok)) {
-                    end(finish_reason::end_of_text, out);
-                    break;
-                }
-                tokens_.push_back(tok);
-                history_.push_back(tok);
-                last_ = tok;
-                if (text_.push(p_->tokenizer_->piece(tok), out)) {
-                    end(finish_reason::stop_string, out);
-                    break;
-                }
+                const stopwatch sw;
+                seq_.step(ctx.logits(), p_->chain_, p_->gen_, [&](std::int32_t id) { return tok.piece(id); },
+                          [&](std::int32_t id) { return tok.is_eog(id); }, ctx.n_past(), ctx.n_ctx(), out);
+                p_->time_.sample_ms += sw.ms();
+                ++p_->time_.n_sample;
                 if (!out.empty()) return true;
             }
-            return !out.empty();  // the flushed tail, if any; false from then on
+            return false;
         }
 
-        finish_reason finish() const noexcept { return finish_; }
-        const std::vector<std::int32_t>& tokens() const noexcept { return tokens_; }
-        std::size_t n_prompt_tokens() const noexcept { return prompt_.size(); }
+        finish_reason finish() const noexcept { return seq_.finish(); }
+        const std::vector<std::int32_t>& tokens() const noexcept { return seq_.tokens(); }
+        std::size_t n_prompt_tokens() const noexcept { return seq_.prompt().size(); }
 
         // Input iteration: for (const std::string& piece : generation) ...
         using iterator = piece_iterator<generation>;
@@ -166,44 +123,19 @@ public:
         std::default_sentinel_t end() const noexcept { return {}; }
 
     private:
+        // The prompt in one pass after the cached prefix (the context splits it into batches).
         void evaluate_prompt() {
-            // Reuse the longest cached prefix; at least one token is run to get fresh logits.
-            auto& cached = p_->cached_;
-            std::size_t common = 0;
-            while (common < cached.size() && common < prompt_.size() && cached[common] == prompt_[common]) ++common;
-            if (common == prompt_.size()) --common;
-            p_->context_->truncate(common);
-            cached.resize(common);
+            p_->context_->truncate(seq_.begin(p_->cached_));
+            const auto rest = seq_.unfed();
             const stopwatch sw;
-            p_->context_->decode(std::span(prompt_).subspan(common));
+            p_->context_->decode(rest);
             p_->time_.prompt_ms += sw.ms();
-            p_->time_.n_prompt += prompt_.size() - common;
-            cached.insert(cached.end(), prompt_.begin() + std::ptrdiff_t(common), prompt_.end());
-            history_ = prompt_;
-            prompt_done_ = true;
-        }
-
-        std::int32_t sample() {
-            const stopwatch sw;
-            sample::context sc{history_, p_->gen_};
-            const std::int32_t tok = p_->chain_(p_->context_->logits(), sc);
-            p_->time_.sample_ms += sw.ms();
-            ++p_->time_.n_sample;
-            return tok;
-        }
-
-        void end(finish_reason why, std::string& out) {
-            finish_ = why;
-            text_.flush(out);
+            p_->time_.n_prompt += rest.size();
+            seq_.fed(rest.size(), p_->cached_);
         }
 
         pipeline* p_;
-        generate_options opt_;
-        text_stream text_;
-        std::vector<std::int32_t> prompt_, tokens_, history_;
-        std::int32_t last_ = -1;
-        bool prompt_done_ = false;
-        finish_reason finish_ = finish_reason::none;
+        sequence seq_;
     };
 
     generation stream(std::string_view prompt, generate_options opt = {}) { return generation(*this, prompt, std::move(opt)); }

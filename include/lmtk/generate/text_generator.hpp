@@ -1,6 +1,6 @@
 #pragma once
 // lmtk::text_generator: what template code may rely on to drive either a local
-// lmtk::pipeline or an lmtk::remote_model (<lmtk/serve/remote.hpp>) without knowing which:
+// lmtk::pipeline or an lmtk::remote_model (<lmtk/client/remote.hpp>) without knowing which:
 //
 //   template <lmtk::text_generator G>
 //   void tell(G& g) {

@@ -14,6 +14,7 @@
 // the mapping. Tensor bytes are views into the mapping and carry NO alignment guarantee: the
 // header length is arbitrary, so copy (or check) before reinterpreting them as wider types.
 #include <lmtk/core/error.hpp>
+#include <lmtk/core/json.hpp>
 #include <lmtk/core/mapped_file.hpp>
 
 #include <nlohmann/json.hpp>
@@ -98,52 +99,9 @@ struct tensor {
 
 namespace detail {
 
-// Depth of [ and { nesting outside strings; stops counting once `limit` is passed.
-inline std::size_t json_depth(std::string_view s, std::size_t limit) noexcept {
-    std::size_t depth = 0, max_depth = 0;
-    bool in_string = false;
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        const char c = s[i];
-        if (in_string) {
-            if (c == '\\') ++i;
-            else if (c == '"') in_string = false;
-        } else if (c == '"') {
-            in_string = true;
-        } else if (c == '[' || c == '{') {
-            if (++depth > max_depth && (max_depth = depth) > limit) return max_depth;
-        } else if ((c == ']' || c == '}') && depth > 0) {
-            --depth;
-        }
-    }
-    return max_depth;
-}
-
-// Parses untrusted JSON text. Duplicate keys in any object are errors (nlohmann would keep the
-// last one silently); `what` names the text in messages.
+// Parses untrusted JSON text (depth-bounded, duplicate keys refused); `what` names it in messages.
 inline nlohmann::json parse_json(std::string_view text, const std::string& what) {
-    if (json_depth(text, max_json_depth) > max_json_depth)
-        fail(what, ": JSON nested more than ", max_json_depth, " levels deep");
-    // One set of keys per open object, innermost last.
-    std::vector<std::set<std::string>> keys;
-    std::string duplicate;
-    auto cb = [&](int /*depth*/, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
-        using ev = nlohmann::json::parse_event_t;
-        if (event == ev::object_start) keys.emplace_back();
-        else if (event == ev::object_end && !keys.empty()) keys.pop_back();
-        else if (event == ev::key && !keys.empty() && parsed.is_string()) {
-            if (!keys.back().insert(parsed.get<std::string>()).second && duplicate.empty())
-                duplicate = parsed.get<std::string>();
-        }
-        return true;
-    };
-    nlohmann::json j;
-    try {
-        j = nlohmann::json::parse(text.begin(), text.end(), cb);
-    } catch (const nlohmann::json::exception& e) {
-        fail(what, ": invalid JSON: ", e.what());
-    }
-    if (!duplicate.empty()) fail(what, ": duplicate key '", duplicate, "'");
-    return j;
+    return core::parse_json_file(text, what, max_json_depth);
 }
 
 // a * b, or nullopt on overflow.
@@ -257,18 +215,29 @@ private:
 
         const auto shape = e.find("shape");
         if (shape == e.end() || !shape->is_array()) invalid("tensor '", name, "' has no shape array");
-        std::uint64_t n = 1;
+        // The byte count ties a shape to the file only when no dimension is zero: [0, 2^63] is
+        // an empty tensor whose other dimension would still overflow whatever multiplies it
+        // (a row count, a GGUF ne, a packed-word count). So the product of the non-zero
+        // dimensions must not exceed the elements the data section could hold (at least 1).
+        const std::uint64_t max_elements = std::max<std::uint64_t>(
+            1, (data_size > std::numeric_limits<std::uint64_t>::max() / 8 ? std::numeric_limits<std::uint64_t>::max() : data_size * 8) /
+                   info(t.type).bits);
+        std::uint64_t n = 1, nonzero = 1;
         for (const auto& d : *shape) {
             // is_number_unsigned: non-negative integers only (no -1, no 2.5, no "3")
             if (!d.is_number_unsigned()) invalid("tensor '", name, "' has a shape entry that is not a non-negative integer");
             const auto v = d.get<std::uint64_t>();
-            const auto p = detail::mul(n, v);
-            if (!p) invalid("tensor '", name, "' element count overflows");
-            n = *p;
+            if (v != 0) {
+                const auto p = detail::mul(nonzero, v);
+                if (!p || *p > max_elements)
+                    invalid("tensor '", name, "' has dimensions larger than the file could hold (", shape->dump(), ")");
+                nonzero = *p;
+            }
+            n = v == 0 ? 0 : n * v;  // at most `nonzero`: cannot overflow
             t.shape.push_back(v);
         }
         t.n_elements = n;
-        const auto bits = detail::mul(n, info(t.type).bits);
+        const auto bits = detail::mul(n, info(t.type).bits);  // n <= max_elements: cannot overflow
         if (!bits) invalid("tensor '", name, "' byte size overflows");
         if (*bits % 8 != 0) invalid("tensor '", name, "' of ", n, " ", dtype_name(t.type), " values is not whole bytes");
 

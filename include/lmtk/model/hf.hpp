@@ -244,6 +244,7 @@ private:
         const nlohmann::json* tie = field("tie_word_embeddings");
         if (tie && !tie->is_boolean()) fail(config_path_, ": tie_word_embeddings must be true or false");
         tied_ = tie && tie->get<bool>();  // transformers' Llama/Mistral default is false
+        h.check_dimensions(config_path_);
         hp_ = h;
     }
 
@@ -461,6 +462,8 @@ private:
         const gguf::tensor_info& emb = *find_tensor("token_embd.weight");
         if (const nlohmann::json* v = field("vocab_size"); v && (!v->is_number_integer() || v->get<std::int64_t>() != emb.ne[1]))
             fail(config_path_, ": vocab_size ", v->dump(), " disagrees with the embedding's ", emb.ne[1], " rows");
+        if (emb.ne[1] <= 0 || emb.ne[1] > std::numeric_limits<std::int32_t>::max())
+            fail(path_, ": model.embed_tokens.weight has ", emb.ne[1], " rows, not a vocabulary of int32 ids");
         hp_.n_vocab = static_cast<std::uint32_t>(emb.ne[1]);
     }
 

@@ -161,11 +161,18 @@ private:
         return src_->find_tensor(name) ? bind_vector(name, n) : std::vector<float>();
     }
 
+    // Every shape below is computed in 64 bits from hyperparameters that check_dimensions()
+    // bounded, and each tensor must have exactly that shape before a pointer into it is kept:
+    // the forward pass then indexes only inside tensors the file really holds.
     void bind() {
         hp_ = src_->hparams();
+        hp_.check_dimensions(path());  // again: a source other than GGUF/HF may not have checked them
         const gguf::tensor_info& emb = src_->tensor("token_embd.weight");
         if (emb.ne[0] != static_cast<std::int64_t>(hp_.n_embd) || emb.rows() <= 0)
             fail(path(), ": token_embd.weight has ", emb.ne[0], " columns, expected the embedding length ", hp_.n_embd);
+        // Token ids are int32 everywhere, so the vocabulary must be indexable by one.
+        if (emb.rows() > std::numeric_limits<std::int32_t>::max())
+            fail(path(), ": token_embd.weight has ", emb.rows(), " rows, more than a vocabulary of int32 ids can have");
         hp_.n_vocab = static_cast<std::uint32_t>(emb.rows());
         if (const gguf::file* f = src_->gguf_file())
             if (auto v = f->get<std::uint32_t>(hp_.arch + ".vocab_size"); v && *v != hp_.n_vocab)
@@ -175,10 +182,13 @@ private:
         tok_embd_ = bind_weight("token_embd.weight", d, hp_.n_vocab);
         output_ = src_->find_tensor("output.weight") ? bind_weight("output.weight", d, hp_.n_vocab) : tok_embd_;
         output_norm_ = bind_vector("output_norm.weight", d);
-        layers_.resize(hp_.n_layer);
+        // Layers are appended as their tensors are found, never sized up front from the block
+        // count: a file claiming 2^32 blocks fails at the first missing tensor, not in an
+        // allocation of that many layers.
+        layers_.clear();
         for (std::size_t i = 0; i < hp_.n_layer; ++i) {
             const std::string p = "blk." + std::to_string(i) + ".";
-            llama_layer& l = layers_[i];
+            llama_layer& l = layers_.emplace_back();
             l.attn_norm = bind_vector(p + "attn_norm.weight", d);
             l.wq = bind_weight(p + "attn_q.weight", d, q);
             l.wk = bind_weight(p + "attn_k.weight", d, kv);
@@ -304,6 +314,24 @@ inline std::size_t available_memory_bytes() {
     return 0;
 }
 
+namespace detail {
+
+// Sizes of a context's buffers, as products of a model's widths and the caller's context and
+// batch sizes: refused rather than wrapped when they pass 64 bits (a context size of 2^60
+// would otherwise wrap to a small, "affordable" cache that decode() writes far past).
+inline std::size_t checked_mul(std::size_t a, std::size_t b) {
+    std::size_t r = 0;
+    if (__builtin_mul_overflow(a, b, &r)) fail("a context of this size does not fit in memory (", a, " x ", b, " overflows)");
+    return r;
+}
+inline std::size_t checked_add(std::size_t a, std::size_t b) {
+    std::size_t r = 0;
+    if (__builtin_add_overflow(a, b, &r)) fail("a context of this size does not fit in memory (", a, " + ", b, " overflows)");
+    return r;
+}
+
+}  // namespace detail
+
 // One row of a multi-sequence batch: `token` appended to sequence `seq`.
 struct batch_entry {
     std::int32_t token = 0;
@@ -320,14 +348,22 @@ public:
 
     llama_context(const Model& model, context_options opt)
         : m_(model), hp_(model.hparams()), pool_(opt.n_threads) {
+        using detail::checked_add, detail::checked_mul;
         n_ctx_ = opt.n_ctx ? opt.n_ctx : std::min<std::size_t>(hp_.n_ctx_train ? hp_.n_ctx_train : 2048, 4096);
-        n_batch_ = std::max<std::size_t>(1, std::min(opt.n_batch ? opt.n_batch : context_options{}.n_batch, n_ctx_ * std::max<std::size_t>(1, opt.n_seq)));
         const std::size_t n_seq = std::max<std::size_t>(1, opt.n_seq);
-        const std::size_t kv_bytes = n_seq * kv_cache<KV>::bytes_needed(hp_.n_layer, n_ctx_, hp_.kv_dim());
-        const std::size_t scratch = sizeof(float) * (n_batch_ * (3 * hp_.n_embd + 2 * hp_.q_dim() + 2 * hp_.kv_dim() +
-                                                                 2 * hp_.n_ff + hp_.rope_dim) +
-                                                     hp_.n_vocab + pool_.size() * n_ctx_);
-        if (const std::size_t avail = available_memory_bytes(); avail && kv_bytes + scratch > avail)
+        n_batch_ = std::max<std::size_t>(1, std::min(opt.n_batch ? opt.n_batch : context_options{}.n_batch, checked_mul(n_ctx_, n_seq)));
+        // Every buffer below is a part of one of these two totals, so once they are computed
+        // without overflow, no product sizing a buffer can overflow either. The widths are
+        // bounded by llama_hparams::max_width, so the per-row sum cannot.
+        const std::size_t kv_bytes = checked_mul(
+            n_seq, checked_mul(checked_mul(checked_mul(2 * std::size_t{hp_.n_layer}, n_ctx_), hp_.kv_dim()), sizeof(typename KV::storage)));
+        const std::size_t row_floats = 3 * std::size_t{hp_.n_embd} + 2 * hp_.q_dim() + 2 * hp_.kv_dim() + 2 * std::size_t{hp_.n_ff} +
+                                       hp_.rope_dim;
+        const std::size_t per_thread_floats = checked_mul(n_ctx_, hp_.n_head / hp_.n_head_kv + lanes);  // scores_, lane_scratch_
+        const std::size_t scratch = checked_mul(
+            sizeof(float), checked_add(checked_add(checked_mul(n_batch_, row_floats), hp_.n_vocab),
+                                       checked_mul(pool_.size(), checked_add(per_thread_floats, hp_.head_dim * lanes + lanes * lanes))));
+        if (const std::size_t avail = available_memory_bytes(); avail && checked_add(kv_bytes, scratch) > avail)
             fail("a context of ", n_seq, " x ", n_ctx_, " tokens needs ", (kv_bytes + scratch) >> 20, " MiB (KV cache ",
                  kv_bytes >> 20, " MiB), more than the ", avail >> 20, " MiB of memory available; choose a smaller -c");
         for (std::size_t i = 0; i < n_seq; ++i) caches_.emplace_back(hp_.n_layer, n_ctx_, hp_.kv_dim());

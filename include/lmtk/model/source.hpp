@@ -52,6 +52,8 @@ public:
 class gguf_source final : public weight_source {
 public:
     explicit gguf_source(const std::string& path) : file_(path), hp_(llama_hparams::from_gguf(file_)) {}
+    // A file already open (read from a memfd or checked beforehand).
+    explicit gguf_source(gguf::file f) : file_(std::move(f)), hp_(llama_hparams::from_gguf(file_)) {}
 
     const std::string& path() const noexcept override { return file_.path(); }
     const llama_hparams& hparams() const noexcept override { return hp_; }

@@ -17,8 +17,8 @@
 // (llama_context::decode_batch: one row per generating slot plus prompt chunks), so the weights
 // are read once per step for all of them; the requesting threads only relay text.
 #include <lmtk/core/error.hpp>
-#include <lmtk/generate/pipeline.hpp>
-#include <lmtk/generate/text_stream.hpp>
+#include <lmtk/generate/completion.hpp>
+#include <lmtk/generate/sequence.hpp>
 #include <lmtk/generate/timings.hpp>
 #include <lmtk/model/llama.hpp>
 #include <lmtk/sample/json_constraint.hpp>
@@ -87,14 +87,6 @@ struct request {
     // with max(top_logprobs, 0) alternatives; nothing is generated and max_tokens is ignored.
     // The very first token of a context has nothing to condition on and gets 0.
     std::size_t n_scored = 0;
-};
-
-// Log-probabilities of one generated token under the model's distribution (raw logits plus
-// logit_bias, before temperature and truncation: what OpenAI and llama.cpp report).
-struct token_logprobs {
-    std::int32_t id = 0;
-    float logprob = 0.0f;
-    std::vector<std::pair<std::int32_t, float>> top;  // best first
 };
 
 struct result {
@@ -251,12 +243,10 @@ public:
     // prefill) so the caller can check its client; returning false stops generation
     // (result.cancelled). Throws lmtk::error for a prompt that does not fit.
     result run(slot& sl, const request& rq, const on_text_fn& on_text) {
-        if (rq.prompt.empty()) fail("the prompt is empty and the model adds no BOS token: nothing to condition on");
         if (rq.n_scored > rq.prompt.size())
             fail("cannot score ", rq.n_scored, " tokens of a sequence of ", rq.prompt.size());
-        if (rq.prompt.size() > ctx_.n_ctx() || (rq.n_scored == 0 && rq.prompt.size() == ctx_.n_ctx()))
-            fail("the prompt has ", rq.prompt.size(), " tokens, which does not fit in the context of ", ctx_.n_ctx(),
-                 " tokens");
+        if (const std::string why = context_fit_error(rq.prompt.size(), rq.n_scored > 0 ? 0 : 1, ctx_.n_ctx()); !why.empty())
+            fail(why);
         for (const std::int32_t t : rq.prompt)
             if (t < 0 || static_cast<std::size_t>(t) >= tok_.size())
                 fail("token id ", t, " is outside the vocabulary of ", tok_.size());
@@ -304,22 +294,23 @@ public:
         std::vector<token_logprobs> lp;
     };
 
-    // One request in flight. The scheduler owns everything above the channel; the channel
+    // One request in flight: its sequence (sequence.hpp decides what it does) and the
+    // scheduler's bookkeeping. The scheduler owns everything above the channel; the channel
     // (events, done, error) is shared under `mu`.
     struct job {
-        job(const request& r, slot& s) : rq(r), sl(s), text(r.stop), history(r.prompt) {}
+        job(const request& r, slot& s)
+            : rq(r), sl(s),
+              seq(r.prompt, sequence_options{.max_tokens = r.max_tokens, .stop = r.stop, .ignore_eos = r.ignore_eos,
+                                             .top_logprobs = r.top_logprobs, .logit_bias = r.sampling.logit_bias}) {}
         const request& rq;
         slot& sl;
-        text_stream text;
-        std::vector<std::int32_t> history;
-        std::vector<token_logprobs> pending_lp;
+        sequence seq;
+        std::size_t lp_sent = 0;    // seq.logprobs() handed to the requesting thread so far
         s::json_prefix json;        // what the output holds so far, when it must be JSON
-        std::size_t fed = 0;        // prompt tokens in the cache
         // Scoring: logits are wanted at positions [score_from, prompt.size() - 1).
         std::size_t score_from = 0;
         std::size_t pending_fed = 0;  // prompt tokens in the pass being run
         bool started = false;
-        std::int32_t last = -1;     // sampled, not yet run through the model
         stopwatch since_start, since_prefill;
         result r;
         std::atomic<bool> cancel{false};
@@ -390,8 +381,8 @@ private:
                     continue;
                 }
                 if (!j->started) start(*j);
-                if (j->fed == j->rq.prompt.size() && j->last >= 0) {
-                    batch.push_back({j->last, static_cast<std::uint32_t>(j->sl.index), true});
+                if (j->seq.prompt_done() && j->seq.pending() >= 0) {
+                    batch.push_back({j->seq.pending(), static_cast<std::uint32_t>(j->sl.index), true});
                     want.emplace_back(j, npos);
                     in_batch.push_back(j);
                 }
@@ -400,11 +391,11 @@ private:
             // when many slots are generating.
             std::size_t budget = std::max<std::size_t>(ctx_.n_batch() > batch.size() ? ctx_.n_batch() - batch.size() : 0, 16);
             for (job* j : jobs) {
-                if (!j || j->fed == j->rq.prompt.size() || budget == 0) continue;
-                const std::size_t n = std::min(budget, j->rq.prompt.size() - j->fed);
+                if (!j || j->seq.prompt_done() || budget == 0) continue;
+                const std::size_t n = std::min(budget, j->seq.unfed().size());
                 const bool scoring = j->rq.n_scored > 0;
                 for (std::size_t k = 0; k < n; ++k) {
-                    const std::size_t pos = j->fed + k;
+                    const std::size_t pos = j->seq.n_fed() + k;
                     const bool last = pos + 1 == j->rq.prompt.size();
                     const bool logits = scoring ? pos >= j->score_from && !last : last;
                     batch.push_back({j->rq.prompt[pos], static_cast<std::uint32_t>(j->sl.index), logits});
@@ -437,24 +428,21 @@ private:
             for (job* j : in_batch) {
                 // Record what the pass put in this slot's cache.
                 if (j->pending_fed) {
-                    const auto b = j->rq.prompt.begin() + std::ptrdiff_t(j->fed);
-                    j->sl.cached.insert(j->sl.cached.end(), b, b + std::ptrdiff_t(j->pending_fed));
-                    j->fed += j->pending_fed;
+                    j->seq.fed(j->pending_fed, j->sl.cached);
                     j->pending_fed = 0;
-                    if (j->fed == j->rq.prompt.size()) {
+                    if (j->seq.prompt_done()) {
                         j->r.prompt_ms = j->since_start.ms();
                         j->since_prefill = stopwatch();
                     }
                 } else {
-                    j->sl.cached.push_back(j->last);
-                    j->last = -1;
+                    j->seq.ran_pending(j->sl.cached);
                 }
             }
             // Scoring jobs whose sequence is complete end after their rows are read. (Listed
             // first: a generating job that step() finishes may be gone right after.)
             scored.clear();
             for (job* j : in_batch)
-                if (j->rq.n_scored > 0 && j->fed == j->rq.prompt.size()) scored.push_back(j);
+                if (j->rq.n_scored > 0 && j->seq.prompt_done()) scored.push_back(j);
             for (std::size_t i = 0; i < want.size(); ++i) {
                 const std::span<const float> row(logits_.data() + i * m_.n_vocab(), m_.n_vocab());
                 if (want[i].second == npos)
@@ -471,31 +459,27 @@ private:
     // Scoring: the logits at `pos` give the log-probability of the token after it.
     void score(job& j, std::span<const float> logits, std::size_t pos) {
         const request& rq = j.rq;
-        j.r.logprobs.push_back(logprobs_of(logits, rq.sampling.logit_bias, rq.prompt[pos + 1], std::max(rq.top_logprobs, 0)));
+        j.r.logprobs.push_back(lmtk::logprobs_of(logits, rq.sampling.logit_bias, rq.prompt[pos + 1], std::max(rq.top_logprobs, 0)));
     }
 
-    // Prefix reuse: keep the longest prefix this slot's sequence already holds (at least one
-    // prompt token is run, for fresh logits).
+    // Prefix reuse (sequence::begin): keep the longest prefix this slot's sequence already holds.
     void start(job& j) {
         slot& sl = j.sl;
         const auto& prompt = j.rq.prompt;
-        std::size_t common = 0;
-        while (common < sl.cached.size() && common < prompt.size() && sl.cached[common] == prompt[common]) ++common;
-        if (common == prompt.size()) --common;
+        std::size_t keep = sequence::no_limit;
         if (j.rq.n_scored > 0) {
             // The logits of every position before a scored token must be computed afresh.
             const std::size_t first_scored = prompt.size() - j.rq.n_scored;
             j.score_from = first_scored == 0 ? 0 : first_scored - 1;
-            common = std::min(common, j.score_from);
+            keep = j.score_from;
             if (first_scored == 0) {
                 token_logprobs unconditioned;
                 unconditioned.id = prompt[0];
                 j.r.logprobs.push_back(unconditioned);
             }
         }
+        const std::size_t common = j.seq.begin(sl.cached, keep);
         ctx_.truncate(common, sl.index);
-        sl.cached.resize(common);
-        j.fed = common;
         j.r.n_cached = common;
         j.r.n_prompt = prompt.size();
         j.r.slot = sl.index;
@@ -503,114 +487,64 @@ private:
         j.since_start = stopwatch();
     }
 
-    // Samples one token from fresh logits and decides whether the job goes on.
+    // One step of the job's sequence from fresh logits; the text and logprobs it produced go
+    // to the requesting thread.
     void step(job& j, std::span<const float> logits) {
-        const request& rq = j.rq;
-        s::context sc{j.history, j.sl.gen};
-        const std::int32_t tok = j.sl.chain(logits, sc);
-        if (rq.top_logprobs >= 0) j.pending_lp.push_back(logprobs_of(logits, rq.sampling.logit_bias, tok, rq.top_logprobs));
-        if (!rq.ignore_eos && tok_.is_eog(tok)) {
-            j.r.end_token = token_logprobs{tok, 0.0f, {}};
-            if (!j.pending_lp.empty()) {
-                // The end token is not part of the output text; its logprobs stay in end_token.
-                j.r.end_token = std::move(j.pending_lp.back());
-                j.pending_lp.pop_back();
-            }
-            finish(j, finish_reason::end_of_text);
-            return;
-        }
-        j.r.tokens.push_back(tok);
-        j.history.push_back(tok);
-        if (rq.json_object) j.json.feed(json_vocab_.pieces[std::size_t(tok)]);
-        if (rq.top_logprobs >= 0) j.r.logprobs.push_back(j.pending_lp.back());
         std::string out;
-        const bool stopped = j.text.push(json_vocab_.pieces[std::size_t(tok)], out);
+        const std::size_t before = j.seq.tokens().size();
+        const bool goes_on = j.seq.step(
+            logits, j.sl.chain, j.sl.gen, [&](std::int32_t id) -> std::string_view { return json_vocab_.pieces[std::size_t(id)]; },
+            [&](std::int32_t id) { return bool(json_vocab_.is_end[std::size_t(id)]); }, ctx_.n_past(j.sl.index), ctx_.n_ctx(), out);
+        if (j.rq.json_object && j.seq.tokens().size() > before)
+            j.json.feed(json_vocab_.pieces[std::size_t(j.seq.tokens().back())]);
+        if (!goes_on) return finish(j, j.seq.finish(), std::move(out));
         j.r.text += out;
-        if (stopped) {
-            emit(j, std::move(out));
-            finish(j, finish_reason::stop_string);
-            return;
-        }
-        if (!out.empty() || !j.pending_lp.empty()) emit(j, std::move(out));
-        // The limits are checked before running the token just sampled: nobody needs the logits
-        // that would follow it.
-        if (rq.max_tokens >= 0 && j.r.tokens.size() >= static_cast<std::size_t>(rq.max_tokens)) {
-            finish(j, finish_reason::max_tokens);
-            return;
-        }
-        if (ctx_.n_past(j.sl.index) >= ctx_.n_ctx()) {
-            finish(j, finish_reason::context_full);
-            return;
-        }
-        j.last = tok;
+        if (!out.empty() || j.seq.logprobs().size() > j.lp_sent) emit(j, std::move(out));
+    }
+
+    std::vector<token_logprobs> unsent_logprobs(job& j) {
+        const auto& all = j.seq.logprobs();
+        std::vector<token_logprobs> lp(all.begin() + std::ptrdiff_t(j.lp_sent), all.end());
+        j.lp_sent = all.size();
+        return lp;
     }
 
     void emit(job& j, std::string text) {
+        auto lp = unsent_logprobs(j);
         {
             std::lock_guard lock(j.mu);
-            j.events.push_back({std::move(text), std::move(j.pending_lp)});
+            j.events.push_back({std::move(text), std::move(lp)});
         }
-        j.pending_lp.clear();
         j.cv.notify_all();
     }
 
     // Last touch of a job by the scheduler: after this the requesting thread may destroy it.
-    void finish(job& j, finish_reason why) {
-        if (why != finish_reason::none || j.r.finish == finish_reason::none) j.r.finish = why;
-        std::string tail;
-        j.text.flush(tail);
-        j.r.text += tail;
-        j.r.eval_ms = j.fed == j.rq.prompt.size() ? j.since_prefill.ms() : 0.0;
-        if (j.fed < j.rq.prompt.size()) j.r.prompt_ms = j.since_start.ms();
+    // `text`: what the step that ended it produced (the sequence flushed its held-back text
+    // into it); a job ended from outside (cancelled, failed) flushes here.
+    void finish(job& j, finish_reason why, std::string text = {}) {
+        j.seq.end(why, text);
+        if (j.rq.n_scored == 0) {
+            j.r.tokens = j.seq.tokens();
+            j.r.logprobs = j.seq.logprobs();
+            j.r.end_token = j.seq.end_token();
+        }
+        j.r.finish = j.seq.finish();
+        j.r.text += text;
+        j.r.eval_ms = j.seq.prompt_done() ? j.since_prefill.ms() : 0.0;
+        if (!j.seq.prompt_done()) j.r.prompt_ms = j.since_start.ms();
         j.r.total_ms = j.since_start.ms();
+        auto lp = j.rq.n_scored == 0 ? unsent_logprobs(j) : std::vector<token_logprobs>{};
         {
             std::lock_guard lock(sched_mu_);
             j.sl.active = nullptr;
         }
         {
             std::lock_guard lock(j.mu);
-            if (!tail.empty() || !j.pending_lp.empty()) j.events.push_back({std::move(tail), std::move(j.pending_lp)});
+            if (!text.empty() || !lp.empty()) j.events.push_back({std::move(text), std::move(lp)});
             j.done = true;
             // Notified under the lock: once it is released the waiter may destroy the job.
             j.cv.notify_all();
         }
-    }
-
-    // log_softmax over logits + bias; the chosen token and the k best.
-    static token_logprobs logprobs_of(std::span<const float> logits, const std::vector<s::token_bias>& bias,
-                                      std::int32_t chosen, int k) {
-        thread_local std::vector<float> z;
-        z.assign(logits.begin(), logits.end());
-        for (const s::token_bias& b : bias)
-            if (b.id >= 0 && static_cast<std::size_t>(b.id) < z.size()) z[std::size_t(b.id)] += b.bias;
-        float mx = -std::numeric_limits<float>::infinity();
-        for (float& v : z) {
-            if (std::isnan(v)) v = -std::numeric_limits<float>::infinity();
-            mx = std::max(mx, v);
-        }
-        double sum = 0.0;
-        if (std::isfinite(mx))
-            for (const float v : z) sum += std::exp(double(v) - mx);
-        const double lse = std::isfinite(mx) ? mx + std::log(sum) : 0.0;
-        auto lp = [&](std::int32_t id) {
-            // JSON has no -inf: clamp to the most negative float, as llama.cpp does.
-            const double v = double(z[std::size_t(id)]) - lse;
-            return std::isfinite(v) ? static_cast<float>(v) : std::numeric_limits<float>::lowest();
-        };
-        token_logprobs out;
-        out.id = chosen;
-        out.logprob = lp(chosen);
-        const std::size_t n = std::min<std::size_t>(static_cast<std::size_t>(std::max(k, 0)), z.size());
-        if (n > 0) {
-            thread_local std::vector<std::int32_t> ids;
-            ids.resize(z.size());
-            for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int32_t>(i);
-            std::partial_sort(ids.begin(), ids.begin() + std::ptrdiff_t(n), ids.end(), [&](std::int32_t a, std::int32_t b) {
-                return z[std::size_t(a)] > z[std::size_t(b)] || (z[std::size_t(a)] == z[std::size_t(b)] && a < b);
-            });
-            for (std::size_t i = 0; i < n; ++i) out.top.emplace_back(ids[i], lp(ids[i]));
-        }
-        return out;
     }
 
     // ---- slot bookkeeping ----------------------------------------------------------------------

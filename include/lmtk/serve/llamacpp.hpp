@@ -9,7 +9,6 @@
 // like llama-server there is no `[DONE]` on native endpoints.
 #include <lmtk/serve/service.hpp>
 
-#include <httplib.h>
 #include <nlohmann/json.hpp>
 
 #include <memory>
@@ -104,7 +103,7 @@ parsed read_completion(Service& svc, const json& body) {
     p.rq.sampling.logit_bias = read_logit_bias(f, "logit_bias", svc.n_vocab());
     if (auto v = f.bounded("n_predict", -2, 1 << 30)) p.rq.max_tokens = *v < 0 ? -1 : *v;
     else if (auto m = f.bounded("max_tokens", -2, 1 << 30)) p.rq.max_tokens = *m < 0 ? -1 : *m;
-    p.rq.stop = f.strings("stop");
+    p.rq.stop = read_stop(f);
     if (auto v = f.boolean("ignore_eos")) p.rq.ignore_eos = *v;
     if (auto v = f.bounded("n_probs", 0, 100); v && *v > 0) p.rq.top_logprobs = *v;
     p.stream = f.boolean("stream").value_or(false);
@@ -151,19 +150,19 @@ private:
 };
 
 template <class Service>
-void add_routes(httplib::Server& http, Service& svc) {
-    auto on_error = [](httplib::Response& res, int status, const std::string& msg, const std::string&, const std::string&) {
+void add_routes(http::router& routes, Service& svc) {
+    auto on_error = [](http::response& res, int status, const std::string& msg, const std::string&, const std::string&) {
         res.status = status;
         res.set_content(dump(error_body(msg, status)), "application/json");
     };
 
-    http.Get("/health", [&svc](const httplib::Request&, httplib::Response& res) {
+    routes.get("/health", [&svc](const http::request&, http::response& res) {
         res.set_content(dump({{"status", "ok"}, {"slots_idle", svc.eng().n_slots() - svc.eng().n_busy()},
                               {"slots_processing", svc.eng().n_busy()}}),
                         "application/json");
     });
 
-    http.Get("/props", [&svc](const httplib::Request&, httplib::Response& res) {
+    routes.get("/props", [&svc](const http::request&, http::response& res) {
         const auto& s = svc.options().defaults;
         res.set_content(
             dump({{"default_generation_settings",
@@ -183,7 +182,7 @@ void add_routes(httplib::Server& http, Service& svc) {
             "application/json");
     });
 
-    http.Post("/tokenize", guarded(on_error, [&svc](const httplib::Request& req, httplib::Response& res) {
+    routes.post("/tokenize", guarded(on_error, [&svc](const http::request& req, http::response& res) {
         const json body = parse_body(req.body);
         const fields f(body);
         auto content = f.string("content");
@@ -199,7 +198,7 @@ void add_routes(httplib::Server& http, Service& svc) {
         res.set_content(dump({{"tokens", toks}}), "application/json");
     }));
 
-    http.Post("/detokenize", guarded(on_error, [&svc](const httplib::Request& req, httplib::Response& res) {
+    routes.post("/detokenize", guarded(on_error, [&svc](const http::request& req, http::response& res) {
         const json body = parse_body(req.body);
         const fields f(body);
         const json* t = f.array("tokens");
@@ -216,12 +215,12 @@ void add_routes(httplib::Server& http, Service& svc) {
         res.set_content(dump({{"content", svc.tokenizer().decode(ids)}}), "application/json");
     }));
 
-    http.Post("/apply-template", guarded(on_error, [&svc](const httplib::Request& req, httplib::Response& res) {
+    routes.post("/apply-template", guarded(on_error, [&svc](const http::request& req, http::response& res) {
         const json body = parse_body(req.body);
         res.set_content(dump({{"prompt", svc.chat_prompt(read_messages(fields(body)))}}), "application/json");
     }));
 
-    http.Post("/completion", guarded(on_error, [&svc](const httplib::Request& req, httplib::Response& res) {
+    routes.post("/completion", guarded(on_error, [&svc](const http::request& req, http::response& res) {
         parsed p = read_completion(svc, parse_body(req.body));
         if (p.stream) {
             const request rq = p.rq;

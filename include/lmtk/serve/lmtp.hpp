@@ -23,15 +23,12 @@
 // 0 is argmax, otherwise plain softmax sampling (no top-k/top-p/min-p unless the message sets
 // top_k/top_p; repetition_penalty, presence_penalty and frequency_penalty are honoured too).
 // logprob and top_logprobs are log_softmax(logits + logit_bias), before temperature.
+#include <lmtk/serve/http.hpp>
 #include <lmtk/serve/service.hpp>
-#include <lmtk/serve/websocket.hpp>
+#include <lmtk/serve/ws_channel.hpp>
 
-#include <httplib.h>
+#include <boost/asio.hpp>
 #include <nlohmann/json.hpp>
-
-#include <dirent.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 
 #include <atomic>
 #include <cstdio>
@@ -39,87 +36,12 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 namespace lmtk::serve::lmtp {
-
-// A WebSocket opening handshake (RFC 6455 4.2.1), as far as the server must check it.
-inline bool is_upgrade(const httplib::Request& req) {
-    auto has_token = [](std::string v, std::string_view token) {
-        for (char& c : v) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        return v.find(token) != std::string::npos;
-    };
-    return has_token(req.get_header_value("Upgrade"), "websocket") && has_token(req.get_header_value("Connection"), "upgrade");
-}
-
-namespace detail {
-
-// Is `fd` the TCP connection between local and remote (as httplib printed them)?
-inline bool same_endpoint(const sockaddr_storage& sa, const std::string& addr, int port) {
-    if (sa.ss_family == AF_INET) {
-        const auto& in = reinterpret_cast<const sockaddr_in&>(sa);
-        in_addr want{};
-        return ntohs(in.sin_port) == port && ::inet_pton(AF_INET, addr.c_str(), &want) == 1 &&
-               want.s_addr == in.sin_addr.s_addr;
-    }
-    if (sa.ss_family == AF_INET6) {
-        const auto& in6 = reinterpret_cast<const sockaddr_in6&>(sa);
-        in6_addr want{};
-        std::string a = addr.substr(0, addr.find('%'));  // a link-local scope suffix
-        if (ntohs(in6.sin6_port) != port) return false;
-        if (::inet_pton(AF_INET6, a.c_str(), &want) == 1) return std::memcmp(&want, &in6.sin6_addr, sizeof want) == 0;
-        // An IPv4 peer on a dual-stack socket shows as ::ffff:a.b.c.d or as a.b.c.d.
-        in_addr v4{};
-        if (::inet_pton(AF_INET, a.c_str(), &v4) == 1)
-            return IN6_IS_ADDR_V4MAPPED(&in6.sin6_addr) && std::memcmp(&v4, in6.sin6_addr.s6_addr + 12, 4) == 0;
-    }
-    return false;
-}
-
-inline bool is_connection(int fd, const httplib::Request& req) {
-    sockaddr_storage local{}, remote{};
-    socklen_t ll = sizeof local, rl = sizeof remote;
-    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &ll) != 0) return false;
-    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&remote), &rl) != 0) return false;
-    return same_endpoint(local, req.local_addr, req.local_port) && same_endpoint(remote, req.remote_addr, req.remote_port);
-}
-
-// The socket a request arrived on. cpp-httplib (0.11, Debian 12's) keeps it private and has no
-// upgrade hook, but a TCP connection is named uniquely by its two endpoints, which the request
-// does carry: the open descriptor with those endpoints is the one. -1 when none matches.
-inline int find_socket(const httplib::Request& req) {
-    if (DIR* d = ::opendir("/proc/self/fd")) {
-        int found = -1;
-        while (const dirent* e = ::readdir(d)) {
-            char* end = nullptr;
-            const long fd = std::strtol(e->d_name, &end, 10);
-            if (end == e->d_name || *end != '\0' || fd == ::dirfd(d)) continue;
-            if (is_connection(static_cast<int>(fd), req)) {
-                found = static_cast<int>(fd);
-                break;
-            }
-        }
-        ::closedir(d);
-        return found;
-    }
-    for (int fd = 3; fd < 65536; ++fd)  // no /proc: try every descriptor
-        if (is_connection(fd, req)) return fd;
-    return -1;
-}
-
-inline bool send_all(int fd, std::string_view s) {
-    while (!s.empty()) {
-        const ssize_t n = ::send(fd, s.data(), s.size(), MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return false;
-        s.remove_prefix(std::size_t(n));
-    }
-    return true;
-}
-
-}  // namespace detail
 
 // log-probabilities cannot be -inf in the client's comparisons: clamp as the engine does.
 inline json token_entry(std::int64_t stream_id, const token_logprobs& lp, const char* finish) {
@@ -134,9 +56,128 @@ inline json token_entry(std::int64_t stream_id, const token_logprobs& lp, const 
 }
 
 template <class Service>
+std::vector<std::int32_t> read_ids(Service& svc, const fields& f, const char* key, bool may_be_empty = false) {
+    const json* v = f.array(key);
+    if (!v) bad_request(key, std::string("'") + key + "' (an array of token ids) is required");
+    std::vector<std::int32_t> ids;
+    ids.reserve(v->size());
+    for (const json& t : *v) {
+        if (!t.is_number_integer() || t.get<std::int64_t>() < 0 || std::size_t(t.get<std::int64_t>()) >= svc.n_vocab())
+            bad_request(key, std::string("'") + key + "' holds " + show(t) + ", not a token id below the vocabulary size " +
+                                 std::to_string(svc.n_vocab()) + " (client and server tokenizers differ?)");
+        ids.push_back(static_cast<std::int32_t>(t.get<std::int64_t>()));
+    }
+    if (ids.empty() && !may_be_empty) bad_request(key, std::string("'") + key + "' is empty");
+    return ids;
+}
+
+// Additive biases; string keys as the client sends them. Ids outside the vocabulary are
+// ignored, as LMQL's reference server does (its masks can be longer than a model's vocab).
+template <class Service>
+std::vector<sample::token_bias> read_bias(Service& svc, const fields& f) {
+    std::vector<sample::token_bias> out;
+    const json* v = f.object("logit_bias");
+    if (!v) return out;
+    out.reserve(v->size());
+    for (const auto& [k, b] : v->items()) {
+        char* end = nullptr;
+        const long long id = std::strtoll(k.c_str(), &end, 10);
+        if (k.empty() || *end != '\0') bad_request("logit_bias", "'logit_bias' keys must be token ids, got \"" + k + "\"");
+        if (!b.is_number()) bad_request("logit_bias", "'logit_bias' values must be numbers, got " + show(b));
+        if (id < 0 || std::size_t(id) >= svc.n_vocab()) continue;
+        const double x = b.template get<double>();
+        out.push_back({static_cast<std::int32_t>(id), std::isfinite(x) ? static_cast<float>(std::clamp(x, -1e6, 1e6))
+                                                                        : (x > 0 ? 1e6f : -std::numeric_limits<float>::infinity())});
+    }
+    return out;
+}
+
+template <class Service>
+request read_generate(Service& svc, const json& p) {
+    const fields f(p);
+    request rq = svc.new_request();
+    rq.prompt = read_ids(svc, f, "prompt");
+    const int max_tokens = f.bounded("max_tokens", 1, std::numeric_limits<std::int32_t>::max()).value_or(16);
+    rq.max_tokens = max_tokens;
+    // LMQL's reference sampling: plain softmax (argmax at temperature 0), no truncation unless
+    // the message asks; the shared reader takes temperature, top_k, top_p, the penalties
+    // and seed under the names LMQL forwards, except its repetition_penalty.
+    sampling_params& s = rq.sampling;
+    s = sampling_params{};
+    s.temperature = 0.0f;
+    s.top_k = 0;
+    s.top_p = 1.0f;
+    s.min_p = 0.0f;
+    read_sampling(f, s);
+    if (auto v = f.real("repetition_penalty")) {
+        if (*v <= 0.0f) f.bad("repetition_penalty", "must be > 0", *f.find("repetition_penalty"));
+        s.repeat_penalty = *v;
+    }
+    s.logit_bias = read_bias(svc, f);
+    rq.top_logprobs = f.bounded("top_logprobs", 0, 100).value_or(1);
+    if (const std::string why = context_fit_error(rq.prompt.size(), std::size_t(max_tokens), svc.eng().n_ctx()); !why.empty())
+        throw http_error(400, why);
+    return rq;
+}
+
+template <class Service>
+request read_score(Service& svc, const json& p) {
+    const fields f(p);
+    request rq = svc.new_request();
+    rq.sampling = sampling_params{};
+    rq.prompt = read_ids(svc, f, "prompt", /*may_be_empty=*/true);
+    const std::vector<std::int32_t> scored = read_ids(svc, f, "scored");
+    rq.prompt.insert(rq.prompt.end(), scored.begin(), scored.end());
+    rq.n_scored = scored.size();
+    rq.sampling.logit_bias = read_bias(svc, f);
+    rq.top_logprobs = 0;
+    if (const std::string why = context_fit_error(rq.prompt.size(), 0, svc.eng().n_ctx()); !why.empty())
+        throw http_error(400, "prompt and scored tokens: " + why);
+    return rq;
+}
+
+// One LMTP text message, decoded: what session::handle acts on. Pure (no socket, no admission to
+// the engine), so that tests/fuzz/lmtp_message.cpp can feed it arbitrary text.
+struct command {
+    std::string name;             // the word before the first space
+    std::int64_t stream_id = -1;  // -1: none readable
+    std::string error;            // not empty: the message is refused with this reason
+    request rq;                   // GENERATE and SCORE, when there is no error
+    bool known() const noexcept { return name == "GENERATE" || name == "SCORE" || name == "MODEL_INFO"; }
+};
+
+template <class Service>
+command decode(Service& svc, std::string_view text) {
+    command c;
+    const std::size_t sp = text.find(' ');
+    c.name = std::string(text.substr(0, sp));
+    std::string bad_json;
+    json payload;
+    if (sp != std::string_view::npos) {
+        auto parsed = core::try_parse_json(text.substr(sp + 1), core::max_request_json_depth, &bad_json);
+        payload = parsed ? std::move(*parsed) : json(json::value_t::discarded);
+    }
+    if (payload.is_object()) {
+        if (auto it = payload.find("stream_id"); it != payload.end() && it->is_number_integer()) c.stream_id = it->get<std::int64_t>();
+    }
+    if (!c.known()) return c;
+    if (!bad_json.empty()) c.error = c.name + ": the message is " + bad_json;
+    else if (!payload.is_object()) c.error = c.name + " needs a JSON object after the command";
+    else if (c.stream_id < 0) c.error = "'stream_id' must be a non-negative integer";
+    else if (c.name != "MODEL_INFO") {
+        try {
+            c.rq = c.name == "GENERATE" ? read_generate(svc, payload) : read_score(svc, payload);
+        } catch (const http_error& e) {
+            c.error = e.what();
+        }
+    }
+    return c;
+}
+
+template <class Service>
 class session {
 public:
-    session(Service& svc, ws::connection& conn, const std::atomic<bool>& server_stopping)
+    session(Service& svc, ws_channel& conn, const std::atomic<bool>& server_stopping)
         : svc_(svc), conn_(conn), server_stopping_(server_stopping) {}
     session(const session&) = delete;
     session& operator=(const session&) = delete;
@@ -147,7 +188,7 @@ public:
     void run() {
         while (auto m = conn_.receive(&server_stopping_)) {
             reap();
-            if (m->type != ws::opcode::text) continue;  // LMTP is text only; binary frames are ignored
+            if (!m->text) continue;  // LMTP is text only; binary messages are ignored
             handle(m->data);
         }
         gone_ = true;
@@ -160,14 +201,10 @@ private:
     using ticket_type = typename engine_type::ticket;
 
     void handle(const std::string& text) {
-        const std::size_t sp = text.find(' ');
-        const std::string cmd = text.substr(0, sp);
-        json payload = sp == std::string::npos ? json() : json::parse(text.substr(sp + 1), nullptr, false);
-        std::int64_t sid = -1;
-        if (payload.is_object()) {
-            if (auto it = payload.find("stream_id"); it != payload.end() && it->is_number_integer()) sid = it->get<std::int64_t>();
-        }
-        if (cmd != "GENERATE" && cmd != "SCORE" && cmd != "MODEL_INFO") {
+        command c = decode(svc_, text);
+        const std::string& cmd = c.name;
+        const std::int64_t sid = c.stream_id;
+        if (!c.known()) {
             send_msg(json{{"stream_id", sid}, {"error", "Unknown command: " + cmd}});
             return;
         }
@@ -177,19 +214,13 @@ private:
             if (stream_cmd) send_tokens(json::array({json{{"stream_id", sid}, {"error", why}}}));
             else send_msg(json{{"stream_id", sid}, {"error", why}});
         };
-        if (!payload.is_object()) return refuse(cmd + " needs a JSON object after the command");
-        if (sid < 0) return refuse("'stream_id' must be a non-negative integer");
+        if (!c.error.empty()) return refuse(c.error);
         if (cmd == "MODEL_INFO") {
             send_msg(json{{"stream_id", sid}, {"model_info", model_info()}});
             log(cmd, sid, "");
             return;
         }
-        request rq;
-        try {
-            rq = cmd == "GENERATE" ? read_generate(payload) : read_score(payload);
-        } catch (const http_error& e) {
-            return refuse(e.what());
-        }
+        request rq = std::move(c.rq);
         // Admission now, in order of arrival; a full queue answers at once.
         std::optional<ticket_type> ticket;
         try {
@@ -204,86 +235,6 @@ private:
             t.reset();  // leave the queue before announcing the end
             w.done = true;
         });
-    }
-
-    request read_generate(const json& p) {
-        const fields f(p);
-        request rq = svc_.new_request();
-        rq.prompt = read_ids(f, "prompt");
-        const int max_tokens = f.bounded("max_tokens", 1, std::numeric_limits<std::int32_t>::max()).value_or(16);
-        rq.max_tokens = max_tokens;
-        // LMQL's reference sampling: plain softmax (argmax at temperature 0), no truncation unless
-        // the message asks; the shared reader takes temperature, top_k, top_p, the penalties
-        // and seed under the names LMQL forwards, except its repetition_penalty.
-        sampling_params& s = rq.sampling;
-        s = sampling_params{};
-        s.temperature = 0.0f;
-        s.top_k = 0;
-        s.top_p = 1.0f;
-        s.min_p = 0.0f;
-        read_sampling(f, s);
-        if (auto v = f.real("repetition_penalty")) {
-            if (*v <= 0.0f) f.bad("repetition_penalty", "must be > 0", *f.find("repetition_penalty"));
-            s.repeat_penalty = *v;
-        }
-        s.logit_bias = read_bias(f);
-        rq.top_logprobs = f.bounded("top_logprobs", 0, 100).value_or(1);
-        if (rq.prompt.size() + std::size_t(max_tokens) > svc_.eng().n_ctx())
-            throw http_error(400, "the prompt (" + std::to_string(rq.prompt.size()) + " tokens) plus max_tokens (" +
-                                      std::to_string(max_tokens) + ") exceed the context of " +
-                                      std::to_string(svc_.eng().n_ctx()) + " tokens");
-        return rq;
-    }
-
-    request read_score(const json& p) {
-        const fields f(p);
-        request rq = svc_.new_request();
-        rq.sampling = sampling_params{};
-        rq.prompt = read_ids(f, "prompt", /*may_be_empty=*/true);
-        const std::vector<std::int32_t> scored = read_ids(f, "scored");
-        rq.prompt.insert(rq.prompt.end(), scored.begin(), scored.end());
-        rq.n_scored = scored.size();
-        rq.sampling.logit_bias = read_bias(f);
-        rq.top_logprobs = 0;
-        if (rq.prompt.size() > svc_.eng().n_ctx())
-            throw http_error(400, "prompt and scored tokens (" + std::to_string(rq.prompt.size()) +
-                                      ") exceed the context of " + std::to_string(svc_.eng().n_ctx()) + " tokens");
-        return rq;
-    }
-
-    std::vector<std::int32_t> read_ids(const fields& f, const char* key, bool may_be_empty = false) {
-        const json* v = f.array(key);
-        if (!v) bad_request(key, std::string("'") + key + "' (an array of token ids) is required");
-        std::vector<std::int32_t> ids;
-        ids.reserve(v->size());
-        for (const json& t : *v) {
-            if (!t.is_number_integer() || t.get<std::int64_t>() < 0 || std::size_t(t.get<std::int64_t>()) >= svc_.n_vocab())
-                bad_request(key, std::string("'") + key + "' holds " + show(t) + ", not a token id below the vocabulary size " +
-                                     std::to_string(svc_.n_vocab()) + " (client and server tokenizers differ?)");
-            ids.push_back(static_cast<std::int32_t>(t.get<std::int64_t>()));
-        }
-        if (ids.empty() && !may_be_empty) bad_request(key, std::string("'") + key + "' is empty");
-        return ids;
-    }
-
-    // Additive biases; string keys as the client sends them. Ids outside the vocabulary are
-    // ignored, as LMQL's reference server does (its masks can be longer than a model's vocab).
-    std::vector<sample::token_bias> read_bias(const fields& f) {
-        std::vector<sample::token_bias> out;
-        const json* v = f.object("logit_bias");
-        if (!v) return out;
-        out.reserve(v->size());
-        for (const auto& [k, b] : v->items()) {
-            char* end = nullptr;
-            const long long id = std::strtoll(k.c_str(), &end, 10);
-            if (k.empty() || *end != '\0') bad_request("logit_bias", "'logit_bias' keys must be token ids, got \"" + k + "\"");
-            if (!b.is_number()) bad_request("logit_bias", "'logit_bias' values must be numbers, got " + show(b));
-            if (id < 0 || std::size_t(id) >= svc_.n_vocab()) continue;
-            const double x = b.template get<double>();
-            out.push_back({static_cast<std::int32_t>(id), std::isfinite(x) ? static_cast<float>(std::clamp(x, -1e6, 1e6))
-                                                                            : (x > 0 ? 1e6f : -std::numeric_limits<float>::infinity())});
-        }
-        return out;
     }
 
     void run_stream(const std::string& cmd, std::int64_t sid, const request& rq, ticket_type& ticket) {
@@ -390,7 +341,7 @@ private:
     };
 
     Service& svc_;
-    ws::connection& conn_;
+    ws_channel& conn_;
     const std::atomic<bool>& server_stopping_;
     std::atomic<bool> gone_{false};
     // Touched by the session's own thread only (workers just set `done`). A list: a worker's
@@ -398,40 +349,21 @@ private:
     std::list<worker> workers_;
 };
 
-// Serves one upgrade request of httplib's: answers the handshake on the raw socket, runs the
-// session on this (httplib's) thread, then shuts the socket down so that httplib's own response
-// for the request goes nowhere and it closes the connection.
+// Serves one WebSocket upgrade request on the socket the transport handed over, on a thread of
+// its own: answers the opening handshake, then runs the LMTP session until either side closes.
 template <class Service>
-void serve_upgrade(Service& svc, const httplib::Request& req, httplib::Response& res, const std::atomic<bool>& stopping) {
-    const std::string key = req.get_header_value("Sec-WebSocket-Key");
-    if (req.get_header_value("Sec-WebSocket-Version") != "13" || key.empty()) {
-        res.status = 400;
-        res.set_header("Sec-WebSocket-Version", "13");
-        res.set_content("WebSocket upgrade needs Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key", "text/plain");
+void serve_upgrade(Service& svc, const http::request& req, boost::asio::ip::tcp::socket socket,
+                   const std::atomic<bool>& stopping) {
+    std::optional<ws_channel> conn;
+    try {
+        conn.emplace(std::move(socket), req);
+    } catch (const std::exception& e) {
+        if (svc.options().log_requests) std::fprintf(stderr, "lmtk: LMTP upgrade from %s refused: %s\n", req.remote.c_str(), e.what());
         return;
     }
-    const int fd = detail::find_socket(req);
-    if (fd < 0) {
-        res.status = 500;
-        res.set_content("cannot find this request's socket to upgrade it", "text/plain");
-        return;
-    }
-    const std::string answer = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                               "Sec-WebSocket-Accept: " + ws::accept_key(key) + "\r\n\r\n";
-    res.status = 101;  // for the request log; httplib's write of it fails on the shut socket
-    if (!detail::send_all(fd, answer)) return;
-    if (svc.options().log_requests)
-        std::fprintf(stderr, "lmtk: LMTP session from %s:%d\n", req.remote_addr.c_str(), req.remote_port);
-    {
-        // The connection object must not close httplib's descriptor (httplib does): give it a
-        // duplicate and shut the original's connection down when the session ends.
-        const int own = ::dup(fd);
-        if (own < 0) return;
-        ws::connection conn(own, ws::role::server);
-        session<Service> s(svc, conn, stopping);
-        s.run();
-    }
-    ::shutdown(fd, SHUT_RDWR);
+    if (svc.options().log_requests) std::fprintf(stderr, "lmtk: LMTP session from %s\n", req.remote.c_str());
+    session<Service> s(svc, *conn, stopping);
+    s.run();
 }
 
 }  // namespace lmtk::serve::lmtp

@@ -13,7 +13,6 @@
 // Any `model` name is served by the one loaded model and echoed back.
 #include <lmtk/serve/service.hpp>
 
-#include <httplib.h>
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
@@ -61,7 +60,7 @@ void read_common(Service& svc, const fields& f, parsed& p) {
         const fields of(*o, "options.");
         read_sampling(of, p.rq.sampling);
         if (auto v = of.bounded("num_predict", -2, 1 << 30)) p.rq.max_tokens = *v < 0 ? -1 : *v;
-        p.rq.stop = of.strings("stop");
+        p.rq.stop = read_stop(of);
     }
 }
 
@@ -195,15 +194,15 @@ std::string digest(Service& svc) {
 
 // Ollama's liveness answer to a plain GET / (server.hpp routes "/": a WebSocket upgrade there is
 // LMTP).
-inline void root(httplib::Response& res) { res.set_content("Ollama is running", "text/plain"); }
+inline void root(http::response& res) { res.set_content("Ollama is running", "text/plain"); }
 
 template <class Service>
-void add_routes(httplib::Server& http, Service& svc) {
-    http.Get("/api/version", [](const httplib::Request&, httplib::Response& res) {
+void add_routes(http::router& routes, Service& svc) {
+    routes.get("/api/version", [](const http::request&, http::response& res) {
         res.set_content(dump({{"version", "0.6.0"}, {"lmtk", "0.1.0"}}), "application/json");
     });
 
-    auto on_error = [](httplib::Response& res, int status, const std::string& msg, const std::string&, const std::string&) {
+    auto on_error = [](http::response& res, int status, const std::string& msg, const std::string&, const std::string&) {
         res.status = status;
         res.set_content(dump(error_body(msg)), "application/json");
     };
@@ -213,10 +212,10 @@ void add_routes(httplib::Server& http, Service& svc) {
         return json{{"name", name}, {"model", name}, {"modified_at", rfc3339(std::chrono::system_clock::from_time_t(svc.created()))},
                     {"size", svc.file_size()}, {"digest", digest(svc)}, {"details", details(svc)}};
     };
-    http.Get("/api/tags", [entry](const httplib::Request&, httplib::Response& res) {
+    routes.get("/api/tags", [entry](const http::request&, http::response& res) {
         res.set_content(dump({{"models", json::array({entry()})}}), "application/json");
     });
-    http.Get("/api/ps", [entry, &svc](const httplib::Request&, httplib::Response& res) {
+    routes.get("/api/ps", [entry, &svc](const http::request&, http::response& res) {
         json e = entry();
         e["expires_at"] = "2262-04-11T23:47:16.854775807Z";  // never unloaded: Ollama's "forever"
         e["size_vram"] = 0;
@@ -224,7 +223,7 @@ void add_routes(httplib::Server& http, Service& svc) {
         res.set_content(dump({{"models", json::array({e})}}), "application/json");
     });
 
-    http.Post("/api/show", guarded(on_error, [&svc](const httplib::Request& req, httplib::Response& res) {
+    routes.post("/api/show", guarded(on_error, [&svc](const http::request& req, http::response& res) {
         const json body = parse_body(req.body);
         const fields f(body);
         const std::string name = f.string("model").value_or(f.string("name").value_or(svc.model_id()));
@@ -273,7 +272,7 @@ void add_routes(httplib::Server& http, Service& svc) {
     }));
 
     auto generate = [&svc](bool chat) {
-        return [&svc, chat](const httplib::Request& req, httplib::Response& res) {
+        return [&svc, chat](const http::request& req, http::response& res) {
             const json body = parse_body(req.body);
             parsed p = chat ? read_chat(svc, body) : read_generate(svc, body);
             if (!chat && p.rq.prompt.empty()) {
@@ -293,8 +292,8 @@ void add_routes(httplib::Server& http, Service& svc) {
             res.set_content(dump(ndjson::final_line(p, rs.front(), load_ms, rs.front().text)), "application/json");
         };
     };
-    http.Post("/api/generate", guarded(on_error, generate(false)));
-    http.Post("/api/chat", guarded(on_error, generate(true)));
+    routes.post("/api/generate", guarded(on_error, generate(false)));
+    routes.post("/api/chat", guarded(on_error, generate(true)));
 }
 
 }  // namespace lmtk::serve::ollama

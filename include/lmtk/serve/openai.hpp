@@ -13,7 +13,6 @@
 // accepted and ignored.
 #include <lmtk/serve/service.hpp>
 
-#include <httplib.h>
 #include <nlohmann/json.hpp>
 
 #include <memory>
@@ -106,8 +105,7 @@ void read_common(Service& svc, const fields& f, parsed& p) {
     if (auto v = f.bounded("max_completion_tokens", -1, 1 << 30)) p.rq.max_tokens = *v;
     if (auto v = f.bounded("n_predict", -1, 1 << 30)) p.rq.max_tokens = *v;  // llama.cpp name
     if (auto v = f.bounded("n", 1, 16)) p.n = static_cast<std::size_t>(*v);
-    p.rq.stop = f.strings("stop");
-    if (p.rq.stop.size() > 16) bad_request("stop", "'stop' takes at most 16 strings");
+    p.rq.stop = read_stop(f);
     if (auto v = f.boolean("ignore_eos")) p.rq.ignore_eos = *v;
     if (const json* rf = f.object("response_format")) {
         const fields rff(*rf, "response_format.");
@@ -248,24 +246,24 @@ private:
 
 // ---- routes ----------------------------------------------------------------------------------
 template <class Service>
-void add_routes(httplib::Server& http, Service& svc) {
-    auto models = [&svc](const httplib::Request&, httplib::Response& res) {
+void add_routes(http::router& routes, Service& svc) {
+    auto models = [&svc](const http::request&, http::response& res) {
         const auto& hp = svc.eng().model().hparams();
         json m{{"id", svc.model_id()}, {"object", "model"}, {"created", svc.created()}, {"owned_by", "lmtk"},
                {"meta", {{"n_vocab", hp.n_vocab}, {"n_ctx_train", hp.n_ctx_train}, {"n_embd", hp.n_embd},
                          {"n_ctx", svc.eng().n_ctx()}, {"size", svc.file_size()}}}};
         res.set_content(dump({{"object", "list"}, {"data", json::array({m})}}), "application/json");
     };
-    http.Get("/v1/models", models);
-    http.Get("/models", models);
+    routes.get("/v1/models", models);
+    routes.get("/models", models);
 
-    auto on_error = [](httplib::Response& res, int status, const std::string& msg, const std::string& param,
+    auto on_error = [](http::response& res, int status, const std::string& msg, const std::string& param,
                        const std::string& code) {
         res.status = status;
         res.set_content(dump(error_body(msg, status, param, code)), "application/json");
     };
 
-    auto chat = guarded(on_error, [&svc](const httplib::Request& req, httplib::Response& res) {
+    auto chat = guarded(on_error, [&svc](const http::request& req, http::response& res) {
         parsed p = read_chat(svc, parse_body(req.body));
         if (p.stream) {
             const std::size_t n = p.n;
@@ -283,10 +281,10 @@ void add_routes(httplib::Server& http, Service& svc) {
                               {"model", p.model}, {"system_fingerprint", "lmtk"}, {"choices", choices}, {"usage", usage_of(rs)}}),
                         "application/json");
     });
-    http.Post("/v1/chat/completions", chat);
-    http.Post("/chat/completions", chat);
+    routes.post("/v1/chat/completions", chat);
+    routes.post("/chat/completions", chat);
 
-    auto completions = guarded(on_error, [&svc](const httplib::Request& req, httplib::Response& res) {
+    auto completions = guarded(on_error, [&svc](const http::request& req, http::response& res) {
         parsed p = read_completion(svc, parse_body(req.body));
         if (p.stream) {
             const std::size_t n = p.n;
@@ -307,8 +305,8 @@ void add_routes(httplib::Server& http, Service& svc) {
                               {"model", p.model}, {"system_fingerprint", "lmtk"}, {"choices", choices}, {"usage", usage_of(rs)}}),
                         "application/json");
     });
-    http.Post("/v1/completions", completions);
-    http.Post("/completions", completions);
+    routes.post("/v1/completions", completions);
+    routes.post("/completions", completions);
 }
 
 }  // namespace lmtk::serve::openai

@@ -5,6 +5,7 @@
 // Clients mix conventions (llama.cpp fields in OpenAI requests, LangChain's obsolete Ollama
 // options), so unknown fields are ignored; a known field with the wrong type is an error, and
 // JSON null means "not given".
+#include <lmtk/core/json.hpp>
 #include <lmtk/serve/engine.hpp>
 
 #include <nlohmann/json.hpp>
@@ -43,8 +44,10 @@ inline std::string show(const json& v) {
 
 // Parses a body that must be a JSON object.
 inline json parse_body(const std::string& body) {
-    json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded()) throw http_error(400, "the request body is not valid JSON");
+    std::string why;
+    auto parsed = core::try_parse_json(body, core::max_request_json_depth, &why);
+    if (!parsed) throw http_error(400, "the request body is " + why);
+    json j = std::move(*parsed);
     if (!j.is_object()) throw http_error(400, "the request body must be a JSON object, got " + show(j));
     return j;
 }
@@ -139,6 +142,25 @@ private:
     std::string prefix_;
 };
 
+// Limits on what one request may ask for (README, "Limits"); past one the answer is a 400 that
+// names it. Stop strings are matched against the text after every token, so their number and
+// length bound that work; a bias list longer than the vocabulary can only repeat ids.
+inline constexpr std::size_t max_stop_strings = 16;
+inline constexpr std::size_t max_stop_string_bytes = 1024;
+
+// `stop` of any API: a string or an array of strings, within the limits above.
+inline std::vector<std::string> read_stop(const fields& f, const char* key = "stop") {
+    std::vector<std::string> out = f.strings(key);
+    if (out.size() > max_stop_strings)
+        bad_request(key, "'" + std::string(key) + "' takes at most " + std::to_string(max_stop_strings) + " strings, got " +
+                             std::to_string(out.size()));
+    for (const auto& s : out)
+        if (s.size() > max_stop_string_bytes)
+            bad_request(key, "'" + std::string(key) + "' strings are limited to " + std::to_string(max_stop_string_bytes) +
+                                 " bytes, got one of " + std::to_string(s.size()));
+    return out;
+}
+
 // logit_bias in OpenAI's object form {"123": -100} or llama.cpp's array form [[123, -100],
 // [123, false]] (false bans the token). Ids outside the vocabulary are an error: a silently
 // ignored mask would hide a tokenizer mismatch on the client side.
@@ -146,6 +168,9 @@ inline std::vector<sample::token_bias> read_logit_bias(const fields& f, const ch
     const json* v = f.find(key);
     std::vector<sample::token_bias> out;
     if (!v) return out;
+    if ((v->is_object() || v->is_array()) && v->size() > n_vocab)
+        bad_request(key, "'" + std::string(key) + "' has " + std::to_string(v->size()) + " entries, more than the " +
+                             std::to_string(n_vocab) + " tokens of the vocabulary");
     auto add = [&](std::int64_t id, const json& b) {
         if (id < 0 || static_cast<std::size_t>(id) >= n_vocab)
             bad_request(key, "'" + std::string(key) + "' names token " + std::to_string(id) +

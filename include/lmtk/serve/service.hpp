@@ -1,13 +1,14 @@
 #pragma once
 // What the HTTP front ends (openai.hpp, ollama.hpp, llamacpp.hpp) share: the engine, the model's
 // identity and chat format, tokenization, and the two ways a request runs - to completion in
-// the handler, or streamed from an httplib content provider that stops generating as soon as
-// the client stops reading.
+// the handler, or streamed through the transport's body sink, which stops generating as soon as
+// the client is gone.
 #include <lmtk/serve/chat_template.hpp>
 #include <lmtk/serve/engine.hpp>
 #include <lmtk/serve/params.hpp>
 
-#include <httplib.h>
+#include <lmtk/serve/http.hpp>
+#include <lmtk/serve/transport.hpp>
 #include <nlohmann/json.hpp>
 
 #include <chrono>
@@ -31,6 +32,7 @@ struct server_options {
     std::string alias;            // model id reported to clients; default: the file's stem
     std::string api_key;          // empty: no authentication
     std::size_t http_threads = 0; // 0: slots + queue + a few for cheap requests
+    transport_options transport;  // body/header sizes, deadlines, connections (worker_threads: http_threads)
     sampling_params defaults;     // what a request that sets nothing gets
     int default_max_tokens = -1;  // < 0: until the context is full
     double load_ms = 0.0;         // reported as Ollama's load_duration
@@ -122,12 +124,9 @@ public:
 
     // Refuses prompts that cannot run before any response is started (clean 400s).
     void check_prompt(const request& r) const {
-        if (r.prompt.empty()) throw http_error(400, "the prompt is empty (and the model adds no BOS token)", "prompt");
-        if (r.prompt.size() >= eng_.n_ctx())
-            throw http_error(400,
-                             "the prompt has " + std::to_string(r.prompt.size()) + " tokens, which does not fit in the "
-                                 "context of " + std::to_string(eng_.n_ctx()) + " tokens; shorten it or start the server with a larger -c",
-                             "prompt", "context_length_exceeded");
+        if (const std::string why = context_fit_error(r.prompt.size(), 1, eng_.n_ctx()); !why.empty())
+            throw http_error(400, why + (r.prompt.empty() ? "" : "; shorten it or start the server with a larger -c"), "prompt",
+                             r.prompt.empty() ? "" : "context_length_exceeded");
         for (const std::int32_t t : r.prompt)
             if (t < 0 || static_cast<std::size_t>(t) >= n_vocab())
                 throw http_error(400, "token id " + std::to_string(t) + " is outside the vocabulary of " +
@@ -150,25 +149,23 @@ public:
     }
 
     // Starts a streamed response. Admission happens now, so a full queue is still a 503; the
-    // slot wait and generation happen in the content provider, which notices a client that
-    // left (write fails or the socket is closed) and frees the slot.
-    void stream(httplib::Response& res, const char* content_type, const request& rq, std::size_t n,
+    // slot wait and generation happen in the body writer, which notices a client that left
+    // (a write fails or the socket is closed) and frees the slot.
+    void stream(http::response& res, const char* content_type, const request& rq, std::size_t n,
                 std::shared_ptr<stream_handler> h) {
         check_prompt(rq);
         auto state = std::make_shared<stream_state>(eng_.enter());
         res.status = 200;
         res.set_header("Cache-Control", "no-cache");
-        res.set_chunked_content_provider(content_type, [this, state, rq, n, h](std::size_t, httplib::DataSink& sink) {
-            const stream_handler::write_fn write = [&sink](std::string_view s) {
-                return sink.is_writable() && sink.write(s.data(), s.size());
-            };
+        res.set_stream(content_type, [this, state, rq, n, h](http::body_sink& sink) {
+            const stream_handler::write_fn write = [&sink](std::string_view s) { return sink.write(s); };
             std::vector<result> results;
             bool gone = false;
             try {
-                auto lease = state->ticket.wait(rq.prompt, [&sink] { return sink.is_writable(); });
+                auto lease = state->ticket.wait(rq.prompt, [&sink] { return sink.alive(); });
                 if (!lease) {
                     note_ = "client left while queued";
-                    return false;
+                    return;
                 }
                 for (std::size_t i = 0; i < n && !gone; ++i) {
                     request r = rq;
@@ -178,21 +175,19 @@ public:
                         break;
                     }
                     result res = eng_.run(**lease, r, [&](std::string_view text, std::span<const token_logprobs> lp) {
-                        if (text.empty() && lp.empty()) return sink.is_writable();
+                        if (text.empty() && lp.empty()) return sink.alive();
                         return h->text(i, text, lp, write);
                     });
                     gone = res.cancelled || !h->end(i, res, write);
                     results.push_back(std::move(res));
                 }
                 note_ = summary(results) + (gone ? " cancelled: client left" : "");
-                if (gone) return false;
+                if (gone) return;
                 h->done(results, write);
             } catch (const std::exception& e) {
                 note_ = std::string("error: ") + e.what();
                 h->error(e.what(), 500, write);
             }
-            sink.done();
-            return true;
         });
     }
 
@@ -232,8 +227,8 @@ thread_local std::string service<Model, KV>::note_;
 // become the API's error body with their status, a full queue a 503, anything else a 500.
 // on_error(res, status, message, param, code) writes the API family's error shape.
 template <class OnError, class Handler>
-httplib::Server::Handler guarded(OnError on_error, Handler h) {
-    return [on_error, h](const httplib::Request& req, httplib::Response& res) {
+http::handler guarded(OnError on_error, Handler h) {
+    return [on_error, h](const http::request& req, http::response& res) {
         try {
             h(req, res);
         } catch (const http_error& e) {

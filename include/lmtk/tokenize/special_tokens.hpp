@@ -16,14 +16,12 @@ namespace lmtk::tokenize {
 
 class special_matcher {
 public:
-    // Empty texts are ignored: they would match everywhere.
+    // Empty texts are ignored: they would match everywhere. Appended in any order (split()
+    // picks the longest hit itself): keeping a bucket sorted on insertion cost a scan and a
+    // shift per token, quadratic in a vocabulary that marks 10^5 tokens user-defined.
     void add(std::string_view text, std::int32_t id) {
         if (text.empty()) return;
-        auto& bucket = by_first_byte_[static_cast<unsigned char>(text[0])];
-        // Kept longest first so the first hit at a position is the longest one.
-        const auto at = std::find_if(bucket.begin(), bucket.end(),
-                                     [&](const entry& e) { return e.text.size() < text.size(); });
-        bucket.insert(at, entry{std::string(text), id});
+        by_first_byte_[static_cast<unsigned char>(text[0])].push_back(entry{std::string(text), id});
         ++count_;
     }
     bool empty() const noexcept { return count_ == 0; }
@@ -40,9 +38,10 @@ public:
         std::size_t i = 0;
         while (i < s.size()) {
             const auto& bucket = by_first_byte_[static_cast<unsigned char>(s[i])];
+            // Longest match at i; among equal texts the first added, as a vocabulary's first id wins.
             const entry* hit = nullptr;
             for (const entry& e : bucket)
-                if (s.substr(i, e.text.size()) == e.text) { hit = &e; break; }
+                if ((!hit || e.text.size() > hit->text.size()) && s.substr(i, e.text.size()) == e.text) hit = &e;
             if (!hit) { ++i; continue; }
             if (i > text_start) on_text(s.substr(text_start, i - text_start));
             on_special(hit->id);

@@ -25,6 +25,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <limits>
@@ -92,9 +93,9 @@ struct tokenizer_json_context {
     std::optional<nlohmann::json> model_config;      // config.json (bos_token_id, eos_token_id)
 };
 
-// Reads tokenizer.json at `path`.
-inline vocab vocab_from_tokenizer_json(const std::string& path, const tokenizer_json_context& ctx = {}) {
-    const nlohmann::json j = detail::read_json_file(path);
+namespace detail {
+
+inline vocab vocab_from_tokenizer_json_value(const std::string& path, const nlohmann::json& j, const tokenizer_json_context& ctx) {
     if (!j.is_object()) fail(path, ": not a JSON object");
     const auto model_it = j.find("model");
     if (model_it == j.end() || !model_it->is_object()) fail(path, ": no 'model' object");
@@ -151,12 +152,24 @@ inline vocab vocab_from_tokenizer_json(const std::string& path, const tokenizer_
     // --- tokens ------------------------------------------------------------------------------
     const auto vit = m.find("vocab");
     if (vit == m.end() || !vit->is_object() || vit->empty()) fail(path, ": model.vocab is missing or empty");
-    constexpr std::int64_t max_tokens = 1 << 24;
+    // Ids index the token table, so an id sizes an allocation: a single id of 2^24 - 1 in an
+    // 86 KB file once cost gigabytes of placeholder tokens before any error. The file lists
+    // vocab.size() + added_tokens.size() tokens; ids are refused from that count on, so the
+    // table (and its placeholders for holes, which can then only come from added tokens that
+    // repeat vocab entries) grows with the file, never with the numbers written in it. Real
+    // files number their tokens densely from 0.
+    const auto added_it = j.find("added_tokens");
+    const std::size_t n_stated =
+        vit->size() + (added_it != j.end() && added_it->is_array() ? added_it->size() : std::size_t{0});
+    const auto max_tokens = static_cast<std::int64_t>(std::min<std::size_t>(n_stated, std::numeric_limits<std::int32_t>::max()));
     std::vector<std::string> tokens;
     std::vector<bool> present;
     auto place = [&](const std::string& text, const nlohmann::json& id_json) -> std::int32_t {
-        if (!id_json.is_number_integer() || id_json.get<std::int64_t>() < 0 || id_json.get<std::int64_t>() >= max_tokens)
+        if (!id_json.is_number_integer() || id_json.get<std::int64_t>() < 0)
             fail(path, ": token '", text, "' has an invalid id ", id_json.dump());
+        if (id_json.get<std::int64_t>() >= max_tokens)
+            fail(path, ": token '", text, "' has id ", id_json.dump(), ", but the file lists only ", n_stated,
+                 " tokens (vocab and added_tokens), so ids must be below that");
         const auto id = static_cast<std::size_t>(id_json.get<std::int64_t>());
         if (id >= tokens.size()) {
             tokens.resize(id + 1);
@@ -176,7 +189,7 @@ inline vocab vocab_from_tokenizer_json(const std::string& path, const tokenizer_
     s.add_space_prefix = prepend_space;
     std::vector<token_type> types;
     std::vector<std::pair<std::int32_t, bool>> added;  // id, special
-    if (const auto at = j.find("added_tokens"); at != j.end() && !at->is_null()) {
+    if (const auto at = added_it; at != j.end() && !at->is_null()) {
         if (!at->is_array()) fail(path, ": added_tokens is not a list");
         for (const auto& a : *at) {
             if (!a.is_object() || !a.contains("content") || !a["content"].is_string() || !a.contains("id"))
@@ -304,6 +317,26 @@ inline vocab vocab_from_tokenizer_json(const std::string& path, const tokenizer_
     s.tokens = std::move(tokens);
     s.types = std::move(types);
     return vocab(std::move(s), path);
+}
+
+}  // namespace detail
+
+// The vocab of tokenizer.json text already parsed (by core::parse_json_file); `origin` names it
+// in errors. A value of the wrong JSON type where the reader looks a field up with a default
+// (nlohmann's value() throws type_error then) is a broken file too: it ends in lmtk::error like
+// every other, not in a library exception the caller did not expect.
+inline vocab vocab_from_parsed_tokenizer_json(const nlohmann::json& j, const std::string& origin,
+                                              const tokenizer_json_context& ctx = {}) {
+    try {
+        return detail::vocab_from_tokenizer_json_value(origin, j, ctx);
+    } catch (const nlohmann::json::exception& e) {
+        fail(origin, ": malformed tokenizer.json (", e.what(), ")");
+    }
+}
+
+// Reads tokenizer.json at `path`.
+inline vocab vocab_from_tokenizer_json(const std::string& path, const tokenizer_json_context& ctx = {}) {
+    return vocab_from_parsed_tokenizer_json(detail::read_json_file(path), path, ctx);
 }
 
 // The tokenizer of a checkpoint folder: tokenizer.json (preferred, as transformers does), else a

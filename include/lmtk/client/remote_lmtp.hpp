@@ -39,7 +39,8 @@
 #include <lmtk/generate/text_generator.hpp>
 #include <lmtk/generate/text_stream.hpp>
 #include <lmtk/generate/timings.hpp>
-#include <lmtk/serve/websocket.hpp>
+#include <lmtk/client/ws_client.hpp>
+#include <lmtk/core/json.hpp>
 #include <lmtk/tokenize/tokenize.hpp>
 
 #include <nlohmann/json.hpp>
@@ -114,8 +115,11 @@ struct config {
 class channel {
 public:
     explicit channel(const config& c) : c_(c) {
-        const int fd = serve::ws::connect_socket(c.ep.host, c.ep.port, c.opt.connect_timeout);
-        conn_ = serve::ws::client_handshake(fd, c.ep.host, c.ep.port, c.ep.path, "", c.opt.connect_timeout);
+        try {
+            conn_ = std::make_unique<client::ws_connection>(c.ep.host, std::to_string(c.ep.port), c.ep.path, c.opt.connect_timeout);
+        } catch (const error& e) {
+            fail("lmtk::remote_lmtp_model: ", e.what());
+        }
     }
 
     void send(std::string_view cmd, const json& payload) {
@@ -136,17 +140,18 @@ public:
                     fail("lmtk::remote_lmtp_model: ", c_.where, ": ", e->is_string() ? e->get<std::string>() : e->dump());
                 return it;
             }
-            auto m = conn_->receive(nullptr, c_.opt.read_timeout);
+            auto m = conn_->receive(c_.opt.read_timeout);
             if (!m) {
                 if (conn_->timed_out())
                     fail("lmtk::remote_lmtp_model: ", c_.where, " sent nothing for ", c_.opt.read_timeout.count(), " ms");
                 fail("lmtk::remote_lmtp_model: ", c_.where, " closed the connection before the stream ended");
             }
-            if (m->type != serve::ws::opcode::text) continue;
-            const std::size_t sp = m->data.find(' ');
-            const std::string cmd = m->data.substr(0, sp);
-            json items = sp == std::string::npos ? json() : json::parse(m->data.substr(sp + 1), nullptr, false);
-            if (!items.is_array()) fail("lmtk::remote_lmtp_model: ", c_.where, " sent a malformed frame: ", m->data.substr(0, 200));
+            const std::size_t sp = m->find(' ');
+            const std::string cmd = m->substr(0, sp);
+            json items = sp == std::string::npos
+                             ? json()
+                             : core::try_parse_json(std::string_view(*m).substr(sp + 1), core::max_request_json_depth).value_or(json());
+            if (!items.is_array()) fail("lmtk::remote_lmtp_model: ", c_.where, " sent a malformed frame: ", m->substr(0, 200));
             for (json& j : items) items_.emplace_back(cmd, std::move(j));
         }
     }
@@ -155,7 +160,7 @@ public:
 
 private:
     const config& c_;
-    std::unique_ptr<serve::ws::connection> conn_;
+    std::unique_ptr<client::ws_connection> conn_;
     std::deque<std::pair<std::string, json>> items_;
 };
 

@@ -11,7 +11,7 @@
 // Every request is a streamed POST /v1/completions (`stream: true`, `stream_options.include_usage`)
 // so that text arrives as the server produces it and the usage still comes back. generate() reads
 // the SSE events on the calling thread; stream() runs the request on a background thread that
-// feeds a small queue, because httplib only pushes data into a callback and a pull iterator has
+// feeds a small queue, because the client pushes data into a callback and a pull iterator has
 // to hand control back to its caller between pieces. Each request opens its own connection, so
 // one remote_model may be used from several threads at once, and it copies like a value.
 //
@@ -33,14 +33,15 @@
 // OpenAI error object the server sent), an error event inside the stream, or a stream that ends
 // before `data: [DONE]`.
 //
-// Needs cpp-httplib and nlohmann/json: link lmtk::serve.
+// Needs Boost (Beast/Asio, header-only) and nlohmann/json: link lmtk::serve.
+#include <lmtk/client/http_client.hpp>
 #include <lmtk/core/error.hpp>
+#include <lmtk/core/json.hpp>
 #include <lmtk/generate/pipeline.hpp>
 #include <lmtk/generate/piece_iterator.hpp>
 #include <lmtk/generate/text_generator.hpp>
 #include <lmtk/generate/timings.hpp>
 
-#include <httplib.h>
 #include <nlohmann/json.hpp>
 
 #include <chrono>
@@ -87,22 +88,17 @@ namespace detail::remote {
 
 using json = nlohmann::json;
 
-// Where requests go: "http://host:port" for httplib and the path of the completions endpoint.
-// Accepts the base URL with or without the "/v1" that OpenAI clients are given.
+// Where requests go: host and port, and the path of the completions endpoint. Accepts the base
+// URL with or without the "/v1" that OpenAI clients are given.
 struct endpoint {
-    std::string base;
+    client::url_parts at;
     std::string path;
 };
 
-inline endpoint parse_url(std::string url) {
-    const std::size_t scheme = url.find("://");
-    if (scheme == std::string::npos || (url.compare(0, scheme, "http") != 0 && url.compare(0, scheme, "https") != 0))
-        fail("lmtk::remote_model: '", url, "' is not an http:// or https:// URL");
-    const std::size_t slash = url.find('/', scheme + 3);
+inline endpoint parse_url(const std::string& url) {
     endpoint e;
-    e.base = url.substr(0, slash);
-    std::string prefix = slash == std::string::npos ? std::string() : url.substr(slash);
-    while (!prefix.empty() && prefix.back() == '/') prefix.pop_back();
+    e.at = client::parse_http_url(url, "lmtk::remote_model");
+    std::string prefix = e.at.prefix;
     if (prefix.size() >= 3 && prefix.compare(prefix.size() - 3, 3, "/v1") == 0) prefix.resize(prefix.size() - 3);
     e.path = prefix + "/v1/completions";
     return e;
@@ -124,7 +120,7 @@ inline std::string request_body(std::string_view prompt, const generate_options&
 
 // The message of an OpenAI (or llama.cpp) error object, else the raw text, shortened.
 inline std::string error_message(const std::string& body) {
-    const json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+    const json j = core::try_parse_json(body, core::max_request_json_depth).value_or(json());
     if (j.is_object() && j.contains("error")) {
         const json& e = j["error"];
         if (e.is_object() && e.contains("message") && e["message"].is_string()) return e["message"].get<std::string>();
@@ -199,35 +195,27 @@ struct client_config {
     remote_options opt;
 };
 
-inline std::unique_ptr<httplib::Client> make_client(const client_config& c) {
-    auto cli = std::make_unique<httplib::Client>(c.where.base);
-    if (!cli->is_valid()) fail("lmtk::remote_model: cannot use '", c.url, "' (an https:// URL needs httplib built with OpenSSL)");
-    cli->set_connection_timeout(c.opt.connect_timeout);
-    cli->set_read_timeout(c.opt.read_timeout);
-    cli->set_write_timeout(std::chrono::seconds(60));
-    return cli;
+inline std::unique_ptr<client::http_connection> make_client(const client_config& c) {
+    client::client_timeouts t;
+    t.connect = c.opt.connect_timeout;
+    t.read = c.opt.read_timeout;
+    return std::make_unique<client::http_connection>(c.where.at.host, c.where.at.port, t, "lmtk::remote_model");
 }
 
 // Runs one streamed request on the calling thread. on_start() once a 200 status has arrived;
 // on_piece(std::string_view) for each non-empty piece of text, returning false to stop reading
-// (the request is then abandoned and run returns nullopt). Exceptions from the callbacks are
-// carried across httplib, which must not see them, and rethrown here.
+// (the request is then abandoned and run returns nullopt; so does a cancelled request).
 template <class OnStart, class OnPiece>
-std::optional<outcome> run(httplib::Client& cli, const client_config& c, const std::string& body, OnStart&& on_start,
+std::optional<outcome> run(client::http_connection& cli, const client_config& c, const std::string& body, OnStart&& on_start,
                            OnPiece&& on_piece) {
-    httplib::Request req;
-    req.method = "POST";
-    req.path = c.where.path;
-    req.body = body;
-    req.headers.emplace("Content-Type", "application/json");
-    req.headers.emplace("Accept", "text/event-stream");
-    if (!c.opt.api_key.empty()) req.headers.emplace("Authorization", "Bearer " + c.opt.api_key);
+    std::vector<std::pair<std::string, std::string>> headers{{"Content-Type", "application/json"},
+                                                             {"Accept", "text/event-stream"}};
+    if (!c.opt.api_key.empty()) headers.emplace_back("Authorization", "Bearer " + c.opt.api_key);
 
     const stopwatch sw;
     outcome out;
     int status = 0;
     std::string error_body;
-    std::exception_ptr failure;
     bool stopped = false, done = false, any_text = false;
     sse_parser sse;
 
@@ -237,8 +225,8 @@ std::optional<outcome> run(httplib::Client& cli, const client_config& c, const s
             done = true;
             return;
         }
-        const json j = json::parse(data, nullptr, /*allow_exceptions=*/false);
-        if (j.is_discarded() || !j.is_object())
+        const json j = core::try_parse_json(data, core::max_request_json_depth).value_or(json());
+        if (!j.is_object())
             fail("lmtk::remote_model: ", c.url, " sent an event that is not a JSON object: ", std::string(data.substr(0, 200)));
         if (field == "error" || j.contains("error")) fail("lmtk::remote_model: ", c.url, ": ", error_message(std::string(data)));
         if (const auto it = j.find("usage"); it != j.end() && it->is_object()) {
@@ -263,47 +251,22 @@ std::optional<outcome> run(httplib::Client& cli, const client_config& c, const s
         }
     };
 
-    req.response_handler = [&](const httplib::Response& r) {
-        status = r.status;
-        if (status != 200) return true;  // the error body still has to be read
-        try {
-            on_start();
-        } catch (...) {
-            failure = std::current_exception();
-            return false;
-        }
-        return true;
-    };
-    req.content_receiver = [&](const char* data, std::size_t n, std::uint64_t, std::uint64_t) {
-        if (status != 200) {
-            if (error_body.size() < (1u << 20)) error_body.append(data, n);
-            return true;
-        }
-        try {
-            sse.feed(std::string_view(data, n), on_event);
-        } catch (...) {
-            failure = std::current_exception();
-            return false;
-        }
-        return !stopped;
-    };
-
-    const httplib::Result res = cli.send(req);
-    if (failure) std::rethrow_exception(failure);
-    if (stopped) return std::nullopt;
-    if (status != 0 && status != 200) fail("lmtk::remote_model: ", c.url, ": HTTP ", status, ": ", error_message(error_body));
-    if (!res) {
-        switch (res.error()) {
-            case httplib::Error::Connection:
-                fail("lmtk::remote_model: cannot connect to ", c.url, " (connection refused or nothing listening)");
-            case httplib::Error::Read:
-                if (status == 0) fail("lmtk::remote_model: ", c.url, " sent no response within ", c.opt.read_timeout.count(), " s");
-                fail("lmtk::remote_model: reading the stream from ", c.url, " failed (closed early or silent for ",
-                     c.opt.read_timeout.count(), " s)");
-            case httplib::Error::Canceled: return std::nullopt;  // cancelled by stop() from another thread
-            default: fail("lmtk::remote_model: request to ", c.url, " failed: ", httplib::to_string(res.error()));
-        }
-    }
+    const client::request_end end = cli.request(
+        "POST", c.where.path, headers, body,
+        [&](int s) {
+            status = s;
+            if (status == 200) on_start();
+        },
+        [&](std::string_view bytes) {
+            if (status != 200) {
+                if (error_body.size() < (1u << 20)) error_body.append(bytes);
+                return true;
+            }
+            sse.feed(bytes, on_event);
+            return !stopped;
+        });
+    if (end != client::request_end::complete || stopped) return std::nullopt;
+    if (status != 200) fail("lmtk::remote_model: ", c.url, ": HTTP ", status, ": ", error_message(error_body));
     if (!done) fail("lmtk::remote_model: the stream from ", c.url, " ended before 'data: [DONE]'");
     out.total_ms = sw.ms();
     if (!any_text) out.first_ms = out.total_ms;
@@ -424,7 +387,7 @@ public:
             std::optional<detail::remote::outcome> result;
             detail::remote::client_config cfg;  // a copy: the remote_model may change or go away meanwhile
             generate_options opt;
-            std::unique_ptr<httplib::Client> cli;
+            std::unique_ptr<client::http_connection> cli;
             std::thread thread;
 
             void work(const std::string& body) {
@@ -470,8 +433,8 @@ public:
                     cancelled = true;
                     cv.notify_all();
                 }
-                // Shuts the socket so that a read waiting for the server returns at once.
-                if (cli) cli->stop();
+                // Ends a read that is waiting for the server at once.
+                if (cli) cli->cancel();
                 if (thread.joinable()) thread.join();
             }
         };

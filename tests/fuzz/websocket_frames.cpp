@@ -1,0 +1,110 @@
+// Fuzzes the server's WebSocket end (include/lmtk/serve/ws_channel.hpp, Boost.Beast underneath)
+// as an LMTP session uses it: after a valid opening handshake, the peer sends arbitrary bytes
+// and then closes its side.
+//
+// The channel must hand over only whole messages within max_message (small here, so that the
+// limit is reached), never block on the peer's garbage, and end when the bytes do: a receive
+// still waiting 5 s after the peer's end would mean it waits for bytes that can never come.
+// The I/O runs on one thread started once, like the transport's; each input gets a loopback
+// TCP connection of its own.
+#include <lmtk/serve/ws_channel.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+
+namespace {
+
+constexpr std::size_t max_message = 1024;
+
+[[noreturn]] void violated(const char* what) {
+    std::fprintf(stderr, "websocket_frames: %s\n", what);
+    std::abort();
+}
+
+struct loopback {
+    boost::asio::io_context ioc;
+    boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work{ioc.get_executor()};
+    boost::asio::ip::tcp::acceptor acceptor{ioc, {boost::asio::ip::address_v4::loopback(), 0}};
+    std::thread io{[this] { ioc.run(); }};
+};
+
+loopback& net() {
+    static loopback* l = new loopback;  // never destroyed: the fuzzer exits without unwinding
+    return *l;
+}
+
+// The request a client sends to upgrade (RFC 6455's example key).
+lmtk::serve::http::request upgrade_request() {
+    lmtk::serve::http::request r;
+    r.method = "GET";
+    r.target = r.path = "/";
+    r.headers = {{"Host", "127.0.0.1"},
+                 {"Upgrade", "websocket"},
+                 {"Connection", "Upgrade"},
+                 {"Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="},
+                 {"Sec-WebSocket-Version", "13"}};
+    return r;
+}
+
+// Reads and drops what the server sent so far (the 101, pongs, a close) without waiting.
+void drain(int fd) {
+    char buf[65536];
+    while (::recv(fd, buf, sizeof buf, MSG_DONTWAIT) > 0) {
+    }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    auto& l = net();
+    const int client = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (client < 0) std::abort();
+    const int room = 4 << 20;  // the input goes in before the server reads: it must fit
+    ::setsockopt(client, SOL_SOCKET, SO_SNDBUF, &room, sizeof room);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(l.acceptor.local_endpoint().port());
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(client, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) std::abort();
+    boost::asio::ip::tcp::socket server(l.ioc);
+    l.acceptor.accept(server);
+    {
+        lmtk::serve::ws_channel ch(std::move(server), upgrade_request(),
+                                   lmtk::serve::ws_options{.max_message = max_message, .send_timeout = std::chrono::seconds(2)});
+        std::size_t sent = 0;
+        while (sent < size) {
+            const ssize_t n = ::send(client, data + sent, size - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n <= 0) break;  // a full buffer: fuzz with what fits (-max_len keeps inputs small)
+            sent += std::size_t(n);
+        }
+        ::shutdown(client, SHUT_WR);
+        std::atomic<bool> give_up{false};
+        std::thread watchdog([&] {
+            for (int i = 0; i < 50 && !give_up; ++i) {
+                drain(client);  // answers must not pile up and stall the server's writes
+                std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            }
+            if (!give_up) violated("receive waited for bytes after the end of the stream");
+        });
+        for (int i = 0; i < 100000; ++i) {
+            auto m = ch.receive();
+            if (!m) break;
+            if (m->data.size() > max_message) violated("a message beyond max_message was returned");
+        }
+        give_up = true;
+        watchdog.join();
+    }
+    ::close(client);
+    return 0;
+}
