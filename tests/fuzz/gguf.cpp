@@ -10,6 +10,8 @@
 // The formats compiled in are a few common ones rather than default_set: the harness must
 // build in seconds, and a tensor of a type left out is refused by name, which is a load error
 // like any other (binding is the same code for every type).
+#include "memfd_file.hpp"
+
 #include <lmtk/core/error.hpp>
 #include <lmtk/io/gguf.hpp>
 #include <lmtk/model/llama.hpp>
@@ -32,24 +34,13 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+struct input_path_tag;  // this harness's memfd (memfd_file.hpp)
+
 namespace {
 
 using fuzz_set = lmtk::quant::set<lmtk::quant::f32, lmtk::quant::f16, lmtk::quant::q8_0, lmtk::quant::q4_0>;
 using model_t = lmtk::model::llama<fuzz_set, lmtk::target::cpu<>>;
 
-// One memfd per process, refilled for every input: a file the reader can open and map by path
-// (/proc/self/fd/N) without touching the disk.
-const std::string& input_path(const std::uint8_t* data, std::size_t size) {
-    static const int fd = ::memfd_create("lmtk-fuzz-gguf", MFD_CLOEXEC);
-    static const std::string path = "/proc/self/fd/" + std::to_string(fd);
-    if (fd < 0 || ::ftruncate(fd, 0) != 0) std::abort();
-    for (std::size_t done = 0; done < size;) {
-        const ssize_t n = ::pwrite(fd, data + done, size - done, static_cast<off_t>(done));
-        if (n <= 0) std::abort();
-        done += static_cast<std::size_t>(n);
-    }
-    return path;
-}
 
 void exercise_tokenizer(const lmtk::gguf::file& f) {
     const lmtk::tokenize::tokenizer tok = lmtk::tokenize::tokenizer::from_vocab(lmtk::tokenize::vocab::from_gguf(f), f.path());
@@ -70,7 +61,7 @@ void exercise_model(lmtk::gguf::file f) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-    const std::string& path = input_path(data, size);
+    const std::string& path = lmtk::fuzz::memfd_file<input_path_tag>(data, size);
     try {
         lmtk::gguf::file f(path);
         try {

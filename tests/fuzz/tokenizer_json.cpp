@@ -15,6 +15,8 @@
 // Checked beyond "no crash": every id encode returns is inside the vocabulary, and byte-level
 // BPE gives back exactly the bytes it was given (it has a token for every byte). lmtk::error is
 // the only acceptable failure of a load; encode and decode of a loaded tokenizer must not throw.
+#include "memfd_file.hpp"
+
 #include <lmtk/core/error.hpp>
 #include <lmtk/core/json.hpp>
 #include <lmtk/io/gguf.hpp>
@@ -42,6 +44,8 @@
 #ifndef LMTK_TEST_MODELS_DIR
 #define LMTK_TEST_MODELS_DIR "../shared/models"
 #endif
+
+struct memfd_path_tag;  // this harness's memfd (memfd_file.hpp)
 
 namespace {
 
@@ -84,18 +88,6 @@ void exercise(const tk::tokenizer& tok, std::string_view text, bool round_trip) 
     }
 }
 
-// tokenizer.model is read from a path: a memfd stands in for the file.
-const std::string& memfd_path(const char* data, std::size_t size) {
-    static const int fd = ::memfd_create("lmtk-fuzz-tokenizer-model", MFD_CLOEXEC);
-    static const std::string path = "/proc/self/fd/" + std::to_string(fd);
-    if (fd < 0 || ::ftruncate(fd, 0) != 0) std::abort();
-    for (std::size_t done = 0; done < size;) {
-        const ssize_t n = ::pwrite(fd, data + done, size - done, static_cast<off_t>(done));
-        if (n <= 0) std::abort();
-        done += static_cast<std::size_t>(n);
-    }
-    return path;
-}
 
 constexpr std::string_view sample = "Hello world! <s></s><|endoftext|> \xE2\x96\x81\xE2\x96\x81 \xF0\x9F\x98\x80\xFF <0x41>";
 
@@ -137,7 +129,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         case 1: {
             std::optional<tk::tokenizer> tok;
             try {
-                const std::string& path = memfd_path(rest.data(), rest.size());
+                const std::string& path = lmtk::fuzz::memfd_file<memfd_path_tag>(rest.data(), rest.size());
                 tok.emplace(tk::tokenizer::from_vocab(tk::vocab_from_sentencepiece_model(path), path));
             } catch (const lmtk::error&) {
                 return 0;

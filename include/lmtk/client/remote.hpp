@@ -230,15 +230,21 @@ std::optional<outcome> run(client::http_connection& cli, const client_config& c,
             fail("lmtk::remote_model: ", c.url, " sent an event that is not a JSON object: ", std::string(data.substr(0, 200)));
         if (field == "error" || j.contains("error")) fail("lmtk::remote_model: ", c.url, ": ", error_message(std::string(data)));
         if (const auto it = j.find("usage"); it != j.end() && it->is_object()) {
+            // A count of another type is the server's mistake, not the caller's: read it as absent.
+            auto count = [&](const char* key) {
+                const auto v = it->find(key);
+                return v != it->end() && v->is_number_unsigned() ? v->get<std::size_t>() : std::size_t{0};
+            };
             remote_usage u;
-            u.prompt_tokens = it->value("prompt_tokens", std::size_t{0});
-            u.completion_tokens = it->value("completion_tokens", std::size_t{0});
+            u.prompt_tokens = count("prompt_tokens");
+            u.completion_tokens = count("completion_tokens");
             out.usage = u;
         }
         const auto choices = j.find("choices");
         if (choices == j.end() || !choices->is_array()) return;
         for (const json& ch : *choices) {
-            if (ch.value("index", 0) != 0) continue;  // one prompt, n = 1: only choice 0 exists
+            if (!ch.is_object()) continue;
+            if (const auto ix = ch.find("index"); ix != ch.end() && *ix != 0) continue;  // n = 1: only choice 0 exists
             if (const auto fr = ch.find("finish_reason"); fr != ch.end() && fr->is_string()) out.finish = fr->get<std::string>();
             const auto text = ch.find("text");
             if (text == ch.end() || !text->is_string() || text->get_ref<const std::string&>().empty()) continue;

@@ -58,11 +58,7 @@ public:
                     status == 404 ? "LMTP is served on GET /" : "invalid or missing API key (send 'Authorization: Bearer <key>')",
                     status));
                 boost::system::error_code ec;
-                boost::asio::write(socket,
-                                   boost::asio::buffer(std::string(status == 404 ? "HTTP/1.1 404 Not Found" : "HTTP/1.1 401 Unauthorized") +
-                                                       "\r\nContent-Type: application/json\r\nContent-Length: " +
-                                                       std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body),
-                                   ec);
+                boost::asio::write(socket, boost::asio::buffer(closing_response(status, body)), ec);
                 socket.shutdown(boost::asio::ip::tcp::socket::shutdown_both, ec);
                 return;
             }

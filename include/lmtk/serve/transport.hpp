@@ -48,6 +48,16 @@
 
 namespace lmtk::serve {
 
+// A whole answer that ends the connection: status line, JSON body, "Connection: close". For the
+// refusals made before any handler runs (limits, bad HTTP, a refused WebSocket upgrade).
+inline std::string closing_response(int status, std::string_view json_body) {
+    namespace bhttp = boost::beast::http;
+    return "HTTP/1.1 " + std::to_string(status) + " " +
+           std::string(bhttp::obsolete_reason(bhttp::int_to_status(static_cast<unsigned>(status)))) +
+           "\r\nServer: lmtk\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(json_body.size()) +
+           "\r\nConnection: close\r\n\r\n" + std::string(json_body);
+}
+
 struct transport_options {
     std::size_t max_body_bytes = std::size_t(16) << 20;   // 16 MiB: a full-vocabulary logit_bias fits
     std::size_t max_header_bytes = std::size_t(64) << 10; // request line + headers
@@ -422,13 +432,7 @@ private:
 
     // Answers a request that cannot be served with `status` and closes the connection (I/O thread).
     void refuse(int status, const std::string& message) {
-        namespace bhttp = boost::beast::http;
-        const std::string body = t_.error_body_(status, message);
-        auto out = std::make_shared<std::string>(
-            "HTTP/1.1 " + std::to_string(status) + " " +
-            std::string(bhttp::obsolete_reason(bhttp::int_to_status(static_cast<unsigned>(status)))) +
-            "\r\nServer: lmtk\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
-            "\r\nConnection: close\r\n\r\n" + body);
+        auto out = std::make_shared<std::string>(closing_response(status, t_.error_body_(status, message)));
         if (t_.log_) {
             http::request rq;
             rq.method = "-";
