@@ -417,6 +417,26 @@ def tokenizer_seeds():
         "model": {"type": "BPE", "unk_token": "<unk>",
                   "vocab": {"<unk>": 0, "h": 1, "i": 2, "hi": 3, "\u0120": 4, "\u0120hi": 5}, "merges": ["h i", "\u0120 hi"]}},
         "hi hi<|endoftext|>\xff"))
+    # Byte-level BPE split the Llama 3 way: Split(Regex, Isolated) + ByteLevel without its regex,
+    # Digits, ignore_merges.
+    llama3 = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
+              "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+    write("tokenizer_json", "split-regex-bpe.bin", tokjson({
+        "normalizer": None,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": llama3}, "behavior": "Isolated", "invert": False},
+            {"type": "Digits", "individual_digits": True},
+            {"type": "Split", "pattern": {"String": "."}, "behavior": "Isolated", "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}]},
+        "decoder": {"type": "ByteLevel"},
+        "model": {"type": "BPE", "ignore_merges": True,
+                  "vocab": {"h": 0, "i": 1, "hi": 2, "\u0120": 3, "\u0120hi": 4, "1": 5, "2": 6, ".": 7, "'": 8, "s": 9},
+                  "merges": ["h i", "\u0120 hi"]}},
+        "hi hi's 12.2  \n\n"))
+    # The regex mode: a pattern, NUL, a text.
+    for i, (pat, text) in enumerate([(llama3, "Hello world 12345 I'M \n\n x"), ("\\s+$|(a|b)*?c{1,3}", "ababccc  "),
+                                     ("[\\p{Lu}\\p{M}]+(?!\\S)|[^\\x{41}-\\u005A]", "AB\u0301 x")]):
+        write("tokenizer_json", "regex-%d.bin" % i, bytes([6]) + pat.encode() + b"\0" + text.encode())
     ts = MODELS / "tinystories-656k" / "tokenizer.json"
     if ts.exists():
         # The real file, cut down to its first 120 tokens and the merges among them (the whole

@@ -9,7 +9,9 @@
 //   3  text for the real byte-level BPE vocabulary of a GGUF (ggml-vocab-gpt-2.gguf)
 //   4  text for stories260K.gguf's SPM vocabulary (512 tokens, no byte tokens for every byte)
 //   5  text for TinyStories' tokenizer.json (BPE with byte fallback)
-// (the byte modulo 6). The real files come from $LMTK_TEST_MODELS, else the models folder the
+//   6  a pre-tokenizer regular expression, NUL, a text: compiled (lmtk::error is fine) and run
+//      through a pre_tokenizer of it and the Llama 3 split
+// (the byte modulo 7). The real files come from $LMTK_TEST_MODELS, else the models folder the
 // build was configured with; modes whose file is missing do nothing.
 //
 // Checked beyond "no crash": every id encode returns is inside the vocabulary, and byte-level
@@ -20,6 +22,8 @@
 #include <lmtk/core/error.hpp>
 #include <lmtk/core/json.hpp>
 #include <lmtk/io/gguf.hpp>
+#include <lmtk/tokenize/pre_tokenizer.hpp>
+#include <lmtk/tokenize/regex.hpp>
 #include <lmtk/tokenize/sentencepiece_model.hpp>
 #include <lmtk/tokenize/tokenizer.hpp>
 #include <lmtk/tokenize/tokenizer_json.hpp>
@@ -101,7 +105,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     static const std::optional<tk::tokenizer> tinystories = load_real("tinystories-656k");
 
     const std::string_view rest(reinterpret_cast<const char*>(data) + 1, size - 1);
-    switch (data[0] % 6) {
+    switch (data[0] % 7) {
         case 0: {
             std::string_view parts[4] = {rest, sample, {}, {}};
             for (std::size_t i = 0; i + 1 < std::size(parts); ++i) {
@@ -149,6 +153,30 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         case 5:
             if (tinystories) exercise(*tinystories, rest, false);
             break;
+        case 6: {
+            const std::size_t nul = rest.find('\0');
+            const std::string_view text = nul == std::string_view::npos ? sample : rest.substr(nul + 1);
+            std::optional<tk::pre_tokenizer> pre;
+            try {
+                pre.emplace(tk::pre_tokenizer_spec{{std::string(rest.substr(0, nul)), std::string(tk::pre_patterns::llama3)}});
+            } catch (const lmtk::error&) {
+                return 0;
+            }
+            // The pieces cover the text exactly, in order.
+            std::size_t at = 0;
+            pre->split(text, [&](std::string_view piece) {
+                if (piece.empty() || piece.data() != text.data() + at) {
+                    std::fprintf(stderr, "pre_tokenizer: piece at %zu is empty or out of place\n", at);
+                    std::abort();
+                }
+                at += piece.size();
+            });
+            if (at != text.size()) {
+                std::fprintf(stderr, "pre_tokenizer: pieces cover %zu of %zu bytes\n", at, text.size());
+                std::abort();
+            }
+            break;
+        }
     }
     return 0;
 }

@@ -201,7 +201,14 @@ TEST_CASE("bpe: tokenizer.json validation", "[tokenize][bpe][hf]") {
     refused("{" + meta_norm + R"("model":{"type":"BPE","vocab":{"a":0,"a":1},"merges":["a b"]}})", "duplicate key");
     refused("{" + meta_norm + R"("model":{"type":"BPE","vocab":{"a":0},"merges":[7]}})", "malformed entry in model.merges");
     refused(R"({"pre_tokenizer":{"type":"Split","pattern":{"Regex":"x"}},"model":{"type":"BPE","vocab":{"a":0}}})",
-            "pre-tokenizer 'Split' is not supported");
+            "Split pre-tokenizer with behavior '' is not supported");
+    refused(R"({"pre_tokenizer":{"type":"Split","pattern":{"Regex":"x"},"behavior":"Isolated"},"model":{"type":"BPE","vocab":{"a":0}}})",
+            "without ByteLevel are not supported");
+    refused(R"({"pre_tokenizer":{"type":"Sequence","pretokenizers":[{"type":"Split","pattern":{"Regex":"(?<=x)y"},)"
+            R"("behavior":"Isolated"},{"type":"ByteLevel","use_regex":false}]},"model":{"type":"BPE","vocab":{"a":0}}})",
+            "lookbehind and named groups are not supported");
+    refused(R"({"pre_tokenizer":{"type":"WhitespaceSplit"},"model":{"type":"BPE","vocab":{"a":0}}})",
+            "pre-tokenizer 'WhitespaceSplit' is not supported");
     refused(R"({"normalizer":{"type":"NFKC"},"pre_tokenizer":{"type":"ByteLevel"},"model":{"type":"BPE","vocab":{"a":0}}})",
             "normalizer 'NFKC' is not supported");
 

@@ -12,6 +12,7 @@
 
 #include <cstdio>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -30,23 +31,38 @@ std::string read_stdin() {
 }  // namespace
 
 int cmd_tokenize(const argv_t& argv) {
-    const args a("tokenize", argv, {"-m|--model"}, {"--no-bos", "--special"});
+    const args a("tokenize", argv, {"-m|--model", "--split"}, {"--no-bos", "--special"});
     if (!a.positional().empty()) fail("lmtk tokenize: unexpected argument '", a.positional()[0], "' (text comes from stdin)");
     const tokenize::tokenizer tok = tokenize::load_tokenizer(a.require("-m"));
     const tokenize::vocab& v = tok.vocabulary();
 
-    const bool add_special = !a.has("--no-bos");
-    std::vector<std::int32_t> ids = tok.encode(read_stdin(), add_special && v.add_bos(), a.has("--special"));
-    if (add_special && v.add_eos() && v.eos() != tokenize::no_token) ids.push_back(v.eos());
-
-    std::string line;
-    line.reserve(ids.size() * 6 + 1);
-    for (std::size_t i = 0; i < ids.size(); ++i) {
-        if (i) line.push_back(' ');
-        line += std::to_string(ids[i]);
+    // --split SEP: stdin holds several texts, each followed by SEP (llama.cpp's .inp files use
+    // "\n__ggml_vocab_test__\n"); one line of ids per text.
+    const std::string input = read_stdin();
+    std::vector<std::string_view> texts;
+    if (const std::string sep = a.get("--split").value_or(""); !sep.empty()) {
+        for (std::size_t pos = 0; pos < input.size();) {
+            const std::size_t end = input.find(sep, pos);
+            if (end == std::string::npos) fail("lmtk tokenize: the input does not end with the --split separator");
+            texts.push_back(std::string_view(input).substr(pos, end - pos));
+            pos = end + sep.size();
+        }
+    } else {
+        texts.push_back(input);
     }
-    line.push_back('\n');
-    if (std::fwrite(line.data(), 1, line.size(), stdout) != line.size() || std::fflush(stdout) != 0)
+
+    const bool add_special = !a.has("--no-bos");
+    std::string out;
+    for (const std::string_view text : texts) {
+        std::vector<std::int32_t> ids = tok.encode(text, add_special && v.add_bos(), a.has("--special"));
+        if (add_special && v.add_eos() && v.eos() != tokenize::no_token) ids.push_back(v.eos());
+        for (std::size_t i = 0; i < ids.size(); ++i) {
+            if (i) out.push_back(' ');
+            out += std::to_string(ids[i]);
+        }
+        out.push_back('\n');
+    }
+    if (std::fwrite(out.data(), 1, out.size(), stdout) != out.size() || std::fflush(stdout) != 0)
         fail("lmtk tokenize: error writing stdout");
     return 0;
 }

@@ -23,7 +23,7 @@ constexpr subcommand subcommands[] = {
      "[--seed S] [-t THREADS] [-c CTX] [--kv-type f32|f16] [--stop STR]\n      stream a completion to stdout, timings to "
      "stderr (--temp 0: greedy)"},
     {"tokenize", lmtk::cli::cmd_tokenize,
-     "tokenize -m MODEL [--no-bos] [--special]\n      read text from stdin, print its token ids on one line"},
+     "tokenize -m MODEL [--no-bos] [--special] [--split SEP]\n      read text from stdin, print its token ids on one line (one per text with --split)"},
     {"eval", lmtk::cli::cmd_eval,
      "eval -m MODEL -p PROMPT --logits-out FILE [-t THREADS]\n      write n_tokens x n_vocab float32 logits"},
     {"perplexity", lmtk::cli::cmd_perplexity,
@@ -37,6 +37,9 @@ constexpr subcommand subcommands[] = {
     {"convert", lmtk::cli::cmd_convert,
      "convert DIR OUT.gguf [--type auto|f32|f16|bf16|q8_0|q4_0|...] [--name NAME]\n"
      "      Hugging Face checkpoint folder (safetensors + tokenizer.json) -> GGUF (llama)"},
+    {"export-tokenizer", lmtk::cli::cmd_export_tokenizer,
+     "export-tokenizer MODEL DIR\n      write DIR/tokenizer.json + tokenizer_config.json: a Hugging Face tokenizer that "
+     "encodes as lmtk does"},
     {"quantize", lmtk::cli::cmd_quantize,
      "quantize IN.gguf OUT.gguf TYPE [-t THREADS] [--pure] [--allow-requantize]\n      convert the weights to TYPE: "
      "F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 IQ4_NL Q6_K, or a mix Q2_K Q3_K_S/M/L Q4_K_S/M Q5_K_S/M"},

@@ -2,8 +2,9 @@
 // lmtk::tokenize::bpe_tokenizer: merge-rank BPE, as Hugging Face `tokenizers` and GPT-2 define
 // it, in its two common dialects:
 //
-//   byte_level     (tokenizer.ggml.model "gpt2"; GPT-2, ...): the text is split by GPT-2's
-//                  pre-tokenizer, each chunk's bytes are written as GPT-2's printable stand-ins
+//   byte_level     (tokenizer.ggml.model "gpt2"; GPT-2, Llama 3, Qwen, DeepSeek, ...): the text
+//                  is split by the family's pre-tokenizer (pre_tokenizer.hpp), each chunk's bytes
+//                  are written as GPT-2's printable stand-ins
 //                  (' ' -> 'Ġ'), and merges run within a chunk. Every byte is a token, so
 //                  nothing is unknown.
 //   byte_fallback  (tokenizer.ggml.model "llama" with merges; Llama/Mistral/TinyStories
@@ -20,6 +21,7 @@
 // Unlike spm_tokenizer, which merges whatever concatenation has the best score, only listed
 // merges apply: this is what the checkpoint's own tokenizer does.
 #include <lmtk/core/error.hpp>
+#include <lmtk/tokenize/pre_tokenizer.hpp>
 #include <lmtk/tokenize/special_tokens.hpp>
 #include <lmtk/tokenize/spm.hpp>
 #include <lmtk/tokenize/unicode.hpp>
@@ -44,10 +46,13 @@ public:
     explicit bpe_tokenizer(vocab v) : v_(std::move(v)) {
         if (v_.model() == "gpt2") {
             dialect_ = dialect::byte_level;
-            // Only GPT-2's own split is implemented; other pre-tokenizers (llama-bpe, qwen2, ...)
-            // split differently and would give wrong ids silently.
-            if (!v_.pre().empty() && v_.pre() != "gpt-2" && v_.pre() != "default")
-                fail("bpe_tokenizer: pre-tokenizer '", v_.pre(), "' is not supported yet (supported: gpt-2)");
+            // The split: tokenizer.json's own patterns, else the family tokenizer.ggml.pre names
+            // (an unknown name throws rather than splitting wrongly).
+            if (v_.pre_patterns()) {
+                pre_ = pre_tokenizer(pre_tokenizer_spec{*v_.pre_patterns(), v_.ignore_merges()});
+            } else {
+                pre_ = pre_tokenizer(pre_tokenizer_for(v_.pre()));
+            }
         } else if (v_.model() == "llama") {
             dialect_ = dialect::byte_fallback;
             if (v_.merges().empty()) fail("bpe_tokenizer: a 'llama' vocabulary without merges is SentencePiece; use spm_tokenizer");
@@ -75,11 +80,10 @@ public:
         if (dialect_ == dialect::byte_level) {
             const auto& bm = unicode::byte_map::get();
             for (int b = 0; b < 256; ++b) {
+                // A byte-level vocabulary normally has a token for every byte stand-in. Some lack
+                // a few control bytes (Falcon's has no token for byte 3): such a byte becomes
+                // the unknown token, or, without one, is left out, as Hugging Face's BPE does.
                 byte_ids_[b] = v_.find(bm.to_utf8[b]);
-                // A byte-level vocabulary has a token for every byte stand-in; without one, a
-                // byte would have no encoding at all.
-                if (byte_ids_[b] == no_token && v_.unk() == no_token)
-                    fail("bpe_tokenizer: the byte-level vocabulary has no token for byte ", b, " and no unknown token");
             }
         }
 
@@ -208,7 +212,17 @@ private:
                 fragment = prefixed;
             }
             std::vector<std::int32_t> syms;
-            unicode::split_gpt2(fragment, [&](std::string_view chunk) {
+            std::string whole;
+            const auto& bm = unicode::byte_map::get();
+            pre_.split(fragment, [&](std::string_view chunk) {
+                if (pre_.ignore_merges()) {  // a piece that is a token is that token, merges or not
+                    whole.clear();
+                    for (const char ch : chunk) whole += bm.to_utf8[static_cast<unsigned char>(ch)];
+                    if (const std::int32_t id = v_.find(whole); id != no_token) {
+                        out.push_back(id);
+                        return;
+                    }
+                }
                 syms.clear();
                 for (const char ch : chunk) {
                     const std::int32_t id = byte_ids_[static_cast<unsigned char>(ch)];
@@ -244,9 +258,10 @@ private:
             } else if (v_.unk() != no_token) {
                 if (!last_unk) syms.push_back(v_.unk());
                 last_unk = true;
-            } else {
-                fail("bpe_tokenizer: cannot encode '", ch, "': the vocabulary has neither byte tokens nor an unknown token");
             }
+            // else: no token, no byte tokens, no unknown token. Hugging Face's BPE leaves such a
+            // character out (its neighbours become adjacent and may merge); so does lmtk, rather
+            // than refusing a prompt at encode time.
         }
         merge_symbols(syms, out);
     }
@@ -307,6 +322,7 @@ private:
 
     vocab v_;
     dialect dialect_ = dialect::byte_level;
+    pre_tokenizer pre_;  // byte_level: how text is cut into pieces before merging
     std::array<std::int32_t, 256> byte_ids_{};  // byte_fallback: <0xXX> ids; byte_level: stand-in ids
     bool has_all_bytes_ = false;
     std::unordered_map<std::uint64_t, merge> ranks_;

@@ -283,10 +283,9 @@ private:
                 } else if (v_.unk() != no_token) {
                     if (!last_was_unk) out.push_back(v_.unk());
                     last_was_unk = true;
-                } else {
-                    fail("spm_tokenizer: cannot encode '", t,
-                         "': the vocabulary has neither byte tokens nor an unknown token");
                 }
+                // else: nothing can stand for it (no byte tokens, no unknown token); it is left
+                // out, as the byte-level BPE and Hugging Face's tokenizers do.
             }
         }
     }

@@ -8,8 +8,10 @@
 //   fallback          without splitting; <0xXX> byte tokens when byte_fallback (Llama, Mistral,
 //                     TinyStories: converted from SentencePiece) -> model "llama" with merges
 //
-// Anything else (WordPiece, Unigram, Llama-3 style regex splits, ...) is refused by name rather
-// than tokenized wrongly. Special tokens come from added_tokens (special -> control, otherwise
+// Byte-level BPE takes its splits from the file: ByteLevel's own (GPT-2's pattern), Split with a
+// Regex or String (behavior Isolated), Digits (pre_tokenizer.hpp runs them). Anything else
+// (WordPiece, Unigram, other Split behaviours, ...) is refused by name rather than tokenized
+// wrongly. Special tokens come from added_tokens (special -> control, otherwise
 // user-defined); BOS/EOS and add_bos from tokenizer_config.json, the post-processor template
 // and config.json, in that order of preference.
 //
@@ -19,6 +21,8 @@
 #include <lmtk/core/error.hpp>
 #include <lmtk/core/mapped_file.hpp>
 #include <lmtk/io/safetensors.hpp>  // safetensors::detail::parse_json: bounded, duplicate-checked
+#include <lmtk/tokenize/pre_tokenizer.hpp>
+#include <lmtk/tokenize/regex.hpp>
 #include <lmtk/tokenize/spm.hpp>
 #include <lmtk/tokenize/sentencepiece_model.hpp>
 #include <lmtk/tokenize/vocab.hpp>
@@ -111,14 +115,41 @@ inline vocab vocab_from_tokenizer_json_value(const std::string& path, const nloh
     const nlohmann::json& normalizer = j.contains("normalizer") ? j["normalizer"] : null_json;
     const nlohmann::json& pre = j.contains("pre_tokenizer") ? j["pre_tokenizer"] : null_json;
     bool byte_level = false, prepend_space = false, spaces_to_metaspace = false;
+    std::vector<std::string> patterns;  // the splits, in order (pre_tokenizer.hpp)
     for (const nlohmann::json* p : detail::sequence_parts(pre, "pretokenizers")) {
         if (!p->is_object()) fail(path, ": malformed pre_tokenizer");
         const std::string t = p->value("type", "");
         if (t == "ByteLevel") {
-            if (!p->value("use_regex", true))
-                fail(path, ": ByteLevel pre-tokenizer without GPT-2's regex split is not supported");
             byte_level = true;
             prepend_space = prepend_space || p->value("add_prefix_space", false);
+            if (p->value("use_regex", true)) patterns.emplace_back(pre_patterns::gpt2);
+        } else if (t == "Split") {
+            // Only "Isolated" (each match a piece of its own, as every BPE family uses); the
+            // other behaviours merge matches into neighbours and would split differently.
+            const std::string behavior = p->value("behavior", "");
+            if (behavior != "Isolated") fail(path, ": Split pre-tokenizer with behavior '", behavior, "' is not supported (supported: Isolated)");
+            if (p->value("invert", false)) fail(path, ": inverted Split pre-tokenizer is not supported");
+            const auto pat = p->find("pattern");
+            if (pat == p->end() || !pat->is_object()) fail(path, ": Split pre-tokenizer without a pattern");
+            if (const auto r = pat->find("Regex"); r != pat->end() && r->is_string()) {
+                patterns.push_back(r->get<std::string>());
+            } else if (const auto str = pat->find("String"); str != pat->end() && str->is_string() && !str->get<std::string>().empty()) {
+                std::string escaped;  // a literal string, as a pattern
+                for (const char c : str->get<std::string>()) {
+                    if (std::string_view("\\^$.|?*+()[]{}").find(c) != std::string_view::npos) escaped += '\\';
+                    escaped += c;
+                }
+                patterns.push_back(std::move(escaped));
+            } else {
+                fail(path, ": Split pre-tokenizer pattern is neither a Regex nor a non-empty String");
+            }
+            try {
+                const regex check(patterns.back());  // a pattern lmtk cannot run fails here, at load, by name
+            } catch (const error& e) {
+                fail(path, ": ", e.what());
+            }
+        } else if (t == "Digits") {
+            patterns.emplace_back(p->value("individual_digits", false) ? R"(\p{N})" : R"(\p{N}+)");
         } else if (t == "Metaspace") {
             if (p->value("replacement", "") != std::string(detail::spm_space))
                 fail(path, ": Metaspace with a replacement other than U+2581 is not supported");
@@ -128,9 +159,10 @@ inline vocab vocab_from_tokenizer_json_value(const std::string& path, const nloh
             spaces_to_metaspace = true;
             prepend_space = scheme == "first" || scheme == "always";
         } else {
-            fail(path, ": pre-tokenizer '", t, "' is not supported (supported: ByteLevel with GPT-2's split, Metaspace)");
+            fail(path, ": pre-tokenizer '", t, "' is not supported (supported: ByteLevel, Split (Isolated), Digits, Metaspace)");
         }
     }
+    if (!patterns.empty() && !byte_level) fail(path, ": Split or Digits pre-tokenizers without ByteLevel are not supported");
     for (const nlohmann::json* n : detail::sequence_parts(normalizer, "normalizers")) {
         if (!n->is_object()) fail(path, ": malformed normalizer");
         const std::string t = n->value("type", "");
@@ -185,7 +217,11 @@ inline vocab vocab_from_tokenizer_json_value(const std::string& path, const nloh
 
     vocab_spec s;
     s.model = byte_level ? "gpt2" : "llama";
-    s.pre = byte_level ? "gpt-2" : "";
+    if (byte_level) {
+        s.ignore_merges = m.value("ignore_merges", false);
+        s.pre = pre_tokenizer_name(patterns, s.ignore_merges);  // so that `lmtk convert` can name it in a GGUF
+        s.pre_patterns = std::move(patterns);
+    }
     s.add_space_prefix = prepend_space;
     std::vector<token_type> types;
     std::vector<std::pair<std::int32_t, bool>> added;  // id, special

@@ -1,7 +1,8 @@
 #pragma once
 // The bits of Unicode the byte-level BPE tokenizers need, without std::regex or ICU:
 //   - UTF-8 decoding that never fails (a malformed byte is a code point of its own),
-//   - the \p{L}, \p{N} and \s classes (ranges generated from the Unicode database),
+//   - the general category of every code point (ranges generated from the Unicode database),
+//     for \p{..} classes, and \s,
 //   - GPT-2's byte <-> printable-character table,
 //   - GPT-2's pre-tokenizer split, written out by hand from its regular expression.
 #include <lmtk/tokenize/unicode_data.hpp>
@@ -10,6 +11,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <span>
 #include <string>
 #include <string_view>
@@ -72,21 +74,43 @@ inline void append_utf8(std::string& out, std::uint32_t cp) {
     }
 }
 
-namespace detail {
-inline bool in_ranges(std::span<const unicode_data::code_range> r, std::uint32_t cp) noexcept {
-    const auto it = std::upper_bound(r.begin(), r.end(), cp,
-                                     [](std::uint32_t c, const unicode_data::code_range& x) { return c < x.first; });
-    return it != r.begin() && cp <= std::prev(it)->last;
+using unicode_data::category;
+
+// The general category of `cp` (Cn for unassigned code points and for `invalid`).
+inline category general_category(std::uint32_t cp) noexcept {
+    static constexpr auto ascii = [] {
+        std::array<category, 128> t{};
+        for (const auto& r : unicode_data::categories)
+            for (std::uint32_t c = r.first; c <= r.last && c < 128; ++c) t[c] = r.cat;
+        return t;
+    }();
+    if (cp < 128) return ascii[cp];
+    const auto* first = std::begin(unicode_data::categories);
+    const auto* last = std::end(unicode_data::categories);
+    const auto* it = std::upper_bound(first, last, cp, [](std::uint32_t c, const unicode_data::category_range& r) { return c < r.first; });
+    return it != first && cp <= std::prev(it)->last ? std::prev(it)->cat : unicode_data::Cn;
 }
-}  // namespace detail
+
+// Sets of general categories as bit masks (bit c for category c), for \p{..} classes.
+namespace categories {
+inline constexpr std::uint32_t bit(category c) noexcept { return std::uint32_t(1) << c; }
+using enum unicode_data::category;
+inline constexpr std::uint32_t letter = bit(Lu) | bit(Ll) | bit(Lt) | bit(Lm) | bit(Lo);
+inline constexpr std::uint32_t mark = bit(Mn) | bit(Mc) | bit(Me);
+inline constexpr std::uint32_t number = bit(Nd) | bit(Nl) | bit(No);
+inline constexpr std::uint32_t punctuation = bit(Pc) | bit(Pd) | bit(Ps) | bit(Pe) | bit(Pi) | bit(Pf) | bit(Po);
+inline constexpr std::uint32_t symbol = bit(Sm) | bit(Sc) | bit(Sk) | bit(So);
+inline constexpr std::uint32_t separator = bit(Zs) | bit(Zl) | bit(Zp);
+inline constexpr std::uint32_t other = bit(Cc) | bit(Cf) | bit(Cs) | bit(Co) | bit(Cn);
+}  // namespace categories
 
 inline bool is_letter(std::uint32_t cp) noexcept {
     if (cp < 0x80) return (cp | 0x20) >= 'a' && (cp | 0x20) <= 'z';
-    return detail::in_ranges(unicode_data::letters, cp);
+    return (categories::bit(general_category(cp)) & categories::letter) != 0;
 }
 inline bool is_number(std::uint32_t cp) noexcept {
     if (cp < 0x80) return cp >= '0' && cp <= '9';
-    return detail::in_ranges(unicode_data::numbers, cp);
+    return (categories::bit(general_category(cp)) & categories::number) != 0;
 }
 // The White_Space property, which regex engines use for \s.
 inline bool is_whitespace(std::uint32_t cp) noexcept {

@@ -36,6 +36,9 @@ inline constexpr std::int32_t no_token = -1;  // a special id the vocabulary doe
 struct vocab_spec {
     std::string model;                  // tokenizer.ggml.model: "llama" (SPM), "gpt2" (BPE), ...
     std::string pre;                    // tokenizer.ggml.pre: BPE pre-tokenizer name, may be empty
+    // tokenizer.json's split patterns (none: no split); when set, used instead of `pre`.
+    std::optional<std::vector<std::string>> pre_patterns;
+    bool ignore_merges = false;  // with pre_patterns: a piece that is a token is taken whole
     std::vector<std::string> tokens;
     std::vector<float> scores;          // empty: all 0
     std::vector<token_type> types;      // empty: all normal
@@ -115,6 +118,8 @@ public:
 
     const std::string& model() const noexcept { return s_.model; }
     const std::string& pre() const noexcept { return s_.pre; }
+    const std::optional<std::vector<std::string>>& pre_patterns() const noexcept { return s_.pre_patterns; }
+    bool ignore_merges() const noexcept { return s_.ignore_merges; }
     std::size_t size() const noexcept { return s_.tokens.size(); }
     bool contains(std::int32_t id) const noexcept { return id >= 0 && static_cast<std::size_t>(id) < size(); }
 
