@@ -163,3 +163,22 @@ TEST_CASE("pre_tokenizer: llama.cpp's tokenizer test suites, every case", "[toke
         CHECK(cases.size() >= 46);
     }
 }
+
+TEST_CASE("vocab: every turn-ending token ends generation, as llama.cpp's list has it", "[tokenize][eog]") {
+    // Llama 3: EOS is <|end_of_text|> (128001); instruct answers end with <|eot_id|> (128009).
+    // (This is the 3.0 vocabulary: 3.1's <|eom_id|> is still a reserved token here.)
+    const tk::tokenizer llama3 = tk::load_tokenizer((vocab_dir() / "ggml-vocab-llama-bpe.gguf").string());
+    const tk::vocab& v = llama3.vocabulary();
+    CHECK(v.eos() == 128001);
+    for (const char* t : {"<|end_of_text|>", "<|eot_id|>"}) {
+        INFO(t);
+        CHECK(llama3.is_eog(v.find(t)));
+    }
+    CHECK_FALSE(llama3.is_eog(v.find("<|begin_of_text|>")));
+    CHECK_FALSE(llama3.is_eog(v.find("Hello")));
+    // Qwen 2: <|endoftext|> and <|im_end|>.
+    const tk::tokenizer qwen = tk::load_tokenizer((vocab_dir() / "ggml-vocab-qwen2.gguf").string());
+    CHECK(qwen.is_eog(qwen.vocabulary().find("<|im_end|>")));
+    CHECK(qwen.is_eog(qwen.vocabulary().find("<|endoftext|>")));
+    CHECK_FALSE(qwen.is_eog(qwen.vocabulary().find("<|im_start|>")));
+}

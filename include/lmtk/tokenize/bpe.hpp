@@ -185,9 +185,7 @@ public:
     const vocab& vocabulary() const noexcept { return v_; }
     std::int32_t bos() const noexcept { return v_.bos(); }
     std::int32_t eos() const noexcept { return v_.eos(); }
-    bool is_eog(std::int32_t id) const noexcept {
-        return id != no_token && (id == v_.eos() || id == v_.eot() || id == v_.eom());
-    }
+    bool is_eog(std::int32_t id) const noexcept { return v_.is_eog(id); }
     std::size_t size() const noexcept { return v_.size(); }
 
 private:

@@ -157,10 +157,8 @@ public:
     const vocab& vocabulary() const noexcept { return v_; }
     std::int32_t bos() const noexcept { return v_.bos(); }
     std::int32_t eos() const noexcept { return v_.eos(); }
-    // End of generation: EOS, or an end-of-turn/end-of-message token when the model has one.
-    bool is_eog(std::int32_t id) const noexcept {
-        return id != no_token && (id == v_.eos() || id == v_.eot() || id == v_.eom());
-    }
+    // End of generation: EOS, end of turn/message, and the turn-ending tokens (vocab::is_eog).
+    bool is_eog(std::int32_t id) const noexcept { return v_.is_eog(id); }
     std::size_t size() const noexcept { return v_.size(); }
 
 private:

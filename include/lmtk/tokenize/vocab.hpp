@@ -7,6 +7,7 @@
 #include <lmtk/core/error.hpp>
 #include <lmtk/io/gguf.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -76,7 +77,28 @@ public:
         // Duplicate texts happen in real vocabularies (e.g. unused slots); the first id wins, as
         // in sentencepiece and llama.cpp.
         for (std::size_t i = 0; i < n; ++i) index_.emplace(s_.tokens[i], static_cast<std::int32_t>(i));
+
+        // End of generation: EOS, end of turn, end of message, and the turn-ending tokens chat
+        // models name by text (llama.cpp stops on the same list): a Llama 3 instruct model ends
+        // its answer with <|eot_id|> while its EOS is <|end_of_text|>; Qwen's is <|im_end|>.
+        for (const std::int32_t id : {s_.eos, s_.eot, s_.eom})
+            if (id != no_token) eog_.push_back(id);
+        static constexpr std::string_view turn_ends[] = {
+            "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<end_of_turn>", "<|endoftext|>",
+            "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "<|end_of_text|>", "<end_of_utterance>",
+            "<｜end▁of▁sentence｜>"};  // DeepSeek's, with fullwidth bars
+        for (const std::string_view t : turn_ends)
+            if (const auto it = index_.find(t); it != index_.end()) {
+                const token_type ty = s_.types[static_cast<std::size_t>(it->second)];
+                if (ty == token_type::control || ty == token_type::user_defined) eog_.push_back(it->second);
+            }
+        std::sort(eog_.begin(), eog_.end());
+        eog_.erase(std::unique(eog_.begin(), eog_.end()), eog_.end());
     }
+
+    // Whether generating `id` ends the answer (see the constructor).
+    bool is_eog(std::int32_t id) const noexcept { return std::binary_search(eog_.begin(), eog_.end(), id); }
+    const std::vector<std::int32_t>& eog_ids() const noexcept { return eog_; }
 
     // Reads tokenizer.ggml.* from a GGUF file (a full model or a vocabulary-only file).
     static vocab from_gguf(const gguf::file& f) {
@@ -167,6 +189,7 @@ private:
 
     vocab_spec s_;
     std::unordered_map<std::string, std::int32_t, text_hash, std::equal_to<>> index_;
+    std::vector<std::int32_t> eog_;  // sorted
 };
 
 }  // namespace lmtk::tokenize
