@@ -9215,6 +9215,7 @@ private:
 // #include <lmtk/core/error.hpp>
 // #include <lmtk/io/gguf.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -9284,7 +9285,28 @@ public:
         // Duplicate texts happen in real vocabularies (e.g. unused slots); the first id wins, as
         // in sentencepiece and llama.cpp.
         for (std::size_t i = 0; i < n; ++i) index_.emplace(s_.tokens[i], static_cast<std::int32_t>(i));
+
+        // End of generation: EOS, end of turn, end of message, and the turn-ending tokens chat
+        // models name by text (llama.cpp stops on the same list): a Llama 3 instruct model ends
+        // its answer with <|eot_id|> while its EOS is <|end_of_text|>; Qwen's is <|im_end|>.
+        for (const std::int32_t id : {s_.eos, s_.eot, s_.eom})
+            if (id != no_token) eog_.push_back(id);
+        static constexpr std::string_view turn_ends[] = {
+            "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<end_of_turn>", "<|endoftext|>",
+            "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "<|end_of_text|>", "<end_of_utterance>",
+            "<｜end▁of▁sentence｜>"};  // DeepSeek's, with fullwidth bars
+        for (const std::string_view t : turn_ends)
+            if (const auto it = index_.find(t); it != index_.end()) {
+                const token_type ty = s_.types[static_cast<std::size_t>(it->second)];
+                if (ty == token_type::control || ty == token_type::user_defined) eog_.push_back(it->second);
+            }
+        std::sort(eog_.begin(), eog_.end());
+        eog_.erase(std::unique(eog_.begin(), eog_.end()), eog_.end());
     }
+
+    // Whether generating `id` ends the answer (see the constructor).
+    bool is_eog(std::int32_t id) const noexcept { return std::binary_search(eog_.begin(), eog_.end(), id); }
+    const std::vector<std::int32_t>& eog_ids() const noexcept { return eog_; }
 
     // Reads tokenizer.ggml.* from a GGUF file (a full model or a vocabulary-only file).
     static vocab from_gguf(const gguf::file& f) {
@@ -9375,6 +9397,7 @@ private:
 
     vocab_spec s_;
     std::unordered_map<std::string, std::int32_t, text_hash, std::equal_to<>> index_;
+    std::vector<std::int32_t> eog_;  // sorted
 };
 
 }  // namespace lmtk::tokenize
@@ -9520,10 +9543,8 @@ public:
     const vocab& vocabulary() const noexcept { return v_; }
     std::int32_t bos() const noexcept { return v_.bos(); }
     std::int32_t eos() const noexcept { return v_.eos(); }
-    // End of generation: EOS, or an end-of-turn/end-of-message token when the model has one.
-    bool is_eog(std::int32_t id) const noexcept {
-        return id != no_token && (id == v_.eos() || id == v_.eot() || id == v_.eom());
-    }
+    // End of generation: EOS, end of turn/message, and the turn-ending tokens (vocab::is_eog).
+    bool is_eog(std::int32_t id) const noexcept { return v_.is_eog(id); }
     std::size_t size() const noexcept { return v_.size(); }
 
 private:
@@ -9860,9 +9881,7 @@ public:
     const vocab& vocabulary() const noexcept { return v_; }
     std::int32_t bos() const noexcept { return v_.bos(); }
     std::int32_t eos() const noexcept { return v_.eos(); }
-    bool is_eog(std::int32_t id) const noexcept {
-        return id != no_token && (id == v_.eos() || id == v_.eot() || id == v_.eom());
-    }
+    bool is_eog(std::int32_t id) const noexcept { return v_.is_eog(id); }
     std::size_t size() const noexcept { return v_.size(); }
 
 private:
@@ -10244,6 +10263,2370 @@ inline hf_tokenizer_files export_hf_tokenizer(const tokenizer& tok, const std::o
 }
 
 }  // namespace lmtk::tokenize
+// #include <lmtk/tokenize/jinja/template.hpp>
+// lmtk::jinja::template_program: renders a model's own Jinja chat template (GGUF
+// tokenizer.chat_template, tokenizer_config.json's chat_template) as transformers'
+// apply_chat_template does: a sandboxed Jinja2 environment with trim_blocks and lstrip_blocks,
+// loop controls, HF's tojson (json.dumps, non-ASCII kept), raise_exception and strftime_now.
+//
+//   const jinja::template_program t(source);          // parses; a parse error throws
+//   std::string prompt = t.render(context);           // context: JSON object (messages, tools,
+//                                                     // add_generation_prompt, bos_token, ...)
+//
+// A template is code from a model file: rendering is bounded (loop iterations, output size,
+// call depth) and every unsupported construct is an lmtk::error naming it, never a crash.
+// #include <lmtk/tokenize/jinja/parse.hpp>
+// The Jinja subset chat templates are written in: lexing (with the whitespace control Hugging
+// Face applies: trim_blocks and lstrip_blocks on, `-` and `+` modifiers) and parsing into a tree
+// that jinja/template.hpp renders.
+//
+// Statements: if/elif/else, for (tuple targets, `if` filter, else, loop.*), set (names, tuples,
+// namespace attributes, block form), macro (defaults), call-free filter blocks, break/continue
+// (the loopcontrols extension HF enables), generation (HF's tag; renders its body).
+// Expressions: literals (strings, numbers, lists, dicts, tuples, true/false/none in either case),
+// names, .attr, [index], [a:b:c], calls with keyword arguments, filters with arguments, `is`
+// tests, not/and/or, comparisons and `in`, + - * / // % ** ~, `a if b else c`.
+// Anything else is a parse error naming the construct and its line.
+// #include <lmtk/tokenize/jinja/value.hpp>
+// The values of lmtk's Jinja interpreter (jinja/template.hpp): what chat templates compute with.
+// Python's semantics where a template can see them: truthiness, `str()` of every type (None,
+// True, 1.0, ['a'], {'k': 1}), comparisons, and json.dumps for the `tojson` filter (as Hugging
+// Face's apply_chat_template defines it: non-ASCII kept, ", " and ": " separators).
+//
+// Lists and dicts are shared (copying a value copies a pointer); templates run sandboxed, as in
+// transformers, so nothing but a namespace() is ever changed after it is made.
+// #include <lmtk/core/error.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <algorithm>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace lmtk::jinja {
+
+class value;
+using value_list = std::vector<value>;
+using value_dict = std::vector<std::pair<std::string, value>>;  // insertion order, as Python's dict
+using kwargs = std::vector<std::pair<std::string, value>>;
+using function = std::function<value(value_list& args, kwargs& kw)>;
+
+// A template error: the message says what and where (line of the template).
+[[noreturn]] inline void template_error(std::string_view what, int line = 0) {
+    if (line > 0) fail("chat template, line ", line, ": ", what);
+    fail("chat template: ", what);
+}
+
+class value {
+public:
+    enum class type : std::uint8_t { undefined, none, boolean, integer, floating, string, list, dict, ns, callable };
+
+    value() = default;  // undefined
+    static value none() { return value(type::none); }
+    value(bool b) : t_(type::boolean), i_(b) {}
+    value(int i) : t_(type::integer), i_(i) {}
+    value(std::int64_t i) : t_(type::integer), i_(i) {}
+    value(double d) : t_(type::floating), f_(d) {}
+    value(std::string s) : t_(type::string), s_(std::make_shared<const std::string>(std::move(s))) {}
+    value(const char* s) : value(std::string(s)) {}
+    value(std::string_view s) : value(std::string(s)) {}
+    value(value_list l) : t_(type::list) {
+        for (const value& x : l) take_nesting(x);
+        l_ = std::make_shared<value_list>(std::move(l));
+    }
+    value(value_dict d, bool is_namespace = false) : t_(is_namespace ? type::ns : type::dict) {
+        for (const auto& kv : d) take_nesting(kv.second);
+        holds_ns_ = holds_ns_ || is_namespace;
+        d_ = std::make_shared<value_dict>(std::move(d));
+    }
+
+    // Lists and dicts nest at most this deep: str(), tojson and the destructors recurse, and a
+    // hostile template could otherwise build `[[[...]]]` a million levels deep in a loop.
+    static constexpr int max_nesting = 256;
+    // Whether a namespace is inside (or is) this value: a namespace attribute may not hold one,
+    // which is what keeps values free of cycles.
+    bool holds_namespace() const noexcept { return holds_ns_; }
+    value(function f) : t_(type::callable), fn_(std::make_shared<function>(std::move(f))) {}
+
+    // From parsed JSON; an nlohmann::ordered_json keeps the keys in the order they were written,
+    // which a template's tojson shows (Python's dicts keep insertion order).
+    template <class Json>
+    static value from_json(const Json& j) {
+        switch (j.type()) {
+            case Json::value_t::null: return none();
+            case Json::value_t::boolean: return value(j.template get<bool>());
+            case Json::value_t::number_integer: return value(j.template get<std::int64_t>());
+            case Json::value_t::number_unsigned:
+                return value(static_cast<std::int64_t>(std::min<std::uint64_t>(j.template get<std::uint64_t>(), INT64_MAX)));
+            case Json::value_t::number_float: return value(j.template get<double>());
+            case Json::value_t::string: return value(j.template get<std::string>());
+            case Json::value_t::array: {
+                value_list l;
+                l.reserve(j.size());
+                for (const auto& x : j) l.push_back(from_json(x));
+                return value(std::move(l));
+            }
+            case Json::value_t::object: {
+                value_dict d;
+                d.reserve(j.size());
+                for (auto it = j.begin(); it != j.end(); ++it) d.emplace_back(it.key(), from_json(it.value()));
+                return value(std::move(d));
+            }
+            default: return none();
+        }
+    }
+
+    // Python generators (what jinja2's select, reject, selectattr, rejectattr and map return):
+    // iterable, always true, but without a length, a str() or a JSON form; `|list` makes a list.
+    static value generator(value_list l) {
+        value v(std::move(l));
+        v.generator_ = true;
+        return v;
+    }
+    bool is_generator() const noexcept { return generator_; }
+    value as_list() const {
+        value v = *this;
+        v.generator_ = false;
+        v.tuple_ = false;
+        return v;
+    }
+    // Python tuples (tuple literals, dict items): a list that prints as (a, b) and (a,).
+    static value tuple(value_list l) {
+        value v(std::move(l));
+        v.tuple_ = true;
+        return v;
+    }
+    bool is_tuple() const noexcept { return tuple_; }
+    // Markup (jinja2's safe strings): adding a plain string to one HTML-escapes the plain one.
+    static value markup(std::string s) {
+        value v(std::move(s));
+        v.markup_ = true;
+        return v;
+    }
+    bool is_markup() const noexcept { return markup_; }
+    static std::string html_escape(std::string_view s) {
+        std::string out;
+        for (const char c : s) {
+            switch (c) {
+                case '&': out += "&amp;"; break;
+                case '<': out += "&lt;"; break;
+                case '>': out += "&gt;"; break;
+                case '"': out += "&#34;"; break;
+                case '\'': out += "&#39;"; break;
+                default: out += c;
+            }
+        }
+        return out;
+    }
+
+    type kind() const noexcept { return t_; }
+    bool is_undefined() const noexcept { return t_ == type::undefined; }
+    bool is_none() const noexcept { return t_ == type::none; }
+    bool is_bool() const noexcept { return t_ == type::boolean; }
+    bool is_int() const noexcept { return t_ == type::integer; }
+    bool is_float() const noexcept { return t_ == type::floating; }
+    bool is_number() const noexcept { return t_ == type::integer || t_ == type::floating; }
+    bool is_string() const noexcept { return t_ == type::string; }
+    bool is_list() const noexcept { return t_ == type::list; }
+    bool is_dict() const noexcept { return t_ == type::dict || t_ == type::ns; }
+    bool is_namespace() const noexcept { return t_ == type::ns; }
+    bool is_callable() const noexcept { return t_ == type::callable; }
+
+    bool as_bool() const noexcept { return i_ != 0; }
+    std::int64_t as_int() const noexcept { return t_ == type::floating ? static_cast<std::int64_t>(f_) : i_; }
+    double as_float() const noexcept { return t_ == type::floating ? f_ : static_cast<double>(i_); }
+    const std::string& str() const noexcept {
+        static const std::string empty;
+        return s_ ? *s_ : empty;
+    }
+    const value_list& list() const noexcept {
+        static const value_list empty;
+        return l_ ? *l_ : empty;
+    }
+    const value_dict& dict() const noexcept {
+        static const value_dict empty;
+        return d_ ? *d_ : empty;
+    }
+    value_dict& mutable_namespace() const { return *d_; }
+    value call(value_list& args, kwargs& kw) const { return (*fn_)(args, kw); }
+
+    // dict[key]; undefined when absent.
+    value get(std::string_view key) const {
+        for (const auto& [k, v] : dict())
+            if (k == key) return v;
+        return {};
+    }
+    bool has(std::string_view key) const {
+        for (const auto& kv : dict())
+            if (kv.first == key) return true;
+        return false;
+    }
+
+    // Python's truthiness.
+    bool truthy() const noexcept {
+        if (generator_) return true;
+        switch (t_) {
+            case type::undefined:
+            case type::none: return false;
+            case type::boolean:
+            case type::integer: return i_ != 0;
+            case type::floating: return f_ != 0.0;
+            case type::string: return !str().empty();
+            case type::list: return !list().empty();
+            case type::dict:
+            case type::ns: return !dict().empty();
+            case type::callable: return true;
+        }
+        return false;
+    }
+
+    std::size_t length() const {
+        if (generator_) template_error("object of type 'generator' has no len()");
+        switch (t_) {
+            case type::undefined: return 0;  // jinja2's Undefined is an empty sequence
+            case type::string: return utf8_length(str());
+            case type::list: return list().size();
+            case type::dict:
+            case type::ns: return dict().size();
+            default: template_error(std::string("object of type ") + type_name() + " has no length");
+        }
+    }
+
+    const char* type_name() const noexcept {
+        switch (t_) {
+            case type::undefined: return "undefined";
+            case type::none: return "NoneType";
+            case type::boolean: return "bool";
+            case type::integer: return "int";
+            case type::floating: return "float";
+            case type::string: return "str";
+            case type::list: return "list";
+            case type::dict: return "dict";
+            case type::ns: return "Namespace";
+            case type::callable: return "function";
+        }
+        return "?";
+    }
+
+    // Python's str(): what {{ x }} prints.
+    std::string to_string() const {
+        switch (t_) {
+            case type::undefined: return "";
+            case type::string: return str();
+            default: return repr();
+        }
+    }
+
+    // Python's repr(), used inside lists and dicts.
+    std::string repr() const {
+        if (generator_) template_error("a generator (the result of select/map/...) cannot be printed; add |list");
+        switch (t_) {
+            case type::undefined: return "";
+            case type::none: return "None";
+            case type::boolean: return i_ ? "True" : "False";
+            case type::integer: return std::to_string(i_);
+            case type::floating: return float_repr(f_);
+            case type::string: return string_repr(str());
+            case type::list: {
+                std::string out = tuple_ ? "(" : "[";
+                for (std::size_t k = 0; k < list().size(); ++k) out += (k ? ", " : "") + list()[k].repr();
+                if (tuple_ && list().size() == 1) out += ',';
+                return out + (tuple_ ? ")" : "]");
+            }
+            case type::dict: {
+                std::string out = "{";
+                bool first = true;
+                for (const auto& [key, v] : dict()) {
+                    out += (first ? "" : ", ") + string_repr(key) + ": " + v.repr();
+                    first = false;
+                }
+                return out + "}";
+            }
+            case type::ns: return "<Namespace>";
+            case type::callable: return "<function>";
+        }
+        return "";
+    }
+
+    // json.dumps(x, ensure_ascii=False, indent=indent, separators=...) as Python writes it.
+    std::string to_json(int indent = -1, std::string_view item_sep = "", std::string_view key_sep = ": ", bool sort_keys = false,
+                        bool ensure_ascii = false) const {
+        std::string out;
+        ensure_ascii_ = ensure_ascii;
+        const std::string_view isep = !item_sep.empty() ? item_sep : (indent >= 0 ? std::string_view(",") : std::string_view(", "));
+        dump_json(out, indent, 0, isep, key_sep, sort_keys);
+        return out;
+    }
+
+    // Python's float repr: the shortest text that reads back as the same double, ".0" added
+    // to integral values, exponent form past 1e16.
+    static std::string float_repr(double d) {
+        if (std::isnan(d)) return "nan";
+        if (std::isinf(d)) return d > 0 ? "inf" : "-inf";
+        if (d == 0.0) return std::signbit(d) ? "-0.0" : "0.0";
+        // The fewest significant digits that read back as d.
+        char buf[48];
+        int prec = 1;
+        for (; prec <= 17; ++prec) {
+            std::snprintf(buf, sizeof buf, "%.*e", prec - 1, d);
+            if (std::strtod(buf, nullptr) == d) break;
+        }
+        const std::string e_form = buf;  // [-]d.ddde[+-]xx
+        const std::size_t epos = e_form.find('e');
+        const int exp = std::atoi(e_form.c_str() + epos + 1);
+        std::string digits;
+        for (std::size_t k = 0; k < epos; ++k)
+            if (e_form[k] >= '0' && e_form[k] <= '9') digits += e_form[k];
+        const std::string sign = d < 0 ? "-" : "";
+        if (exp < -4 || exp >= 16) {  // Python's repr switches to exponent form here
+            std::string m = digits.substr(0, 1);
+            if (digits.size() > 1) m += "." + digits.substr(1);
+            char eb[16];
+            std::snprintf(eb, sizeof eb, "e%c%02d", exp < 0 ? '-' : '+', exp < 0 ? -exp : exp);
+            return sign + m + eb;
+        }
+        std::string out;
+        if (exp < 0) {
+            out = "0." + std::string(static_cast<std::size_t>(-exp - 1), '0') + digits;
+        } else if (static_cast<std::size_t>(exp) + 1 >= digits.size()) {
+            out = digits + std::string(static_cast<std::size_t>(exp) + 1 - digits.size(), '0') + ".0";
+        } else {
+            out = digits.substr(0, static_cast<std::size_t>(exp) + 1) + "." + digits.substr(static_cast<std::size_t>(exp) + 1);
+        }
+        return sign + out;
+    }
+
+    static std::string string_repr(const std::string& s) {
+        const bool dq = s.find('\'') != std::string::npos && s.find('"') == std::string::npos;
+        const char q = dq ? '"' : '\'';
+        std::string out(1, q);
+        for (const char c : s) {
+            switch (c) {
+                case '\\': out += "\\\\"; break;
+                case '\n': out += "\\n"; break;
+                case '\r': out += "\\r"; break;
+                case '\t': out += "\\t"; break;
+                default:
+                    if (c == q) {
+                        out += '\\';
+                        out += c;
+                    } else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) {
+                        char b[8];
+                        std::snprintf(b, sizeof b, "\\x%02x", static_cast<unsigned char>(c));
+                        out += b;
+                    } else {
+                        out += c;
+                    }
+            }
+        }
+        return out + q;
+    }
+
+    static std::size_t utf8_length(std::string_view s) noexcept {
+        std::size_t n = 0;
+        for (const char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+        return n;
+    }
+
+private:
+    explicit value(type t) : t_(t) {}
+
+    static inline thread_local bool ensure_ascii_ = false;  // json.dumps(ensure_ascii=...) of the dump under way
+
+    static void json_string(std::string& out, std::string_view s) {
+        out += '"';
+        if (ensure_ascii_) {
+            for (std::size_t k = 0; k < s.size();) {
+                const auto b = static_cast<unsigned char>(s[k]);
+                if (b < 0x80) {
+                    json_string_ascii(out, s[k]);
+                    ++k;
+                    continue;
+                }
+                const int n = b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 1;
+                std::uint32_t cp = n == 4 ? (b & 0x07u) : n == 3 ? (b & 0x0Fu) : n == 2 ? (b & 0x1Fu) : b;
+                for (int m = 1; m < n && k + static_cast<std::size_t>(m) < s.size(); ++m) cp = (cp << 6) | (static_cast<unsigned char>(s[k + static_cast<std::size_t>(m)]) & 0x3Fu);
+                k += static_cast<std::size_t>(n);
+                char buf[16];
+                if (cp >= 0x10000) {
+                    cp -= 0x10000;
+                    std::snprintf(buf, sizeof buf, "\\u%04x\\u%04x", 0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF));
+                } else {
+                    std::snprintf(buf, sizeof buf, "\\u%04x", cp);
+                }
+                out += buf;
+            }
+            out += '"';
+            return;
+        }
+        for (const char c : s) json_string_ascii(out, c);
+        out += '"';
+    }
+    static void json_string_ascii(std::string& out, char c) {
+        {
+            switch (c) {
+                case '"': out += "\\\""; break;
+                case '\\': out += "\\\\"; break;
+                case '\n': out += "\\n"; break;
+                case '\r': out += "\\r"; break;
+                case '\t': out += "\\t"; break;
+                case '\b': out += "\\b"; break;
+                case '\f': out += "\\f"; break;
+                default:
+                    if (static_cast<unsigned char>(c) < 0x20) {
+                        char b[8];
+                        std::snprintf(b, sizeof b, "\\u%04x", static_cast<unsigned char>(c));
+                        out += b;
+                    } else {
+                        out += c;
+                    }
+            }
+        }
+    }
+
+    void dump_json(std::string& out, int indent, int depth, std::string_view isep, std::string_view ksep, bool sort_keys) const {
+        if (depth > 64) template_error("tojson: value nested too deeply");
+        if (generator_) template_error("tojson: Object of type generator is not JSON serializable");
+        auto newline = [&](int d) {
+            if (indent < 0) return;
+            out += '\n';
+            out.append(static_cast<std::size_t>(indent * d), ' ');
+        };
+        switch (t_) {
+            case type::undefined:
+            case type::none: out += "null"; break;
+            case type::boolean: out += i_ ? "true" : "false"; break;
+            case type::integer: out += std::to_string(i_); break;
+            case type::floating:
+                out += std::isnan(f_) ? "NaN" : std::isinf(f_) ? (f_ > 0 ? "Infinity" : "-Infinity") : float_repr(f_);
+                break;
+            case type::string: json_string(out, str()); break;
+            case type::list:
+                if (list().empty()) {
+                    out += "[]";
+                    break;
+                }
+                out += '[';
+                for (std::size_t k = 0; k < list().size(); ++k) {
+                    if (k) out += isep;
+                    newline(depth + 1);
+                    list()[k].dump_json(out, indent, depth + 1, isep, ksep, sort_keys);
+                }
+                newline(depth);
+                out += ']';
+                break;
+            case type::dict:
+            case type::ns: {
+                if (dict().empty()) {
+                    out += "{}";
+                    break;
+                }
+                std::vector<const std::pair<std::string, value>*> items;
+                for (const auto& kv : dict()) items.push_back(&kv);
+                if (sort_keys) std::sort(items.begin(), items.end(), [](auto* a, auto* b) { return a->first < b->first; });
+                out += '{';
+                bool first = true;
+                for (const auto* kv : items) {
+                    if (!first) out += isep;
+                    first = false;
+                    newline(depth + 1);
+                    json_string(out, kv->first);
+                    out += ksep;
+                    kv->second.dump_json(out, indent, depth + 1, isep, ksep, sort_keys);
+                }
+                newline(depth);
+                out += '}';
+                break;
+            }
+            case type::callable: template_error("tojson: a function is not JSON serializable");
+        }
+    }
+
+    void take_nesting(const value& child) {
+        if (child.nesting_ + 1 > max_nesting) template_error("a list or dict nests too deeply (more than 256 levels)");
+        nesting_ = std::max<std::uint16_t>(nesting_, static_cast<std::uint16_t>(child.nesting_ + 1));
+        holds_ns_ = holds_ns_ || child.holds_ns_;
+    }
+
+    type t_ = type::undefined;
+    std::uint16_t nesting_ = 0;  // levels of lists/dicts inside this one
+    bool holds_ns_ = false;
+    bool tuple_ = false;      // a list that Python would hold as a tuple (repr only)
+    bool generator_ = false;  // a list made lazily by select/map/...: Python cannot print or dump it
+    bool markup_ = false;     // a string marked safe: `+` escapes plain strings joined to it
+    std::int64_t i_ = 0;
+    double f_ = 0.0;
+    std::shared_ptr<const std::string> s_;
+    std::shared_ptr<value_list> l_;
+    std::shared_ptr<value_dict> d_;
+    std::shared_ptr<function> fn_;
+};
+
+}  // namespace lmtk::jinja
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace lmtk::jinja {
+
+struct token {
+    enum class kind : std::uint8_t { text, var_begin, var_end, block_begin, block_end, name, string, integer, floating, op, eof } k;
+    std::string s;
+    std::int64_t i = 0;
+    double f = 0;
+    int line = 1;
+};
+
+// Template source -> tokens. Text between tags is one token; whitespace control is applied here.
+inline std::vector<token> lex(std::string_view src) {
+    std::vector<token> out;
+    std::size_t pos = 0;
+    int line = 1;
+    bool strip_next = false;  // the previous tag ended with '-'
+    auto count_lines = [&](std::string_view s) {
+        for (const char c : s) line += c == '\n';
+    };
+    while (pos <= src.size()) {
+        std::size_t start = src.find('{', pos);
+        while (start != std::string_view::npos && start + 1 < src.size() && src[start + 1] != '{' && src[start + 1] != '%' &&
+               src[start + 1] != '#')
+            start = src.find('{', start + 1);
+        if (start != std::string_view::npos && start + 1 >= src.size()) start = std::string_view::npos;
+        std::string text(src.substr(pos, start == std::string_view::npos ? std::string_view::npos : start - pos));
+        if (strip_next) {
+            const std::size_t k = text.find_first_not_of(" \t\r\n");
+            text.erase(0, k == std::string::npos ? text.size() : k);
+            strip_next = false;
+        }
+        if (start == std::string_view::npos) {
+            if (!text.empty()) out.push_back({token::kind::text, text, 0, 0, line});
+            break;
+        }
+        const char opener = src[start + 1];
+        std::size_t p = start + 2;
+        const bool minus = p < src.size() && src[p] == '-';
+        const bool plus = p < src.size() && src[p] == '+';
+        if (minus || plus) ++p;
+        if (minus) {
+            const std::size_t k = text.find_last_not_of(" \t\r\n");
+            text.erase(k == std::string::npos ? 0 : k + 1);
+        } else if (opener != '{' && !plus) {
+            // lstrip_blocks: the blanks between the start of a line and a block or comment tag.
+            const std::size_t nl = text.rfind('\n');
+            const std::size_t from = nl == std::string::npos ? 0 : nl + 1;
+            const bool at_line_start = nl != std::string::npos || pos == 0 || src[pos - 1] == '\n';
+            if (at_line_start && text.find_first_not_of(" \t", from) == std::string::npos) text.erase(from);
+        }
+        if (!text.empty()) {
+            out.push_back({token::kind::text, text, 0, 0, line});
+        }
+        count_lines(src.substr(pos, start - pos));
+        if (opener == '#') {
+            const std::size_t end = src.find("#}", p);
+            if (end == std::string_view::npos) template_error("unterminated comment", line);
+            count_lines(src.substr(start, end + 2 - start));
+            strip_next = end > p && src[end - 1] == '-';
+            pos = end + 2;
+            if (!strip_next && pos < src.size() && src[pos] == '\n') ++pos, ++line;  // trim_blocks
+            continue;
+        }
+        const bool is_var = opener == '{';
+        out.push_back({is_var ? token::kind::var_begin : token::kind::block_begin, "", 0, 0, line});
+        // Tokens until the closing delimiter.
+        for (;;) {
+            while (p < src.size() && (src[p] == ' ' || src[p] == '\t' || src[p] == '\n' || src[p] == '\r')) line += src[p++] == '\n';
+            if (p >= src.size()) template_error(is_var ? "unterminated {{ ... }}" : "unterminated {% ... %}", line);
+            const std::string_view rest = src.substr(p);
+            const std::string_view closer = is_var ? "}}" : "%}";
+            bool end_minus = false;
+            if (rest.substr(0, 1) == "-" && rest.substr(1, 2) == closer) end_minus = true;
+            if (end_minus || (rest.substr(0, 1) == "+" && rest.substr(1, 2) == closer) || rest.substr(0, 2) == closer) {
+                p += (rest[0] == '-' || rest[0] == '+') ? 3 : 2;
+                out.push_back({is_var ? token::kind::var_end : token::kind::block_end, "", 0, 0, line});
+                strip_next = end_minus;
+                if (!is_var && !end_minus && p < src.size() && src[p] == '\n') ++p, ++line;  // trim_blocks
+                break;
+            }
+            const char c = src[p];
+            if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_') {
+                std::size_t q = p;
+                while (q < src.size() && ((src[q] >= 'a' && src[q] <= 'z') || (src[q] >= 'A' && src[q] <= 'Z') ||
+                                          (src[q] >= '0' && src[q] <= '9') || src[q] == '_'))
+                    ++q;
+                out.push_back({token::kind::name, std::string(src.substr(p, q - p)), 0, 0, line});
+                p = q;
+            } else if (c >= '0' && c <= '9') {
+                std::size_t q = p;
+                while (q < src.size() && ((src[q] >= '0' && src[q] <= '9') || src[q] == '_')) ++q;
+                bool is_float = false;
+                if (q + 1 < src.size() && src[q] == '.' && src[q + 1] >= '0' && src[q + 1] <= '9') {
+                    is_float = true;
+                    ++q;
+                    while (q < src.size() && src[q] >= '0' && src[q] <= '9') ++q;
+                }
+                if (q < src.size() && (src[q] == 'e' || src[q] == 'E')) {
+                    std::size_t r = q + 1;
+                    if (r < src.size() && (src[r] == '+' || src[r] == '-')) ++r;
+                    if (r < src.size() && src[r] >= '0' && src[r] <= '9') {
+                        is_float = true;
+                        q = r;
+                        while (q < src.size() && src[q] >= '0' && src[q] <= '9') ++q;
+                    }
+                }
+                std::string num;
+                for (std::size_t k = p; k < q; ++k)
+                    if (src[k] != '_') num += src[k];
+                token t{is_float ? token::kind::floating : token::kind::integer, num, 0, 0, line};
+                if (is_float) t.f = std::strtod(num.c_str(), nullptr);
+                else t.i = std::strtoll(num.c_str(), nullptr, 10);
+                out.push_back(std::move(t));
+                p = q;
+            } else if (c == '\'' || c == '"') {
+                std::string s;
+                std::size_t q = p + 1;
+                for (;;) {
+                    if (q >= src.size()) template_error("unterminated string", line);
+                    const char d = src[q];
+                    if (d == c) break;
+                    if (d == '\\' && q + 1 < src.size()) {
+                        const char e = src[++q];
+                        switch (e) {
+                            case 'n': s += '\n'; break;
+                            case 't': s += '\t'; break;
+                            case 'r': s += '\r'; break;
+                            case '\\': s += '\\'; break;
+                            case '\'': s += '\''; break;
+                            case '"': s += '"'; break;
+                            case '0': s += '\0'; break;
+                            case 'u': {
+                                if (q + 4 >= src.size()) template_error("bad \\u escape", line);
+                                const std::uint32_t cp = static_cast<std::uint32_t>(std::strtoul(std::string(src.substr(q + 1, 4)).c_str(), nullptr, 16));
+                                q += 4;
+                                if (cp < 0x80) s += static_cast<char>(cp);
+                                else if (cp < 0x800) s += static_cast<char>(0xC0 | (cp >> 6)), s += static_cast<char>(0x80 | (cp & 0x3F));
+                                else s += static_cast<char>(0xE0 | (cp >> 12)), s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F)),
+                                     s += static_cast<char>(0x80 | (cp & 0x3F));
+                                break;
+                            }
+                            default: s += '\\', s += e;  // Python keeps unknown escapes
+                        }
+                        ++q;
+                        continue;
+                    }
+                    line += d == '\n';
+                    s += d;
+                    ++q;
+                }
+                out.push_back({token::kind::string, s, 0, 0, line});
+                p = q + 1;
+            } else {
+                static constexpr std::string_view two[] = {"==", "!=", "<=", ">=", "//", "**"};
+                std::string op(1, c);
+                for (const std::string_view t : two)
+                    if (rest.substr(0, 2) == t) op = std::string(t);
+                if (op.size() == 1 && std::string_view("+-*/%~|.,:()[]{}<>=!").find(c) == std::string_view::npos)
+                    template_error(std::string("unexpected character '") + c + "'", line);
+                out.push_back({token::kind::op, op, 0, 0, line});
+                p += op.size();
+            }
+        }
+        pos = p;
+    }
+    out.push_back({token::kind::eof, "", 0, 0, line});
+    return out;
+}
+
+// ---- the tree -------------------------------------------------------------------------------
+
+struct expr;
+using expr_ptr = std::unique_ptr<expr>;
+struct expr {
+    enum class kind : std::uint8_t {
+        literal, name, list, tuple, dict, attr, index, slice, call, filter, test, neg, pos, not_, and_, or_, binary, compare, cond
+    } k = kind::literal;
+    int line = 0;
+    value lit;
+    std::string name;  // name, attribute, filter, test, operator
+    std::vector<expr_ptr> a;                             // operands / arguments (slice: 3, maybe null)
+    std::vector<std::pair<std::string, expr_ptr>> kw;  // keyword arguments
+    bool negated = false;                               // `is not`, `not in`
+
+    expr() = default;
+    expr(const expr&) = delete;
+    expr& operator=(const expr&) = delete;
+    // Iterative: a hostile template's long operator chain (`a+a+a+...`, left-deep) must not
+    // overflow the stack when its tree is destroyed, even one the parser refuses.
+    ~expr() {
+        std::vector<expr_ptr> pending;
+        auto take = [&pending](expr& e) {
+            for (expr_ptr& c : e.a)
+                if (c) pending.push_back(std::move(c));
+            for (auto& k : e.kw)
+                if (k.second) pending.push_back(std::move(k.second));
+        };
+        take(*this);
+        while (!pending.empty()) {
+            expr_ptr p = std::move(pending.back());
+            pending.pop_back();
+            take(*p);
+        }
+    }
+};
+
+// The height of an expression tree, without recursion.
+inline int expr_height(const expr& root) {
+    int best = 0;
+    std::vector<std::pair<const expr*, int>> todo{{&root, 1}};
+    while (!todo.empty()) {
+        const auto [e, h] = todo.back();
+        todo.pop_back();
+        best = std::max(best, h);
+        for (const expr_ptr& c : e->a)
+            if (c) todo.emplace_back(c.get(), h + 1);
+        for (const auto& k : e->kw)
+            if (k.second) todo.emplace_back(k.second.get(), h + 1);
+    }
+    return best;
+}
+
+struct stmt;
+using body = std::vector<std::unique_ptr<stmt>>;
+struct stmt {
+    enum class kind : std::uint8_t { text, output, if_, for_, set, set_block, macro, break_, continue_, filter_block, block } k = kind::text;
+    int line = 0;
+    std::string text;                  // text; set_block/macro name
+    expr_ptr e;                        // output, set value, for iterable, filter_block filter (applied to "")
+    expr_ptr target;                   // set/for target (name, tuple of names, or attr of a namespace)
+    expr_ptr cond;                     // for's `if`
+    std::vector<std::pair<expr_ptr, body>> branches;  // if/elif (cond, body); else has cond null
+    body b, else_b;                    // for body/else, macro/set_block/block body
+    std::vector<std::pair<std::string, expr_ptr>> params;  // macro parameters and defaults
+};
+
+inline expr_ptr new_expr(expr::kind k, int line) {
+    auto e = std::make_unique<expr>();
+    e->k = k;
+    e->line = line;
+    return e;
+}
+inline std::unique_ptr<stmt> new_stmt(stmt::kind k, int line) {
+    auto s = std::make_unique<stmt>();
+    s->k = k;
+    s->line = line;
+    return s;
+}
+
+class parser {
+public:
+    // Nesting the parser accepts: statements inside statements, parentheses/brackets/unary
+    // operators inside expressions, and the height of one expression's tree (operator chains
+    // included). Real chat templates stay under 12 and 30; the renderer recurses this deep.
+    static constexpr int max_nesting = 128;
+    static constexpr int max_expr_height = 200;
+
+    explicit parser(std::vector<token> toks) : t_(std::move(toks)) {}
+
+    body parse_template() {
+        body b = parse_body({});
+        if (peek().k != token::kind::eof) template_error("unexpected end tag", peek().line);
+        return b;
+    }
+
+private:
+    const token& peek(std::size_t ahead = 0) const { return t_[std::min(i_ + ahead, t_.size() - 1)]; }
+    const token& next() { return t_[std::min(i_++, t_.size() - 1)]; }
+    bool is_op(std::string_view op, std::size_t ahead = 0) const { return peek(ahead).k == token::kind::op && peek(ahead).s == op; }
+    bool is_name(std::string_view n, std::size_t ahead = 0) const { return peek(ahead).k == token::kind::name && peek(ahead).s == n; }
+    void expect_op(std::string_view op) {
+        if (!is_op(op)) template_error("expected '" + std::string(op) + "', found '" + peek().s + "'", peek().line);
+        ++i_;
+    }
+    std::string expect_name() {
+        if (peek().k != token::kind::name) template_error("expected a name, found '" + peek().s + "'", peek().line);
+        return next().s;
+    }
+    void expect_block_end() {
+        if (peek().k != token::kind::block_end) template_error("expected '%}', found '" + peek().s + "'", peek().line);
+        ++i_;
+    }
+
+    // Statements until a block tag whose name is in `ends` (left unconsumed after {%).
+    body parse_body(std::initializer_list<std::string_view> ends) {
+        body out;
+        for (;;) {
+            const token& t = peek();
+            if (t.k == token::kind::eof) {
+                if (ends.size() != 0) template_error("missing {% " + std::string(*(ends.end() - 1)) + " %}", t.line);
+                return out;
+            }
+            if (t.k == token::kind::text) {
+                auto s = new_stmt(stmt::kind::text, t.line);
+                s->text = t.s;
+                out.push_back(std::move(s));
+                ++i_;
+                continue;
+            }
+            if (t.k == token::kind::var_begin) {
+                ++i_;
+                auto s = new_stmt(stmt::kind::output, t.line);
+                s->e = parse_expr();
+                if (peek().k != token::kind::var_end) template_error("expected '}}', found '" + peek().s + "'", peek().line);
+                ++i_;
+                out.push_back(std::move(s));
+                continue;
+            }
+            if (t.k != token::kind::block_begin) template_error("unexpected '" + t.s + "'", t.line);
+            const token& kw = peek(1);
+            for (const std::string_view e : ends)
+                if (kw.k == token::kind::name && kw.s == e) return out;
+            ++i_;
+            out.push_back(parse_statement());
+        }
+    }
+
+    // Counts one level of recursion in the parser; too many is a clear error, not a stack overflow.
+    struct nesting {
+        parser& p;
+        nesting(parser& pp, int line) : p(pp) {
+            if (++p.nest_ > max_nesting) template_error("the template nests too deeply", line);
+        }
+        ~nesting() { --p.nest_; }
+        nesting(const nesting&) = delete;
+        nesting& operator=(const nesting&) = delete;
+    };
+
+    std::unique_ptr<stmt> parse_statement() {
+        const int line = peek().line;
+        const nesting guard(*this, line);
+        const std::string kw = expect_name();
+        auto s = new_stmt(stmt::kind::text, line);
+        if (kw == "if") {
+            s->k = stmt::kind::if_;
+            expr_ptr c = parse_expr();
+            expect_block_end();
+            for (;;) {
+                body b = parse_body({"elif", "else", "endif"});
+                s->branches.emplace_back(std::move(c), std::move(b));
+                ++i_;  // {%
+                const std::string which = next().s;
+                if (which == "elif") {
+                    c = parse_expr();
+                    expect_block_end();
+                } else if (which == "else") {
+                    expect_block_end();
+                    s->branches.emplace_back(nullptr, parse_body({"endif"}));
+                    i_ += 2;
+                    expect_block_end();
+                    break;
+                } else {
+                    expect_block_end();
+                    break;
+                }
+            }
+        } else if (kw == "for") {
+            s->k = stmt::kind::for_;
+            s->target = parse_target();
+            if (!is_name("in")) template_error("expected 'in' in for", peek().line);
+            ++i_;
+            s->e = parse_expr(/*no_cond=*/true);
+            if (is_name("if")) {
+                ++i_;
+                s->cond = parse_expr(true);
+            }
+            if (is_name("recursive")) template_error("recursive for loops are not supported", line);
+            expect_block_end();
+            s->b = parse_body({"else", "endfor"});
+            ++i_;
+            if (next().s == "else") {
+                expect_block_end();
+                s->else_b = parse_body({"endfor"});
+                i_ += 2;
+            }
+            expect_block_end();
+        } else if (kw == "set") {
+            s->target = parse_target();
+            if (is_op("=")) {
+                ++i_;
+                s->k = stmt::kind::set;
+                s->e = parse_expr();
+                if (is_op(",")) {  // set a = 1, 2 -> a tuple
+                    auto tup = new_expr(expr::kind::tuple, line);
+                    tup->a.push_back(std::move(s->e));
+                    while (is_op(",")) {
+                        ++i_;
+                        tup->a.push_back(parse_expr());
+                    }
+                    s->e = std::move(tup);
+                }
+                expect_block_end();
+            } else {
+                s->k = stmt::kind::set_block;
+                if (s->target->k != expr::kind::name) template_error("block set needs a plain name", line);
+                if (is_op("|")) template_error("filtered block set is not supported", line);
+                expect_block_end();
+                s->b = parse_body({"endset"});
+                i_ += 2;
+                expect_block_end();
+            }
+        } else if (kw == "macro") {
+            s->k = stmt::kind::macro;
+            s->text = expect_name();
+            expect_op("(");
+            while (!is_op(")")) {
+                std::string p = expect_name();
+                expr_ptr def;
+                if (is_op("=")) {
+                    ++i_;
+                    def = parse_expr();
+                }
+                s->params.emplace_back(std::move(p), std::move(def));
+                if (!is_op(",")) break;
+                ++i_;
+            }
+            expect_op(")");
+            expect_block_end();
+            s->b = parse_body({"endmacro"});
+            i_ += 2;
+            if (peek().k == token::kind::name) ++i_;  // {% endmacro name %}
+            expect_block_end();
+        } else if (kw == "break" || kw == "continue") {
+            s->k = kw == "break" ? stmt::kind::break_ : stmt::kind::continue_;
+            expect_block_end();
+        } else if (kw == "filter") {
+            s->k = stmt::kind::filter_block;
+            auto f = new_expr(expr::kind::literal, line);
+            f->lit = value(std::string());
+            s->e = parse_filters(std::move(f), /*first_without_bar=*/true);
+            expect_block_end();
+            s->b = parse_body({"endfilter"});
+            i_ += 2;
+            expect_block_end();
+        } else if (kw == "generation") {  // transformers' assistant-mask tag: renders its body
+            s->k = stmt::kind::block;
+            expect_block_end();
+            s->b = parse_body({"endgeneration"});
+            i_ += 2;
+            expect_block_end();
+        } else {
+            template_error("unsupported statement '" + kw + "'", line);
+        }
+        return s;
+    }
+
+    // A for/set target: name, name.attr (set only), or names separated by commas.
+    expr_ptr parse_target() {
+        const int line = peek().line;
+        auto one = [&]() -> expr_ptr {
+            auto n = new_expr(expr::kind::name, line);
+            n->name = expect_name();
+            if (is_op(".")) {
+                ++i_;
+                auto a = new_expr(expr::kind::attr, line);
+                a->name = expect_name();
+                a->a.push_back(std::move(n));
+                return a;
+            }
+            return n;
+        };
+        const bool paren = is_op("(");
+        if (paren) ++i_;
+        expr_ptr first = one();
+        if (!is_op(",")) {
+            if (paren) expect_op(")");
+            return first;
+        }
+        auto tup = new_expr(expr::kind::tuple, line);
+        tup->a.push_back(std::move(first));
+        while (is_op(",")) {
+            ++i_;
+            tup->a.push_back(one());
+        }
+        if (paren) expect_op(")");
+        return tup;
+    }
+
+    expr_ptr make(expr::kind k, int line) { return new_expr(k, line); }
+
+    expr_ptr parse_expr(bool no_cond = false) {
+        const int line = peek().line;
+        const nesting guard(*this, line);
+        const bool outermost = expr_nest_++ == 0;
+        struct leave {
+            int& n;
+            ~leave() { --n; }
+        } left{expr_nest_};
+        expr_ptr e = parse_or();
+        if (!no_cond && is_name("if")) {
+            ++i_;
+            auto c = make(expr::kind::cond, line);
+            c->a.push_back(parse_or());  // condition
+            c->a.push_back(std::move(e));  // then
+            if (is_name("else")) {
+                ++i_;
+                c->a.push_back(parse_expr());
+            }
+            e = std::move(c);
+        }
+        if (outermost && expr_height(*e) > max_expr_height) template_error("an expression nests too deeply", line);
+        return e;
+    }
+    expr_ptr parse_or() {
+        expr_ptr e = parse_and();
+        while (is_name("or")) {
+            auto n = make(expr::kind::or_, next().line);
+            n->a.push_back(std::move(e));
+            n->a.push_back(parse_and());
+            e = std::move(n);
+        }
+        return e;
+    }
+    expr_ptr parse_and() {
+        expr_ptr e = parse_not();
+        while (is_name("and")) {
+            auto n = make(expr::kind::and_, next().line);
+            n->a.push_back(std::move(e));
+            n->a.push_back(parse_not());
+            e = std::move(n);
+        }
+        return e;
+    }
+    expr_ptr parse_not() {
+        const nesting guard(*this, peek().line);
+        if (is_name("not")) {
+            auto n = make(expr::kind::not_, next().line);
+            n->a.push_back(parse_not());
+            return n;
+        }
+        return parse_compare();
+    }
+    expr_ptr parse_compare() {
+        expr_ptr e = parse_add();
+        for (;;) {
+            std::string op;
+            bool neg = false;
+            if (peek().k == token::kind::op && (peek().s == "==" || peek().s == "!=" || peek().s == "<" || peek().s == ">" ||
+                                                peek().s == "<=" || peek().s == ">=")) {
+                op = next().s;
+            } else if (is_name("in")) {
+                ++i_;
+                op = "in";
+            } else if (is_name("not") && is_name("in", 1)) {
+                i_ += 2;
+                op = "in";
+                neg = true;
+            } else {
+                return e;
+            }
+            auto n = make(expr::kind::compare, peek().line);
+            n->name = op;
+            n->negated = neg;
+            n->a.push_back(std::move(e));
+            n->a.push_back(parse_add());
+            e = std::move(n);
+        }
+    }
+    expr_ptr binary(expr_ptr l, std::string op, expr_ptr r, int line) {
+        auto n = make(expr::kind::binary, line);
+        n->name = std::move(op);
+        n->a.push_back(std::move(l));
+        n->a.push_back(std::move(r));
+        return n;
+    }
+    expr_ptr parse_add() {
+        expr_ptr e = parse_concat();
+        while (is_op("+") || is_op("-")) {
+            const token& t = next();
+            e = binary(std::move(e), t.s, parse_concat(), t.line);
+        }
+        return e;
+    }
+    expr_ptr parse_concat() {
+        expr_ptr e = parse_mul();
+        while (is_op("~")) {
+            const token& t = next();
+            e = binary(std::move(e), "~", parse_mul(), t.line);
+        }
+        return e;
+    }
+    expr_ptr parse_mul() {
+        expr_ptr e = parse_pow();
+        while (is_op("*") || is_op("/") || is_op("//") || is_op("%")) {
+            const token& t = next();
+            e = binary(std::move(e), t.s, parse_pow(), t.line);
+        }
+        return e;
+    }
+    expr_ptr parse_pow() {
+        expr_ptr e = parse_unary();
+        while (is_op("**")) {
+            const token& t = next();
+            e = binary(std::move(e), "**", parse_unary(), t.line);
+        }
+        return e;
+    }
+    expr_ptr parse_unary() {
+        const nesting guard(*this, peek().line);
+        if (is_op("-") || is_op("+")) {
+            const token& t = next();
+            auto n = make(t.s == "-" ? expr::kind::neg : expr::kind::pos, t.line);
+            n->a.push_back(parse_unary());
+            return n;
+        }
+        return parse_filters(parse_postfix(parse_primary()), false);
+    }
+
+    // Arguments of a call: (a, b, key=c).
+    void parse_args(expr& call) {
+        expect_op("(");
+        while (!is_op(")")) {
+            if (peek().k == token::kind::name && is_op("=", 1)) {
+                std::string k = next().s;
+                ++i_;
+                call.kw.emplace_back(std::move(k), parse_expr());
+            } else {
+                call.a.push_back(parse_expr());
+            }
+            if (!is_op(",")) break;
+            ++i_;
+        }
+        expect_op(")");
+    }
+
+    expr_ptr parse_filters(expr_ptr e, bool first_without_bar) {
+        for (;;) {
+            if (is_op("|") || first_without_bar) {
+                if (!first_without_bar) ++i_;
+                first_without_bar = false;
+                auto f = make(expr::kind::filter, peek().line);
+                f->name = expect_name();
+                while (is_op(".")) {  // dotted filter names do not exist in the subset
+                    template_error("unsupported filter name", peek().line);
+                }
+                f->a.push_back(std::move(e));
+                if (is_op("(")) parse_args(*f);
+                e = std::move(f);
+            } else if (is_name("is")) {
+                auto t = make(expr::kind::test, next().line);
+                if (is_name("not")) {
+                    ++i_;
+                    t->negated = true;
+                }
+                if (peek().k == token::kind::name) t->name = next().s;
+                else if (is_op("==") || is_op("!=") || is_op("<") || is_op(">") || is_op("<=") || is_op(">=")) t->name = next().s;
+                else template_error("expected a test name after 'is'", peek().line);
+                t->a.push_back(std::move(e));
+                if (is_op("(")) {
+                    parse_args(*t);
+                } else if (peek().k == token::kind::string || peek().k == token::kind::integer || peek().k == token::kind::floating ||
+                           (peek().k == token::kind::name && !is_name("and") && !is_name("or") && !is_name("else") &&
+                            !is_name("if") && !is_name("in") && !is_name("not") && !is_name("is"))) {
+                    t->a.push_back(parse_primary());  // `x is divisibleby 3`, `x is sameas y`
+                }
+                e = std::move(t);
+            } else {
+                return e;
+            }
+        }
+    }
+
+    expr_ptr parse_postfix(expr_ptr e) {
+        for (;;) {
+            if (is_op(".")) {
+                const int line = next().line;
+                auto a = make(expr::kind::attr, line);
+                if (peek().k == token::kind::integer) a->name = std::to_string(next().i);
+                else a->name = expect_name();
+                a->a.push_back(std::move(e));
+                e = std::move(a);
+            } else if (is_op("[")) {
+                const int line = next().line;
+                expr_ptr lo, hi, step;
+                bool slice = false;
+                if (!is_op(":")) lo = parse_expr();
+                if (is_op(":")) {
+                    slice = true;
+                    ++i_;
+                    if (!is_op("]") && !is_op(":")) hi = parse_expr();
+                    if (is_op(":")) {
+                        ++i_;
+                        if (!is_op("]")) step = parse_expr();
+                    }
+                }
+                expect_op("]");
+                auto n = make(slice ? expr::kind::slice : expr::kind::index, line);
+                n->a.push_back(std::move(e));
+                n->a.push_back(std::move(lo));
+                if (slice) {
+                    n->a.push_back(std::move(hi));
+                    n->a.push_back(std::move(step));
+                }
+                e = std::move(n);
+            } else if (is_op("(")) {
+                auto c = make(expr::kind::call, peek().line);
+                c->a.push_back(std::move(e));
+                parse_args(*c);
+                e = std::move(c);
+            } else {
+                return e;
+            }
+        }
+    }
+
+    expr_ptr parse_primary() {
+        const token& t = peek();
+        switch (t.k) {
+            case token::kind::string: {
+                auto n = make(expr::kind::literal, t.line);
+                std::string s = next().s;
+                while (peek().k == token::kind::string) s += next().s;  // adjacent literals concatenate
+                n->lit = value(std::move(s));
+                return n;
+            }
+            case token::kind::integer: {
+                auto n = make(expr::kind::literal, t.line);
+                n->lit = value(next().i);
+                return n;
+            }
+            case token::kind::floating: {
+                auto n = make(expr::kind::literal, t.line);
+                n->lit = value(next().f);
+                return n;
+            }
+            case token::kind::name: {
+                auto n = make(expr::kind::literal, t.line);
+                const std::string& s = t.s;
+                if (s == "true" || s == "True") n->lit = value(true);
+                else if (s == "false" || s == "False") n->lit = value(false);
+                else if (s == "none" || s == "None") n->lit = value::none();
+                else {
+                    n->k = expr::kind::name;
+                    n->name = s;
+                }
+                ++i_;
+                return n;
+            }
+            case token::kind::op:
+                if (t.s == "(") {
+                    ++i_;
+                    if (is_op(")")) {
+                        ++i_;
+                        return make(expr::kind::tuple, t.line);
+                    }
+                    expr_ptr e = parse_expr();
+                    if (is_op(",")) {
+                        auto tup = make(expr::kind::tuple, t.line);
+                        tup->a.push_back(std::move(e));
+                        while (is_op(",")) {
+                            ++i_;
+                            if (is_op(")")) break;
+                            tup->a.push_back(parse_expr());
+                        }
+                        e = std::move(tup);
+                    }
+                    expect_op(")");
+                    return e;
+                }
+                if (t.s == "[") {
+                    ++i_;
+                    auto l = make(expr::kind::list, t.line);
+                    while (!is_op("]")) {
+                        l->a.push_back(parse_expr());
+                        if (!is_op(",")) break;
+                        ++i_;
+                    }
+                    expect_op("]");
+                    return l;
+                }
+                if (t.s == "{") {
+                    ++i_;
+                    auto d = make(expr::kind::dict, t.line);
+                    while (!is_op("}")) {
+                        d->a.push_back(parse_expr());
+                        expect_op(":");
+                        d->a.push_back(parse_expr());
+                        if (!is_op(",")) break;
+                        ++i_;
+                    }
+                    expect_op("}");
+                    return d;
+                }
+                break;
+            default: break;
+        }
+        template_error("unexpected '" + t.s + "' in an expression", t.line);
+    }
+
+    std::vector<token> t_;
+    std::size_t i_ = 0;
+    int nest_ = 0;       // parser recursion (nesting)
+    int expr_nest_ = 0;  // parse_expr calls in progress: 1 is a whole expression
+};
+
+}  // namespace lmtk::jinja
+// #include <lmtk/tokenize/jinja/value.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdint>
+#include <ctime>
+#include <functional>
+#include <map>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace lmtk::jinja {
+
+class template_program {
+public:
+    // Limits on what one render may do: a template is untrusted code.
+    static constexpr std::size_t max_output = 8u << 20;
+    static constexpr std::size_t max_steps = 1'000'000;   // statements and loop iterations
+    static constexpr int max_depth = 64;                   // macro calls and nested expressions
+
+    explicit template_program(std::string_view source) : body_(parser(lex(source)).parse_template()) {}
+
+    // `context`: a JSON object (nlohmann::json or ordered_json: see value::from_json).
+    template <class Json>
+    std::string render(const Json& context) const {
+        renderer r;
+        r.scopes.emplace_back();
+        install_globals(r.scopes.back());
+        if (context.is_object())
+            for (auto it = context.begin(); it != context.end(); ++it) r.scopes.back()[it.key()] = value::from_json(it.value());
+        r.scopes.emplace_back();  // the template's own variables
+        std::string out;
+        r.out = &out;
+        r.exec(body_);
+        return out;
+    }
+
+private:
+    enum class flow { normal, break_, continue_ };
+    using scope = std::map<std::string, value, std::less<>>;
+
+    static void install_globals(scope& g) {
+        g["raise_exception"] = value(function([](value_list& a, kwargs&) -> value {
+            template_error("raise_exception: " + (a.empty() ? std::string() : a[0].to_string()));
+        }));
+        g["strftime_now"] = value(function([](value_list& a, kwargs&) -> value {
+            const std::time_t now = std::time(nullptr);
+            std::tm tm{};
+            localtime_r(&now, &tm);
+            char buf[256];
+            const std::string fmt = a.empty() ? std::string("%Y-%m-%d") : a[0].to_string();
+            const std::size_t n = std::strftime(buf, sizeof buf, fmt.c_str(), &tm);
+            return value(std::string(buf, n));
+        }));
+        g["range"] = value(function([](value_list& a, kwargs&) -> value {
+            std::int64_t lo = 0, hi = 0, step = 1;
+            if (a.size() == 1) hi = a[0].as_int();
+            else if (a.size() >= 2) lo = a[0].as_int(), hi = a[1].as_int();
+            if (a.size() >= 3) step = a[2].as_int();
+            if (step == 0) template_error("range() step must not be zero");
+            value_list l;
+            for (std::int64_t k = lo; step > 0 ? k < hi : k > hi; k += step) {
+                if (l.size() >= 1'000'000) template_error("range() too long");
+                l.emplace_back(k);
+            }
+            return value(std::move(l));
+        }));
+        g["namespace"] = value(function([](value_list& a, kwargs& kw) -> value {
+            value_dict d;
+            if (!a.empty() && a[0].is_dict()) d = a[0].dict();
+            for (auto& [k, v] : kw) d.emplace_back(k, v);
+            return value(std::move(d), /*is_namespace=*/true);
+        }));
+        g["dict"] = value(function([](value_list& a, kwargs& kw) -> value {
+            value_dict d;
+            if (!a.empty() && a[0].is_dict()) d = a[0].dict();
+            for (auto& [k, v] : kw) d.emplace_back(k, v);
+            return value(std::move(d));
+        }));
+    }
+
+    struct renderer {
+        std::vector<scope> scopes;
+        std::string* out = nullptr;
+        std::size_t steps = 0;
+        int depth = 0;
+
+        void tick(int line) {
+            if (++steps > max_steps) template_error("the template runs too long", line);
+        }
+        void emit(std::string_view s, int line) {
+            if (out->size() + s.size() > max_output) template_error("the rendered text is too long", line);
+            out->append(s);
+        }
+        value lookup(const std::string& name) const {
+            for (auto it = scopes.rbegin(); it != scopes.rend(); ++it)
+                if (const auto f = it->find(name); f != it->end()) return f->second;
+            return {};
+        }
+
+        flow exec(const body& b) {
+            for (const auto& s : b) {
+                const flow f = exec(*s);
+                if (f != flow::normal) return f;
+            }
+            return flow::normal;
+        }
+
+        void assign(const expr& target, const value& v, int line) {
+            if (target.k == expr::kind::name) {
+                scopes.back()[target.name] = v;
+            } else if (target.k == expr::kind::attr) {
+                const value ns = eval(*target.a[0]);
+                if (!ns.is_namespace()) template_error("cannot set an attribute of a " + std::string(ns.type_name()) + " (only of a namespace)", line);
+                if (v.holds_namespace()) template_error("a namespace attribute cannot hold a namespace", line);
+                value_dict& d = ns.mutable_namespace();
+                for (auto& kv : d)
+                    if (kv.first == target.name) {
+                        kv.second = v;
+                        return;
+                    }
+                d.emplace_back(target.name, v);
+            } else if (target.k == expr::kind::tuple) {
+                if (!v.is_list() || v.list().size() != target.a.size())
+                    template_error("cannot unpack " + std::string(v.type_name()) + " into " + std::to_string(target.a.size()) + " names", line);
+                for (std::size_t k = 0; k < target.a.size(); ++k) assign(*target.a[k], v.list()[k], line);
+            } else {
+                template_error("cannot assign to this expression", line);
+            }
+        }
+
+        flow exec(const stmt& s) {
+            tick(s.line);
+            switch (s.k) {
+                case stmt::kind::text: emit(s.text, s.line); break;
+                case stmt::kind::output: emit(eval(*s.e).to_string(), s.line); break;
+                case stmt::kind::if_:
+                    for (const auto& [c, b] : s.branches)
+                        if (!c || eval(*c).truthy()) return exec(b);
+                    break;
+                case stmt::kind::for_: return exec_for(s);
+                case stmt::kind::set: assign(*s.target, eval(*s.e), s.line); break;
+                case stmt::kind::set_block: {
+                    std::string captured;
+                    std::string* saved = out;
+                    out = &captured;
+                    exec(s.b);
+                    out = saved;
+                    scopes.back()[s.target->name] = value(std::move(captured));
+                    break;
+                }
+                case stmt::kind::macro: scopes.back()[s.text] = make_macro(s); break;
+                case stmt::kind::break_: return flow::break_;
+                case stmt::kind::continue_: return flow::continue_;
+                case stmt::kind::filter_block: {
+                    std::string captured;
+                    std::string* saved = out;
+                    out = &captured;
+                    exec(s.b);
+                    out = saved;
+                    // The filter chain was parsed onto an empty string literal: apply it to the body.
+                    emit(apply_filter_chain(*s.e, value(std::move(captured))).to_string(), s.line);
+                    break;
+                }
+                case stmt::kind::block: return exec(s.b);
+            }
+            return flow::normal;
+        }
+
+        value apply_filter_chain(const expr& e, value v) {
+            if (e.k != expr::kind::filter) return v;
+            depth_guard g(*this, e.line);
+            value inner = apply_filter_chain(*e.a[0], std::move(v));
+            return call_filter(e, inner);
+        }
+
+        flow exec_for(const stmt& s) {
+            const value seq = eval(*s.e);
+            value_list items;
+            if (seq.is_list()) items = seq.list();
+            else if (seq.is_dict()) for (const auto& kv : seq.dict()) items.emplace_back(kv.first);
+            else if (seq.is_string()) for (const std::string& ch : utf8_chars(seq.str())) items.emplace_back(ch);
+            else if (seq.is_undefined()) items.clear();  // jinja2's Undefined iterates as empty
+            else if (seq.is_none()) template_error("cannot loop over None", s.line);
+            else template_error(std::string("cannot loop over a ") + seq.type_name(), s.line);
+            scopes.emplace_back();
+            if (s.cond) {  // `for x in xs if cond`: filtered before loop.* is computed
+                value_list kept;
+                for (const value& it : items) {
+                    assign(*s.target, it, s.line);
+                    if (eval(*s.cond).truthy()) kept.push_back(it);
+                }
+                items = std::move(kept);
+            }
+            const auto n = static_cast<std::int64_t>(items.size());
+            for (std::int64_t k = 0; k < n; ++k) {
+                tick(s.line);
+                assign(*s.target, items[static_cast<std::size_t>(k)], s.line);
+                value_dict loop{{"index", value(k + 1)},
+                                {"index0", value(k)},
+                                {"first", value(k == 0)},
+                                {"last", value(k == n - 1)},
+                                {"length", value(n)},
+                                {"revindex", value(n - k)},
+                                {"revindex0", value(n - k - 1)},
+                                {"previtem", k > 0 ? items[static_cast<std::size_t>(k - 1)] : value()},
+                                {"nextitem", k + 1 < n ? items[static_cast<std::size_t>(k + 1)] : value()}};
+                loop.emplace_back("cycle", value(function([k](value_list& a, kwargs&) -> value {
+                    if (a.empty()) return value();
+                    return a[static_cast<std::size_t>(k) % a.size()];
+                })));
+                scopes.back()["loop"] = value(std::move(loop));
+                const flow f = exec(s.b);
+                if (f == flow::break_) break;
+            }
+            if (n == 0 && !s.else_b.empty()) exec(s.else_b);
+            scopes.pop_back();
+            return flow::normal;
+        }
+
+        value make_macro(const stmt& s) {
+            const stmt* m = &s;
+            renderer* self = this;
+            return value(function([m, self](value_list& args, kwargs& kw) -> value {
+                if (++self->depth > max_depth) template_error("macros call each other too deeply", m->line);
+                self->scopes.emplace_back();
+                for (std::size_t k = 0; k < m->params.size(); ++k) {
+                    const std::string& name = m->params[k].first;  // not a structured binding: clang 14 cannot capture one
+                    const expr_ptr& def = m->params[k].second;
+                    value v;
+                    if (k < args.size()) v = args[k];
+                    else if (const auto it = std::find_if(kw.begin(), kw.end(), [&](auto& p) { return p.first == name; }); it != kw.end())
+                        v = it->second;
+                    else if (def) v = self->eval(*def);
+                    self->scopes.back()[name] = v;
+                }
+                std::string captured;
+                std::string* saved = self->out;
+                self->out = &captured;
+                self->exec(m->b);
+                self->out = saved;
+                self->scopes.pop_back();
+                --self->depth;
+                return value(std::move(captured));
+            }));
+        }
+
+        static std::vector<std::string> utf8_chars(const std::string& s) {
+            std::vector<std::string> out;
+            for (std::size_t k = 0; k < s.size();) {
+                std::size_t n = 1;
+                while (k + n < s.size() && (static_cast<unsigned char>(s[k + n]) & 0xC0) == 0x80) ++n;
+                out.push_back(s.substr(k, n));
+                k += n;
+            }
+            return out;
+        }
+
+        // ---- expressions ---------------------------------------------------------------------
+        struct depth_guard {
+            renderer& r;
+            explicit depth_guard(renderer& rr, int line) : r(rr) {
+                if (++r.depth > max_depth * 4) template_error("expression nested too deeply", line);
+            }
+            ~depth_guard() { --r.depth; }
+        };
+
+        value eval(const expr& e) {
+            depth_guard g(*this, e.line);
+            switch (e.k) {
+                case expr::kind::literal: return e.lit;
+                case expr::kind::name: return lookup(e.name);
+                case expr::kind::list:
+                case expr::kind::tuple: {
+                    value_list l;
+                    for (const auto& x : e.a) l.push_back(eval(*x));
+                    return e.k == expr::kind::tuple ? value::tuple(std::move(l)) : value(std::move(l));
+                }
+                case expr::kind::dict: {
+                    value_dict d;
+                    for (std::size_t k = 0; k + 1 < e.a.size(); k += 2) {
+                        const value key = eval(*e.a[k]);
+                        set_key(d, key.to_string(), eval(*e.a[k + 1]));
+                    }
+                    return value(std::move(d));
+                }
+                case expr::kind::attr: return attribute(eval(*e.a[0]), e.name, e.line);
+                case expr::kind::index: return subscript(eval(*e.a[0]), eval(*e.a[1]), e.line);
+                case expr::kind::slice: return slice(e);
+                case expr::kind::call: return call(e);
+                case expr::kind::filter: return call_filter(e, eval(*e.a[0]));
+                case expr::kind::test: {
+                    const bool r = run_test(e);
+                    return value(e.negated ? !r : r);
+                }
+                case expr::kind::neg: {
+                    const value v = eval(*e.a[0]);
+                    if (v.is_int() || v.is_bool()) return value(-v.as_int());
+                    if (v.is_float()) return value(-v.as_float());
+                    template_error(std::string("bad operand for unary -: ") + v.type_name(), e.line);
+                }
+                case expr::kind::pos: return eval(*e.a[0]);
+                case expr::kind::not_: return value(!eval(*e.a[0]).truthy());
+                case expr::kind::and_: {
+                    value l = eval(*e.a[0]);
+                    return l.truthy() ? eval(*e.a[1]) : l;
+                }
+                case expr::kind::or_: {
+                    value l = eval(*e.a[0]);
+                    return l.truthy() ? l : eval(*e.a[1]);
+                }
+                case expr::kind::binary: return binary(e.name, eval(*e.a[0]), eval(*e.a[1]), e.line);
+                case expr::kind::compare: {
+                    const value l = eval(*e.a[0]), r = eval(*e.a[1]);
+                    if (e.name == "in") return value(contains(r, l, e.line) != e.negated);
+                    return value(compare(e.name, l, r, e.line));
+                }
+                case expr::kind::cond:
+                    if (eval(*e.a[0]).truthy()) return eval(*e.a[1]);
+                    return e.a.size() > 2 ? eval(*e.a[2]) : value();
+            }
+            return {};
+        }
+
+        static void set_key(value_dict& d, const std::string& k, value v) {
+            for (auto& kv : d)
+                if (kv.first == k) {
+                    kv.second = std::move(v);
+                    return;
+                }
+            d.emplace_back(k, std::move(v));
+        }
+
+        value attribute(const value& obj, const std::string& name, int line) {
+            if (obj.is_undefined()) template_error("'" + name + "' of an undefined value", line);
+            if (obj.is_dict()) {
+                value v = obj.get(name);
+                if (!v.is_undefined()) return v;
+            }
+            if (obj.is_list() && !name.empty() && name[0] >= '0' && name[0] <= '9') return subscript(obj, value(static_cast<std::int64_t>(std::stoll(name))), line);
+            return {};  // methods are resolved at the call (see call())
+        }
+
+        value subscript(const value& obj, const value& key, int line) {
+            if (obj.is_undefined()) template_error("subscript of an undefined value", line);
+            if (obj.is_dict()) return obj.get(key.to_string());
+            if (obj.is_list() || obj.is_string()) {
+                if (!key.is_int() && !key.is_bool()) return {};
+                const std::int64_t n = obj.is_list() ? static_cast<std::int64_t>(obj.list().size()) : static_cast<std::int64_t>(obj.length());
+                std::int64_t k = key.as_int();
+                if (k < 0) k += n;
+                if (k < 0 || k >= n) return {};
+                if (obj.is_list()) return obj.list()[static_cast<std::size_t>(k)];
+                return value(utf8_chars(obj.str())[static_cast<std::size_t>(k)]);
+            }
+            return {};
+        }
+
+        value slice(const expr& e) {
+            const value obj = eval(*e.a[0]);
+            if (!obj.is_list() && !obj.is_string()) template_error(std::string("cannot slice a ") + obj.type_name(), e.line);
+            value_list items;
+            if (obj.is_list()) items = obj.list();
+            else for (const auto& ch : utf8_chars(obj.str())) items.emplace_back(ch);
+            const auto n = static_cast<std::int64_t>(items.size());
+            const std::int64_t step = e.a[3] ? eval(*e.a[3]).as_int() : 1;
+            if (step == 0) template_error("slice step cannot be zero", e.line);
+            auto bound = [&](const expr_ptr& x, std::int64_t dflt) {
+                if (!x) return dflt;
+                const value v = eval(*x);
+                if (v.is_none()) return dflt;
+                std::int64_t k = v.as_int();
+                if (k < 0) k += n;
+                if (step > 0) return std::clamp<std::int64_t>(k, 0, n);
+                return std::clamp<std::int64_t>(k, -1, n - 1);
+            };
+            const std::int64_t lo = bound(e.a[1], step > 0 ? 0 : n - 1);
+            const std::int64_t hi = bound(e.a[2], step > 0 ? n : -1);
+            value_list out;
+            for (std::int64_t k = lo; step > 0 ? k < hi : k > hi; k += step) out.push_back(items[static_cast<std::size_t>(k)]);
+            if (obj.is_list()) return value(std::move(out));
+            std::string s;
+            for (const value& v : out) s += v.str();
+            return value(std::move(s));
+        }
+
+        bool contains(const value& hay, const value& needle, int line) {
+            if (hay.is_string()) return hay.str().find(needle.to_string()) != std::string::npos;
+            if (hay.is_list()) {
+                for (const value& v : hay.list())
+                    if (equal(v, needle)) return true;
+                return false;
+            }
+            if (hay.is_dict()) return hay.has(needle.to_string());
+            if (hay.is_undefined()) return false;  // an empty sequence, as in jinja2
+            if (hay.is_none()) template_error("'in' on None", line);
+            template_error(std::string("'in' on a ") + hay.type_name(), line);
+        }
+
+        static bool equal(const value& a, const value& b) {
+            if (a.is_number() && b.is_number()) return a.as_float() == b.as_float();
+            if ((a.is_bool() || a.is_number()) && (b.is_bool() || b.is_number())) return a.as_float() == b.as_float();
+            if (a.kind() != b.kind()) return false;
+            switch (a.kind()) {
+                case value::type::undefined:
+                case value::type::none: return true;
+                case value::type::boolean: return a.as_bool() == b.as_bool();
+                case value::type::string: return a.str() == b.str();
+                case value::type::list:
+                    if (a.list().size() != b.list().size()) return false;
+                    for (std::size_t k = 0; k < a.list().size(); ++k)
+                        if (!equal(a.list()[k], b.list()[k])) return false;
+                    return true;
+                case value::type::dict:
+                case value::type::ns:
+                    if (a.dict().size() != b.dict().size()) return false;
+                    for (const auto& [k, v] : a.dict())
+                        if (!b.has(k) || !equal(v, b.get(k))) return false;
+                    return true;
+                default: return false;
+            }
+        }
+
+        static bool compare(const std::string& op, const value& l, const value& r, int line) {
+            if (op == "==") return equal(l, r);
+            if (op == "!=") return !equal(l, r);
+            int c = 0;
+            if ((l.is_number() || l.is_bool()) && (r.is_number() || r.is_bool())) c = l.as_float() < r.as_float() ? -1 : l.as_float() > r.as_float() ? 1 : 0;
+            else if (l.is_string() && r.is_string()) c = l.str().compare(r.str());
+            else template_error(std::string("cannot compare ") + l.type_name() + " with " + r.type_name() + " using " + op, line);
+            if (op == "<") return c < 0;
+            if (op == ">") return c > 0;
+            if (op == "<=") return c <= 0;
+            return c >= 0;
+        }
+
+        static value binary(const std::string& op, const value& l, const value& r, int line) {
+            if (op == "~") return value(l.to_string() + r.to_string());
+            const bool nums = (l.is_number() || l.is_bool()) && (r.is_number() || r.is_bool());
+            const bool ints = nums && !l.is_float() && !r.is_float();
+            if (op == "+") {
+                if (ints) return value(l.as_int() + r.as_int());
+                if (nums) return value(l.as_float() + r.as_float());
+                if (l.is_string() && r.is_string()) {
+                    // Markup + str escapes the str (markupsafe), as a template's "..."|safe + x does.
+                    if (l.is_markup() && !r.is_markup()) return value::markup(l.str() + value::html_escape(r.str()));
+                    if (r.is_markup() && !l.is_markup()) return value::markup(value::html_escape(l.str()) + r.str());
+                    return l.is_markup() ? value::markup(l.str() + r.str()) : value(l.str() + r.str());
+                }
+                if (l.is_list() && r.is_list()) {
+                    value_list out = l.list();
+                    out.insert(out.end(), r.list().begin(), r.list().end());
+                    return value(std::move(out));
+                }
+            } else if (op == "-") {
+                if (ints) return value(l.as_int() - r.as_int());
+                if (nums) return value(l.as_float() - r.as_float());
+            } else if (op == "*") {
+                if (ints) return value(l.as_int() * r.as_int());
+                if (nums) return value(l.as_float() * r.as_float());
+                const value& s = l.is_string() ? l : r;
+                const value& n = l.is_string() ? r : l;
+                if (s.is_string() && (n.is_int() || n.is_bool())) {
+                    if (n.as_int() * static_cast<std::int64_t>(s.str().size()) > static_cast<std::int64_t>(max_output))
+                        template_error("string repetition too long", line);
+                    std::string out;
+                    for (std::int64_t k = 0; k < n.as_int(); ++k) out += s.str();
+                    return value(std::move(out));
+                }
+            } else if (op == "/") {
+                if (nums) {
+                    if (r.as_float() == 0.0) template_error("division by zero", line);
+                    return value(l.as_float() / r.as_float());
+                }
+            } else if (op == "//" || op == "%") {
+                if (ints) {
+                    const std::int64_t a = l.as_int(), b = r.as_int();
+                    if (b == 0) template_error("integer division or modulo by zero", line);
+                    std::int64_t q = a / b, m = a % b;
+                    if (m != 0 && ((m < 0) != (b < 0))) --q, m += b;  // Python floors
+                    return value(op == "//" ? q : m);
+                }
+                if (nums) {
+                    if (r.as_float() == 0.0) template_error("float division or modulo by zero", line);
+                    const double q = std::floor(l.as_float() / r.as_float());
+                    return op == "//" ? value(q) : value(l.as_float() - q * r.as_float());
+                }
+                if (op == "%" && l.is_string()) return value(percent_format(l.str(), r, line));
+            } else if (op == "**") {
+                if (ints && r.as_int() >= 0) {
+                    std::int64_t out = 1;
+                    for (std::int64_t k = 0; k < r.as_int() && k < 64; ++k) out *= l.as_int();
+                    return value(out);
+                }
+                if (nums) return value(std::pow(l.as_float(), r.as_float()));
+            }
+            template_error("unsupported operand types for " + op + ": " + l.type_name() + " and " + r.type_name(), line);
+        }
+
+        // "%s ... %d" % x (a value or a list of values).
+        static std::string percent_format(const std::string& fmt, const value& args, int line) {
+            const value_list list = args.is_list() ? args.list() : value_list{args};
+            std::string out;
+            std::size_t next = 0;
+            for (std::size_t k = 0; k < fmt.size(); ++k) {
+                if (fmt[k] != '%' || k + 1 >= fmt.size()) {
+                    out += fmt[k];
+                    continue;
+                }
+                const char c = fmt[++k];
+                if (c == '%') {
+                    out += '%';
+                    continue;
+                }
+                if (next >= list.size()) template_error("not enough arguments for format string", line);
+                const value& v = list[next++];
+                if (c == 's') out += v.to_string();
+                else if (c == 'd' || c == 'i') out += std::to_string(v.as_int());
+                else if (c == 'r') out += v.repr();
+                else template_error(std::string("unsupported format %") + c, line);
+            }
+            return out;
+        }
+
+        // Evaluated arguments of a call/filter/test node (from index `skip` of e.a).
+        void args_of(const expr& e, std::size_t skip, value_list& args, kwargs& kw) {
+            for (std::size_t k = skip; k < e.a.size(); ++k) args.push_back(eval(*e.a[k]));
+            for (const auto& [name, x] : e.kw) kw.emplace_back(name, eval(*x));
+        }
+        static value arg(value_list& a, kwargs& kw, std::size_t pos, std::string_view name, value dflt = {}) {
+            for (auto& [k, v] : kw)
+                if (k == name) return v;
+            return pos < a.size() ? a[pos] : dflt;
+        }
+
+        value call(const expr& e) {
+            const expr& callee = *e.a[0];
+            value_list args;
+            kwargs kw;
+            if (callee.k == expr::kind::attr) {
+                const value obj = eval(*callee.a[0]);
+                if (!(obj.is_dict() && obj.get(callee.name).is_callable())) {
+                    args_of(e, 1, args, kw);
+                    return method(obj, callee.name, args, kw, e.line);
+                }
+            }
+            const value f = eval(callee);
+            if (!f.is_callable()) {
+                const std::string what = callee.k == expr::kind::name ? "'" + callee.name + "'" : std::string("this value");
+                template_error(what + " is not a function (undefined or unsupported)", e.line);
+            }
+            args_of(e, 1, args, kw);
+            return f.call(args, kw);
+        }
+
+        // Python methods of strings, dicts and lists that templates call.
+        value method(const value& obj, const std::string& name, value_list& a, kwargs& kw, int line) {
+            if (obj.is_string()) {
+                const std::string& s = obj.str();
+                if (name == "strip" || name == "lstrip" || name == "rstrip") {
+                    const value chars = arg(a, kw, 0, "chars");
+                    const std::string set = chars.is_string() ? chars.str() : std::string(" \t\n\r\f\v");
+                    std::size_t b = 0, en = s.size();
+                    if (name != "rstrip") while (b < en && set.find(s[b]) != std::string::npos) ++b;
+                    if (name != "lstrip") while (en > b && set.find(s[en - 1]) != std::string::npos) --en;
+                    return value(s.substr(b, en - b));
+                }
+                if (name == "upper" || name == "lower") {
+                    std::string out = s;
+                    for (char& c : out) c = static_cast<char>(name == "upper" ? std::toupper(static_cast<unsigned char>(c)) : std::tolower(static_cast<unsigned char>(c)));
+                    return value(std::move(out));
+                }
+                if (name == "title" || name == "capitalize") return filter_case(name, obj);
+                if (name == "startswith" || name == "endswith") {
+                    const value p = arg(a, kw, 0, "prefix");
+                    auto test = [&](const std::string& x) {
+                        if (x.size() > s.size()) return false;
+                        return name == "startswith" ? s.compare(0, x.size(), x) == 0 : s.compare(s.size() - x.size(), x.size(), x) == 0;
+                    };
+                    if (p.is_list()) {
+                        for (const value& x : p.list())
+                            if (test(x.to_string())) return value(true);
+                        return value(false);
+                    }
+                    return value(test(p.to_string()));
+                }
+                if (name == "split" || name == "rsplit") {
+                    const value sep = arg(a, kw, 0, "sep");
+                    const std::int64_t maxsplit = arg(a, kw, 1, "maxsplit", value(-1)).as_int();
+                    return value(split(s, sep, maxsplit, name == "rsplit"));
+                }
+                if (name == "replace") {
+                    const std::string from = arg(a, kw, 0, "old").to_string(), to = arg(a, kw, 1, "new").to_string();
+                    return value(replace_all(s, from, to, arg(a, kw, 2, "count", value(-1)).as_int(), line));
+                }
+                if (name == "find" || name == "count" || name == "index" || name == "rfind") {
+                    const std::string x = arg(a, kw, 0, "sub").to_string();
+                    if (name == "count") {
+                        if (x.empty()) return value(static_cast<std::int64_t>(value::utf8_length(s) + 1));
+                        std::int64_t c = 0;
+                        for (std::size_t p = s.find(x); p != std::string::npos; p = s.find(x, p + x.size())) ++c;
+                        return value(c);
+                    }
+                    const std::size_t p = name == "rfind" ? s.rfind(x) : s.find(x);
+                    if (p == std::string::npos) {
+                        if (name == "index") template_error("substring not found", line);
+                        return value(-1);
+                    }
+                    return value(static_cast<std::int64_t>(value::utf8_length(std::string_view(s).substr(0, p))));
+                }
+                if (name == "join") {
+                    const value items = arg(a, kw, 0, "iterable");
+                    std::string out;
+                    bool first = true;
+                    for (const value& v : items.list()) {
+                        if (!first) out += s;
+                        out += v.to_string();
+                        first = false;
+                    }
+                    return value(std::move(out));
+                }
+                if (name == "splitlines") {
+                    value_list out;
+                    std::size_t b = 0;
+                    for (std::size_t k = 0; k < s.size(); ++k)
+                        if (s[k] == '\n') {
+                            out.emplace_back(s.substr(b, k - b - (k > b && s[k - 1] == '\r')));
+                            b = k + 1;
+                        }
+                    if (b < s.size()) out.emplace_back(s.substr(b));
+                    return value(std::move(out));
+                }
+                if (name == "isdigit" || name == "isspace" || name == "isalpha" || name == "isalnum" || name == "isupper" ||
+                    name == "islower") {
+                    if (s.empty()) return value(false);
+                    bool ok = true, cased = false;
+                    for (const char ch : s) {
+                        const auto c = static_cast<unsigned char>(ch);
+                        if (name == "isdigit") ok = ok && std::isdigit(c);
+                        else if (name == "isspace") ok = ok && std::isspace(c);
+                        else if (name == "isalpha") ok = ok && std::isalpha(c);
+                        else if (name == "isalnum") ok = ok && std::isalnum(c);
+                        else if (name == "isupper") ok = ok && !std::islower(c), cased = cased || std::isupper(c);
+                        else ok = ok && !std::isupper(c), cased = cased || std::islower(c);
+                    }
+                    if (name == "isupper" || name == "islower") ok = ok && cased;
+                    return value(ok);
+                }
+                if (name == "format") {
+                    std::string out;
+                    std::size_t next = 0;
+                    for (std::size_t k = 0; k < s.size(); ++k) {
+                        if (s[k] == '{' && k + 1 < s.size() && s[k + 1] == '}') {
+                            out += next < a.size() ? a[next++].to_string() : std::string();
+                            ++k;
+                        } else {
+                            out += s[k];
+                        }
+                    }
+                    return value(std::move(out));
+                }
+            } else if (obj.is_dict()) {
+                if (name == "items") {
+                    value_list out;
+                    for (const auto& [k, v] : obj.dict()) out.push_back(value::tuple(value_list{value(k), v}));
+                    return value(std::move(out));
+                }
+                if (name == "keys" || name == "values") {
+                    value_list out;
+                    for (const auto& [k, v] : obj.dict()) out.push_back(name == "keys" ? value(k) : v);
+                    return value(std::move(out));
+                }
+                if (name == "get") {
+                    const value v = obj.get(arg(a, kw, 0, "key").to_string());
+                    return v.is_undefined() ? arg(a, kw, 1, "default", value::none()) : v;
+                }
+            } else if (obj.is_list()) {
+                if (name == "index" || name == "count") {
+                    const value x = arg(a, kw, 0, "value");
+                    std::int64_t c = 0;
+                    for (std::size_t k = 0; k < obj.list().size(); ++k)
+                        if (equal(obj.list()[k], x)) {
+                            if (name == "index") return value(static_cast<std::int64_t>(k));
+                            ++c;
+                        }
+                    if (name == "index") template_error("value not in list", line);
+                    return value(c);
+                }
+                if (name == "append" || name == "pop" || name == "insert" || name == "extend")
+                    template_error("lists cannot be changed in a sandboxed template ('" + name + "')", line);
+            } else if (obj.is_undefined()) {
+                template_error("'" + name + "' called on an undefined value", line);
+            }
+            template_error(std::string(obj.type_name()) + " has no method '" + name + "'", line);
+        }
+
+        static value_list split(const std::string& s, const value& sep, std::int64_t maxsplit, bool from_right) {
+            value_list out;
+            if (!sep.is_string()) {  // runs of whitespace, no empty pieces
+                std::vector<std::string> words;
+                std::size_t k = 0;
+                while (k < s.size()) {
+                    while (k < s.size() && std::isspace(static_cast<unsigned char>(s[k]))) ++k;
+                    if (k >= s.size()) break;
+                    std::size_t e = k;
+                    while (e < s.size() && !std::isspace(static_cast<unsigned char>(s[e]))) ++e;
+                    words.push_back(s.substr(k, e - k));
+                    k = e;
+                }
+                for (auto& w : words) out.emplace_back(std::move(w));
+                (void)maxsplit;
+                (void)from_right;
+                return out;
+            }
+            const std::string& d = sep.str();
+            if (d.empty()) template_error("split(): empty separator");
+            std::vector<std::string> parts;
+            if (!from_right) {
+                std::size_t b = 0;
+                for (std::size_t p = s.find(d); p != std::string::npos && (maxsplit < 0 || static_cast<std::int64_t>(parts.size()) < maxsplit);
+                     p = s.find(d, b)) {
+                    parts.push_back(s.substr(b, p - b));
+                    b = p + d.size();
+                }
+                parts.push_back(s.substr(b));
+            } else {
+                std::size_t e = s.size();
+                std::vector<std::string> rev;
+                while (maxsplit < 0 || static_cast<std::int64_t>(rev.size()) < maxsplit) {
+                    if (e < d.size()) break;
+                    const std::size_t p = s.rfind(d, e - d.size());
+                    if (p == std::string::npos) break;
+                    rev.push_back(s.substr(p + d.size(), e - p - d.size()));
+                    e = p;
+                }
+                parts.push_back(s.substr(0, e));
+                parts.insert(parts.end(), rev.rbegin(), rev.rend());
+            }
+            for (auto& p : parts) out.emplace_back(std::move(p));
+            return out;
+        }
+
+        static std::string replace_all(const std::string& s, const std::string& from, const std::string& to, std::int64_t count, int line) {
+            if (from.empty()) template_error("replace(): empty pattern is not supported", line);
+            std::string out;
+            std::size_t b = 0;
+            std::int64_t done = 0;
+            for (std::size_t p = s.find(from); p != std::string::npos && (count < 0 || done < count); p = s.find(from, b), ++done) {
+                out.append(s, b, p - b).append(to);
+                b = p + from.size();
+                if (out.size() > max_output) template_error("the rendered text is too long", line);
+            }
+            return out.append(s, b, std::string::npos);
+        }
+
+        static value filter_case(const std::string& name, const value& v) {
+            std::string s = v.to_string();
+            if (name == "capitalize") {
+                for (std::size_t k = 0; k < s.size(); ++k) s[k] = static_cast<char>(k == 0 ? std::toupper(static_cast<unsigned char>(s[k])) : std::tolower(static_cast<unsigned char>(s[k])));
+            } else {  // title
+                bool start = true;
+                for (char& c : s) {
+                    const auto u = static_cast<unsigned char>(c);
+                    c = static_cast<char>(start ? std::toupper(u) : std::tolower(u));
+                    start = !std::isalnum(u);
+                }
+            }
+            return value(std::move(s));
+        }
+
+        // A filter applied to `v` (e.a[0] is the filtered expression; its value is `v`).
+        value call_filter(const expr& e, const value& v) {
+            value_list a;
+            kwargs kw;
+            args_of(e, 1, a, kw);
+            return filter(e.name, v, a, kw, e.line);
+        }
+
+        value filter(const std::string& name, const value& v, value_list& a, kwargs& kw, int line) {
+            if (name == "trim") return method(v.is_string() ? v : value(v.to_string()), "strip", a, kw, line);
+            if (name == "upper" || name == "lower") return method(value(v.to_string()), name, a, kw, line);
+            if (name == "capitalize" || name == "title") return filter_case(name, v);
+            if (name == "length" || name == "count") return value(static_cast<std::int64_t>(v.length()));
+            if (name == "string") return value(v.to_string());
+            if (name == "safe") return v.is_markup() ? v : value::markup(v.to_string());
+            if (name == "e" || name == "escape" || name == "forceescape")
+                return v.is_markup() && name != "forceescape" ? v : value::markup(value::html_escape(v.to_string()));
+            if (name == "tojson") {
+                // HF's signature: tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False)
+                const bool ascii = arg(a, kw, 0, "ensure_ascii").truthy();
+                const value ind = arg(a, kw, 1, "indent");
+                const value seps = arg(a, kw, 2, "separators");
+                std::string isep, ksep = ": ";
+                if (seps.is_list() && seps.list().size() == 2) isep = seps.list()[0].to_string(), ksep = seps.list()[1].to_string();
+                return value(v.to_json(ind.is_int() ? static_cast<int>(ind.as_int()) : -1, isep, ksep, arg(a, kw, 3, "sort_keys").truthy(), ascii));
+            }
+            if (name == "default" || name == "d") {
+                const bool boolean = arg(a, kw, 1, "boolean").truthy();
+                if (v.is_undefined() || (boolean && !v.truthy())) return arg(a, kw, 0, "default_value", value(std::string()));
+                return v;
+            }
+            if (name == "replace") return method(value(v.to_string()), "replace", a, kw, line);
+            if (name == "join") {
+                const std::string sep = arg(a, kw, 0, "d", value(std::string())).to_string();
+                const value attr = arg(a, kw, 1, "attribute");
+                std::string out;
+                bool first = true;
+                for (const value& x : iterate(v, line)) {
+                    if (!first) out += sep;
+                    out += (attr.is_undefined() ? x : attribute(x, attr.to_string(), line)).to_string();
+                    first = false;
+                }
+                return value(std::move(out));
+            }
+            if (name == "first" || name == "last") {
+                const value_list items = iterate(v, line);
+                if (items.empty()) return {};
+                return name == "first" ? items.front() : items.back();
+            }
+            if (name == "list") return v.is_list() ? v.as_list() : value(iterate(v, line));
+            if (name == "reverse") {
+                if (v.is_string()) {
+                    auto ch = utf8_chars(v.str());
+                    std::string out;
+                    for (auto it = ch.rbegin(); it != ch.rend(); ++it) out += *it;
+                    return value(std::move(out));
+                }
+                value_list items = iterate(v, line);
+                std::reverse(items.begin(), items.end());
+                return value(std::move(items));
+            }
+            if (name == "items") return method(v, "items", a, kw, line);
+            if (name == "dictsort") {
+                value_list items = method(v, "items", a, kw, line).list();
+                std::stable_sort(items.begin(), items.end(), [](const value& x, const value& y) { return x.list()[0].str() < y.list()[0].str(); });
+                return value(std::move(items));
+            }
+            if (name == "int") {
+                if (v.is_string()) {
+                    try {
+                        return value(static_cast<std::int64_t>(std::stoll(v.str())));
+                    } catch (...) {
+                        return arg(a, kw, 0, "default", value(0));
+                    }
+                }
+                if (v.is_number() || v.is_bool()) return value(v.as_int());
+                return arg(a, kw, 0, "default", value(0));
+            }
+            if (name == "float") {
+                if (v.is_string()) {
+                    try {
+                        return value(std::stod(v.str()));
+                    } catch (...) {
+                        return arg(a, kw, 0, "default", value(0.0));
+                    }
+                }
+                if (v.is_number() || v.is_bool()) return value(v.as_float());
+                return arg(a, kw, 0, "default", value(0.0));
+            }
+            if (name == "abs") return v.is_float() ? value(std::fabs(v.as_float())) : value(v.as_int() < 0 ? -v.as_int() : v.as_int());
+            if (name == "round") {
+                const double p = std::pow(10.0, static_cast<double>(arg(a, kw, 0, "precision", value(0)).as_int()));
+                return value(std::nearbyint(v.as_float() * p) / p);
+            }
+            if (name == "indent") {
+                const value w = arg(a, kw, 0, "width", value(4));
+                const std::string pad = w.is_string() ? w.str() : std::string(static_cast<std::size_t>(std::max<std::int64_t>(0, w.as_int())), ' ');
+                const bool first = arg(a, kw, 1, "first").truthy(), blank = arg(a, kw, 2, "blank").truthy();
+                const std::string s = v.to_string();
+                std::string out;
+                std::size_t b = 0;
+                bool is_first = true;
+                for (;;) {
+                    const std::size_t nl = s.find('\n', b);
+                    const std::string ln = s.substr(b, nl == std::string::npos ? std::string::npos : nl - b);
+                    if ((!is_first || first) && (blank || !ln.empty())) out += pad;
+                    out += ln;
+                    if (nl == std::string::npos) break;
+                    out += '\n';
+                    b = nl + 1;
+                    is_first = false;
+                }
+                return value(std::move(out));
+            }
+            if (name == "unique") {
+                value_list out;
+                for (const value& x : iterate(v, line))
+                    if (std::none_of(out.begin(), out.end(), [&](const value& y) { return equal(x, y); })) out.push_back(x);
+                return value(std::move(out));
+            }
+            if (name == "sort") {
+                value_list items = iterate(v, line);
+                const bool rev = arg(a, kw, 0, "reverse").truthy();
+                const value attr = arg(a, kw, 2, "attribute");
+                auto key = [&](const value& x) { return attr.is_undefined() ? x : attribute(x, attr.to_string(), line); };
+                std::stable_sort(items.begin(), items.end(), [&](const value& x, const value& y) {
+                    return rev ? compare("<", key(y), key(x), line) : compare("<", key(x), key(y), line);
+                });
+                return value(std::move(items));
+            }
+            if (name == "selectattr" || name == "rejectattr" || name == "select" || name == "reject") {
+                const bool by_attr = name == "selectattr" || name == "rejectattr";
+                const bool keep_when = name == "selectattr" || name == "select";
+                const std::string attr = by_attr ? (a.empty() ? std::string() : a[0].to_string()) : std::string();
+                const std::size_t test_at = by_attr ? 1 : 0;
+                value_list out;
+                if (!v.truthy()) return value::generator({});  // jinja2 yields nothing for a false value
+                for (const value& x : iterate(v, line)) {
+                    const value subject = by_attr ? attribute_or_undefined(x, attr) : x;
+                    bool r = false;
+                    if (a.size() <= test_at) {
+                        r = subject.truthy();
+                    } else {
+                        value_list targs(a.begin() + static_cast<std::ptrdiff_t>(test_at) + 1, a.end());
+                        r = test(a[test_at].to_string(), subject, targs, line);
+                    }
+                    if (r == keep_when) out.push_back(x);
+                }
+                return value::generator(std::move(out));
+            }
+            if (name == "map") {
+                const value attr = arg(a, kw, 99, "attribute");
+                value_list out;
+                if (!v.truthy()) return value::generator({});
+                if (!attr.is_undefined()) {
+                    const value dflt = arg(a, kw, 99, "default");
+                    for (const value& x : iterate(v, line)) {
+                        value y = attribute_or_undefined(x, attr.to_string());
+                        out.push_back(y.is_undefined() && !dflt.is_undefined() ? dflt : y);
+                    }
+                    return value::generator(std::move(out));
+                }
+                if (a.empty()) template_error("map() needs a filter name or attribute=", line);
+                const std::string f = a[0].to_string();
+                value_list rest(a.begin() + 1, a.end());
+                for (const value& x : iterate(v, line)) {
+                    value_list fa = rest;
+                    kwargs none;
+                    out.push_back(filter(f, x, fa, none, line));
+                }
+                return value::generator(std::move(out));
+            }
+            if (name == "sum") {
+                double total = 0;
+                bool all_int = true;
+                for (const value& x : iterate(v, line)) total += x.as_float(), all_int = all_int && !x.is_float();
+                return all_int ? value(static_cast<std::int64_t>(total)) : value(total);
+            }
+            if (name == "min" || name == "max") {
+                const value_list items = iterate(v, line);
+                if (items.empty()) return {};
+                value best = items[0];
+                for (const value& x : items)
+                    if (compare(name == "min" ? "<" : ">", x, best, line)) best = x;
+                return best;
+            }
+            if (name == "wordcount") return value(static_cast<std::int64_t>(split(v.to_string(), value(), -1, false).size()));
+            if (name == "format") {
+                value_list l = a;
+                return value(percent_format(v.to_string(), value(std::move(l)), line));
+            }
+            template_error("unsupported filter '" + name + "'", line);
+        }
+
+        value attribute_or_undefined(const value& x, const std::string& path) {
+            value cur = x;
+            std::size_t b = 0;
+            for (;;) {  // "a.b" walks attributes
+                const std::size_t dot = path.find('.', b);
+                const std::string part = path.substr(b, dot == std::string::npos ? std::string::npos : dot - b);
+                if (!cur.is_dict()) return {};
+                cur = cur.get(part);
+                if (dot == std::string::npos) return cur;
+                b = dot + 1;
+            }
+        }
+
+        value_list iterate(const value& v, int line) {
+            if (v.is_list()) return v.list();
+            if (v.is_undefined()) return {};
+            if (v.is_dict()) {
+                value_list out;
+                for (const auto& kv : v.dict()) out.emplace_back(kv.first);
+                return out;
+            }
+            if (v.is_string()) {
+                value_list out;
+                for (const auto& ch : utf8_chars(v.str())) out.emplace_back(ch);
+                return out;
+            }
+            template_error(std::string("cannot iterate over a ") + (v.is_undefined() ? "undefined value" : v.type_name()), line);
+        }
+
+        bool run_test(const expr& e) {
+            // `x is defined` must not fail on an undefined x's attributes: evaluate leniently.
+            value subject;
+            try {
+                subject = eval(*e.a[0]);
+            } catch (const error&) {
+                if (e.name == "defined" || e.name == "undefined") subject = value();
+                else throw;
+            }
+            value_list a;
+            kwargs kw;
+            args_of(e, 1, a, kw);
+            return test(e.name, subject, a, e.line);
+        }
+
+        bool test(const std::string& name, const value& v, value_list& a, int line) {
+            if (name == "defined") return !v.is_undefined();
+            if (name == "undefined") return v.is_undefined();
+            if (name == "none") return v.is_none();
+            if (name == "string") return v.is_string();
+            if (name == "mapping") return v.is_dict();
+            if (name == "iterable") return v.is_list() || v.is_dict() || v.is_string();
+            if (name == "sequence") return v.is_list() || v.is_dict() || v.is_string();
+            if (name == "number") return v.is_number();
+            if (name == "integer") return v.is_int();
+            if (name == "float") return v.is_float();
+            if (name == "boolean") return v.is_bool();
+            if (name == "true") return v.is_bool() && v.as_bool();
+            if (name == "false") return v.is_bool() && !v.as_bool();
+            if (name == "callable") return v.is_callable();
+            if (name == "even" || name == "odd") return (v.as_int() % 2 == 0) == (name == "even");
+            if (name == "divisibleby") return !a.empty() && a[0].as_int() != 0 && v.as_int() % a[0].as_int() == 0;
+            if (name == "eq" || name == "equalto" || name == "==" || name == "sameas") return !a.empty() && equal(v, a[0]);
+            if (name == "ne" || name == "!=") return a.empty() || !equal(v, a[0]);
+            if (name == "lt" || name == "<" || name == "lessthan") return !a.empty() && compare("<", v, a[0], line);
+            if (name == "gt" || name == ">" || name == "greaterthan") return !a.empty() && compare(">", v, a[0], line);
+            if (name == "le" || name == "<=") return !a.empty() && compare("<=", v, a[0], line);
+            if (name == "ge" || name == ">=") return !a.empty() && compare(">=", v, a[0], line);
+            if (name == "in") return !a.empty() && contains(a[0], v, line);
+            if (name == "lower" || name == "upper") {
+                const std::string s = v.to_string();
+                return std::none_of(s.begin(), s.end(), [&](char c) {
+                    return name == "lower" ? std::isupper(static_cast<unsigned char>(c)) : std::islower(static_cast<unsigned char>(c));
+                });
+            }
+            template_error("unsupported test '" + name + "'", line);
+        }
+    };
+
+    body body_;
+};
+
+}  // namespace lmtk::jinja
 // #include <lmtk/tokenize/pre_tokenizer.hpp>
 // #include <lmtk/tokenize/regex.hpp>
 // #include <lmtk/tokenize/special_tokens.hpp>

@@ -66,7 +66,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 break;
             }
             default:  // /apply-template
-                (void)serve::dump({{"prompt", svc.chat_prompt(serve::read_messages(f))}});
+                (void)serve::dump({{"prompt", svc.chat_prompt(serve::read_messages(f), serve::read_tools(f))}});
                 break;
         }
     });

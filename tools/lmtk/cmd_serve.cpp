@@ -15,6 +15,8 @@
 #endif
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <string>
 #include <thread>
@@ -119,6 +121,12 @@ int serve_with(const args& a, const std::string& path, std::map<std::string, con
     so.port = a.number<int>("--port", 8080);
     if (so.port < 0 || so.port > 65535) fail("lmtk serve-model: --port must be between 0 and 65535");
     so.alias = a.get("--alias").value_or("");
+    if (const auto f = a.get("--chat-template-file")) {  // Jinja source used instead of the model's
+        std::ifstream in(*f, std::ios::binary);
+        if (!in) fail("lmtk serve-model: cannot open --chat-template-file ", *f);
+        so.chat_template.assign(std::istreambuf_iterator<char>(in), {});
+        if (so.chat_template.empty()) fail("lmtk serve-model: --chat-template-file ", *f, " is empty");
+    }
     so.api_key = a.get("--api-key").value_or("");
     so.defaults.temperature = static_cast<float>(real("temperature", 0.8));
     so.defaults.top_k = static_cast<std::int32_t>(integer("top_k", 40));
@@ -151,10 +159,9 @@ int serve_with(const args& a, const std::string& path, std::map<std::string, con
 
     const std::string base = "http://" + so.host + ":" + std::to_string(port);
     std::fprintf(stderr,
-                 "lmtk: serving %s as '%s': %zu slot(s) x %zu tokens batched in one pass, %zu thread(s), queue %zu, kv %.*s, chat format %.*s\n",
+                 "lmtk: serving %s as '%s': %zu slot(s) x %zu tokens batched in one pass, %zu thread(s), queue %zu, kv %.*s, chat template: %s\n",
                  path.c_str(), srv.svc().model_id().c_str(), eng.n_slots(), eng.n_ctx(), eng.n_threads(),
-                 eo.max_queue, int(KV::name.size()), KV::name.data(), int(to_string(srv.svc().format()).size()),
-                 to_string(srv.svc().format()).data());
+                 eo.max_queue, int(KV::name.size()), KV::name.data(), srv.svc().template_kind().c_str());
     std::fprintf(stderr,
                  "lmtk: OpenAI    %s/v1  (GET /v1/models, POST /v1/chat/completions, POST /v1/completions)\n"
                  "lmtk: Ollama    %s     (GET /api/tags, POST /api/show, /api/generate, /api/chat)\n"
@@ -182,7 +189,7 @@ int cmd_serve(const argv_t& argv) {
 #endif
     // Split fixed flags from model configuration pairs before the shared parser sees them.
     static const std::vector<std::string> with_value = {"-m|--model", "--host",   "--port",      "-c|--ctx-size",
-                                                        "--parallel|-np", "-t|--threads", "--alias", "--api-key",
+                                                        "--parallel|-np", "-t|--threads", "--alias", "--chat-template-file", "--api-key",
                                                         "--max-queue", "--kv-type", "--max-body", "--max-header",
                                                         "--max-connections", "--max-lmtp-sessions", "--read-timeout"};
     auto known = [&](const std::string& s) {

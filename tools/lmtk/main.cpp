@@ -40,12 +40,16 @@ constexpr subcommand subcommands[] = {
     {"export-tokenizer", lmtk::cli::cmd_export_tokenizer,
      "export-tokenizer MODEL DIR\n      write DIR/tokenizer.json + tokenizer_config.json: a Hugging Face tokenizer that "
      "encodes as lmtk does"},
+    {"render-template", lmtk::cli::cmd_render_template,
+     "render-template TEMPLATE.jinja CONTEXTS.json\n      render a chat template for each context of a JSON list "
+     "(messages, tools, add_generation_prompt, ...)"},
     {"quantize", lmtk::cli::cmd_quantize,
      "quantize IN.gguf OUT.gguf TYPE [-t THREADS] [--pure] [--allow-requantize]\n      convert the weights to TYPE: "
      "F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 IQ4_NL Q6_K, or a mix Q2_K Q3_K_S/M/L Q4_K_S/M Q5_K_S/M"},
 #ifdef LMTK_CLI_HAVE_SERVE
     {"serve-model", lmtk::cli::cmd_serve,
      "serve-model MODEL [--host 127.0.0.1] [--port 8080] [-c CTX] [--parallel N] [-t N] [--max-queue N] [--alias NAME]\n"
+     "      [--chat-template-file JINJA]\n"
      "      [--api-key KEY] [--NAME VALUE ...]   serve the OpenAI, Ollama and llama.cpp HTTP APIs"},
 #endif
 };

@@ -10,6 +10,8 @@
 //
 // The text contains control-token spellings ("<|im_start|>", "</s>"): tokenize it with
 // special-token parsing on. The leading BOS is not written; the tokenizer adds it.
+#include <nlohmann/json.hpp>
+
 #include <span>
 #include <string>
 #include <string_view>
@@ -36,6 +38,10 @@ constexpr std::string_view to_string(chat_format f) noexcept {
 struct chat_message {
     std::string role;     // system | user | assistant (anything else is written as given)
     std::string content;
+    // The message's other fields (tool_calls, tool_call_id, name, ...; "content": null when the
+    // client sent none), given to a Jinja template as the client wrote them. Built-in formats
+    // ignore them.
+    nlohmann::json extra;
 };
 
 // Order matters: the more specific markers first. Llama-3 templates also mention nothing of

@@ -175,6 +175,7 @@ void add_routes(http::router& routes, Service& svc) {
                   {"model_alias", svc.model_id()},
                   {"chat_template", svc.chat_template()},
                   {"chat_format", to_string(svc.format())},
+                  {"chat_template_kind", svc.template_kind()},
                   {"chat_format_description", describe(svc.format())},
                   {"batching", {{"forward_passes", svc.eng().batch_stats().first},
                                 {"rows", svc.eng().batch_stats().second}}},
@@ -217,7 +218,8 @@ void add_routes(http::router& routes, Service& svc) {
 
     routes.post("/apply-template", guarded(on_error, [&svc](const http::request& req, http::response& res) {
         const json body = parse_body(req.body);
-        res.set_content(dump({{"prompt", svc.chat_prompt(read_messages(fields(body)))}}), "application/json");
+        const fields f(body);
+        res.set_content(dump({{"prompt", svc.chat_prompt(read_messages(f), read_tools(f))}}), "application/json");
     }));
 
     routes.post("/completion", guarded(on_error, [&svc](const http::request& req, http::response& res) {

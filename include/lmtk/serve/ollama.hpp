@@ -84,7 +84,7 @@ parsed read_generate(Service& svc, const json& body) {
     // Without a known chat template a prompt goes in as is (Ollama's "{{ .Prompt }}");
     // otherwise it is one user turn, after the system message if there is one.
     std::string text;
-    if (raw || svc.format() == chat_format::plain) {
+    if (raw || !svc.has_chat_template()) {
         text = system.empty() || raw ? prompt : system + "\n" + prompt;
     } else {
         std::vector<chat_message> msgs;
@@ -105,7 +105,7 @@ parsed read_chat(Service& svc, const json& body) {
     p.chat = true;
     read_common(svc, f, p);
     const auto msgs = read_messages(f);
-    p.rq.prompt = svc.tokenize(svc.chat_prompt(msgs));
+    p.rq.prompt = svc.tokenize(svc.chat_prompt(msgs, read_tools(f)));
     for (auto& s : chat_stop_strings(svc.format())) p.rq.stop.push_back(s);
     return p;
 }
@@ -266,6 +266,7 @@ void add_routes(http::router& routes, Service& svc) {
                               {"modified_at", rfc3339(std::chrono::system_clock::from_time_t(svc.created()))},
                               {"lmtk", {{"model", name},
                                         {"chat_format", to_string(svc.format())},
+                                        {"chat_template_kind", svc.template_kind()},
                                         {"chat_format_description", describe(svc.format())},
                                         {"format_json", "enforced: the output is one JSON object; a schema's structure is not enforced"}}}}),
                         "application/json");

@@ -9,8 +9,9 @@
 // sampling fields (top_k, min_p, repeat_penalty, ...). Errors are OpenAI error objects.
 // response_format {"type": "json_object"} (or "json_schema") constrains the output to one JSON
 // object; a schema's own structure is not enforced.
-// Differences: the default temperature is the server's (0.8, like llama.cpp); tools are
-// accepted and ignored.
+// Differences: the default temperature is the server's (0.8, like llama.cpp); `tools` and
+// tool-call messages reach the model's chat template (the model's answer is not parsed into
+// tool_calls yet).
 #include <lmtk/serve/service.hpp>
 
 #include <nlohmann/json.hpp>
@@ -134,7 +135,7 @@ parsed read_chat(Service& svc, const json& body) {
     if (top && !lp) bad_request("top_logprobs", "'top_logprobs' needs 'logprobs': true");
     if (lp) p.rq.top_logprobs = top.value_or(0);
     const auto msgs = read_messages(f);
-    p.rq.prompt = svc.tokenize(svc.chat_prompt(msgs));
+    p.rq.prompt = svc.tokenize(svc.chat_prompt(msgs, read_tools(f)));
     for (auto& s : chat_stop_strings(svc.format())) p.rq.stop.push_back(s);
     return p;
 }

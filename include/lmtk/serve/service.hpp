@@ -4,6 +4,7 @@
 // the handler, or streamed through the transport's body sink, which stops generating as soon as
 // the client is gone.
 #include <lmtk/serve/chat_template.hpp>
+#include <lmtk/tokenize/jinja/template.hpp>
 #include <lmtk/serve/engine.hpp>
 #include <lmtk/serve/params.hpp>
 
@@ -19,6 +20,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <string_view>
@@ -30,6 +32,7 @@ struct server_options {
     std::string host = "127.0.0.1";
     int port = 8080;
     std::string alias;            // model id reported to clients; default: the file's stem
+    std::string chat_template;    // Jinja source overriding the model's (--chat-template-file)
     std::string api_key;          // empty: no authentication
     std::size_t http_threads = 0; // 0: slots + queue + a few for cheap requests
     transport_options transport;  // body/header sizes, deadlines, connections (worker_threads: http_threads)
@@ -87,8 +90,20 @@ public:
 
     service(engine_type& e, server_options opt) : eng_(e), opt_(std::move(opt)) {
         const auto& src = e.model().source();
-        if (const gguf::file* f = src.gguf_file()) chat_template_ = f->get_or<std::string>("tokenizer.chat_template", "");
-        format_ = detect_chat_format(chat_template_);
+        if (!opt_.chat_template.empty()) chat_template_ = opt_.chat_template;  // --chat-template-file
+        else if (const gguf::file* f = src.gguf_file()) chat_template_ = f->get_or<std::string>("tokenizer.chat_template", "");
+        format_ = detect_chat_format(chat_template_);  // stop strings; the fallback formatter
+        // The model's own template, run by lmtk's Jinja interpreter; one that does not parse
+        // falls back to the built-in family format, said on stderr and in /props, /api/show.
+        if (!chat_template_.empty()) {
+            try {
+                jinja_.emplace(chat_template_);
+            } catch (const error& e) {
+                template_note_ = std::string("the model's chat template does not parse (") + e.what() + "); using the built-in " +
+                                 std::string(to_string(format_)) + " format";
+                std::fprintf(stderr, "lmtk serve-model: %s\n", template_note_.c_str());
+            }
+        }
         model_id_ = opt_.alias.empty() ? std::filesystem::path(src.path()).stem().string() : opt_.alias;
         created_ = unix_seconds();
         std::error_code ec;
@@ -112,7 +127,46 @@ public:
         return tokenizer().encode(text, add_bos && tokenizer().vocabulary().add_bos(), /*parse_special=*/true);
     }
 
-    std::string chat_prompt(const std::vector<chat_message>& msgs) const { return format_chat(format_, msgs, true); }
+    // The prompt for a conversation: the model's Jinja template when it has one that parses
+    // (rendered as transformers' apply_chat_template does), else the built-in family format.
+    // A template that raises (raise_exception, an unsupported construct at run time) is a 400.
+    // `tools`: the request's tool definitions (a JSON array, or null), for templates that list them.
+    std::string chat_prompt(const std::vector<chat_message>& msgs, const json& tools = json()) const {
+        if (!jinja_) return format_chat(format_, msgs, true);
+        const tokenize::vocab& v = tokenizer().vocabulary();
+        nlohmann::ordered_json ctx;
+        nlohmann::ordered_json list = nlohmann::ordered_json::array();
+        for (const chat_message& m : msgs) {
+            nlohmann::ordered_json one = {{"role", m.role}, {"content", m.content}};
+            if (m.extra.is_object())
+                for (auto it = m.extra.begin(); it != m.extra.end(); ++it) one[it.key()] = it.value();
+            list.push_back(std::move(one));
+        }
+        ctx["messages"] = std::move(list);
+        if (tools.is_array() && !tools.empty()) ctx["tools"] = tools;
+        ctx["add_generation_prompt"] = true;
+        ctx["bos_token"] = v.bos() != tokenize::no_token ? v.text(v.bos()) : std::string();
+        ctx["eos_token"] = v.eos() != tokenize::no_token ? v.text(v.eos()) : std::string();
+        std::string text;
+        try {
+            text = jinja_->render(ctx);
+        } catch (const error& e) {
+            bad_request("messages", e.what());
+        }
+        // Templates write BOS themselves; the tokenizer adds it too when the vocabulary says so.
+        // One is enough (llama.cpp strips it the same way).
+        const std::string bos = ctx["bos_token"].get<std::string>();
+        if (v.add_bos() && !bos.empty() && text.compare(0, bos.size(), bos) == 0) text.erase(0, bos.size());
+        return text;
+    }
+    // Which formatter chat_prompt uses, for /props and /api/show.
+    std::string template_kind() const {
+        if (!jinja_) return std::string(to_string(format_));
+        return opt_.chat_template.empty() ? std::string("jinja (the model's own template)") : std::string("jinja (--chat-template-file)");
+    }
+    const std::string& template_note() const noexcept { return template_note_; }
+    // Whether chat turns have a format (the model's template, or a recognised family).
+    bool has_chat_template() const noexcept { return jinja_.has_value() || format_ != chat_format::plain; }
 
     // A request with the server's defaults, to be overridden by the API's fields.
     request new_request() const {
@@ -215,6 +269,8 @@ private:
     server_options opt_;
     std::string chat_template_;
     chat_format format_ = chat_format::plain;
+    std::optional<jinja::template_program> jinja_;
+    std::string template_note_;
     std::string model_id_;
     std::int64_t created_ = 0;
     std::uintmax_t file_size_ = 0;
@@ -280,10 +336,39 @@ inline std::vector<chat_message> read_messages(const fields& f, const char* key 
         if (!role) bad_request(where + ".role", "'" + where + ".role' is required");
         for (char& c : *role) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
         const auto c = m.find("content");
-        out.push_back({*role, c == m.end() ? std::string() : message_text(*c, where + ".content")});
+        chat_message msg{*role, c == m.end() ? std::string() : message_text(*c, where + ".content"), json()};
+        // Everything else goes to the template as sent, except that a tool call's arguments
+        // written as a JSON string (OpenAI's form) become the object templates expect (the
+        // form transformers documents and Ollama sends).
+        for (auto it = m.begin(); it != m.end(); ++it) {
+            if (it.key() == "role" || it.key() == "content") continue;
+            msg.extra[it.key()] = it.value();
+        }
+        if (c == m.end() || c->is_null()) msg.extra["content"] = nullptr;
+        if (auto calls = msg.extra.find("tool_calls"); calls != msg.extra.end() && calls->is_array())
+            for (json& call : *calls) {
+                if (!call.is_object()) continue;
+                const auto fn = call.find("function");
+                if (fn == call.end() || !fn->is_object()) continue;
+                const auto args = fn->find("arguments");
+                if (args == fn->end() || !args->is_string()) continue;
+                if (auto parsed = core::try_parse_json(args->get_ref<const std::string&>(), core::max_request_json_depth); parsed && parsed->is_object())
+                    *args = std::move(*parsed);
+            }
+        out.push_back(std::move(msg));
     }
     if (out.empty()) bad_request(key, std::string("'") + key + "' must not be empty");
     return out;
+}
+
+// tools: [{type: "function", function: {name, description, parameters}}] as OpenAI and Ollama
+// send them; null when absent. Only its shape is checked: the template decides how to show it.
+inline json read_tools(const fields& f) {
+    const json* v = f.array("tools");
+    if (!v) return json();
+    for (std::size_t i = 0; i < v->size(); ++i)
+        if (!(*v)[i].is_object()) bad_request("tools", "'tools[" + std::to_string(i) + "]' must be an object, got " + show((*v)[i]));
+    return *v;
 }
 
 }  // namespace lmtk::serve

@@ -3,6 +3,7 @@
 // tokenize::tokenizer picks the right one. The libsentencepiece adapter,
 // <lmtk/tokenize/sentencepiece.hpp>, is not included: it needs lmtk::sentencepiece to link.
 #include <lmtk/tokenize/hf_export.hpp>
+#include <lmtk/tokenize/jinja/template.hpp>
 #include <lmtk/tokenize/pre_tokenizer.hpp>
 #include <lmtk/tokenize/regex.hpp>
 #include <lmtk/tokenize/special_tokens.hpp>
