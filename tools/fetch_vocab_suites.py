@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Refresh tests/data/vocab-suites.tar.xz: llama.cpp's tokenizer test suites.
+"""Refresh tests/data/vocab-suites.tar.xz (llama.cpp's tokenizer test suites) and
+tests/data/chat_templates/ (the real chat templates llama.cpp tests with).
 
 llama.cpp keeps, for each tokenizer family, a vocabulary-only GGUF (`models/ggml-vocab-NAME.gguf`)
 and test vectors made with the family's Hugging Face tokenizer (`.gguf.inp`: texts, each followed
@@ -7,7 +8,10 @@ by "\\n__ggml_vocab_test__\\n"; `.gguf.out`: one line of ids per text). They shi
 distribution of llama-cpp-python on PyPI (vendor/llama.cpp/models/). This script downloads that
 sdist with pip (or takes one given with --sdist), and packs the suites of the families lmtk's
 tests cover into one xz-compressed tar, which CMake unpacks into the build folder at configure
-time (tests/CMakeLists.txt). The files are data: llama.cpp's, under its MIT licence.
+time (tests/CMakeLists.txt). It also copies every `models/templates/*.jinja` (about 70 real
+models' chat templates) into tests/data/chat_templates/, which
+tests/reference/test_chat_templates.py renders with lmtk and with transformers. The files are
+data: llama.cpp's, under its MIT licence.
 
 Usage: python3 tools/fetch_vocab_suites.py [--sdist llama_cpp_python-X.tar.gz]
 """
@@ -25,7 +29,9 @@ import tempfile
 # split), plus qwen35 (its split uses \p{M}). gpt-2 and llama-spm are in ../shared/models/vocab.
 FAMILIES = ["command-r", "deepseek-coder", "deepseek-llm", "falcon", "llama-bpe", "mpt", "phi-3",
             "qwen2", "qwen35", "refact", "starcoder"]
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "vocab-suites.tar.xz")
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data")
+OUT = os.path.join(DATA, "vocab-suites.tar.xz")
+TEMPLATES = os.path.join(DATA, "chat_templates")
 
 
 def main():
@@ -39,9 +45,13 @@ def main():
                             "-d", tmp, "llama-cpp-python"], check=True)
             sdist = glob.glob(os.path.join(tmp, "llama_cpp_python-*.tar.gz"))[0]
         members = {}
+        templates = {}
         with tarfile.open(sdist) as src:
             for m in src.getmembers():
                 base = os.path.basename(m.name)
+                if "/vendor/llama.cpp/models/templates/" in m.name and base.endswith(".jinja") and m.isfile():
+                    templates[base] = src.extractfile(m).read()
+                    continue
                 if "/vendor/llama.cpp/models/" not in m.name or not base.startswith("ggml-vocab-"):
                     continue
                 family = base[len("ggml-vocab-"):].split(".gguf")[0]
@@ -61,6 +71,15 @@ def main():
         with open(OUT, "wb") as f:
             f.write(lzma.compress(buf.getvalue(), preset=9 | lzma.PRESET_EXTREME))
         print(f"{OUT}: {len(members)} files from {os.path.basename(sdist)}, {os.path.getsize(OUT)} bytes")
+        if not templates:
+            sys.exit(f"no models/templates/*.jinja in {sdist}")
+        os.makedirs(TEMPLATES, exist_ok=True)
+        for old in glob.glob(os.path.join(TEMPLATES, "*.jinja")):
+            os.unlink(old)
+        for name, data in templates.items():
+            with open(os.path.join(TEMPLATES, name), "wb") as f:
+                f.write(data)
+        print(f"{TEMPLATES}: {len(templates)} templates")
 
 
 if __name__ == "__main__":
