@@ -22,15 +22,19 @@ What is checked, and against what:
   - errors in LMTP's forms (TOKEN-error for GENERATE/SCORE, MSG-error otherwise), and the same
     socket keeps serving afterwards; a prompt plus max_tokens beyond the context is an error,
     not a crash; a socket closed mid-stream frees its slot.
-  - LMQL: an `argmax "...[X]" where len(TOKENS(X)) < 10` query, a STOPS_AT query and
-    `lmql.score_sync`, each compared with the numpy reference over the ids LMQL's tokenizer
-    produces for the same text.
+  - LMQL, with the tokenizer `lmtk export-tokenizer` writes for the served folder (README's
+    setup): LMQL's ids for a text are exactly `lmtk tokenize`'s (the folder's own tokenizer_config
+    names LlamaTokenizer, for which LMQL prepends a dummy "@" that this vocabulary drops, so
+    "Once upon a time" would arrive as "ce upon a time"); an `argmax "...[X]" where
+    len(TOKENS(X)) < 10` query, a STOPS_AT query (whose text must also equal `lmtk run`'s greedy
+    text) and `lmql.score_sync`, each compared with the numpy reference.
 Only 127.0.0.1; every wait is bounded.
 """
 
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import unittest
@@ -67,6 +71,10 @@ class LmtpTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.folder = serve_common.model_path("tinystories-656k")
+        # The Hugging Face tokenizer LMQL loads on the client side: lmtk's own, exported.
+        cls.tokdir = os.path.join(_home, "tinystories-tokenizer")
+        subprocess.run([serve_common.cli_path(), "export-tokenizer", cls.folder, cls.tokdir], check=True,
+                       capture_output=True, timeout=120)
         cls.server = serve_common.Server(["--parallel", "2"], model=cls.folder).__enter__()
         cls.ref = HFLlamaRef(cls.folder)
         cls.endpoint = f"127.0.0.1:{cls.server.port}"
@@ -243,24 +251,36 @@ class LmtpTest(unittest.TestCase):
 
     # -- the real LMQL client ------------------------------------------------------------------
     def lmql_model(self):
-        return lmql.model("tinystories", endpoint=self.endpoint, tokenizer=self.folder)
+        return lmql.model("tinystories", endpoint=self.endpoint, tokenizer=self.tokdir)
 
     def lmql_ids(self, text):
         """The ids LMQL's tokenizer gives `text` (it tokenizes client-side, then adds BOS)."""
-        tok = lmql.runtime.tokenizer.tokenizer(self.folder)
+        tok = lmql.runtime.tokenizer.tokenizer(self.tokdir)
         return [int(b) for b in tok.tokenize(text, asbytes=True)]
 
     def lmql_text(self, ids):
-        tok = lmql.runtime.tokenizer.tokenizer(self.folder)
+        tok = lmql.runtime.tokenizer.tokenizer(self.tokdir)
         return tok.decode(ids)
+
+    def lmtk_ids(self, text):
+        out = subprocess.run([serve_common.cli_path(), "tokenize", "-m", self.folder, "--no-bos"], input=text.encode(),
+                             check=True, capture_output=True, timeout=60)
+        return [int(x) for x in out.stdout.split()]
+
+    def test_lmql_tokenizes_as_lmtk(self):
+        for text in ["Once upon a time", " there was", "Lily and Tom went to the park.\nThey played."]:
+            self.assertEqual(self.lmql_ids(text), self.lmtk_ids(text), text)
+            self.assertEqual(self.lmql_text(self.lmql_ids(text)).strip(), text.strip())
 
     def test_lmql_argmax_token_limit(self):
         r = lmql.run_sync('argmax "Once upon a time[X]" where len(TOKENS(X)) < 10', model=self.lmql_model())
         x = r.variables["X"]
         self.assertTrue(x)
-        self.assertLess(len(self.lmql_ids(x)), 10)
         greedy = self.ref_greedy([BOS] + self.lmql_ids("Once upon a time"), 12)[0]
         self.assertTrue(self.lmql_text(greedy).startswith(x), (x, self.lmql_text(greedy)))
+        # At most 9 tokens: X is within the first 9 greedy tokens' text. (Tokenizing X on its own
+        # would count one more: SPM's dummy "▁" in front.)
+        self.assertTrue(self.lmql_text(greedy[:9]).startswith(x), (x, self.lmql_text(greedy[:9])))
 
     def test_lmql_stops_at(self):
         r = lmql.run_sync('argmax "Once upon a time[X]" where STOPS_AT(X, ".")', model=self.lmql_model())
@@ -269,6 +289,10 @@ class LmtpTest(unittest.TestCase):
         self.assertEqual(x.count("."), 1, x)
         greedy = self.ref_greedy([BOS] + self.lmql_ids("Once upon a time"), 40)[0]
         self.assertTrue(self.lmql_text(greedy).startswith(x), (x, self.lmql_text(greedy)))
+        # The same words as lmtk's own greedy run of the prompt (the whole first word included).
+        run = subprocess.run([serve_common.cli_path(), "run", "-m", self.folder, "-p", "Once upon a time", "-n", "40",
+                              "--temp", "0"], check=True, capture_output=True, timeout=120)
+        self.assertTrue(run.stdout.decode().startswith("Once upon a time" + x), (run.stdout, x))
 
     def test_lmql_score(self):
         prompt, values = "Once upon a time", [" there was", " the end"]
