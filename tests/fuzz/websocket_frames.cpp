@@ -73,13 +73,28 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (client < 0) std::abort();
     const int room = 4 << 20;  // the input goes in before the server reads: it must fit
     ::setsockopt(client, SOL_SOCKET, SO_SNDBUF, &room, sizeof room);
+    // Each input from another source address in 127/8: the server's end can close first and
+    // then holds (address, port) pairs in TIME_WAIT for a minute; from one address the 28,000
+    // ephemeral ports would run out within the 15 s CI run (connect: EADDRNOTAVAIL).
+    static std::uint32_t source = 0;
+    sockaddr_in from{};
+    from.sin_family = AF_INET;
+    from.sin_addr.s_addr = htonl(0x7f000002u + (source++ % 0xfffff0u));
+    if (::bind(client, reinterpret_cast<sockaddr*>(&from), sizeof from) != 0) {
+        std::perror("websocket_frames: bind a loopback source address");
+        std::abort();
+    }
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_port = htons(l.acceptor.local_endpoint().port());
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(client, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) std::abort();
+    if (::connect(client, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+        std::perror("websocket_frames: connect to the loopback listener");
+        std::abort();
+    }
     boost::asio::ip::tcp::socket server(l.ioc);
     l.acceptor.accept(server);
+    server.set_option(boost::asio::socket_base::linger(true, 0));  // see the reset below
     {
         lmtk::serve::ws_channel ch(std::move(server), upgrade_request(),
                                    lmtk::serve::ws_options{.max_message = max_message, .send_timeout = std::chrono::seconds(2)});
@@ -115,7 +130,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         }
         cv.notify_one();
         watchdog.join();
+        // Reset, not close: an orderly close leaves one side in TIME_WAIT for a minute, and at
+        // a thousand inputs a second the loopback's ephemeral ports (28,000) run out within
+        // the 15 s CI run (connect fails with EADDRNOTAVAIL). The server's end, which may close first
+        // (on a protocol error), resets too.
+        const linger reset{1, 0};
+        ::setsockopt(client, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+        ::close(client);
     }
-    ::close(client);
     return 0;
 }
