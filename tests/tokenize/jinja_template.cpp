@@ -101,5 +101,11 @@ TEST_CASE("jinja: hostile templates are refused, not crashes") {
     CHECK(error_of("{% for i in range(2000) %}{% for j in range(2000) %}{% endfor %}{% endfor %}").find("runs too long") !=
           std::string::npos);
     CHECK(error_of("{{ 'x' * 100000000 }}").find("too long") != std::string::npos);
+    CHECK(error_of("{{ 'ab' * 9223372036854775807 }}").find("too long") != std::string::npos);
+    // Found by fuzz_chat_template (UBSan: signed overflow); Python's ints are unbounded, lmtk's refuse.
+    CHECK(error_of("{{ -9223372036854775807 - 2 }}").find("integer overflow") != std::string::npos);
+    CHECK(error_of("{{ 2 ** 70 }}").find("integer overflow") != std::string::npos);
+    CHECK(error_of("{{ (-9223372036854775807 - 1) // -1 }}").find("integer overflow") != std::string::npos);
+    CHECK(render("{{ 3 - 5 }}|{{ 2 ** 10 }}|{{ -(3) }}|{{ 7 % -3 }}") == "-2|1024|-3|-2");
     CHECK(error_of("{% for i in range(100000) %}{{ 'y' * 1000 }}{% endfor %}").find("too long") != std::string::npos);
 }

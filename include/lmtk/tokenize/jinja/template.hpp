@@ -313,7 +313,7 @@ private:
                 }
                 case expr::kind::neg: {
                     const value v = eval(*e.a[0]);
-                    if (v.is_int() || v.is_bool()) return value(-v.as_int());
+                    if (v.is_int() || v.is_bool()) return value(checked(0, v.as_int(), '-', e.line));
                     if (v.is_float()) return value(-v.as_float());
                     template_error(std::string("bad operand for unary -: ") + v.type_name(), e.line);
                 }
@@ -452,12 +452,22 @@ private:
             return c >= 0;
         }
 
+        // Python's integers do not overflow; lmtk's are 64-bit and refuse to (never UB).
+        static std::int64_t checked(std::int64_t a, std::int64_t b, char op, int line) {
+            std::int64_t out = 0;
+            const bool over = op == '+' ? __builtin_add_overflow(a, b, &out)
+                              : op == '-' ? __builtin_sub_overflow(a, b, &out)
+                                          : __builtin_mul_overflow(a, b, &out);
+            if (over) template_error("integer overflow (lmtk's integers are 64-bit)", line);
+            return out;
+        }
+
         static value binary(const std::string& op, const value& l, const value& r, int line) {
             if (op == "~") return value(l.to_string() + r.to_string());
             const bool nums = (l.is_number() || l.is_bool()) && (r.is_number() || r.is_bool());
             const bool ints = nums && !l.is_float() && !r.is_float();
             if (op == "+") {
-                if (ints) return value(l.as_int() + r.as_int());
+                if (ints) return value(checked(l.as_int(), r.as_int(), '+', line));
                 if (nums) return value(l.as_float() + r.as_float());
                 if (l.is_string() && r.is_string()) {
                     // Markup + str escapes the str (markupsafe), as a template's "..."|safe + x does.
@@ -471,15 +481,15 @@ private:
                     return value(std::move(out));
                 }
             } else if (op == "-") {
-                if (ints) return value(l.as_int() - r.as_int());
+                if (ints) return value(checked(l.as_int(), r.as_int(), '-', line));
                 if (nums) return value(l.as_float() - r.as_float());
             } else if (op == "*") {
-                if (ints) return value(l.as_int() * r.as_int());
+                if (ints) return value(checked(l.as_int(), r.as_int(), '*', line));
                 if (nums) return value(l.as_float() * r.as_float());
                 const value& s = l.is_string() ? l : r;
                 const value& n = l.is_string() ? r : l;
                 if (s.is_string() && (n.is_int() || n.is_bool())) {
-                    if (n.as_int() * static_cast<std::int64_t>(s.str().size()) > static_cast<std::int64_t>(max_output))
+                    if (n.as_int() > 0 && s.str().size() > 0 && static_cast<std::uint64_t>(n.as_int()) > max_output / s.str().size())
                         template_error("string repetition too long", line);
                     std::string out;
                     for (std::int64_t k = 0; k < n.as_int(); ++k) out += s.str();
@@ -494,6 +504,7 @@ private:
                 if (ints) {
                     const std::int64_t a = l.as_int(), b = r.as_int();
                     if (b == 0) template_error("integer division or modulo by zero", line);
+                    if (a == INT64_MIN && b == -1) template_error("integer overflow (lmtk's integers are 64-bit)", line);
                     std::int64_t q = a / b, m = a % b;
                     if (m != 0 && ((m < 0) != (b < 0))) --q, m += b;  // Python floors
                     return value(op == "//" ? q : m);
@@ -507,7 +518,7 @@ private:
             } else if (op == "**") {
                 if (ints && r.as_int() >= 0) {
                     std::int64_t out = 1;
-                    for (std::int64_t k = 0; k < r.as_int() && k < 64; ++k) out *= l.as_int();
+                    for (std::int64_t k = 0; k < r.as_int() && k < 64; ++k) out = checked(out, l.as_int(), '*', line);
                     return value(out);
                 }
                 if (nums) return value(std::pow(l.as_float(), r.as_float()));

@@ -152,7 +152,14 @@ public:
     bool is_callable() const noexcept { return t_ == type::callable; }
 
     bool as_bool() const noexcept { return i_ != 0; }
-    std::int64_t as_int() const noexcept { return t_ == type::floating ? static_cast<std::int64_t>(f_) : i_; }
+    std::int64_t as_int() const noexcept {
+        if (t_ != type::floating) return i_;
+        // Python's int(x) truncates; outside 64 bits (and NaN) lmtk saturates rather than invoke UB.
+        if (std::isnan(f_)) return 0;
+        if (f_ >= 9.2233720368547758e18) return INT64_MAX;
+        if (f_ <= -9.2233720368547758e18) return INT64_MIN;
+        return static_cast<std::int64_t>(f_);
+    }
     double as_float() const noexcept { return t_ == type::floating ? f_ : static_cast<double>(i_); }
     const std::string& str() const noexcept {
         static const std::string empty;
