@@ -147,7 +147,7 @@ struct result {
 
 int cmd_bench(const argv_t& argv) {
     const args a("bench", argv, {"-m|--model", "-p|--n-prompt", "-n|--n-gen", "-t|--threads", "-r|--repetitions",
-                                 "-o|--output", "-b|--batch-size", "--kv-type"},
+                                 "-o|--output", "-b|--batch-size", "--kv-type", "--cpu"},
                  {"--no-bandwidth", "--no-interleave"});
     const std::vector<std::size_t> pps = parse_list(a.get("-p").value_or("128,512"), "-p");
     const std::vector<std::size_t> tgs = parse_list(a.get("-n").value_or("64"), "-n");
@@ -231,11 +231,12 @@ int cmd_bench(const argv_t& argv) {
 
         const std::string ftype = file_type_name(m.source().gguf_file());
         const std::string model_type = hp.arch + " " + human_params(n_params) + " " + ftype;
+        const std::string isa(m.kernel_isa());  // the kernels' instruction-set level, chosen at load
         if (fmt == "json") {
             std::printf("[\n");
             for (std::size_t i = 0; i < results.size(); ++i) {
                 const result& r = results[i];
-                std::printf("  {\n    \"build_commit\": \"lmtk\",\n    \"cpu_info\": \"%s\",\n", cli_target::name());
+                std::printf("  {\n    \"build_commit\": \"lmtk\",\n    \"cpu_info\": \"%s\",\n", isa.c_str());
                 std::printf("    \"model_filename\": \"%s\",\n    \"model_type\": \"%s\",\n", path.c_str(), model_type.c_str());
                 std::printf("    \"model_size\": %llu,\n    \"model_n_params\": %llu,\n", (unsigned long long)model_size,
                             (unsigned long long)n_params);
@@ -267,7 +268,7 @@ int cmd_bench(const argv_t& argv) {
             if (r.n_gen) std::snprintf(test, sizeof test, "tg%zu", r.n_gen);
             else std::snprintf(test, sizeof test, "pp%zu", r.n_prompt);
             std::printf("| %s | %.2f MiB | %s | CPU (%s) | %zu | %s | %.2f ± %.2f |", model_type.c_str(),
-                        double(model_size) / (1 << 20), human_params(n_params).c_str(), cli_target::name(), n_threads, test,
+                        double(model_size) / (1 << 20), human_params(n_params).c_str(), isa.c_str(), n_threads, test,
                         r.ts.mean, r.ts.stddev);
             if (r.n_gen) {
                 const double gbs = r.bytes_per_token * r.ts.mean;

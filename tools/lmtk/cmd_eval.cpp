@@ -8,7 +8,7 @@ namespace lmtk::cli {
 
 int cmd_eval(const argv_t& argv) {
     const args a("eval", argv, {"-m|--model", "-p|--prompt", "-f|--file", "--logits-out", "-t|--threads", "-c|--ctx-size",
-                                "-b|--batch-size", "--kv-type"},
+                                "-b|--batch-size", "--kv-type", "--cpu"},
                  {"--no-bos", "--special", "--no-interleave"});
     const std::string out_path = a.require("--logits-out");
     return with_kv_type(a, [&]<class KV>() {

@@ -12,10 +12,10 @@ namespace lmtk::cli {
 
 int cmd_perplexity(const argv_t& argv) {
     const args a("perplexity", argv, {"-m|--model", "-f|--file", "-c|--ctx-size", "-t|--threads", "-b|--batch-size",
-                                      "--kv-type", "--chunks"});
+                                      "--kv-type", "--chunks", "--cpu"});
     const std::string text = read_file(a.require("-f"));
     return with_kv_type(a, [&]<class KV>() {
-        const cli_model m(a.require("-m"));
+        const cli_model m(a.require("-m"), load_options_from(a));
         const auto tok = tokenize::load_tokenizer(m.source());
         const std::size_t n_ctx = a.number<std::size_t>("-c", 512);
         if (n_ctx < 8) fail("perplexity: -c must be at least 8");

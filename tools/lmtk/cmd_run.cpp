@@ -10,6 +10,7 @@ template <class Chain, class KV>
 int run_with(const args& a, Chain chain) {
     pipeline_options po;
     po.context = context_options_from(a);
+    po.load = load_options_from(a);
     const bool random_seed = !a.has("--seed");
     po.seed = random_seed ? (std::uint64_t(std::random_device{}()) << 32) | std::random_device{}()
                           : a.number<std::uint64_t>("--seed", 0);
@@ -47,7 +48,7 @@ int cmd_run(const argv_t& argv) {
     const args a("run", argv,
                  {"-m|--model", "-p|--prompt", "-f|--file", "-n|--n-predict", "--temp", "--top-k", "--top-p", "--min-p",
                   "--repeat-penalty", "--repeat-last-n", "--seed|-s", "-t|--threads", "-c|--ctx-size", "-b|--batch-size",
-                  "--kv-type", "--stop"},
+                  "--kv-type", "--stop", "--cpu"},
                  {"--no-display-prompt", "--special", "--ignore-eos"});
     const float temp = a.number<float>("--temp", 0.8f);
     const sample::repetition_penalty penalty{a.number<float>("--repeat-penalty", 1.0f),

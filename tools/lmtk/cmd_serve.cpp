@@ -148,7 +148,7 @@ int serve_with(const args& a, const std::string& path, std::map<std::string, con
         fail("lmtk serve-model: --max-connections and --read-timeout must be positive");
 
     const stopwatch load;
-    cli_model m(path);
+    cli_model m(path, load_options_from(a));
     const auto tok = tokenize::load_tokenizer(m.source());
     if (tok.size() != m.n_vocab())
         fail(path, ": the tokenizer has ", tok.size(), " tokens but the model's vocabulary has ", m.n_vocab());
@@ -191,7 +191,7 @@ int cmd_serve(const argv_t& argv) {
     static const std::vector<std::string> with_value = {"-m|--model", "--host",   "--port",      "-c|--ctx-size",
                                                         "--parallel|-np", "-t|--threads", "--alias", "--chat-template-file", "--api-key",
                                                         "--max-queue", "--kv-type", "--max-body", "--max-header",
-                                                        "--max-connections", "--max-lmtp-sessions", "--read-timeout"};
+                                                        "--max-connections", "--max-lmtp-sessions", "--read-timeout", "--cpu"};
     auto known = [&](const std::string& s) {
         for (const auto& spec : with_value) {
             std::size_t start = 0;

@@ -17,7 +17,7 @@
 namespace lmtk::cli {
 
 using cli_set = quant::default_set;  // compile_once.hpp covers exactly this set and target
-using cli_target = target::cpu<>;
+using cli_target = target::cpu_dispatch<>;  // weight kernels chosen by CPUID (or --cpu / LMTK_CPU) at load
 using greedy_chain = sample::chain<sample::repetition_penalty, sample::greedy>;
 using sampling_chain = sample::chain<sample::repetition_penalty, sample::top_k, sample::top_p, sample::min_p,
                                      sample::temperature, sample::dist>;
@@ -25,9 +25,12 @@ using cli_model = model::llama<cli_set, cli_target>;
 
 
 // --no-interleave: use every weight as mapped (no repacking at load), for comparisons.
+// --cpu LEVEL: the weights' kernels of that instruction-set level (sse4.2, avx2, avx512-vnni)
+// instead of the highest this CPU runs; LMTK_CPU does the same for every command.
 inline model::load_options load_options_from(const args& a) {
     model::load_options o;
     o.interleave = !a.has("--no-interleave");
+    o.cpu = a.get("--cpu").value_or("");
     return o;
 }
 

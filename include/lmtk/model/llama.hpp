@@ -15,6 +15,7 @@
 #include <lmtk/model/hparams.hpp>
 #include <lmtk/model/kv_cache.hpp>
 #include <lmtk/model/source.hpp>
+#include <lmtk/quant/cpu_kernels.hpp>
 #include <lmtk/quant/quant.hpp>
 #include <lmtk/target/cpu.hpp>
 
@@ -26,8 +27,10 @@
 #include <fstream>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -76,6 +79,9 @@ struct load_options {
     // at load, into memory of their own; the mapped file's pages are let go as each matrix is
     // done, so memory use stays that of the file. Off: every weight is used where it is mapped.
     bool interleave = true;
+    // For a target that chooses its kernels at load (target::cpu_dispatch): the instruction-set
+    // level to use ("avx2", ...); empty: LMTK_CPU, else the highest this CPU runs.
+    std::string cpu;
 };
 
 struct llama_layer {
@@ -94,6 +100,11 @@ public:
     // Opens a GGUF file (or another source open_weights() knows) and binds every weight.
     explicit llama(const std::string& path, load_options opt = {}) : llama(open_weights(path), opt) {}
     explicit llama(std::unique_ptr<weight_source> src, load_options opt = {}) : src_(std::move(src)) {
+        if constexpr (::lmtk::target::chooses_kernels_at_load<Target>) {
+            static_assert(std::is_same_v<Set, quant::default_set>,
+                          "target::cpu_dispatch: lmtk::cpu_kernels holds the kernels of quant::default_set only");
+            kernels_ = &quant::choose_kernels(opt.cpu);
+        }
         bind();
         if (opt.interleave) interleave();
     }
@@ -117,6 +128,13 @@ public:
         if (embedding_mapped_) src_->release(tok_embd_.data, tok_embd_.rows * tok_embd_.row_bytes());
     }
 
+    // The instruction-set level of the weights' kernels: the one chosen at load for
+    // target::cpu_dispatch, else the level Target's Arch was compiled for.
+    std::string_view kernel_isa() const noexcept {
+        if constexpr (::lmtk::target::chooses_kernels_at_load<Target>) return ::lmtk::target::isa_name(kernels_->isa);
+        else return Target::arch::name();
+    }
+
     // Bytes of weights repacked into interleaved layouts at load (0: all used as mapped).
     std::size_t interleaved_bytes() const noexcept { return repacked_bytes_; }
 
@@ -129,11 +147,20 @@ public:
     }
 
 private:
+    std::optional<quant::weight_ops> resolve(quant::ggml_type t) const noexcept {
+        if constexpr (::lmtk::target::chooses_kernels_at_load<Target>) return kernels_->resolve(t);
+        else return quant::resolve<Set, typename Target::arch>(t);
+    }
+    std::optional<quant::weight_ops> resolve_group(const quant::group_format& f) const noexcept {
+        if constexpr (::lmtk::target::chooses_kernels_at_load<Target>) return kernels_->resolve_group(f);
+        else return quant::resolve_group<Set, typename Target::arch>(f);
+    }
+
     weight bind_weight(const std::string& name, std::size_t cols, std::size_t rows) const {
         if (const group_tensor* g = src_->find_group_tensor(name)) {
             if (g->cols != cols || g->rows != rows)
                 fail(path(), ": tensor '", name, "' has shape [", g->cols, ", ", g->rows, "], expected [", cols, ", ", rows, "]");
-            const auto ops = quant::resolve_group<Set, typename Target::arch>(g->format);
+            const auto ops = resolve_group(g->format);
             if (!ops)
                 fail(path(), ": tensor '", name, "' is ", quant::format_name(g->format),
                      ", which this build of lmtk does not include");
@@ -143,7 +170,7 @@ private:
         if (static_cast<std::size_t>(t.ne[0]) != cols || static_cast<std::size_t>(t.rows()) != rows)
             fail(path(), ": tensor '", name, "' has shape [", t.ne[0], ", ", t.rows(), "], expected [", cols, ", ",
                  rows, "]");
-        const auto ops = quant::resolve<Set, typename Target::arch>(t.type);
+        const auto ops = resolve(t.type);
         if (!ops)
             fail(path(), ": tensor '", name, "' has type ", quant::type_name(t.type),
                  ", which this build of lmtk does not include");
@@ -281,6 +308,7 @@ private:
     }
 
     std::unique_ptr<weight_source> src_;
+    const quant::kernel_table* kernels_ = nullptr;  // target::cpu_dispatch: the level chosen at load
     core::anonymous_memory repacked_;  // the interleaved weights (see interleave())
     bool embedding_mapped_ = false;    // see release_embedding()
     std::size_t repacked_bytes_ = 0;

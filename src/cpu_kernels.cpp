@@ -1,0 +1,39 @@
+// The kernels of quant::default_set for one instruction-set level. CMake compiles this file once
+// per level (LMTK_KERNEL_LEVEL = sse4_2, avx2, avx512_vnni or generic, with that level's -m flags)
+// and renames every symbol of each copy apart except its entry point (cmake/isolate_kernels.cmake),
+// so no code compiled for one level can be linked into another's path.
+#include <type_traits>
+
+#include <lmtk/quant/cpu_kernels.hpp>
+
+#ifndef LMTK_KERNEL_LEVEL
+#error "LMTK_KERNEL_LEVEL names the level this copy is compiled for"
+#endif
+
+#define LMTK_CONCAT_(a, b) a##b
+#define LMTK_CONCAT(a, b) LMTK_CONCAT_(a, b)
+
+#if defined(LMTK_QUANT_VNNI) && defined(LMTK_QUANT_F16_INTERLEAVED)
+#define LMTK_HAS_AVX512_KERNELS true
+#else
+#define LMTK_HAS_AVX512_KERNELS false
+#endif
+
+namespace {
+
+using arch = xsimd::default_arch;
+constexpr auto level = lmtk::target::isa::LMTK_KERNEL_LEVEL;
+
+// The flags CMake gives this copy must reach the level it claims, or the table would promise
+// kernels it does not hold.
+static_assert(level != lmtk::target::isa::sse4_2 || std::is_base_of_v<xsimd::sse4_2, arch>);
+static_assert(level != lmtk::target::isa::avx2 || std::is_base_of_v<xsimd::avx2, arch>);
+static_assert(level != lmtk::target::isa::avx512_vnni ||
+              (std::is_base_of_v<xsimd::avx512bw, arch> && LMTK_HAS_AVX512_KERNELS));
+
+constexpr lmtk::quant::kernel_table table{level, &lmtk::quant::resolve<lmtk::quant::default_set, arch>,
+                                          &lmtk::quant::resolve_group<lmtk::quant::default_set, arch>};
+
+}  // namespace
+
+extern "C" const lmtk::quant::kernel_table* LMTK_CONCAT(lmtk_cpu_kernels_, LMTK_KERNEL_LEVEL)() noexcept { return &table; }
