@@ -1,0 +1,463 @@
+#pragma once
+// AVX2 kernels over the 16-row interleaved layouts of interleaved.hpp: Q4_0, Q8_0, Q4_K and Q6_K
+// against int8 activations (act_q8), F16 against float activations. The same layouts as the
+// AVX-512 kernels (interleaved_vnni.hpp, interleaved_f16.hpp), so a model repacks its weights
+// the same way whichever level it runs, and one scalar spec (interleaved<P>::dequantize_row)
+// checks both.
+//
+// Lane r of a layout's 64-byte word vector is row r; AVX2 holds it as two 256-bit halves, rows
+// 0-7 and rows 8-15, each multiplied on its own against the same broadcast activation words.
+// AVX2 has no vpdpbusd: vpmaddubsw multiplies the unsigned weight bytes by the signed activation
+// bytes and adds neighbouring products into int16 lanes, saturating, and vpmaddwd against ones
+// adds those pairs into the int32 lane of the row. Where the int16 sums cannot saturate they
+// are added first and widened once:
+//   Q4_0, Q4_K: u <= 15, |x| <= 127: a pair is at most 3810, 8 pairs (a 32-element sub-block)
+//               at most 30480 < 32767: one vpmaddwd per sub-block and row half;
+//   Q6_K:       u <= 63: a pair is at most 16002, two pairs 32004: one vpmaddwd per two words;
+//   Q8_0:       u = q + 128 would overflow a pair (2 * 255 * 127); the signed quant q meets
+//               sign(x, q) as |q| instead (at most 2 * 128 * 127 = 32512 per pair), with no
+//               zero-point correction, and each word is widened on its own.
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <type_traits>
+#include <vector>
+
+#include <lmtk/quant/intrinsics_warnings.hpp>
+#include <lmtk/quant/act_q8.hpp>
+#include <lmtk/quant/interleaved.hpp>
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define LMTK_QUANT_AVX2_INTERLEAVED 1
+#include <immintrin.h>
+#endif
+
+namespace lmtk::quant::avx2x16 {
+
+// The formats these kernels cover with int8 activations.
+template <class P>
+inline constexpr bool int8_format =
+    std::is_same_v<P, q4_0> || std::is_same_v<P, q8_0> || std::is_same_v<P, q4_k> || std::is_same_v<P, q6_k>;
+
+#if LMTK_QUANT_AVX2_INTERLEAVED
+
+LMTK_INTRINSICS_WARNINGS_OFF
+
+namespace detail {
+
+// 4 activation bytes at p in every 32-bit lane.
+inline __m256i broadcast_word(const std::int8_t* p) noexcept {
+    std::int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+// Half h (rows 8h .. 8h + 7) of the 64-byte word vector at p.
+inline __m256i load_half(const std::byte* p, int h) noexcept {
+    return _mm256_load_si256(reinterpret_cast<const __m256i*>(p + 32 * h));
+}
+inline __m256 fp16_half(const std::byte* p, int h) noexcept {
+    return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(p + 16 * h)));
+}
+
+// int16 lanes -> int32 lanes, each the sum of its pair.
+inline __m256i widen_pairs(__m256i v) noexcept { return _mm256_madd_epi16(v, _mm256_set1_epi16(1)); }
+
+#if defined(__AVXVNNI__)
+// With AVX-VNNI one instruction does both steps, without the int16 saturation.
+inline __m256i dot_u8i8(__m256i acc, __m256i u, __m256i x) noexcept { return _mm256_dpbusd_avx_epi32(acc, u, x); }
+#endif
+
+// Prefetch of the weights `ahead` bytes on, a block's share at a time (see interleaved_vnni.hpp).
+struct prefetch_plan {
+    std::size_t ahead = 0;  // 0: none (a group packed into L1 per call)
+    std::size_t step = 0;   // group bytes per block
+};
+inline void prefetch_block(const std::byte* g, const prefetch_plan& pf, std::size_t b) noexcept {
+    if (!pf.ahead) return;
+    const std::byte* p = g + pf.ahead + b * pf.step;
+    for (std::size_t off = 0; off < pf.step; off += 64) _mm_prefetch(reinterpret_cast<const char*>(p + off), _MM_HINT_T1);
+}
+
+// Each kernel runs one group (16 rows) against T tokens: acc[t][h] lane i = dot(row 8h + i, token t).
+
+template <int T>
+void group_q4_0(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
+                __m256 (&acc)[T][2]) noexcept {
+    using L = interleaved<q4_0>;
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    for (std::size_t b = 0; b < nb; ++b) {
+        prefetch_block(g, pf, b);
+        const std::byte* q = g + L::part(0, nb) + b * 256;
+        const std::byte* d = g + L::part(1, nb) + b * 32;
+        for (int h = 0; h < 2; ++h) {
+            __m256i lo[4], hi[4];
+            for (int k = 0; k < 4; ++k) {
+                const __m256i v = load_half(q + 64 * k, h);
+                lo[k] = _mm256_and_si256(v, low4);
+                hi[k] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+            }
+            const __m256 dw = fp16_half(d, h);
+            for (int t = 0; t < T; ++t) {
+                const std::int8_t* xq = x[t].qs + b * 32;
+#if defined(__AVXVNNI__)
+                __m256i dot = _mm256_set1_epi32(-8 * x[t].sum[b]);
+                for (int k = 0; k < 4; ++k) {
+                    dot = dot_u8i8(dot, lo[k], broadcast_word(xq + 4 * k));
+                    dot = dot_u8i8(dot, hi[k], broadcast_word(xq + 16 + 4 * k));
+                }
+#else
+                __m256i s0 = _mm256_maddubs_epi16(lo[0], broadcast_word(xq));
+                __m256i s1 = _mm256_maddubs_epi16(hi[0], broadcast_word(xq + 16));
+                for (int k = 1; k < 4; ++k) {
+                    s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(lo[k], broadcast_word(xq + 4 * k)));
+                    s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(hi[k], broadcast_word(xq + 16 + 4 * k)));
+                }
+                const __m256i dot =
+                    _mm256_add_epi32(widen_pairs(_mm256_add_epi16(s0, s1)), _mm256_set1_epi32(-8 * x[t].sum[b]));
+#endif
+                acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x[t].d[b])), acc[t][h]);
+            }
+        }
+    }
+}
+
+template <int T>
+void group_q8_0(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
+                __m256 (&acc)[T][2]) noexcept {
+    using L = interleaved<q8_0>;
+    const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+    for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    for (std::size_t b = 0; b < nb; ++b) {
+        prefetch_block(g, pf, b);
+        const std::byte* q = g + L::part(0, nb) + b * 512;
+        const std::byte* d = g + L::part(1, nb) + b * 32;
+        for (int h = 0; h < 2; ++h) {
+            const __m256 dw = fp16_half(d, h);
+            for (int t = 0; t < T; ++t) {
+                const std::int8_t* xq = x[t].qs + b * 32;
+                __m256i d0 = _mm256_setzero_si256(), d1 = _mm256_setzero_si256();
+                for (int k = 0; k < 8; k += 2) {
+                    // The layout stores u = q + 128; flipping the top bit gives q back.
+                    const __m256i q0 = _mm256_xor_si256(load_half(q + 64 * k, h), flip);
+                    const __m256i q1 = _mm256_xor_si256(load_half(q + 64 * (k + 1), h), flip);
+                    const __m256i x0 = broadcast_word(xq + 4 * k), x1 = broadcast_word(xq + 4 * k + 4);
+                    d0 = _mm256_add_epi32(d0, widen_pairs(_mm256_maddubs_epi16(_mm256_abs_epi8(q0), _mm256_sign_epi8(x0, q0))));
+                    d1 = _mm256_add_epi32(d1, widen_pairs(_mm256_maddubs_epi16(_mm256_abs_epi8(q1), _mm256_sign_epi8(x1, q1))));
+                }
+                const __m256i dot = _mm256_add_epi32(d0, d1);
+                acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x[t].d[b])), acc[t][h]);
+            }
+        }
+    }
+}
+
+// Q4_K's 6-bit scale (Min = false) or min (Min = true) of sub-block J in every lane, from the
+// 3 words a, b, c of the packed 12 bytes (the layout get_scale_min_k4 reads).
+template <int J, bool Min>
+__m256i k4_scale(__m256i a, __m256i b, __m256i c) noexcept {
+    const __m256i six = _mm256_set1_epi32(63);
+    if constexpr (J < 4) {
+        return _mm256_and_si256(_mm256_srli_epi32(Min ? b : a, 8 * J), six);
+    } else {
+        const __m256i low = _mm256_and_si256(_mm256_srli_epi32(c, 8 * (J - 4) + (Min ? 4 : 0)), _mm256_set1_epi32(0x0F));
+        const __m256i high = _mm256_and_si256(_mm256_srli_epi32(Min ? b : a, 8 * (J - 4) + 2), _mm256_set1_epi32(0x30));
+        return _mm256_or_si256(low, high);
+    }
+}
+
+// Sum of the 8 products of 32 nibbles (in 8 words u) with the 32 activation bytes at xq.
+inline __m256i dot32_nibbles(const __m256i (&u)[8], const std::int8_t* xq) noexcept {
+#if defined(__AVXVNNI__)
+    __m256i d = _mm256_setzero_si256();
+    for (int k = 0; k < 8; ++k) d = dot_u8i8(d, u[k], broadcast_word(xq + 4 * k));
+    return d;
+#else
+    __m256i s0 = _mm256_maddubs_epi16(u[0], broadcast_word(xq)), s1 = _mm256_maddubs_epi16(u[1], broadcast_word(xq + 4));
+    for (int k = 2; k < 8; k += 2) {
+        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(u[k], broadcast_word(xq + 4 * k)));
+        s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(u[k + 1], broadcast_word(xq + 4 * k + 4)));
+    }
+    return widen_pairs(_mm256_add_epi16(s0, s1));
+#endif
+}
+
+template <int T>
+void group_q4_k(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
+                __m256 (&acc)[T][2]) noexcept {
+    using L = interleaved<q4_k>;
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    for (std::size_t b = 0; b < nb; ++b) {
+        prefetch_block(g, pf, b);
+        const std::byte* s = g + L::part(1, nb) + b * 192;
+        const std::byte* d = g + L::part(2, nb) + b * 64;
+        for (int h = 0; h < 2; ++h) {
+            const __m256i sa = load_half(s, h), sb = load_half(s + 64, h), sc = load_half(s + 128, h);
+            const __m256 dd = fp16_half(d, h), dmin = fp16_half(d + 32, h);
+            __m256 scale[8], min[8];
+            const auto decode = [&]<int J>() {
+                scale[J] = _mm256_mul_ps(_mm256_cvtepi32_ps(k4_scale<J, false>(sa, sb, sc)), dd);
+                min[J] = _mm256_mul_ps(_mm256_cvtepi32_ps(k4_scale<J, true>(sa, sb, sc)), dmin);
+            };
+            [&]<int... J>(std::integer_sequence<int, J...>) { (decode.template operator()<J>(), ...); }(
+                std::make_integer_sequence<int, 8>{});
+            for (std::size_t c = 0; c < 4; ++c) {
+                const std::byte* q = g + L::part(0, nb) + b * 2048 + c * 512;
+                __m256i lo[8], hi[8];
+                for (int k = 0; k < 8; ++k) {
+                    const __m256i v = load_half(q + 64 * k, h);
+                    lo[k] = _mm256_and_si256(v, low4);
+                    hi[k] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+                }
+                const std::size_t a = b * 8 + 2 * c;  // activation block of sub-block 2c; 2c + 1's is a + 1
+                for (int t = 0; t < T; ++t) {
+                    const std::int8_t* xq = x[t].qs + a * 32;
+                    const __m256i da = dot32_nibbles(lo, xq), db = dot32_nibbles(hi, xq + 32);
+                    __m256 r = _mm256_fmadd_ps(_mm256_cvtepi32_ps(da), _mm256_mul_ps(scale[2 * c], _mm256_set1_ps(x[t].d[a])),
+                                               acc[t][h]);
+                    r = _mm256_fnmadd_ps(min[2 * c], _mm256_set1_ps(x[t].ds[a]), r);
+                    r = _mm256_fmadd_ps(_mm256_cvtepi32_ps(db),
+                                        _mm256_mul_ps(scale[2 * c + 1], _mm256_set1_ps(x[t].d[a + 1])), r);
+                    acc[t][h] = _mm256_fnmadd_ps(min[2 * c + 1], _mm256_set1_ps(x[t].ds[a + 1]), r);
+                }
+            }
+        }
+    }
+}
+
+// Q6_K: per sub-block of 16 elements, 2 words of nibbles and 1 of top bits make the 4 words of
+// u = q + 32; the dot is corrected by -32 * sum(x) over the sub-block (sum16, per token).
+template <int T>
+void group_q6_k(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
+                const std::int32_t* const (&sum16)[T], __m256 (&acc)[T][2]) noexcept {
+    using L = interleaved<q6_k>;
+    const __m256i low4 = _mm256_set1_epi8(0x0F), top2 = _mm256_set1_epi8(0x30);
+    const auto merge = [](__m256i a, __m256i b, __m256i c) { return _mm256_or_si256(a, _mm256_and_si256(b, c)); };
+    for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    for (std::size_t b = 0; b < nb; ++b) {
+        prefetch_block(g, pf, b);
+        const std::byte* lo = g + L::part(0, nb) + b * 2048;
+        const std::byte* hi = g + L::part(1, nb) + b * 1024;
+        const std::byte* scales = g + L::part(2, nb) + b * 256;
+        const std::byte* d = g + L::part(3, nb) + b * 32;
+        for (int h = 0; h < 2; ++h) {
+            const __m256 dd = fp16_half(d, h);
+            for (std::size_t s = 0; s < 16; ++s) {
+                const __m128i sc8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(scales + s * 16 + 8 * h));
+                const __m256 scale = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc8)), dd);
+                const __m256i l0 = load_half(lo + s * 128, h), l1 = load_half(lo + s * 128 + 64, h), hv = load_half(hi + s * 64, h);
+                const __m256i u0 = merge(_mm256_and_si256(l0, low4), _mm256_slli_epi16(hv, 4), top2);
+                const __m256i u1 = merge(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low4), _mm256_slli_epi16(hv, 2), top2);
+                const __m256i u2 = merge(_mm256_and_si256(l1, low4), hv, top2);
+                const __m256i u3 = merge(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4), _mm256_srli_epi16(hv, 2), top2);
+                const std::size_t e = b * 256 + s * 16;  // first element
+                for (int t = 0; t < T; ++t) {
+                    const std::int8_t* xq = x[t].qs + e;
+#if defined(__AVXVNNI__)
+                    __m256i dot = _mm256_set1_epi32(-32 * sum16[t][e / 16]);
+                    dot = dot_u8i8(dot, u0, broadcast_word(xq));
+                    dot = dot_u8i8(dot, u1, broadcast_word(xq + 4));
+                    dot = dot_u8i8(dot, u2, broadcast_word(xq + 8));
+                    dot = dot_u8i8(dot, u3, broadcast_word(xq + 12));
+#else
+                    const __m256i p01 = _mm256_add_epi16(_mm256_maddubs_epi16(u0, broadcast_word(xq)),
+                                                         _mm256_maddubs_epi16(u1, broadcast_word(xq + 4)));
+                    const __m256i p23 = _mm256_add_epi16(_mm256_maddubs_epi16(u2, broadcast_word(xq + 8)),
+                                                         _mm256_maddubs_epi16(u3, broadcast_word(xq + 12)));
+                    const __m256i dot = _mm256_add_epi32(_mm256_add_epi32(widen_pairs(p01), widen_pairs(p23)),
+                                                         _mm256_set1_epi32(-32 * sum16[t][e / 16]));
+#endif
+                    acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(scale, _mm256_set1_ps(x[t].d[e / 32])),
+                                                acc[t][h]);
+                }
+            }
+        }
+    }
+}
+
+// Sums of every 16 activation quants of n_tok rows (Q6_K's zero point applies per 16 elements),
+// in a thread-local buffer reused across calls.
+inline const std::int32_t* sums_of_16(const std::byte* xa, std::size_t xa_stride, std::size_t cols, std::size_t n_tok) {
+    thread_local std::vector<std::int32_t> sums;
+    if (sums.size() < n_tok * cols / 16) sums.resize(n_tok * cols / 16);
+    for (std::size_t t = 0; t < n_tok; ++t) {
+        const std::int8_t* q = act_q8::view(xa + t * xa_stride, cols).qs;
+        std::int32_t* out = sums.data() + t * (cols / 16);
+        for (std::size_t s = 0; s < cols / 16; ++s) {
+            std::int32_t sum = 0;
+            for (std::size_t j = 0; j < 16; ++j) sum += q[16 * s + j];
+            out[s] = sum;
+        }
+    }
+    return sums.data();
+}
+
+// A thread-local buffer of at least `bytes` bytes on a 64-byte boundary, grown once.
+inline std::byte* aligned_scratch(std::size_t bytes) {
+    thread_local std::unique_ptr<std::byte[]> buf;
+    thread_local std::size_t size = 0;
+    if (size < bytes) {
+        buf.reset(new std::byte[bytes + 64]);
+        size = bytes;
+    }
+    const auto misalign = reinterpret_cast<std::uintptr_t>(buf.get()) % 64;
+    return buf.get() + (misalign ? 64 - misalign : 0);
+}
+
+struct group_args {
+    std::size_t nb, cols;
+    const std::byte* xa;
+    std::size_t xa_stride;
+    const std::int32_t* sum16;  // Q6_K only
+    float* y;                   // y[t * y_stride + r], r counted from the first group's first row
+    std::size_t y_stride;
+    prefetch_plan pf;
+};
+
+// The first n (<= 16) of the 16 rows' results.
+inline void store_rows(float* y, std::size_t n, const __m256 (&v)[2]) noexcept {
+    if (n >= 16) {
+        _mm256_storeu_ps(y, v[0]);
+        _mm256_storeu_ps(y + 8, v[1]);
+        return;
+    }
+    alignas(32) float tmp[16];
+    _mm256_store_ps(tmp, v[0]);
+    _mm256_store_ps(tmp + 8, v[1]);
+    std::copy(tmp, tmp + n, y);
+}
+
+template <class P, int T>
+void run_group(const std::byte* g, std::size_t row, std::size_t n_rows, std::size_t t0, const group_args& a) noexcept {
+    act_q8::row xr[T];
+    __m256 acc[T][2];
+    for (int j = 0; j < T; ++j) xr[j] = act_q8::view(a.xa + (t0 + std::size_t(j)) * a.xa_stride, a.cols);
+    if constexpr (std::is_same_v<P, q4_0>) {
+        group_q4_0<T>(g, a.nb, a.pf, xr, acc);
+    } else if constexpr (std::is_same_v<P, q8_0>) {
+        group_q8_0<T>(g, a.nb, a.pf, xr, acc);
+    } else if constexpr (std::is_same_v<P, q4_k>) {
+        group_q4_k<T>(g, a.nb, a.pf, xr, acc);
+    } else {
+        static_assert(std::is_same_v<P, q6_k>);
+        const std::int32_t* s16[T];
+        for (int j = 0; j < T; ++j) s16[j] = a.sum16 + (t0 + std::size_t(j)) * (a.cols / 16);
+        group_q6_k<T>(g, a.nb, a.pf, xr, s16, acc);
+    }
+    for (int j = 0; j < T; ++j) store_rows(a.y + (t0 + std::size_t(j)) * a.y_stride + row, n_rows - row, acc[j]);
+}
+
+// Every token against one group: tokens 4 at a time (each unpacked weight vector then serves
+// four), then one by one.
+template <class P>
+void run_group_all_tokens(const std::byte* g, std::size_t row, std::size_t n_rows, std::size_t n_tok,
+                          const group_args& a) noexcept {
+    std::size_t t = 0;
+    for (; t + 4 <= n_tok; t += 4) run_group<P, 4>(g, row, n_rows, t, a);
+    for (; t < n_tok; ++t) run_group<P, 1>(g, row, n_rows, t, a);
+}
+
+// F16: column k of the 16 rows, half h, as floats.
+inline __m256 f16_column(const std::uint16_t* g, std::size_t k, int h) noexcept {
+    return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(g + k * interleave_rows + 8 * h)));
+}
+
+}  // namespace detail
+
+// weight_ops::matmul_act over a matrix in P's interleaved layout (w: its first group; rows
+// r0 .. r1, r0 a multiple of 16). Rows past r1 in the last group are computed and not stored.
+template <class P>
+void matmul_interleaved(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1, const std::byte* xa,
+                        std::size_t xa_stride, std::size_t n_tok, float* y, std::size_t y_stride) noexcept {
+    using L = interleaved<P>;
+    const std::size_t nb = cols / P::block_elems, gb = L::group_bytes(nb);
+    const std::int32_t* sum16 = std::is_same_v<P, q6_k> ? detail::sums_of_16(xa, xa_stride, cols, n_tok) : nullptr;
+    const detail::group_args a{nb, cols, xa, xa_stride, sum16, y + r0, y_stride, {interleave_prefetch_distance, gb / nb}};
+    const std::byte* first = w + r0 / interleave_rows * gb;
+    const std::size_t n_rows = r1 - r0, groups = (n_rows + interleave_rows - 1) / interleave_rows;
+    for (std::size_t i = 0; i < groups; ++i)
+        detail::run_group_all_tokens<P>(first + i * gb, i * interleave_rows, n_rows, n_tok, a);
+}
+
+// The same over row-major weights (as mapped): each group of 16 rows is interleaved into a
+// thread-local buffer first, for a prefill batch of weights that were not repacked at load.
+template <class P>
+void matmul_packed(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1, const std::byte* xa,
+                   std::size_t xa_stride, std::size_t n_tok, float* y, std::size_t y_stride) noexcept {
+    using L = interleaved<P>;
+    const std::size_t nb = cols / P::block_elems;
+    std::byte* group = detail::aligned_scratch(L::group_bytes(nb));
+    const auto* rows = reinterpret_cast<const typename P::block*>(w);
+    const std::int32_t* sum16 = std::is_same_v<P, q6_k> ? detail::sums_of_16(xa, xa_stride, cols, n_tok) : nullptr;
+    const detail::group_args a{nb, cols, xa, xa_stride, sum16, y + r0, y_stride, {}};
+    for (std::size_t r = r0; r < r1; r += interleave_rows) {
+        L::pack(rows + r * nb, nb, nb, std::min(interleave_rows, r1 - r), group);
+        detail::run_group_all_tokens<P>(group, r - r0, r1 - r0, n_tok, a);
+    }
+}
+
+// weight_ops::matmul over an F16 matrix in the interleaved layout against float activations:
+// at every column the 16 rows' halves are converted once and multiplied by the broadcast
+// activation of each token. Decode runs 4 chains per row half; prefill 6 tokens per pass, so
+// each converted column serves 6 tokens (12 accumulators, within AVX2's 16 registers).
+inline void matmul_f16(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1, const float* x,
+                       std::size_t x_stride, std::size_t n_tok, float* y, std::size_t y_stride) noexcept {
+    constexpr std::size_t R = interleave_rows;
+    const std::size_t gb = interleaved<f16>::group_bytes(cols);
+    const auto group = [&](std::size_t r) { return reinterpret_cast<const std::uint16_t*>(w + r / R * gb); };
+    const auto one_token = [&](std::size_t r, std::size_t t) {
+        const std::uint16_t* g = group(r);
+        const float* xt = x + t * x_stride;
+        const auto* bytes = reinterpret_cast<const char*>(g);
+        __m256 acc[2][2] = {{_mm256_setzero_ps(), _mm256_setzero_ps()}, {_mm256_setzero_ps(), _mm256_setzero_ps()}};
+        std::size_t k = 0;
+        for (; k + 2 <= cols; k += 2) {
+            _mm_prefetch(bytes + k * 32 + interleave_prefetch_distance, _MM_HINT_T1);
+            for (std::size_t j = 0; j < 2; ++j) {
+                const __m256 xb = _mm256_set1_ps(xt[k + j]);
+                acc[j][0] = _mm256_fmadd_ps(detail::f16_column(g, k + j, 0), xb, acc[j][0]);
+                acc[j][1] = _mm256_fmadd_ps(detail::f16_column(g, k + j, 1), xb, acc[j][1]);
+            }
+        }
+        for (; k < cols; ++k) {
+            const __m256 xb = _mm256_set1_ps(xt[k]);
+            acc[0][0] = _mm256_fmadd_ps(detail::f16_column(g, k, 0), xb, acc[0][0]);
+            acc[0][1] = _mm256_fmadd_ps(detail::f16_column(g, k, 1), xb, acc[0][1]);
+        }
+        const __m256 out[2] = {_mm256_add_ps(acc[0][0], acc[1][0]), _mm256_add_ps(acc[0][1], acc[1][1])};
+        detail::store_rows(y + t * y_stride + r, r1 - r, out);
+    };
+    const auto six_tokens = [&](std::size_t r, std::size_t t) {
+        constexpr int T = 6;
+        const std::uint16_t* g = group(r);
+        const float* xs[T];
+        for (int j = 0; j < T; ++j) xs[j] = x + (t + std::size_t(j)) * x_stride;
+        __m256 acc[T][2];
+        for (int j = 0; j < T; ++j) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
+        for (std::size_t k = 0; k < cols; ++k) {
+            const __m256 w0 = detail::f16_column(g, k, 0), w1 = detail::f16_column(g, k, 1);
+            for (int j = 0; j < T; ++j) {
+                const __m256 xb = _mm256_set1_ps(xs[j][k]);
+                acc[j][0] = _mm256_fmadd_ps(w0, xb, acc[j][0]);
+                acc[j][1] = _mm256_fmadd_ps(w1, xb, acc[j][1]);
+            }
+        }
+        for (int j = 0; j < T; ++j) detail::store_rows(y + (t + std::size_t(j)) * y_stride + r, r1 - r, acc[j]);
+    };
+    for (std::size_t r = r0; r < r1; r += R) {
+        std::size_t t = 0;
+        if (n_tok >= 6)
+            for (; t + 6 <= n_tok; t += 6) six_tokens(r, t);
+        for (; t < n_tok; ++t) one_token(r, t);
+    }
+}
+
+LMTK_INTRINSICS_WARNINGS_ON
+
+#endif  // LMTK_QUANT_AVX2_INTERLEAVED
+
+}  // namespace lmtk::quant::avx2x16
