@@ -14,6 +14,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include <lmtk/core/fp16.hpp>
+#include <lmtk/quant/cpu_kernels.hpp>
 #include <lmtk/quant/quant.hpp>
 #include <lmtk/target/cpu.hpp>
 
@@ -104,28 +105,39 @@ TEMPLATE_TEST_CASE("resolve_group finds every AWQ/GPTQ policy of default_set", "
                    (gptq<4, 128, true>), (gptq<4, -1, false>), (gptq<3, 128, false>), (gptq<3, 32, true>)) {
     STATIC_REQUIRE(group_policy<TestType>);
     STATIC_REQUIRE(default_set::contains_group(TestType::format));
-    const auto ops = resolve_group<default_set, arch>(TestType::format);
-    REQUIRE(ops);
-    CHECK(ops->type == not_a_gguf_type);
-    CHECK(ops->block_elems == TestType::layout::block_elems);
-    CHECK(ops->block_bytes == sizeof(typename TestType::layout::block));
-    // The matmul kernel over a row range and several tokens equals per-row dots.
     std::mt19937 g(5);
     using L = typename TestType::layout;
     const std::size_t rows = 13, cols = 4 * L::block_elems, n_tok = 5;
     const auto w = random_group_blocks<L>(rows * 4, g);
     const auto x = random_inputs(n_tok * cols, g);
-    std::vector<float> y(n_tok * rows, -1.0f);
-    ops->matmul(reinterpret_cast<const std::byte*>(w.data()), cols, 2, 11, x.data(), cols, n_tok, y.data(), rows);
-    for (std::size_t t = 0; t < n_tok; ++t)
-        for (std::size_t r = 0; r < rows; ++r) {
-            if (r < 2 || r >= 11) {
-                CHECK(y[t * rows + r] == -1.0f);  // outside the range: untouched
-                continue;
+    // At every kernel level this CPU runs: the matmul kernel over a row range and several
+    // tokens equals double-precision dots of the reference decoder's rows (float sums in another
+    // order: within 1e-5 of sum |w x|, see conformance.cpp).
+    for (const kernel_table* k : runnable_kernel_tables()) {
+        const auto ops = k->resolve_group(TestType::format);
+        REQUIRE(ops);
+        INFO("kernel level " << lmtk::target::isa_name(k->isa));
+        CHECK(ops->type == not_a_gguf_type);
+        CHECK(ops->block_elems == TestType::layout::block_elems);
+        CHECK(ops->block_bytes == sizeof(typename TestType::layout::block));
+        std::vector<float> y(n_tok * rows, -1.0f), row(cols);
+        ops->matmul(reinterpret_cast<const std::byte*>(w.data()), cols, 2, 11, x.data(), cols, n_tok, y.data(), rows);
+        for (std::size_t t = 0; t < n_tok; ++t)
+            for (std::size_t r = 0; r < rows; ++r) {
+                if (r < 2 || r >= 11) {
+                    CHECK(y[t * rows + r] == -1.0f);  // outside the range: untouched
+                    continue;
+                }
+                L::dequantize_row(w.data() + r * 4, row.data(), 4);
+                double want = 0.0, mag = 0.0;
+                for (std::size_t j = 0; j < cols; ++j) {
+                    want += double(row[j]) * x[t * cols + j];
+                    mag += std::fabs(double(row[j]) * x[t * cols + j]);
+                }
+                CHECK(std::fabs(y[t * rows + r] - want) <= 1e-5 * mag + 1e-30);
             }
-            const float d = L::dot(arch{}, w.data() + r * 4, x.data() + t * cols, 4);
-            CHECK(std::fabs(y[t * rows + r] - d) <= 1e-4f * (1.0f + std::fabs(d)));
-        }
+    }
+    CHECK(resolve_group<default_set, arch>(TestType::format));
 }
 
 TEST_CASE("resolve_group is nullopt for formats not compiled in", "[quant][group]") {

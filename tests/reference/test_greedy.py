@@ -76,6 +76,50 @@ class GreedyTest(unittest.TestCase):
         self.assertTrue(a.strip(), "seeded run printed nothing")
         self.assertEqual(a, b, "two runs with --seed 42 --temp 0.8 printed different text")
 
+    # -- every kernel level (one binary; LMTK_CPU / --cpu forces a lower one) --------------
+    def runnable_levels(self):
+        """The kernel levels this build compiled and this CPU runs, lowest first."""
+        levels = []
+        for level in ("sse4.2", "avx2", "avx512-vnni", "generic"):
+            res = common.run_cli(["run", "-m", self.model, "-p", "", "-n", "1", "--temp", "0",
+                                  "--cpu", level], check=False)
+            if res.rc == 0:
+                levels.append(level)
+            else:
+                self.assertTrue("this CPU runs at most" in res.err()
+                                or "is not a kernel level of this build" in res.err(),
+                                res.describe())
+        self.assertTrue(levels, "no kernel level runs on this CPU")
+        return levels
+
+    def test_cli_greedy_matches_file_at_every_kernel_level(self):
+        expected = read_expected()
+        for level in self.runnable_levels():
+            with self.subTest(level=level):
+                got = common.run_cli(["run", "-m", self.model, "-p", "", "-n", "200", "--temp", "0",
+                                      "--cpu", level]).text().lstrip()
+                self.assertTrue(got.startswith(expected), f"--cpu {level}: {got[:120]!r}...")
+
+    def test_cli_quantized_greedy_agrees_across_kernel_levels(self):
+        # Q4_0 and Q8_0 take the int8 kernels of each level (AVX-512 VNNI, AVX2) over the
+        # interleaved layouts, and the float kernels at SSE4.2: the integer sums are exact and
+        # the float steps alike, so the int8 levels give one greedy text. The float path's
+        # (int8 activations cost a little precision) must agree on the first tokens.
+        import tempfile
+        levels = self.runnable_levels()
+        with tempfile.TemporaryDirectory() as tmp:
+            for qtype in ("Q4_0", "Q8_0"):
+                path = os.path.join(tmp, f"stories260K-{qtype}.gguf")
+                common.run_cli(["quantize", self.model, path, qtype])
+                texts = {level: common.run_cli(["run", "-m", path, "-p", "Once upon a time", "-n", "60",
+                                                "--temp", "0", "--cpu", level]).text()
+                         for level in levels}
+                int8 = [texts[lv] for lv in levels if lv in ("avx2", "avx512-vnni")]
+                for text in int8[1:]:
+                    self.assertEqual(text, int8[0], f"{qtype}: {texts}")
+                for level, text in texts.items():
+                    self.assertEqual(text[:40], texts[levels[-1]][:40], f"{qtype} --cpu {level}: {texts}")
+
     def assert_one_error_line(self, res, what):
         self.assertNotEqual(res.rc, 0, f"{what}: exit code 0\n{res.describe()}")
         lines = [ln for ln in res.err().splitlines() if ln.strip()]
