@@ -4510,20 +4510,32 @@ template <class P>
 inline constexpr bool has_interleaved = interleaved<P>::available;
 
 }  // namespace lmtk::quant
-// #include <lmtk/quant/interleaved_f16.hpp>
-// AVX-512 kernels for F16 weights in their interleaved layout (interleaved.hpp: column k of 16
-// rows is one vector of halves) against float activations.
+// #include <lmtk/quant/interleaved_avx2.hpp>
+// AVX2 kernels over the 16-row interleaved layouts of interleaved.hpp: Q4_0, Q8_0, Q4_K and Q6_K
+// against int8 activations (act_q8), F16 against float activations. The same layouts as the
+// AVX-512 kernels (interleaved_vnni.hpp, interleaved_f16.hpp), so a model repacks its weights
+// the same way whichever level it runs, and one scalar spec (interleaved<P>::dequantize_row)
+// checks both.
 //
-// At every column a vector of 16 rows' weights is converted once (vcvtph2ps) and multiplied
-// by the broadcast activation x[t][k] of each token: no horizontal sums, and in prefill one
-// weight vector serves 12 tokens and one broadcast two vectors of rows, 24 FMAs per 2 loads,
-// 2 conversions and 12 broadcasts, which keeps the FMA units close to busy (the row tiles of
-// dispatch.hpp, decoding halves a row at a time and reducing every dot, reached half of that).
-// Decode reads the weights once, four chains of FMAs deep, with the next weights prefetched
-// into L2 as the int8 kernels do.
+// Lane r of a layout's 64-byte word vector is row r; AVX2 holds it as two 256-bit halves, rows
+// 0-7 and rows 8-15, each multiplied on its own against the same broadcast activation words.
+// AVX2 has no vpdpbusd: vpmaddubsw multiplies the unsigned weight bytes by the signed activation
+// bytes and adds neighbouring products into int16 lanes, saturating, and vpmaddwd against ones
+// adds those pairs into the int32 lane of the row. Where the int16 sums cannot saturate they
+// are added first and widened once:
+//   Q4_0, Q4_K: u <= 15, |x| <= 127: a pair is at most 3810, 8 pairs (a 32-element sub-block)
+//               at most 30480 < 32767: one vpmaddwd per sub-block and row half;
+//   Q6_K:       u <= 63: a pair is at most 16002, two pairs 32004: one vpmaddwd per two words;
+//   Q8_0:       u = q + 128 would overflow a pair (2 * 255 * 127); the signed quant q meets
+//               sign(x, q) as |q| instead (at most 2 * 128 * 127 = 32512 per pair), with no
+//               zero-point correction, and each word is widened on its own.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <memory>
+#include <type_traits>
+#include <vector>
 
 // #include <lmtk/quant/intrinsics_warnings.hpp>
 // LMTK_INTRINSICS_WARNINGS_OFF / _ON bracket code written with AVX-512 intrinsics.
@@ -4540,6 +4552,457 @@ inline constexpr bool has_interleaved = interleaved<P>::available;
 #define LMTK_INTRINSICS_WARNINGS_OFF
 #define LMTK_INTRINSICS_WARNINGS_ON
 #endif
+// #include <lmtk/quant/act_q8.hpp>
+// #include <lmtk/quant/interleaved.hpp>
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define LMTK_QUANT_AVX2_INTERLEAVED 1
+#include <immintrin.h>
+#endif
+
+namespace lmtk::quant::avx2x16 {
+
+// The formats these kernels cover with int8 activations.
+template <class P>
+inline constexpr bool int8_format =
+    std::is_same_v<P, q4_0> || std::is_same_v<P, q8_0> || std::is_same_v<P, q4_k> || std::is_same_v<P, q6_k>;
+
+#if LMTK_QUANT_AVX2_INTERLEAVED
+
+LMTK_INTRINSICS_WARNINGS_OFF
+
+namespace detail {
+
+// 4 activation bytes at p in every 32-bit lane.
+inline __m256i broadcast_word(const std::int8_t* p) noexcept {
+    std::int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+// Half h (rows 8h .. 8h + 7) of the 64-byte word vector at p.
+inline __m256i load_half(const std::byte* p, int h) noexcept {
+    return _mm256_load_si256(reinterpret_cast<const __m256i*>(p + 32 * h));
+}
+inline __m256 fp16_half(const std::byte* p, int h) noexcept {
+    return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(p + 16 * h)));
+}
+
+// int16 lanes -> int32 lanes, each the sum of its pair.
+inline __m256i widen_pairs(__m256i v) noexcept { return _mm256_madd_epi16(v, _mm256_set1_epi16(1)); }
+
+#if defined(__AVXVNNI__)
+// With AVX-VNNI one instruction does both steps, without the int16 saturation.
+inline __m256i dot_u8i8(__m256i acc, __m256i u, __m256i x) noexcept { return _mm256_dpbusd_avx_epi32(acc, u, x); }
+#endif
+
+// Prefetch of the weights `ahead` bytes on, a block's share at a time (see interleaved_vnni.hpp).
+struct prefetch_plan {
+    std::size_t ahead = 0;  // 0: none (a group packed into L1 per call)
+    std::size_t step = 0;   // group bytes per block
+};
+inline void prefetch_block(const std::byte* g, const prefetch_plan& pf, std::size_t b) noexcept {
+    if (!pf.ahead) return;
+    const std::byte* p = g + pf.ahead + b * pf.step;
+    for (std::size_t off = 0; off < pf.step; off += 64) _mm_prefetch(reinterpret_cast<const char*>(p + off), _MM_HINT_T1);
+}
+
+// Each kernel runs one group (16 rows) against T tokens: acc[t][h] lane i = dot(row 8h + i, token t).
+
+template <int T>
+void group_q4_0(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
+                __m256 (&acc)[T][2]) noexcept {
+    using L = interleaved<q4_0>;
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    for (std::size_t b = 0; b < nb; ++b) {
+        prefetch_block(g, pf, b);
+        const std::byte* q = g + L::part(0, nb) + b * 256;
+        const std::byte* d = g + L::part(1, nb) + b * 32;
+        for (int h = 0; h < 2; ++h) {
+            __m256i lo[4], hi[4];
+            for (int k = 0; k < 4; ++k) {
+                const __m256i v = load_half(q + 64 * k, h);
+                lo[k] = _mm256_and_si256(v, low4);
+                hi[k] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+            }
+            const __m256 dw = fp16_half(d, h);
+            for (int t = 0; t < T; ++t) {
+                const std::int8_t* xq = x[t].qs + b * 32;
+#if defined(__AVXVNNI__)
+                __m256i dot = _mm256_set1_epi32(-8 * x[t].sum[b]);
+                for (int k = 0; k < 4; ++k) {
+                    dot = dot_u8i8(dot, lo[k], broadcast_word(xq + 4 * k));
+                    dot = dot_u8i8(dot, hi[k], broadcast_word(xq + 16 + 4 * k));
+                }
+#else
+                __m256i s0 = _mm256_maddubs_epi16(lo[0], broadcast_word(xq));
+                __m256i s1 = _mm256_maddubs_epi16(hi[0], broadcast_word(xq + 16));
+                for (int k = 1; k < 4; ++k) {
+                    s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(lo[k], broadcast_word(xq + 4 * k)));
+                    s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(hi[k], broadcast_word(xq + 16 + 4 * k)));
+                }
+                const __m256i dot =
+                    _mm256_add_epi32(widen_pairs(_mm256_add_epi16(s0, s1)), _mm256_set1_epi32(-8 * x[t].sum[b]));
+#endif
+                acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x[t].d[b])), acc[t][h]);
+            }
+        }
+    }
+}
+
+template <int T>
+void group_q8_0(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
+                __m256 (&acc)[T][2]) noexcept {
+    using L = interleaved<q8_0>;
+    const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+    for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    for (std::size_t b = 0; b < nb; ++b) {
+        prefetch_block(g, pf, b);
+        const std::byte* q = g + L::part(0, nb) + b * 512;
+        const std::byte* d = g + L::part(1, nb) + b * 32;
+        for (int h = 0; h < 2; ++h) {
+            const __m256 dw = fp16_half(d, h);
+            for (int t = 0; t < T; ++t) {
+                const std::int8_t* xq = x[t].qs + b * 32;
+                __m256i d0 = _mm256_setzero_si256(), d1 = _mm256_setzero_si256();
+                for (int k = 0; k < 8; k += 2) {
+                    // The layout stores u = q + 128; flipping the top bit gives q back.
+                    const __m256i q0 = _mm256_xor_si256(load_half(q + 64 * k, h), flip);
+                    const __m256i q1 = _mm256_xor_si256(load_half(q + 64 * (k + 1), h), flip);
+                    const __m256i x0 = broadcast_word(xq + 4 * k), x1 = broadcast_word(xq + 4 * k + 4);
+                    d0 = _mm256_add_epi32(d0, widen_pairs(_mm256_maddubs_epi16(_mm256_abs_epi8(q0), _mm256_sign_epi8(x0, q0))));
+                    d1 = _mm256_add_epi32(d1, widen_pairs(_mm256_maddubs_epi16(_mm256_abs_epi8(q1), _mm256_sign_epi8(x1, q1))));
+                }
+                const __m256i dot = _mm256_add_epi32(d0, d1);
+                acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x[t].d[b])), acc[t][h]);
+            }
+        }
+    }
+}
+
+// Q4_K's 6-bit scale (Min = false) or min (Min = true) of sub-block J in every lane, from the
+// 3 words a, b, c of the packed 12 bytes (the layout get_scale_min_k4 reads).
+template <int J, bool Min>
+__m256i k4_scale(__m256i a, __m256i b, __m256i c) noexcept {
+    const __m256i six = _mm256_set1_epi32(63);
+    if constexpr (J < 4) {
+        return _mm256_and_si256(_mm256_srli_epi32(Min ? b : a, 8 * J), six);
+    } else {
+        const __m256i low = _mm256_and_si256(_mm256_srli_epi32(c, 8 * (J - 4) + (Min ? 4 : 0)), _mm256_set1_epi32(0x0F));
+        const __m256i high = _mm256_and_si256(_mm256_srli_epi32(Min ? b : a, 8 * (J - 4) + 2), _mm256_set1_epi32(0x30));
+        return _mm256_or_si256(low, high);
+    }
+}
+
+// Sum of the 8 products of 32 nibbles (in 8 words u) with the 32 activation bytes at xq.
+inline __m256i dot32_nibbles(const __m256i (&u)[8], const std::int8_t* xq) noexcept {
+#if defined(__AVXVNNI__)
+    __m256i d = _mm256_setzero_si256();
+    for (int k = 0; k < 8; ++k) d = dot_u8i8(d, u[k], broadcast_word(xq + 4 * k));
+    return d;
+#else
+    __m256i s0 = _mm256_maddubs_epi16(u[0], broadcast_word(xq)), s1 = _mm256_maddubs_epi16(u[1], broadcast_word(xq + 4));
+    for (int k = 2; k < 8; k += 2) {
+        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(u[k], broadcast_word(xq + 4 * k)));
+        s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(u[k + 1], broadcast_word(xq + 4 * k + 4)));
+    }
+    return widen_pairs(_mm256_add_epi16(s0, s1));
+#endif
+}
+
+template <int T>
+void group_q4_k(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
+                __m256 (&acc)[T][2]) noexcept {
+    using L = interleaved<q4_k>;
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    for (std::size_t b = 0; b < nb; ++b) {
+        prefetch_block(g, pf, b);
+        const std::byte* s = g + L::part(1, nb) + b * 192;
+        const std::byte* d = g + L::part(2, nb) + b * 64;
+        for (int h = 0; h < 2; ++h) {
+            const __m256i sa = load_half(s, h), sb = load_half(s + 64, h), sc = load_half(s + 128, h);
+            const __m256 dd = fp16_half(d, h), dmin = fp16_half(d + 32, h);
+            __m256 scale[8], min[8];
+            const auto decode = [&]<int J>() {
+                scale[J] = _mm256_mul_ps(_mm256_cvtepi32_ps(k4_scale<J, false>(sa, sb, sc)), dd);
+                min[J] = _mm256_mul_ps(_mm256_cvtepi32_ps(k4_scale<J, true>(sa, sb, sc)), dmin);
+            };
+            [&]<int... J>(std::integer_sequence<int, J...>) { (decode.template operator()<J>(), ...); }(
+                std::make_integer_sequence<int, 8>{});
+            for (std::size_t c = 0; c < 4; ++c) {
+                const std::byte* q = g + L::part(0, nb) + b * 2048 + c * 512;
+                __m256i lo[8], hi[8];
+                for (int k = 0; k < 8; ++k) {
+                    const __m256i v = load_half(q + 64 * k, h);
+                    lo[k] = _mm256_and_si256(v, low4);
+                    hi[k] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+                }
+                const std::size_t a = b * 8 + 2 * c;  // activation block of sub-block 2c; 2c + 1's is a + 1
+                for (int t = 0; t < T; ++t) {
+                    const std::int8_t* xq = x[t].qs + a * 32;
+                    const __m256i da = dot32_nibbles(lo, xq), db = dot32_nibbles(hi, xq + 32);
+                    __m256 r = _mm256_fmadd_ps(_mm256_cvtepi32_ps(da), _mm256_mul_ps(scale[2 * c], _mm256_set1_ps(x[t].d[a])),
+                                               acc[t][h]);
+                    r = _mm256_fnmadd_ps(min[2 * c], _mm256_set1_ps(x[t].ds[a]), r);
+                    r = _mm256_fmadd_ps(_mm256_cvtepi32_ps(db),
+                                        _mm256_mul_ps(scale[2 * c + 1], _mm256_set1_ps(x[t].d[a + 1])), r);
+                    acc[t][h] = _mm256_fnmadd_ps(min[2 * c + 1], _mm256_set1_ps(x[t].ds[a + 1]), r);
+                }
+            }
+        }
+    }
+}
+
+// Q6_K: per sub-block of 16 elements, 2 words of nibbles and 1 of top bits make the 4 words of
+// u = q + 32; the dot is corrected by -32 * sum(x) over the sub-block (sum16, per token).
+template <int T>
+void group_q6_k(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
+                const std::int32_t* const (&sum16)[T], __m256 (&acc)[T][2]) noexcept {
+    using L = interleaved<q6_k>;
+    const __m256i low4 = _mm256_set1_epi8(0x0F), top2 = _mm256_set1_epi8(0x30);
+    const auto merge = [](__m256i a, __m256i b, __m256i c) { return _mm256_or_si256(a, _mm256_and_si256(b, c)); };
+    for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    for (std::size_t b = 0; b < nb; ++b) {
+        prefetch_block(g, pf, b);
+        const std::byte* lo = g + L::part(0, nb) + b * 2048;
+        const std::byte* hi = g + L::part(1, nb) + b * 1024;
+        const std::byte* scales = g + L::part(2, nb) + b * 256;
+        const std::byte* d = g + L::part(3, nb) + b * 32;
+        for (int h = 0; h < 2; ++h) {
+            const __m256 dd = fp16_half(d, h);
+            for (std::size_t s = 0; s < 16; ++s) {
+                const __m128i sc8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(scales + s * 16 + 8 * h));
+                const __m256 scale = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc8)), dd);
+                const __m256i l0 = load_half(lo + s * 128, h), l1 = load_half(lo + s * 128 + 64, h), hv = load_half(hi + s * 64, h);
+                const __m256i u0 = merge(_mm256_and_si256(l0, low4), _mm256_slli_epi16(hv, 4), top2);
+                const __m256i u1 = merge(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low4), _mm256_slli_epi16(hv, 2), top2);
+                const __m256i u2 = merge(_mm256_and_si256(l1, low4), hv, top2);
+                const __m256i u3 = merge(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4), _mm256_srli_epi16(hv, 2), top2);
+                const std::size_t e = b * 256 + s * 16;  // first element
+                for (int t = 0; t < T; ++t) {
+                    const std::int8_t* xq = x[t].qs + e;
+#if defined(__AVXVNNI__)
+                    __m256i dot = _mm256_set1_epi32(-32 * sum16[t][e / 16]);
+                    dot = dot_u8i8(dot, u0, broadcast_word(xq));
+                    dot = dot_u8i8(dot, u1, broadcast_word(xq + 4));
+                    dot = dot_u8i8(dot, u2, broadcast_word(xq + 8));
+                    dot = dot_u8i8(dot, u3, broadcast_word(xq + 12));
+#else
+                    const __m256i p01 = _mm256_add_epi16(_mm256_maddubs_epi16(u0, broadcast_word(xq)),
+                                                         _mm256_maddubs_epi16(u1, broadcast_word(xq + 4)));
+                    const __m256i p23 = _mm256_add_epi16(_mm256_maddubs_epi16(u2, broadcast_word(xq + 8)),
+                                                         _mm256_maddubs_epi16(u3, broadcast_word(xq + 12)));
+                    const __m256i dot = _mm256_add_epi32(_mm256_add_epi32(widen_pairs(p01), widen_pairs(p23)),
+                                                         _mm256_set1_epi32(-32 * sum16[t][e / 16]));
+#endif
+                    acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(scale, _mm256_set1_ps(x[t].d[e / 32])),
+                                                acc[t][h]);
+                }
+            }
+        }
+    }
+}
+
+// Sums of every 16 activation quants of n_tok rows (Q6_K's zero point applies per 16 elements),
+// in a thread-local buffer reused across calls.
+inline const std::int32_t* sums_of_16(const std::byte* xa, std::size_t xa_stride, std::size_t cols, std::size_t n_tok) {
+    thread_local std::vector<std::int32_t> sums;
+    if (sums.size() < n_tok * cols / 16) sums.resize(n_tok * cols / 16);
+    for (std::size_t t = 0; t < n_tok; ++t) {
+        const std::int8_t* q = act_q8::view(xa + t * xa_stride, cols).qs;
+        std::int32_t* out = sums.data() + t * (cols / 16);
+        for (std::size_t s = 0; s < cols / 16; ++s) {
+            std::int32_t sum = 0;
+            for (std::size_t j = 0; j < 16; ++j) sum += q[16 * s + j];
+            out[s] = sum;
+        }
+    }
+    return sums.data();
+}
+
+// A thread-local buffer of at least `bytes` bytes on a 64-byte boundary, grown once.
+inline std::byte* aligned_scratch(std::size_t bytes) {
+    thread_local std::unique_ptr<std::byte[]> buf;
+    thread_local std::size_t size = 0;
+    if (size < bytes) {
+        buf.reset(new std::byte[bytes + 64]);
+        size = bytes;
+    }
+    const auto misalign = reinterpret_cast<std::uintptr_t>(buf.get()) % 64;
+    return buf.get() + (misalign ? 64 - misalign : 0);
+}
+
+struct group_args {
+    std::size_t nb, cols;
+    const std::byte* xa;
+    std::size_t xa_stride;
+    const std::int32_t* sum16;  // Q6_K only
+    float* y;                   // y[t * y_stride + r], r counted from the first group's first row
+    std::size_t y_stride;
+    prefetch_plan pf;
+};
+
+// The first n (<= 16) of the 16 rows' results.
+inline void store_rows(float* y, std::size_t n, const __m256 (&v)[2]) noexcept {
+    if (n >= 16) {
+        _mm256_storeu_ps(y, v[0]);
+        _mm256_storeu_ps(y + 8, v[1]);
+        return;
+    }
+    alignas(32) float tmp[16];
+    _mm256_store_ps(tmp, v[0]);
+    _mm256_store_ps(tmp + 8, v[1]);
+    std::copy(tmp, tmp + n, y);
+}
+
+template <class P, int T>
+void run_group(const std::byte* g, std::size_t row, std::size_t n_rows, std::size_t t0, const group_args& a) noexcept {
+    act_q8::row xr[T];
+    __m256 acc[T][2];
+    for (int j = 0; j < T; ++j) xr[j] = act_q8::view(a.xa + (t0 + std::size_t(j)) * a.xa_stride, a.cols);
+    if constexpr (std::is_same_v<P, q4_0>) {
+        group_q4_0<T>(g, a.nb, a.pf, xr, acc);
+    } else if constexpr (std::is_same_v<P, q8_0>) {
+        group_q8_0<T>(g, a.nb, a.pf, xr, acc);
+    } else if constexpr (std::is_same_v<P, q4_k>) {
+        group_q4_k<T>(g, a.nb, a.pf, xr, acc);
+    } else {
+        static_assert(std::is_same_v<P, q6_k>);
+        const std::int32_t* s16[T];
+        for (int j = 0; j < T; ++j) s16[j] = a.sum16 + (t0 + std::size_t(j)) * (a.cols / 16);
+        group_q6_k<T>(g, a.nb, a.pf, xr, s16, acc);
+    }
+    for (int j = 0; j < T; ++j) store_rows(a.y + (t0 + std::size_t(j)) * a.y_stride + row, n_rows - row, acc[j]);
+}
+
+// Every token against one group: tokens 4 at a time (each unpacked weight vector then serves
+// four), then one by one.
+template <class P>
+void run_group_all_tokens(const std::byte* g, std::size_t row, std::size_t n_rows, std::size_t n_tok,
+                          const group_args& a) noexcept {
+    std::size_t t = 0;
+    for (; t + 4 <= n_tok; t += 4) run_group<P, 4>(g, row, n_rows, t, a);
+    for (; t < n_tok; ++t) run_group<P, 1>(g, row, n_rows, t, a);
+}
+
+// F16: column k of the 16 rows, half h, as floats.
+inline __m256 f16_column(const std::uint16_t* g, std::size_t k, int h) noexcept {
+    return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(g + k * interleave_rows + 8 * h)));
+}
+
+}  // namespace detail
+
+// weight_ops::matmul_act over a matrix in P's interleaved layout (w: its first group; rows
+// r0 .. r1, r0 a multiple of 16). Rows past r1 in the last group are computed and not stored.
+template <class P>
+void matmul_interleaved(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1, const std::byte* xa,
+                        std::size_t xa_stride, std::size_t n_tok, float* y, std::size_t y_stride) noexcept {
+    using L = interleaved<P>;
+    const std::size_t nb = cols / P::block_elems, gb = L::group_bytes(nb);
+    const std::int32_t* sum16 = std::is_same_v<P, q6_k> ? detail::sums_of_16(xa, xa_stride, cols, n_tok) : nullptr;
+    const detail::group_args a{nb, cols, xa, xa_stride, sum16, y + r0, y_stride, {interleave_prefetch_distance, gb / nb}};
+    const std::byte* first = w + r0 / interleave_rows * gb;
+    const std::size_t n_rows = r1 - r0, groups = (n_rows + interleave_rows - 1) / interleave_rows;
+    for (std::size_t i = 0; i < groups; ++i)
+        detail::run_group_all_tokens<P>(first + i * gb, i * interleave_rows, n_rows, n_tok, a);
+}
+
+// The same over row-major weights (as mapped): each group of 16 rows is interleaved into a
+// thread-local buffer first, for a prefill batch of weights that were not repacked at load.
+template <class P>
+void matmul_packed(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1, const std::byte* xa,
+                   std::size_t xa_stride, std::size_t n_tok, float* y, std::size_t y_stride) noexcept {
+    using L = interleaved<P>;
+    const std::size_t nb = cols / P::block_elems;
+    std::byte* group = detail::aligned_scratch(L::group_bytes(nb));
+    const auto* rows = reinterpret_cast<const typename P::block*>(w);
+    const std::int32_t* sum16 = std::is_same_v<P, q6_k> ? detail::sums_of_16(xa, xa_stride, cols, n_tok) : nullptr;
+    const detail::group_args a{nb, cols, xa, xa_stride, sum16, y + r0, y_stride, {}};
+    for (std::size_t r = r0; r < r1; r += interleave_rows) {
+        L::pack(rows + r * nb, nb, nb, std::min(interleave_rows, r1 - r), group);
+        detail::run_group_all_tokens<P>(group, r - r0, r1 - r0, n_tok, a);
+    }
+}
+
+// weight_ops::matmul over an F16 matrix in the interleaved layout against float activations:
+// at every column the 16 rows' halves are converted once and multiplied by the broadcast
+// activation of each token. Decode runs 4 chains per row half; prefill 6 tokens per pass, so
+// each converted column serves 6 tokens (12 accumulators, within AVX2's 16 registers).
+inline void matmul_f16(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1, const float* x,
+                       std::size_t x_stride, std::size_t n_tok, float* y, std::size_t y_stride) noexcept {
+    constexpr std::size_t R = interleave_rows;
+    const std::size_t gb = interleaved<f16>::group_bytes(cols);
+    const auto group = [&](std::size_t r) { return reinterpret_cast<const std::uint16_t*>(w + r / R * gb); };
+    const auto one_token = [&](std::size_t r, std::size_t t) {
+        const std::uint16_t* g = group(r);
+        const float* xt = x + t * x_stride;
+        const auto* bytes = reinterpret_cast<const char*>(g);
+        __m256 acc[2][2] = {{_mm256_setzero_ps(), _mm256_setzero_ps()}, {_mm256_setzero_ps(), _mm256_setzero_ps()}};
+        std::size_t k = 0;
+        for (; k + 2 <= cols; k += 2) {
+            _mm_prefetch(bytes + k * 32 + interleave_prefetch_distance, _MM_HINT_T1);
+            for (std::size_t j = 0; j < 2; ++j) {
+                const __m256 xb = _mm256_set1_ps(xt[k + j]);
+                acc[j][0] = _mm256_fmadd_ps(detail::f16_column(g, k + j, 0), xb, acc[j][0]);
+                acc[j][1] = _mm256_fmadd_ps(detail::f16_column(g, k + j, 1), xb, acc[j][1]);
+            }
+        }
+        for (; k < cols; ++k) {
+            const __m256 xb = _mm256_set1_ps(xt[k]);
+            acc[0][0] = _mm256_fmadd_ps(detail::f16_column(g, k, 0), xb, acc[0][0]);
+            acc[0][1] = _mm256_fmadd_ps(detail::f16_column(g, k, 1), xb, acc[0][1]);
+        }
+        const __m256 out[2] = {_mm256_add_ps(acc[0][0], acc[1][0]), _mm256_add_ps(acc[0][1], acc[1][1])};
+        detail::store_rows(y + t * y_stride + r, r1 - r, out);
+    };
+    const auto six_tokens = [&](std::size_t r, std::size_t t) {
+        constexpr int T = 6;
+        const std::uint16_t* g = group(r);
+        const float* xs[T];
+        for (int j = 0; j < T; ++j) xs[j] = x + (t + std::size_t(j)) * x_stride;
+        __m256 acc[T][2];
+        for (int j = 0; j < T; ++j) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
+        for (std::size_t k = 0; k < cols; ++k) {
+            const __m256 w0 = detail::f16_column(g, k, 0), w1 = detail::f16_column(g, k, 1);
+            for (int j = 0; j < T; ++j) {
+                const __m256 xb = _mm256_set1_ps(xs[j][k]);
+                acc[j][0] = _mm256_fmadd_ps(w0, xb, acc[j][0]);
+                acc[j][1] = _mm256_fmadd_ps(w1, xb, acc[j][1]);
+            }
+        }
+        for (int j = 0; j < T; ++j) detail::store_rows(y + (t + std::size_t(j)) * y_stride + r, r1 - r, acc[j]);
+    };
+    for (std::size_t r = r0; r < r1; r += R) {
+        std::size_t t = 0;
+        if (n_tok >= 6)
+            for (; t + 6 <= n_tok; t += 6) six_tokens(r, t);
+        for (; t < n_tok; ++t) one_token(r, t);
+    }
+}
+
+LMTK_INTRINSICS_WARNINGS_ON
+
+#endif  // LMTK_QUANT_AVX2_INTERLEAVED
+
+}  // namespace lmtk::quant::avx2x16
+// #include <lmtk/quant/interleaved_f16.hpp>
+// AVX-512 kernels for F16 weights in their interleaved layout (interleaved.hpp: column k of 16
+// rows is one vector of halves) against float activations.
+//
+// At every column a vector of 16 rows' weights is converted once (vcvtph2ps) and multiplied
+// by the broadcast activation x[t][k] of each token: no horizontal sums, and in prefill one
+// weight vector serves 12 tokens and one broadcast two vectors of rows, 24 FMAs per 2 loads,
+// 2 conversions and 12 broadcasts, which keeps the FMA units close to busy (the row tiles of
+// dispatch.hpp, decoding halves a row at a time and reducing every dot, reached half of that).
+// Decode reads the weights once, four chains of FMAs deep, with the next weights prefetched
+// into L2 as the int8 kernels do.
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+// #include <lmtk/quant/intrinsics_warnings.hpp>
 // #include <lmtk/quant/interleaved.hpp>
 
 #if defined(__AVX512F__) && defined(__F16C__)
@@ -5641,6 +6104,35 @@ constexpr weight_ops interleaved_f16_ops_of() noexcept {
 inline constexpr weight_ops interleaved_f16_ops_v = interleaved_f16_ops_of();
 #endif
 
+#if LMTK_QUANT_AVX2_INTERLEAVED
+// The AVX2 kernels over the same interleaved layouts (interleaved_avx2.hpp), for an AVX2 target
+// without the AVX-512 ones.
+template <class Arch>
+inline constexpr bool avx2_without_avx512 = std::is_base_of_v<xsimd::avx2, Arch> && !std::is_base_of_v<xsimd::avx512f, Arch>;
+
+template <quant_policy P, class Arch>
+constexpr weight_ops avx2_interleaved_ops_of() noexcept {
+    if constexpr (std::is_same_v<P, f16>) {
+        weight_ops ops{f16::type_id, f16::block_elems, sizeof(f16::block), nullptr, &avx2x16::matmul_f16};
+        ops.row_group = interleaved<f16>::rows;
+        ops.dequantize_row_at = &kernels::dequantize_interleaved_row<f16>;
+        return ops;
+    } else {
+        weight_ops ops{P::type_id, P::block_elems, sizeof(typename P::block), nullptr,
+                       &kernels::matmul_interleaved_f32<P, Arch>};
+        ops.act = activation_kind::q8;
+        ops.act_row_bytes = &kernels::act_q8_row_bytes;
+        ops.prepare_row = &act_q8::quantize_row;
+        ops.matmul_act = &avx2x16::matmul_interleaved<P>;
+        ops.row_group = interleaved<P>::rows;
+        ops.dequantize_row_at = &kernels::dequantize_interleaved_row<P>;
+        return ops;
+    }
+}
+template <quant_policy P, class Arch>
+inline constexpr weight_ops avx2_interleaved_ops_v = avx2_interleaved_ops_of<P, Arch>();
+#endif
+
 template <quant_policy P, class Arch>
 constexpr weight_ops ops_of() noexcept {
     weight_ops ops{P::type_id, P::block_elems, sizeof(typename P::block), &kernels::dequantize_row<P>,
@@ -5662,6 +6154,14 @@ constexpr weight_ops ops_of() noexcept {
 #if LMTK_QUANT_F16_INTERLEAVED
     if constexpr (std::is_same_v<P, f16> && uses_f16_interleaved<Arch>) {
         ops.interleaved = &interleaved_f16_ops_v;
+        ops.interleaved_bytes = &kernels::interleaved_bytes<P>;
+        ops.interleave_group = &kernels::interleave_group<P>;
+    }
+#endif
+#if LMTK_QUANT_AVX2_INTERLEAVED
+    if constexpr (avx2_without_avx512<Arch> && (avx2x16::int8_format<P> || std::is_same_v<P, f16>)) {
+        static_assert(has_interleaved<P>);
+        ops.interleaved = &avx2_interleaved_ops_v<P, Arch>;
         ops.interleaved_bytes = &kernels::interleaved_bytes<P>;
         ops.interleave_group = &kernels::interleave_group<P>;
     }
@@ -5710,11 +6210,12 @@ std::optional<weight_ops> resolve(ggml_type t) noexcept {
 
 }  // namespace lmtk::quant
 // #include <lmtk/target/cpu.hpp>
-// The CPU target: an empty tag naming the xsimd architecture the kernels are instantiated for.
+// The CPU targets: empty tags naming the xsimd architecture the forward pass is instantiated for.
 #include <xsimd/xsimd.hpp>
 
 namespace lmtk::target {
 
+// Every kernel compiled for Arch in the including translation unit: what a header-only user gets.
 template <class Arch = xsimd::default_arch>
 struct cpu {
     using arch = Arch;
@@ -5723,6 +6224,19 @@ struct cpu {
                   "(add its -m flags, or use xsimd::default_arch)");
     static constexpr const char* name() noexcept { return Arch::name(); }
 };
+
+// The weights' kernels chosen when a model loads, among the instruction-set levels compiled into
+// lmtk::cpu_kernels (quant/cpu_kernels.hpp), by CPUID or LMTK_CPU; the rest of the forward pass
+// (norms, attention, sampling) runs on Arch. What lmtk's own programs use: one binary that takes
+// the AVX-512 kernels where the CPU has them and runs on an SSE4.2 one too. A program that names
+// it links lmtk::cpu_kernels; the set of formats is then quant::default_set.
+template <class Arch = xsimd::default_arch>
+struct cpu_dispatch : cpu<Arch> {
+    static constexpr bool kernels_at_load = true;
+};
+
+template <class Target>
+concept chooses_kernels_at_load = requires { requires Target::kernels_at_load; };
 
 }  // namespace lmtk::target
 // #include <lmtk/model/hparams.hpp>
@@ -6524,6 +7038,174 @@ inline std::unique_ptr<weight_source> open_weights(const std::string& path) {
 // #include <lmtk/model/hparams.hpp>
 // #include <lmtk/model/kv_cache.hpp>
 // #include <lmtk/model/source.hpp>
+// #include <lmtk/quant/cpu_kernels.hpp>
+// The weight kernels of quant::default_set for each instruction-set level, chosen at load.
+//
+// src/cpu_kernels.cpp is compiled once per level with that level's flags (CMake target
+// lmtk::cpu_kernels) and defines one kernel_table each. The symbols of each compiled copy are
+// renamed apart after compilation (cmake/isolate_kernels.cmake), so the inline functions and
+// template instances that every copy contains (a quantizer, std::vector's members) can never be
+// merged by the linker into the copy of a higher level: the AVX-512 build of a helper must not be
+// what the SSE4.2 path calls. A program that links lmtk::cpu_kernels asks for a table once per
+// model (target::cpu_dispatch does this in model::llama) and binds every tensor through it.
+#include <cstdlib>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// #include <lmtk/core/error.hpp>
+// #include <lmtk/quant/dispatch.hpp>
+// #include <lmtk/target/isa.hpp>
+// The instruction-set levels lmtk compiles its weight kernels for, and which one this CPU runs.
+//
+// One binary serves every x86-64 CPU from Nehalem on: the kernels of each level live in their
+// own translation unit built with that level's -m flags (src/cpu_kernels.cpp, the lmtk::cpu_kernels
+// library), and a model picks one table of them when it loads, by CPUID, the way it picks a
+// tensor's format. LMTK_CPU (or load_options::cpu, `lmtk bench --cpu`) forces a lower level, so
+// that every level can be tested and measured on a machine that has a higher one.
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
+#endif
+
+namespace lmtk::target {
+
+// Ordered: a CPU that runs a level runs every lower one.
+enum class isa : std::uint8_t {
+    generic,      // whatever the compiler's baseline for the target is (aarch64: NEON)
+    sse4_2,       // x86-64-v2: the floor of the portable x86 build
+    avx2,         // x86-64-v3: AVX2, FMA, F16C, BMI2
+    avx512_vnni,  // x86-64-v4 (AVX-512 F/BW/DQ/VL) plus VNNI
+};
+
+constexpr std::string_view isa_name(isa i) noexcept {
+    switch (i) {
+        case isa::generic: return "generic";
+        case isa::sse4_2: return "sse4.2";
+        case isa::avx2: return "avx2";
+        case isa::avx512_vnni: return "avx512-vnni";
+    }
+    return "?";
+}
+
+// "sse4.2", "avx2", "avx512-vnni" (also "sse42", "avx512", "avx512vnni"), "generic".
+constexpr std::optional<isa> parse_isa(std::string_view s) noexcept {
+    if (s == "generic") return isa::generic;
+    if (s == "sse4.2" || s == "sse42" || s == "sse4_2") return isa::sse4_2;
+    if (s == "avx2") return isa::avx2;
+    if (s == "avx512-vnni" || s == "avx512" || s == "avx512vnni" || s == "avx512_vnni") return isa::avx512_vnni;
+    return std::nullopt;
+}
+
+namespace detail {
+
+#if defined(__x86_64__) || defined(_M_X64)
+struct cpuid_regs {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+};
+inline cpuid_regs cpuid(unsigned leaf, unsigned sub = 0) noexcept {
+    cpuid_regs r;
+    if (!__get_cpuid_count(leaf, sub, &r.a, &r.b, &r.c, &r.d)) return {};
+    return r;
+}
+// The register state the OS saves on a context switch (XCR0): a CPU may have AVX-512 units that
+// the kernel does not enable, and then using them faults.
+inline std::uint64_t xcr0() noexcept {
+    unsigned lo = 0, hi = 0;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (std::uint64_t{hi} << 32) | lo;
+}
+#endif
+
+}  // namespace detail
+
+// The highest level this CPU (and its OS) runs.
+inline isa host_isa() noexcept {
+#if defined(__x86_64__) || defined(_M_X64)
+    const auto l1 = detail::cpuid(1), l7 = detail::cpuid(7);
+    const auto bit = [](unsigned reg, int n) { return ((reg >> n) & 1u) != 0; };
+    const bool sse42 = bit(l1.c, 20) && bit(l1.c, 23) && bit(l1.c, 19) && bit(l1.c, 9);  // sse4.2 popcnt sse4.1 ssse3
+    if (!sse42) return isa::generic;
+    const bool osxsave = bit(l1.c, 27);
+    const std::uint64_t xcr = osxsave ? detail::xcr0() : 0;
+    const bool ymm_state = (xcr & 0x6) == 0x6, zmm_state = (xcr & 0xE6) == 0xE6;
+    const bool avx2 = ymm_state && bit(l1.c, 28) && bit(l1.c, 12) && bit(l1.c, 29) &&  // avx fma f16c
+                      bit(l7.b, 5) && bit(l7.b, 3) && bit(l7.b, 8);                    // avx2 bmi1 bmi2
+    if (!avx2) return isa::sse4_2;
+    const bool avx512 = zmm_state && bit(l7.b, 16) && bit(l7.b, 17) && bit(l7.b, 28) &&  // f dq cd
+                        bit(l7.b, 30) && bit(l7.b, 31) && bit(l7.c, 11);                  // bw vl vnni
+    return avx512 ? isa::avx512_vnni : isa::avx2;
+#else
+    return isa::generic;
+#endif
+}
+
+}  // namespace lmtk::target
+
+namespace lmtk::quant {
+
+struct kernel_table {
+    target::isa isa;
+    std::optional<weight_ops> (*resolve)(ggml_type) noexcept;
+    std::optional<weight_ops> (*resolve_group)(const group_format&) noexcept;
+};
+
+}  // namespace lmtk::quant
+
+// Every level compiled into this program, lowest first (defined by lmtk::cpu_kernels).
+extern "C" const lmtk::quant::kernel_table* const* lmtk_cpu_kernel_tables(std::size_t* count) noexcept;
+
+namespace lmtk::quant {
+
+inline std::span<const kernel_table* const> compiled_kernel_tables() noexcept {
+    std::size_t n = 0;
+    const kernel_table* const* t = lmtk_cpu_kernel_tables(&n);
+    return {t, n};
+}
+
+// The tables of every compiled level this CPU can run, lowest first.
+inline std::vector<const kernel_table*> runnable_kernel_tables() {
+    std::vector<const kernel_table*> out;
+    const target::isa host = target::host_isa();
+    for (const kernel_table* t : compiled_kernel_tables())
+        if (t->isa <= host) out.push_back(t);
+    return out;
+}
+
+// The table a model uses: `request` ("avx2", ...; empty: the LMTK_CPU environment variable,
+// and if that is unset or empty the highest compiled level the CPU runs). Asking for a level the
+// CPU cannot run, or one this build did not compile, is an error rather than a silent fallback:
+// the override exists to measure and test a named path.
+inline const kernel_table& choose_kernels(std::string_view request = {}) {
+    std::string from_env;
+    if (request.empty())
+        if (const char* e = std::getenv("LMTK_CPU"); e && *e) request = from_env = e;
+    const target::isa host = target::host_isa();
+    const kernel_table* best = nullptr;
+    std::string names;
+    for (const kernel_table* t : compiled_kernel_tables()) {
+        names += names.empty() ? "" : ", ";
+        names += target::isa_name(t->isa);
+        if (request.empty()) {
+            if (t->isa <= host && (!best || t->isa > best->isa)) best = t;
+        } else if (const auto want = target::parse_isa(request); want && t->isa == *want) {
+            if (t->isa > host)
+                fail("LMTK_CPU/--cpu ", request, ": this CPU runs at most ", target::isa_name(host));
+            best = t;
+        }
+    }
+    if (!best && !request.empty())
+        fail("LMTK_CPU/--cpu '", request, "' is not a kernel level of this build (compiled: ", names, ")");
+    if (!best) fail("no kernel level of this build runs on this CPU (compiled: ", names, "; CPU: ", target::isa_name(host), ")");
+    return *best;
+}
+
+}  // namespace lmtk::quant
 // #include <lmtk/quant/quant.hpp>
 // #include <lmtk/target/cpu.hpp>
 
@@ -6535,8 +7217,10 @@ inline std::unique_ptr<weight_source> open_weights(const std::string& path) {
 #include <fstream>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -6585,6 +7269,9 @@ struct load_options {
     // at load, into memory of their own; the mapped file's pages are let go as each matrix is
     // done, so memory use stays that of the file. Off: every weight is used where it is mapped.
     bool interleave = true;
+    // For a target that chooses its kernels at load (target::cpu_dispatch): the instruction-set
+    // level to use ("avx2", ...); empty: LMTK_CPU, else the highest this CPU runs.
+    std::string cpu;
 };
 
 struct llama_layer {
@@ -6603,6 +7290,11 @@ public:
     // Opens a GGUF file (or another source open_weights() knows) and binds every weight.
     explicit llama(const std::string& path, load_options opt = {}) : llama(open_weights(path), opt) {}
     explicit llama(std::unique_ptr<weight_source> src, load_options opt = {}) : src_(std::move(src)) {
+        if constexpr (::lmtk::target::chooses_kernels_at_load<Target>) {
+            static_assert(std::is_same_v<Set, quant::default_set>,
+                          "target::cpu_dispatch: lmtk::cpu_kernels holds the kernels of quant::default_set only");
+            kernels_ = &quant::choose_kernels(opt.cpu);
+        }
         bind();
         if (opt.interleave) interleave();
     }
@@ -6626,6 +7318,13 @@ public:
         if (embedding_mapped_) src_->release(tok_embd_.data, tok_embd_.rows * tok_embd_.row_bytes());
     }
 
+    // The instruction-set level of the weights' kernels: the one chosen at load for
+    // target::cpu_dispatch, else the level Target's Arch was compiled for.
+    std::string_view kernel_isa() const noexcept {
+        if constexpr (::lmtk::target::chooses_kernels_at_load<Target>) return ::lmtk::target::isa_name(kernels_->isa);
+        else return Target::arch::name();
+    }
+
     // Bytes of weights repacked into interleaved layouts at load (0: all used as mapped).
     std::size_t interleaved_bytes() const noexcept { return repacked_bytes_; }
 
@@ -6638,11 +7337,20 @@ public:
     }
 
 private:
+    std::optional<quant::weight_ops> resolve(quant::ggml_type t) const noexcept {
+        if constexpr (::lmtk::target::chooses_kernels_at_load<Target>) return kernels_->resolve(t);
+        else return quant::resolve<Set, typename Target::arch>(t);
+    }
+    std::optional<quant::weight_ops> resolve_group(const quant::group_format& f) const noexcept {
+        if constexpr (::lmtk::target::chooses_kernels_at_load<Target>) return kernels_->resolve_group(f);
+        else return quant::resolve_group<Set, typename Target::arch>(f);
+    }
+
     weight bind_weight(const std::string& name, std::size_t cols, std::size_t rows) const {
         if (const group_tensor* g = src_->find_group_tensor(name)) {
             if (g->cols != cols || g->rows != rows)
                 fail(path(), ": tensor '", name, "' has shape [", g->cols, ", ", g->rows, "], expected [", cols, ", ", rows, "]");
-            const auto ops = quant::resolve_group<Set, typename Target::arch>(g->format);
+            const auto ops = resolve_group(g->format);
             if (!ops)
                 fail(path(), ": tensor '", name, "' is ", quant::format_name(g->format),
                      ", which this build of lmtk does not include");
@@ -6652,7 +7360,7 @@ private:
         if (static_cast<std::size_t>(t.ne[0]) != cols || static_cast<std::size_t>(t.rows()) != rows)
             fail(path(), ": tensor '", name, "' has shape [", t.ne[0], ", ", t.rows(), "], expected [", cols, ", ",
                  rows, "]");
-        const auto ops = quant::resolve<Set, typename Target::arch>(t.type);
+        const auto ops = resolve(t.type);
         if (!ops)
             fail(path(), ": tensor '", name, "' has type ", quant::type_name(t.type),
                  ", which this build of lmtk does not include");
@@ -6790,6 +7498,7 @@ private:
     }
 
     std::unique_ptr<weight_source> src_;
+    const quant::kernel_table* kernels_ = nullptr;  // target::cpu_dispatch: the level chosen at load
     core::anonymous_memory repacked_;  // the interleaved weights (see interleave())
     bool embedding_mapped_ = false;    // see release_embedding()
     std::size_t repacked_bytes_ = 0;
