@@ -28,6 +28,7 @@
 #include <lmtk/quant/intrinsics_warnings.hpp>
 #include <lmtk/quant/act_q8.hpp>
 #include <lmtk/quant/interleaved.hpp>
+#include <lmtk/quant/interleaved_driver.hpp>
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define LMTK_QUANT_AVX2_INTERLEAVED 1
@@ -70,16 +71,8 @@ inline __m256i widen_pairs(__m256i v) noexcept { return _mm256_madd_epi16(v, _mm
 inline __m256i dot_u8i8(__m256i acc, __m256i u, __m256i x) noexcept { return _mm256_dpbusd_avx_epi32(acc, u, x); }
 #endif
 
-// Prefetch of the weights `ahead` bytes on, a block's share at a time (see interleaved_vnni.hpp).
-struct prefetch_plan {
-    std::size_t ahead = 0;  // 0: none (a group packed into L1 per call)
-    std::size_t step = 0;   // group bytes per block
-};
-inline void prefetch_block(const std::byte* g, const prefetch_plan& pf, std::size_t b) noexcept {
-    if (!pf.ahead) return;
-    const std::byte* p = g + pf.ahead + b * pf.step;
-    for (std::size_t off = 0; off < pf.step; off += 64) _mm_prefetch(reinterpret_cast<const char*>(p + off), _MM_HINT_T1);
-}
+using interleaved_driver::prefetch_block;
+using interleaved_driver::prefetch_plan;
 
 // Each kernel runs one group (16 rows) against T tokens: acc[t][h] lane i = dot(row 8h + i, token t).
 
@@ -137,16 +130,20 @@ void group_q8_0(const std::byte* g, std::size_t nb, const prefetch_plan& pf, con
         const std::byte* d = g + L::part(1, nb) + b * 32;
         for (int h = 0; h < 2; ++h) {
             const __m256 dw = fp16_half(d, h);
+            // The layout stores u = q + 128; flipping the top bit gives q back. |q| and q serve
+            // every token (held in L1 where registers run out).
+            __m256i qs[8], mag[8];
+            for (int k = 0; k < 8; ++k) {
+                qs[k] = _mm256_xor_si256(load_half(q + 64 * k, h), flip);
+                mag[k] = _mm256_abs_epi8(qs[k]);
+            }
             for (int t = 0; t < T; ++t) {
                 const std::int8_t* xq = x[t].qs + b * 32;
                 __m256i d0 = _mm256_setzero_si256(), d1 = _mm256_setzero_si256();
                 for (int k = 0; k < 8; k += 2) {
-                    // The layout stores u = q + 128; flipping the top bit gives q back.
-                    const __m256i q0 = _mm256_xor_si256(load_half(q + 64 * k, h), flip);
-                    const __m256i q1 = _mm256_xor_si256(load_half(q + 64 * (k + 1), h), flip);
                     const __m256i x0 = broadcast_word(xq + 4 * k), x1 = broadcast_word(xq + 4 * k + 4);
-                    d0 = _mm256_add_epi32(d0, widen_pairs(_mm256_maddubs_epi16(_mm256_abs_epi8(q0), _mm256_sign_epi8(x0, q0))));
-                    d1 = _mm256_add_epi32(d1, widen_pairs(_mm256_maddubs_epi16(_mm256_abs_epi8(q1), _mm256_sign_epi8(x1, q1))));
+                    d0 = _mm256_add_epi32(d0, widen_pairs(_mm256_maddubs_epi16(mag[k], _mm256_sign_epi8(x0, qs[k]))));
+                    d1 = _mm256_add_epi32(d1, widen_pairs(_mm256_maddubs_epi16(mag[k + 1], _mm256_sign_epi8(x1, qs[k + 1]))));
                 }
                 const __m256i dot = _mm256_add_epi32(d0, d1);
                 acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x[t].d[b])), acc[t][h]);
@@ -279,45 +276,6 @@ void group_q6_k(const std::byte* g, std::size_t nb, const prefetch_plan& pf, con
     }
 }
 
-// Sums of every 16 activation quants of n_tok rows (Q6_K's zero point applies per 16 elements),
-// in a thread-local buffer reused across calls.
-inline const std::int32_t* sums_of_16(const std::byte* xa, std::size_t xa_stride, std::size_t cols, std::size_t n_tok) {
-    thread_local std::vector<std::int32_t> sums;
-    if (sums.size() < n_tok * cols / 16) sums.resize(n_tok * cols / 16);
-    for (std::size_t t = 0; t < n_tok; ++t) {
-        const std::int8_t* q = act_q8::view(xa + t * xa_stride, cols).qs;
-        std::int32_t* out = sums.data() + t * (cols / 16);
-        for (std::size_t s = 0; s < cols / 16; ++s) {
-            std::int32_t sum = 0;
-            for (std::size_t j = 0; j < 16; ++j) sum += q[16 * s + j];
-            out[s] = sum;
-        }
-    }
-    return sums.data();
-}
-
-// A thread-local buffer of at least `bytes` bytes on a 64-byte boundary, grown once.
-inline std::byte* aligned_scratch(std::size_t bytes) {
-    thread_local std::unique_ptr<std::byte[]> buf;
-    thread_local std::size_t size = 0;
-    if (size < bytes) {
-        buf.reset(new std::byte[bytes + 64]);
-        size = bytes;
-    }
-    const auto misalign = reinterpret_cast<std::uintptr_t>(buf.get()) % 64;
-    return buf.get() + (misalign ? 64 - misalign : 0);
-}
-
-struct group_args {
-    std::size_t nb, cols;
-    const std::byte* xa;
-    std::size_t xa_stride;
-    const std::int32_t* sum16;  // Q6_K only
-    float* y;                   // y[t * y_stride + r], r counted from the first group's first row
-    std::size_t y_stride;
-    prefetch_plan pf;
-};
-
 // The first n (<= 16) of the 16 rows' results.
 inline void store_rows(float* y, std::size_t n, const __m256 (&v)[2]) noexcept {
     if (n >= 16) {
@@ -331,35 +289,29 @@ inline void store_rows(float* y, std::size_t n, const __m256 (&v)[2]) noexcept {
     std::copy(tmp, tmp + n, y);
 }
 
-template <class P, int T>
-void run_group(const std::byte* g, std::size_t row, std::size_t n_rows, std::size_t t0, const group_args& a) noexcept {
-    act_q8::row xr[T];
-    __m256 acc[T][2];
-    for (int j = 0; j < T; ++j) xr[j] = act_q8::view(a.xa + (t0 + std::size_t(j)) * a.xa_stride, a.cols);
-    if constexpr (std::is_same_v<P, q4_0>) {
-        group_q4_0<T>(g, a.nb, a.pf, xr, acc);
-    } else if constexpr (std::is_same_v<P, q8_0>) {
-        group_q8_0<T>(g, a.nb, a.pf, xr, acc);
-    } else if constexpr (std::is_same_v<P, q4_k>) {
-        group_q4_k<T>(g, a.nb, a.pf, xr, acc);
-    } else {
-        static_assert(std::is_same_v<P, q6_k>);
-        const std::int32_t* s16[T];
-        for (int j = 0; j < T; ++j) s16[j] = a.sum16 + (t0 + std::size_t(j)) * (a.cols / 16);
-        group_q6_k<T>(g, a.nb, a.pf, xr, s16, acc);
-    }
-    for (int j = 0; j < T; ++j) store_rows(a.y + (t0 + std::size_t(j)) * a.y_stride + row, n_rows - row, acc[j]);
-}
+}  // namespace detail
 
-// Every token against one group: tokens 4 at a time (each unpacked weight vector then serves
-// four), then one by one.
-template <class P>
-void run_group_all_tokens(const std::byte* g, std::size_t row, std::size_t n_rows, std::size_t n_tok,
-                          const group_args& a) noexcept {
-    std::size_t t = 0;
-    for (; t + 4 <= n_tok; t += 4) run_group<P, 4>(g, row, n_rows, t, a);
-    for (; t < n_tok; ++t) run_group<P, 1>(g, row, n_rows, t, a);
-}
+// The kernel set of interleaved_driver.hpp.
+struct kernels {
+    using acc = __m256[2];  // rows 0-7, rows 8-15
+    template <class P, int T>
+    static void group(const std::byte* g, std::size_t nb, const detail::prefetch_plan& pf, const act_q8::row (&x)[T],
+                      const std::int32_t* const (&sum16)[T], acc (&out)[T]) noexcept {
+        if constexpr (std::is_same_v<P, q4_0>) {
+            detail::group_q4_0<T>(g, nb, pf, x, out);
+        } else if constexpr (std::is_same_v<P, q8_0>) {
+            detail::group_q8_0<T>(g, nb, pf, x, out);
+        } else if constexpr (std::is_same_v<P, q4_k>) {
+            detail::group_q4_k<T>(g, nb, pf, x, out);
+        } else {
+            static_assert(std::is_same_v<P, q6_k>);
+            detail::group_q6_k<T>(g, nb, pf, x, sum16, out);
+        }
+    }
+    static void store_rows(float* y, std::size_t n, const acc& v) noexcept { detail::store_rows(y, n, v); }
+};
+
+namespace detail {
 
 // F16: column k of the 16 rows, half h, as floats.
 inline __m256 f16_column(const std::uint16_t* g, std::size_t k, int h) noexcept {
@@ -368,36 +320,17 @@ inline __m256 f16_column(const std::uint16_t* g, std::size_t k, int h) noexcept 
 
 }  // namespace detail
 
-// weight_ops::matmul_act over a matrix in P's interleaved layout (w: its first group; rows
-// r0 .. r1, r0 a multiple of 16). Rows past r1 in the last group are computed and not stored.
+// weight_ops::matmul_act over a matrix in P's interleaved layout, and over row-major weights
+// packed a group at a time (interleaved_driver.hpp).
 template <class P>
 void matmul_interleaved(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1, const std::byte* xa,
                         std::size_t xa_stride, std::size_t n_tok, float* y, std::size_t y_stride) noexcept {
-    using L = interleaved<P>;
-    const std::size_t nb = cols / P::block_elems, gb = L::group_bytes(nb);
-    const std::int32_t* sum16 = std::is_same_v<P, q6_k> ? detail::sums_of_16(xa, xa_stride, cols, n_tok) : nullptr;
-    const detail::group_args a{nb, cols, xa, xa_stride, sum16, y + r0, y_stride, {interleave_prefetch_distance, gb / nb}};
-    const std::byte* first = w + r0 / interleave_rows * gb;
-    const std::size_t n_rows = r1 - r0, groups = (n_rows + interleave_rows - 1) / interleave_rows;
-    for (std::size_t i = 0; i < groups; ++i)
-        detail::run_group_all_tokens<P>(first + i * gb, i * interleave_rows, n_rows, n_tok, a);
+    interleaved_driver::matmul_interleaved<kernels, P>(w, cols, r0, r1, xa, xa_stride, n_tok, y, y_stride);
 }
-
-// The same over row-major weights (as mapped): each group of 16 rows is interleaved into a
-// thread-local buffer first, for a prefill batch of weights that were not repacked at load.
 template <class P>
 void matmul_packed(const std::byte* w, std::size_t cols, std::size_t r0, std::size_t r1, const std::byte* xa,
                    std::size_t xa_stride, std::size_t n_tok, float* y, std::size_t y_stride) noexcept {
-    using L = interleaved<P>;
-    const std::size_t nb = cols / P::block_elems;
-    std::byte* group = detail::aligned_scratch(L::group_bytes(nb));
-    const auto* rows = reinterpret_cast<const typename P::block*>(w);
-    const std::int32_t* sum16 = std::is_same_v<P, q6_k> ? detail::sums_of_16(xa, xa_stride, cols, n_tok) : nullptr;
-    const detail::group_args a{nb, cols, xa, xa_stride, sum16, y + r0, y_stride, {}};
-    for (std::size_t r = r0; r < r1; r += interleave_rows) {
-        L::pack(rows + r * nb, nb, nb, std::min(interleave_rows, r1 - r), group);
-        detail::run_group_all_tokens<P>(group, r - r0, r1 - r0, n_tok, a);
-    }
+    interleaved_driver::matmul_packed<kernels, P>(w, cols, r0, r1, xa, xa_stride, n_tok, y, y_stride);
 }
 
 // weight_ops::matmul over an F16 matrix in the interleaved layout against float activations:
