@@ -15,6 +15,9 @@ LMTK_LEVEL_ENTRY(avx2)
 #ifdef LMTK_HAS_LEVEL_avx512_vnni
 LMTK_LEVEL_ENTRY(avx512_vnni)
 #endif
+#ifdef LMTK_HAS_LEVEL_neon_dotprod
+LMTK_LEVEL_ENTRY(neon_dotprod)
+#endif
 
 extern "C" const lmtk::quant::kernel_table* const* lmtk_cpu_kernel_tables(std::size_t* count) noexcept {
     static const lmtk::quant::kernel_table* const tables[] = {
@@ -29,6 +32,9 @@ extern "C" const lmtk::quant::kernel_table* const* lmtk_cpu_kernel_tables(std::s
 #endif
 #ifdef LMTK_HAS_LEVEL_avx512_vnni
         lmtk_cpu_kernels_avx512_vnni(),
+#endif
+#ifdef LMTK_HAS_LEVEL_neon_dotprod
+        lmtk_cpu_kernels_neon_dotprod(),
 #endif
     };
     *count = sizeof tables / sizeof tables[0];

@@ -1,5 +1,5 @@
 // The kernels of quant::default_set for one instruction-set level. CMake compiles this file once
-// per level (LMTK_KERNEL_LEVEL = sse4_2, avx2, avx512_vnni or generic, with that level's -m flags)
+// per level (LMTK_KERNEL_LEVEL = sse4_2, avx2, avx512_vnni, neon_dotprod or generic, with that level's -m flags)
 // and renames every symbol of each copy apart except its entry point (cmake/isolate_kernels.cmake),
 // so no code compiled for one level can be linked into another's path.
 #include <type_traits>
@@ -30,6 +30,11 @@ static_assert(level != lmtk::target::isa::sse4_2 || std::is_base_of_v<xsimd::sse
 static_assert(level != lmtk::target::isa::avx2 || std::is_base_of_v<xsimd::avx2, arch>);
 static_assert(level != lmtk::target::isa::avx512_vnni ||
               (std::is_base_of_v<xsimd::avx512bw, arch> && LMTK_HAS_AVX512_KERNELS));
+#if defined(LMTK_QUANT_NEON_INTERLEAVED)
+static_assert(std::is_base_of_v<xsimd::neon64, arch>);
+#else
+static_assert(level != lmtk::target::isa::neon_dotprod, "the neon_dotprod copy needs -march=armv8.2-a+dotprod");
+#endif
 
 constexpr lmtk::quant::kernel_table table{level, &lmtk::quant::resolve<lmtk::quant::default_set, arch>,
                                           &lmtk::quant::resolve_group<lmtk::quant::default_set, arch>};

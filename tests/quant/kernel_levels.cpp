@@ -39,6 +39,10 @@ TEST_CASE("the kernel levels of this build, and the ones this CPU runs", "[quant
     CHECK(compiled.front()->isa == target::isa::sse4_2);
     CHECK(compiled.back()->isa == target::isa::avx512_vnni);
     CHECK(target::host_isa() >= target::isa::sse4_2);
+#elif defined(__aarch64__)
+    // AArch64: the Armv8-A floor and the SDOT level (qemu-aarch64's default CPU has SDOT).
+    CHECK(compiled.front()->isa == target::isa::generic);
+    CHECK(compiled.back()->isa == target::isa::neon_dotprod);
 #endif
     CHECK(!runnable_kernel_tables().empty());
 }
@@ -61,6 +65,7 @@ TEST_CASE("choose_kernels: the highest level by default, a named one on request,
             CHECK_THROWS_WITH(choose_kernels(target::isa_name(k->isa)), Catch::Contains("this CPU runs at most"));
     CHECK(target::parse_isa("avx512") == target::isa::avx512_vnni);
     CHECK(target::parse_isa("sse4.2") == target::isa::sse4_2);
+    CHECK(target::parse_isa("dotprod") == target::isa::neon_dotprod);
     CHECK_FALSE(target::parse_isa("avx"));
     if (saved) ::setenv("LMTK_CPU", saved_value.c_str(), 1);
 }

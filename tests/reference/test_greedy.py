@@ -80,7 +80,7 @@ class GreedyTest(unittest.TestCase):
     def runnable_levels(self):
         """The kernel levels this build compiled and this CPU runs, lowest first."""
         levels = []
-        for level in ("sse4.2", "avx2", "avx512-vnni", "generic"):
+        for level in ("generic", "sse4.2", "avx2", "avx512-vnni", "neon-dotprod"):
             res = common.run_cli(["run", "-m", self.model, "-p", "", "-n", "1", "--temp", "0",
                                   "--cpu", level], check=False)
             if res.rc == 0:
@@ -101,8 +101,8 @@ class GreedyTest(unittest.TestCase):
                 self.assertTrue(got.startswith(expected), f"--cpu {level}: {got[:120]!r}...")
 
     def test_cli_quantized_greedy_agrees_across_kernel_levels(self):
-        # Q4_0 and Q8_0 take the int8 kernels of each level (AVX-512 VNNI, AVX2) over the
-        # interleaved layouts, and the float kernels at SSE4.2: the integer sums are exact and
+        # Q4_0 and Q8_0 take the int8 kernels of each level (AVX-512 VNNI, AVX2, NEON SDOT)
+        # over the interleaved layouts, and the float kernels at SSE4.2 and generic: the integer sums are exact and
         # the float steps alike, so the int8 levels give one greedy text. The float path's
         # (int8 activations cost a little precision) must agree on the first tokens.
         import tempfile
@@ -114,7 +114,7 @@ class GreedyTest(unittest.TestCase):
                 texts = {level: common.run_cli(["run", "-m", path, "-p", "Once upon a time", "-n", "60",
                                                 "--temp", "0", "--cpu", level]).text()
                          for level in levels}
-                int8 = [texts[lv] for lv in levels if lv in ("avx2", "avx512-vnni")]
+                int8 = [texts[lv] for lv in levels if lv in ("avx2", "avx512-vnni", "neon-dotprod")]
                 for text in int8[1:]:
                     self.assertEqual(text, int8[0], f"{qtype}: {texts}")
                 for level, text in texts.items():

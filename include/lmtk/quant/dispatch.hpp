@@ -24,6 +24,7 @@
 #include <lmtk/quant/group_layout.hpp>
 #include <lmtk/quant/interleaved.hpp>
 #include <lmtk/quant/interleaved_avx2.hpp>
+#include <lmtk/quant/interleaved_neon.hpp>
 #include <lmtk/quant/interleaved_f16.hpp>
 #include <lmtk/quant/interleaved_vnni.hpp>
 #include <lmtk/quant/iq4_nl.hpp>
@@ -314,16 +315,13 @@ constexpr weight_ops interleaved_f16_ops_of() noexcept {
 inline constexpr weight_ops interleaved_f16_ops_v = interleaved_f16_ops_of();
 #endif
 
-#if LMTK_QUANT_AVX2_INTERLEAVED
-// The AVX2 kernels over the same interleaved layouts (interleaved_avx2.hpp), for an AVX2 target
-// without the AVX-512 ones.
-template <class Arch>
-inline constexpr bool avx2_without_avx512 = std::is_base_of_v<xsimd::avx2, Arch> && !std::is_base_of_v<xsimd::avx512f, Arch>;
-
-template <quant_policy P, class Arch>
-constexpr weight_ops avx2_interleaved_ops_of() noexcept {
+// The kernels over the same interleaved layouts for ISAs with narrower registers (AVX2:
+// interleaved_avx2.hpp; NEON with DotProd: interleaved_neon.hpp). Matmul: the level's F16
+// float matmul for F16, its int8 matmul_act for the others.
+template <quant_policy P, class Arch, auto Matmul>
+constexpr weight_ops narrow_interleaved_ops_of() noexcept {
     if constexpr (std::is_same_v<P, f16>) {
-        weight_ops ops{f16::type_id, f16::block_elems, sizeof(f16::block), nullptr, &avx2x16::matmul_f16};
+        weight_ops ops{f16::type_id, f16::block_elems, sizeof(f16::block), nullptr, Matmul};
         ops.row_group = interleaved<f16>::rows;
         ops.dequantize_row_at = &kernels::dequantize_interleaved_row<f16>;
         return ops;
@@ -333,14 +331,32 @@ constexpr weight_ops avx2_interleaved_ops_of() noexcept {
         ops.act = activation_kind::q8;
         ops.act_row_bytes = &kernels::act_q8_row_bytes;
         ops.prepare_row = &act_q8::quantize_row;
-        ops.matmul_act = &avx2x16::matmul_interleaved<P>;
+        ops.matmul_act = Matmul;
         ops.row_group = interleaved<P>::rows;
         ops.dequantize_row_at = &kernels::dequantize_interleaved_row<P>;
         return ops;
     }
 }
-template <quant_policy P, class Arch>
-inline constexpr weight_ops avx2_interleaved_ops_v = avx2_interleaved_ops_of<P, Arch>();
+template <quant_policy P, class Arch, auto Matmul>
+inline constexpr weight_ops narrow_interleaved_ops_v = narrow_interleaved_ops_of<P, Arch, Matmul>();
+
+#if LMTK_QUANT_AVX2_INTERLEAVED
+// AVX2 targets without the AVX-512 kernels.
+template <class Arch>
+inline constexpr bool avx2_without_avx512 = std::is_base_of_v<xsimd::avx2, Arch> && !std::is_base_of_v<xsimd::avx512f, Arch>;
+template <quant_policy P>
+constexpr auto avx2_matmul() noexcept {
+    if constexpr (std::is_same_v<P, f16>) return &avx2x16::matmul_f16;
+    else return &avx2x16::matmul_interleaved<P>;
+}
+#endif
+
+#if LMTK_QUANT_NEON_INTERLEAVED
+template <quant_policy P>
+constexpr auto neon_matmul() noexcept {
+    if constexpr (std::is_same_v<P, f16>) return &neon16::matmul_f16;
+    else return &neon16::matmul_interleaved<P>;
+}
 #endif
 
 template <quant_policy P, class Arch>
@@ -371,7 +387,15 @@ constexpr weight_ops ops_of() noexcept {
 #if LMTK_QUANT_AVX2_INTERLEAVED
     if constexpr (avx2_without_avx512<Arch> && (avx2x16::int8_format<P> || std::is_same_v<P, f16>)) {
         static_assert(has_interleaved<P>);
-        ops.interleaved = &avx2_interleaved_ops_v<P, Arch>;
+        ops.interleaved = &narrow_interleaved_ops_v<P, Arch, avx2_matmul<P>()>;
+        ops.interleaved_bytes = &kernels::interleaved_bytes<P>;
+        ops.interleave_group = &kernels::interleave_group<P>;
+    }
+#endif
+#if LMTK_QUANT_NEON_INTERLEAVED
+    if constexpr (neon16::int8_format<P> || std::is_same_v<P, f16>) {
+        static_assert(has_interleaved<P>);
+        ops.interleaved = &narrow_interleaved_ops_v<P, Arch, neon_matmul<P>()>;
         ops.interleaved_bytes = &kernels::interleaved_bytes<P>;
         ops.interleave_group = &kernels::interleave_group<P>;
     }

@@ -12,16 +12,20 @@
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
+#elif defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
 #endif
 
 namespace lmtk::target {
 
-// Ordered: a CPU that runs a level runs every lower one.
+// Ordered within one architecture: a CPU that runs a level runs every lower one of its family
+// (a build compiles the levels of one family only).
 enum class isa : std::uint8_t {
-    generic,      // whatever the compiler's baseline for the target is (aarch64: NEON)
-    sse4_2,       // x86-64-v2: the floor of the portable x86 build
-    avx2,         // x86-64-v3: AVX2, FMA, F16C, BMI2
-    avx512_vnni,  // x86-64-v4 (AVX-512 F/BW/DQ/VL) plus VNNI
+    generic,       // whatever the compiler's baseline for the target is (aarch64: Armv8-A NEON)
+    sse4_2,        // x86-64-v2: the floor of the portable x86 build
+    avx2,          // x86-64-v3: AVX2, FMA, F16C, BMI2
+    avx512_vnni,   // x86-64-v4 (AVX-512 F/BW/DQ/VL) plus VNNI
+    neon_dotprod,  // aarch64: Armv8.2-A with the dot-product extension (SDOT)
 };
 
 constexpr std::string_view isa_name(isa i) noexcept {
@@ -30,16 +34,19 @@ constexpr std::string_view isa_name(isa i) noexcept {
         case isa::sse4_2: return "sse4.2";
         case isa::avx2: return "avx2";
         case isa::avx512_vnni: return "avx512-vnni";
+        case isa::neon_dotprod: return "neon-dotprod";
     }
     return "?";
 }
 
-// "sse4.2", "avx2", "avx512-vnni" (also "sse42", "avx512", "avx512vnni"), "generic".
+// "sse4.2", "avx2", "avx512-vnni" (also "sse42", "avx512", "avx512vnni"), "neon-dotprod"
+// (also "dotprod"), "generic".
 constexpr std::optional<isa> parse_isa(std::string_view s) noexcept {
     if (s == "generic") return isa::generic;
     if (s == "sse4.2" || s == "sse42" || s == "sse4_2") return isa::sse4_2;
     if (s == "avx2") return isa::avx2;
     if (s == "avx512-vnni" || s == "avx512" || s == "avx512vnni" || s == "avx512_vnni") return isa::avx512_vnni;
+    if (s == "neon-dotprod" || s == "neon_dotprod" || s == "dotprod") return isa::neon_dotprod;
     return std::nullopt;
 }
 
@@ -81,6 +88,9 @@ inline isa host_isa() noexcept {
     const bool avx512 = zmm_state && bit(l7.b, 16) && bit(l7.b, 17) && bit(l7.b, 28) &&  // f dq cd
                         bit(l7.b, 30) && bit(l7.b, 31) && bit(l7.c, 11);                  // bw vl vnni
     return avx512 ? isa::avx512_vnni : isa::avx2;
+#elif defined(__aarch64__) && defined(__linux__)
+    constexpr unsigned long hwcap_asimddp = 1ul << 20;  // HWCAP_ASIMDDP of <asm/hwcap.h>
+    return (getauxval(AT_HWCAP) & hwcap_asimddp) ? isa::neon_dotprod : isa::generic;
 #else
     return isa::generic;
 #endif
