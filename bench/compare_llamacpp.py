@@ -1,88 +1,73 @@
-"""lmtk bench vs llama.cpp (llama-cpp-python) on the same GGUF, run in alternation.
-
-Run through bench/compare_llamacpp, which provides the venv with llama_cpp. llama.cpp is timed
-the way llama-bench times it: random tokens, an empty KV cache per run, one warm-up run, pp = one
-batched evaluation of the prompt, tg = tokens evaluated one at a time; the same thread count for
-both phases. lmtk is timed by `lmtk bench -o json` with the same settings.
-"""
+"""Alternates llama.cpp's llama-bench and `lmtk bench --cpu LEVEL` on each model and test; prints
+a markdown table of medians and the ratio lmtk / llama.cpp. Run through bench/compare_llamacpp,
+which builds llama-bench for the level."""
 import argparse
 import json
-import random
+import platform
 import statistics
 import subprocess
-import sys
-import time
 
 
-def llamacpp_runs(llm, n_vocab, n_prompt, n_gen, reps):
-    rng = random.Random(42)
-    tokens = [rng.randrange(n_vocab) for _ in range(max(n_prompt, n_gen))]
-    samples = []
-    for r in range(reps + 1):  # the first run warms up
-        llm.reset()  # n_tokens = 0: eval() drops every cached position before it runs
-        t0 = time.perf_counter()
-        if n_prompt:
-            llm.eval(tokens[:n_prompt])
-        else:
-            for i in range(n_gen):
-                llm.eval(tokens[i:i + 1])
-        dt = time.perf_counter() - t0
-        if r:
-            samples.append((n_prompt + n_gen) / dt)
-    return samples
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
 
 
-def lmtk_runs(lmtk, model, threads, n_prompt, n_gen, reps):
-    cmd = [lmtk, "bench", "-m", model, "-t", str(threads), "-r", str(reps), "-o", "json",
-           "-p", str(n_prompt), "-n", str(n_gen)]
+def run_json(cmd):
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    for rec in json.loads(out):
+    return json.loads(out)
+
+
+def samples(records, n_prompt, n_gen):
+    for rec in records:
         if rec["n_prompt"] == n_prompt and rec["n_gen"] == n_gen:
             return rec["samples_ts"], rec
-    raise RuntimeError("lmtk bench did not report the test")
+    raise RuntimeError(f"no record for pp{n_prompt} tg{n_gen}")
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lmtk", required=True)
+    ap.add_argument("--llama-bench", required=True)
+    ap.add_argument("--level", required=True)
     ap.add_argument("-t", type=int, default=2)
     ap.add_argument("-p", default="128,512")
     ap.add_argument("-n", default="64")
-    ap.add_argument("-r", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=2, help="alternations of lmtk and llama.cpp per test")
+    ap.add_argument("-r", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("models", nargs="+")
     a = ap.parse_args()
-
-    import llama_cpp
     tests = [(int(p), 0) for p in a.p.split(",") if p] + [(0, int(n)) for n in a.n.split(",") if n]
-    rows = []
+    print(f"CPU: {cpu_model()}; threads {a.t}; level {a.level} (llama-bench built for it, lmtk --cpu {a.level}); "
+          f"{a.rounds} alternating rounds of {a.r} repetitions")
+    print("\n| model | test | llama.cpp t/s | lmtk t/s | lmtk / llama.cpp | lmtk GB/s | lmtk share of read BW |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for model in a.models:
-        n_ctx = max(max(p, n) for p, n in tests) + 16
-        llm = llama_cpp.Llama(model_path=model, n_threads=a.t, n_threads_batch=a.t, n_ctx=n_ctx, n_batch=512,
-                              n_ubatch=512, verbose=False)
-        n_vocab = llm.n_vocab()
         for n_prompt, n_gen in tests:
-            ours, theirs, rec = [], [], None
+            ours, theirs, last = [], [], None
             for _ in range(a.rounds):
-                s, rec = lmtk_runs(a.lmtk, model, a.t, n_prompt, n_gen, a.r)
+                lb = run_json([a.llama_bench, "-m", model, "-t", str(a.t), "-r", str(a.r), "-o", "json",
+                               "-p", str(n_prompt), "-n", str(n_gen)])
+                theirs += samples(lb, n_prompt, n_gen)[0]
+                lm = run_json([a.lmtk, "bench", "-m", model, "-t", str(a.t), "-r", str(a.r), "-o", "json",
+                               "-p", str(n_prompt), "-n", str(n_gen), "--cpu", a.level])
+                s, last = samples(lm, n_prompt, n_gen)
                 ours += s
-                theirs += llamacpp_runs(llm, n_vocab, n_prompt, n_gen, a.r)
-            test = f"pp{n_prompt}" if n_prompt else f"tg{n_gen}"
-            rows.append((rec["model_type"], test, ours, theirs, rec))
-            m, t = statistics.mean(ours), statistics.mean(theirs)
-            print(f"{rec['model_type']:24s} {test:6s} lmtk {m:9.2f} t/s   llama.cpp {t:9.2f} t/s   ratio {m / t:5.2f}",
-                  file=sys.stderr, flush=True)
-        del llm
-
-    print(f"| model | test | lmtk t/s | llama.cpp t/s | lmtk / llama.cpp | lmtk share of read BW |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for model_type, test, ours, theirs, rec in rows:
-        m, t = statistics.mean(ours), statistics.mean(theirs)
-        sm = statistics.stdev(ours) if len(ours) > 1 else 0.0
-        st = statistics.stdev(theirs) if len(theirs) > 1 else 0.0
-        share = f"{100 * rec['bw_share']:.0f}%" if "bw_share" in rec else ""
-        print(f"| {model_type} | {test} | {m:.2f} ± {sm:.2f} | {t:.2f} ± {st:.2f} | {m / t:.2f} | {share} |")
-    print(f"\n{a.t} threads, {a.rounds} alternating rounds of {a.r} runs each")
+            mo, mt = statistics.median(ours), statistics.median(theirs)
+            test = f"tg{n_gen}" if n_gen else f"pp{n_prompt}"
+            gbs = share = "-"
+            if n_gen and last.get("bytes_per_token"):
+                gbs = f"{last['bytes_per_token'] * mo / 1e9:.1f}"
+                if last.get("read_bw_gbs"):
+                    share = f"{100 * last['bytes_per_token'] * mo / 1e9 / last['read_bw_gbs']:.0f}%"
+            name = model.rsplit("/", 1)[-1]
+            print(f"| {name} | {test} | {mt:.1f} | {mo:.1f} | {mo / mt:.2f} | {gbs} | {share} |", flush=True)
 
 
 if __name__ == "__main__":
