@@ -11,6 +11,7 @@
 #include <lmtk/core/fp16.hpp>
 #include <lmtk/core/mapped_file.hpp>
 #include <lmtk/core/thread_pool.hpp>
+#include <lmtk/core/tensor.hpp>
 #include <lmtk/io/gguf.hpp>
 #include <lmtk/io/gguf_writer.hpp>
 #include <lmtk/io/safetensors.hpp>
@@ -28,3 +29,4 @@
 #include <lmtk/generate/text_stream.hpp>
 #include <lmtk/generate/piece_iterator.hpp>
 #include <lmtk/generate/pipeline.hpp>
+#include <lmtk/generate/batch_pipeline.hpp>

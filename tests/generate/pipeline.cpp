@@ -103,3 +103,48 @@ TEST_CASE("prompts beyond the context are refused with a clear error", "[pipelin
     CHECK(c.finish == lmtk::finish_reason::context_full);
     CHECK(c.n_prompt_tokens + c.tokens.size() <= 17);
 }
+
+using greedy_batch = lmtk::batch_pipeline<lmtk::quant::default_set, lmtk::target::cpu<>, s::chain<s::greedy>>;
+
+TEST_CASE("batch_pipeline: each prompt's greedy text equals the single pipeline's, in waves of n_seq", "[pipeline][batch]") {
+    // Five prompts through three sequences: the last two start as the first ones finish (the
+    // limits differ per prompt through stop strings and the end-of-text token).
+    const std::vector<std::string> prompts = {"Once upon a time", "The cat", "Lily and Tom went to the park",
+                                              "One day, a little bird", ""};
+    const lmtk::generate_options opt{.max_tokens = 40, .stop = {"\n\n"}};
+    auto o = two_threads();
+    o.context.n_seq = 3;
+    greedy_batch b(lmtk::test::model_path("stories260K.gguf"), o);
+    std::vector<std::string> streamed(prompts.size());
+    const auto out = b.generate(prompts, opt, [&](std::size_t i, std::string_view piece) { streamed.at(i) += piece; });
+    REQUIRE(out.size() == prompts.size());
+    greedy_pipeline p(lmtk::test::model_path("stories260K.gguf"), two_threads());
+    for (std::size_t i = 0; i < prompts.size(); ++i) {
+        INFO("prompt " << i << ": " << prompts[i]);
+        const auto one = p.generate(prompts[i], opt);
+        CHECK(out[i].text == one.text);
+        CHECK(out[i].tokens == one.tokens);
+        CHECK(out[i].finish == one.finish);
+        CHECK(out[i].n_prompt_tokens == one.n_prompt_tokens);
+        CHECK(streamed[i] == out[i].text);
+        CHECK(!out[i].text.empty());
+    }
+    // Prompt and generated rows were all counted once.
+    std::size_t n_prompt = 0, n_generated = 0;
+    for (const auto& c : out) {
+        n_prompt += c.n_prompt_tokens;
+        n_generated += c.tokens.size();
+    }
+    CHECK(b.last_timings().n_prompt == n_prompt);
+    CHECK(b.last_timings().n_eval <= n_generated);
+}
+
+TEST_CASE("batch_pipeline: a prompt that cannot fit fails the call before anything runs", "[pipeline][batch]") {
+    auto o = two_threads();
+    o.context.n_ctx = 16;
+    o.context.n_seq = 2;
+    greedy_batch b(lmtk::test::model_path("stories260K.gguf"), o);
+    const std::vector<std::string> prompts = {"Once", std::string(400, 'a')};
+    CHECK_THROWS_WITH(b.generate(prompts), Catch::Contains("prompt 1") && Catch::Contains("context"));
+    CHECK(b.generate(std::vector<std::string>{"Once"}, {.max_tokens = 4}).at(0).tokens.size() <= 4);
+}

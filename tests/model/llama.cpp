@@ -9,6 +9,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -51,12 +54,47 @@ TEST_CASE("batched prompt evaluation equals token-by-token evaluation", "[model]
     const model_t m(lmtk::test::model_path("stories260K.gguf"));
     const std::vector<std::int32_t> ids = {1, 403, 407, 261, 378, 432, 9, 347, 285, 261, 378, 432, 9, 347};
     lmtk::model::llama_context<model_t> batched(m, {.n_ctx = 64, .n_threads = 2, .n_batch = 5});  // 3 chunks
-    std::vector<float> all(ids.size() * m.n_vocab());
-    batched.decode(ids, all.data());
-    const auto one = logits_one_by_one<lmtk::model::kv_f32>(m, ids);
-    REQUIRE(one.size() == all.size());
+    const xt::xtensor<float, 2> all = batched.decode_all(ids);
+    REQUIRE(all.shape(0) == ids.size());
+    REQUIRE(all.shape(1) == m.n_vocab());
+    const auto one_flat = logits_one_by_one<lmtk::model::kv_f32>(m, ids);
+    REQUIRE(one_flat.size() == all.size());
+    const auto one = lmtk::matrix_view(one_flat.data(), ids.size(), m.n_vocab());
     // Same arithmetic in a different grouping: differences are float rounding only.
-    for (std::size_t i = 0; i < all.size(); ++i) CHECK(all[i] == Approx(one[i]).margin(1e-5));
+    const float max_diff = xt::amax(xt::abs(all - one))();
+    CHECK(max_diff < 1e-5f);
+    // The last row is what decode() leaves as the context's logits.
+    const bool last_row_is_logits = xt::row(all, -1) == batched.logits_view();
+    CHECK(last_row_is_logits);
+}
+
+TEST_CASE("logits as xtensor views: log_softmax and argmax agree with the sampler's logprobs", "[model]") {
+    const model_t m(lmtk::test::model_path("stories260K.gguf"));
+    const std::vector<std::int32_t> ids = {1, 403, 407, 261, 378, 432, 9, 347};
+    lmtk::model::llama_context<model_t> ctx(m, {.n_ctx = 64, .n_threads = 2});
+    ctx.decode(ids);
+    const auto view = ctx.logits_view();
+    REQUIRE(view.size() == m.n_vocab());
+    CHECK(view.data() == ctx.logits().data());  // a view over the context's buffer, not a copy
+    const xt::xtensor<float, 1> lp = lmtk::log_softmax(view);
+    const float total = xt::sum(xt::exp(lp))();
+    CHECK(total == Approx(1.0).epsilon(1e-5));
+    const auto best = static_cast<std::int32_t>(xt::argmax(view)());
+    const lmtk::token_logprobs ref = lmtk::logprobs_of(ctx.logits(), {}, best, 3);
+    const float lp_best = lp(std::size_t(best));
+    CHECK(lp_best == Approx(ref.logprob).margin(1e-5));
+    REQUIRE(ref.top.size() == 3);
+    CHECK(ref.top[0].first == best);
+    for (const auto& [id, logprob] : ref.top) {
+        const float v = lp(std::size_t(id));
+        CHECK(v == Approx(logprob).margin(1e-5));
+    }
+    // Row-wise over a matrix equals the vector form on each row.
+    const xt::xtensor<float, 2> rows = ctx.decode_all(std::vector<std::int32_t>{9, 347});
+    const xt::xtensor<float, 2> lps = lmtk::log_softmax(rows);
+    const xt::xtensor<float, 1> last = lmtk::log_softmax(xt::xtensor<float, 1>(xt::row(rows, 1)));
+    const float row_diff = xt::amax(xt::abs(xt::row(lps, 1) - last))();
+    CHECK(row_diff < 1e-6f);
 }
 
 TEST_CASE("decoding with more threads than KV heads splits attention groups, same logits", "[model]") {
@@ -86,6 +124,58 @@ TEST_CASE("an f16 KV cache stays close to the f32 one", "[model]") {
         max_abs = std::max(max_abs, double(std::abs(f32[i])));
     }
     CHECK(max_diff / max_abs < 1e-2);
+}
+
+namespace {
+// Whether the page holding `p` is mapped into this process now (/proc/self/pagemap bit 63,
+// readable without privileges), as opposed to only sitting in the page cache.
+bool page_present(const void* p) {
+    std::FILE* f = std::fopen("/proc/self/pagemap", "rb");
+    if (!f) return true;  // cannot tell: count it as present, so the check fails loudly
+    std::uint64_t entry = 0;
+    const long page = 4096;
+    const bool ok = std::fseek(f, long(reinterpret_cast<std::uintptr_t>(p) / page * sizeof entry), SEEK_SET) == 0 &&
+                    std::fread(&entry, sizeof entry, 1, f) == 1;
+    std::fclose(f);
+    return !ok || (entry >> 63) != 0;
+}
+}  // namespace
+
+TEST_CASE("token embedding rows are read from the file, never mapped into the process", "[model]") {
+    // stories260K: a separate output matrix, so the embedding (512 x 64 F32, 128 KiB) is read
+    // only a row at a time. Looking every row up must leave none of its pages in this process.
+    // Reads of the neighbouring tensors map up to 64 KiB around each page they fault in
+    // (Linux's fault-around, aligned to 64 KiB), so only the pages no such window of a
+    // neighbour can reach are counted: those between the embedding's first and last 64 KiB
+    // boundaries (at least 16 pages here).
+    const model_t m(lmtk::test::model_path("stories260K.gguf"));
+    const lmtk::model::weight& e = m.token_embedding();
+    REQUIRE(m.embedding_lookup().file != nullptr);
+    lmtk::model::llama_context<model_t> ctx(m, {.n_ctx = 600, .n_threads = 2});
+    std::vector<std::int32_t> all(m.n_vocab());
+    for (std::size_t i = 0; i < all.size(); ++i) all[i] = std::int32_t(i);
+    ctx.decode(all);
+    constexpr std::uintptr_t window = 64 * 1024;
+    const auto begin = reinterpret_cast<std::uintptr_t>(e.data);
+    const auto end = begin + e.rows * e.row_bytes();
+    std::size_t present = 0, pages = 0;
+    for (std::uintptr_t p = (begin + window - 1) / window * window; p + 4096 <= end / window * window; p += 4096) {
+        ++pages;
+        present += page_present(reinterpret_cast<const void*>(p));
+    }
+    CHECK(pages >= 16);
+    // Under qemu-user (scripts/test-aarch64 sets QEMU_LD_PREFIX) /proc/self/pagemap describes
+    // the emulator's own mappings, not the guest's pages: the residency check means nothing there.
+    if (std::getenv("QEMU_LD_PREFIX")) WARN("under qemu-user: the page residency check is skipped");
+    else CHECK(present == 0);
+    // And the rows read from the file are the mapped rows (read through the mapping last).
+    std::vector<std::byte> scratch(m.embedding_lookup().scratch_bytes());
+    std::vector<float> a(e.cols), b(e.cols);
+    for (std::size_t r = 0; r < e.rows; r += 37) {
+        m.embedding_lookup().row(r, scratch.data(), a.data());
+        e.dequantize_row(r, b.data());
+        CHECK(a == b);
+    }
 }
 
 TEST_CASE("decode refuses bad token ids and context overflow", "[model]") {

@@ -46,7 +46,7 @@ public:
             }
             data_ = static_cast<const std::byte*>(p);
         }
-        ::close(fd);  // the mapping keeps the file alive
+        fd_ = fd;  // kept for read_at(): reads that do not map pages into this process
     }
     mapped_file(const mapped_file&) = delete;
     mapped_file& operator=(const mapped_file&) = delete;
@@ -74,6 +74,28 @@ public:
                   MADV_WILLNEED);
     }
 
+    // Whether [p, p + length) lies inside this mapping.
+    bool contains(const std::byte* p, std::size_t length) const noexcept {
+        return data_ && p >= data_ && length <= size_ && static_cast<std::size_t>(p - data_) <= size_ - length;
+    }
+
+    // Copies [p, p + length) of the mapping into `out` with pread(2), so that the file's pages
+    // stay in the page cache and out of this process's resident set: for rows looked up at
+    // random over a long run (token embeddings), where reading through the mapping would
+    // leave every page ever touched resident (the kernel maps 64 KiB around each fault).
+    // False when the range is not this file's or the read comes up short.
+    bool read_at(const std::byte* p, std::size_t length, std::byte* out) const noexcept {
+        if (fd_ < 0 || !contains(p, length)) return false;
+        std::size_t done = 0;
+        while (done < length) {
+            const ssize_t r = ::pread(fd_, out + done, length - done, static_cast<off_t>(p - data_ + done));
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) return false;
+            done += static_cast<std::size_t>(r);
+        }
+        return true;
+    }
+
     // Drops the pages of [p, p + length) from this process's resident set, once their bytes
     // have been copied elsewhere (weights repacked at load). The mapping is private and never
     // written, so the file's pages stay in the page cache and a later read of any of them, a
@@ -90,17 +112,21 @@ public:
 private:
     void reset() noexcept {
         if (data_) ::munmap(const_cast<std::byte*>(data_), size_);
+        if (fd_ >= 0) ::close(fd_);
         data_ = nullptr;
         size_ = 0;
+        fd_ = -1;
     }
     void swap(mapped_file& o) noexcept {
         std::swap(path_, o.path_);
         std::swap(data_, o.data_);
         std::swap(size_, o.size_);
+        std::swap(fd_, o.fd_);
     }
     std::string path_;
     const std::byte* data_ = nullptr;
     std::size_t size_ = 0;
+    int fd_ = -1;
 };
 
 // Zero-filled, page-aligned memory straight from the kernel, for large buffers that live as

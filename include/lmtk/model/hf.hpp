@@ -122,6 +122,12 @@ public:
         if (weights_)
             for (const auto& f : weights_->files()) f->mapping().release(p, n);
     }
+    const core::mapped_file* mapping_of(const std::byte* p, std::size_t n) const noexcept override {
+        if (weights_)
+            for (const auto& f : weights_->files())
+                if (f->mapping().contains(p, n)) return &f->mapping();
+        return nullptr;
+    }
 
     const gguf::tensor_info* find_tensor(std::string_view name) const noexcept override {
         const auto it = index_.find(name);

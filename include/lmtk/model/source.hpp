@@ -4,6 +4,7 @@
 // by GGUF tensor names (blk.N.attn_q.weight ...), so the forward pass never knows which it was.
 // The virtual calls here happen only while loading, never per token.
 #include <lmtk/core/error.hpp>
+#include <lmtk/core/mapped_file.hpp>
 #include <lmtk/io/gguf.hpp>
 #include <lmtk/model/hparams.hpp>
 #include <lmtk/quant/group_layout.hpp>
@@ -41,6 +42,10 @@ public:
     // The loader copied [p, p + n) elsewhere and will not read it again: a mapped source may
     // drop those pages from memory (they stay readable).
     virtual void release(const std::byte* /*p*/, std::size_t /*n*/) const noexcept {}
+    // The mapped file that holds [p, p + n), if [p, p + n) is read from one; nullptr for bytes
+    // the source holds in memory of its own. Asked once at load, so that rows can later be
+    // read with the file's own read_at() (no virtual call, no pages mapped in).
+    virtual const core::mapped_file* mapping_of(const std::byte* /*p*/, std::size_t /*n*/) const noexcept { return nullptr; }
 
     const gguf::tensor_info& tensor(std::string_view name) const {
         const gguf::tensor_info* t = find_tensor(name);
@@ -60,6 +65,9 @@ public:
     const gguf::tensor_info* find_tensor(std::string_view name) const noexcept override { return file_.find_tensor(name); }
     const gguf::file* gguf_file() const noexcept override { return &file_; }
     void release(const std::byte* p, std::size_t n) const noexcept override { file_.mapping().release(p, n); }
+    const core::mapped_file* mapping_of(const std::byte* p, std::size_t n) const noexcept override {
+        return file_.mapping().contains(p, n) ? &file_.mapping() : nullptr;
+    }
 
 private:
     gguf::file file_;

@@ -5,7 +5,7 @@
 // and FMA per block serve all 16 rows: about a quarter of the instructions per weight byte of
 // the row-major kernels, which is what lets decode run at the speed memory delivers the weights.
 //
-// A matrix is repacked into this layout once, at load (model/llama.hpp), or a group at a time
+// A matrix is repacked into this layout once, at load (model/repack.hpp), or a group at a time
 // into a thread-local buffer when a prefill batch multiplies weights that stayed row-major.
 // Each group holds exactly the bits of its 16 GGUF rows (rearranged, and for Q8_0 with the sign
 // bit of each quant flipped), padded to a 64-byte multiple so that every group starts on a cache
