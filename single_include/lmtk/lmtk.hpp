@@ -136,7 +136,7 @@ public:
             }
             data_ = static_cast<const std::byte*>(p);
         }
-        ::close(fd);  // the mapping keeps the file alive
+        fd_ = fd;  // kept for read_at(): reads that do not map pages into this process
     }
     mapped_file(const mapped_file&) = delete;
     mapped_file& operator=(const mapped_file&) = delete;
@@ -164,6 +164,28 @@ public:
                   MADV_WILLNEED);
     }
 
+    // Whether [p, p + length) lies inside this mapping.
+    bool contains(const std::byte* p, std::size_t length) const noexcept {
+        return data_ && p >= data_ && length <= size_ && static_cast<std::size_t>(p - data_) <= size_ - length;
+    }
+
+    // Copies [p, p + length) of the mapping into `out` with pread(2), so that the file's pages
+    // stay in the page cache and out of this process's resident set: for rows looked up at
+    // random over a long run (token embeddings), where reading through the mapping would
+    // leave every page ever touched resident (the kernel maps 64 KiB around each fault).
+    // False when the range is not this file's or the read comes up short.
+    bool read_at(const std::byte* p, std::size_t length, std::byte* out) const noexcept {
+        if (fd_ < 0 || !contains(p, length)) return false;
+        std::size_t done = 0;
+        while (done < length) {
+            const ssize_t r = ::pread(fd_, out + done, length - done, static_cast<off_t>(p - data_ + done));
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) return false;
+            done += static_cast<std::size_t>(r);
+        }
+        return true;
+    }
+
     // Drops the pages of [p, p + length) from this process's resident set, once their bytes
     // have been copied elsewhere (weights repacked at load). The mapping is private and never
     // written, so the file's pages stay in the page cache and a later read of any of them, a
@@ -180,17 +202,21 @@ public:
 private:
     void reset() noexcept {
         if (data_) ::munmap(const_cast<std::byte*>(data_), size_);
+        if (fd_ >= 0) ::close(fd_);
         data_ = nullptr;
         size_ = 0;
+        fd_ = -1;
     }
     void swap(mapped_file& o) noexcept {
         std::swap(path_, o.path_);
         std::swap(data_, o.data_);
         std::swap(size_, o.size_);
+        std::swap(fd_, o.fd_);
     }
     std::string path_;
     const std::byte* data_ = nullptr;
     std::size_t size_ = 0;
+    int fd_ = -1;
 };
 
 // Zero-filled, page-aligned memory straight from the kernel, for large buffers that live as
@@ -367,6 +393,59 @@ private:
 };
 
 }  // namespace lmtk::core
+// #include <lmtk/core/tensor.hpp>
+// Where users touch tensors (logits, log-probabilities, all-position logits for scoring), lmtk
+// hands them xtensor expressions: views over lmtk's own buffers without a copy, or xtensor
+// containers where the result is new. Users get xtensor's broadcasting, reductions and views
+// (xt::argmax, xt::view(..., xt::range(...)), ...) instead of raw pointers and sizes. The hot
+// paths inside lmtk stay on plain buffers; nothing here runs per token unless a user asks.
+#include <array>
+#include <cmath>
+#include <cstddef>
+
+#include <xtensor/xadapt.hpp>
+#include <xtensor/xmath.hpp>
+#include <xtensor/xsort.hpp>
+#include <xtensor/xtensor.hpp>
+#include <xtensor/xview.hpp>
+
+namespace lmtk {
+
+// n values at p, as a 1-D xtensor view (no copy; p must outlive it).
+template <class T>
+auto vector_view(T* p, std::size_t n) {
+    return xt::adapt(p, n, xt::no_ownership(), std::array<std::size_t, 1>{n});
+}
+
+// rows x cols values at p, row-major, as a 2-D xtensor view (no copy; p must outlive it).
+template <class T>
+auto matrix_view(T* p, std::size_t rows, std::size_t cols) {
+    return xt::adapt(p, rows * cols, xt::no_ownership(), std::array<std::size_t, 2>{rows, cols});
+}
+
+// log softmax over the last axis of a 1-D or 2-D expression of logits: each row minus its
+// maximum, minus the log of the sum of exponentials (computed from the shifted values, so
+// that no exp overflows). Returns a new container of the same shape.
+template <class E>
+auto log_softmax(const xt::xexpression<E>& logits) {
+    const auto& x = logits.derived_cast();
+    using value_type = typename E::value_type;
+    constexpr std::size_t rank = xt::get_rank<E>::value;
+    if constexpr (rank == 1) {
+        const value_type mx = xt::amax(x)();
+        const auto shifted = x - mx;
+        const value_type lse = std::log(xt::sum(xt::exp(shifted))());
+        return xt::xtensor<value_type, 1>(shifted - lse);
+    } else {
+        static_assert(rank == 2, "log_softmax: a vector or a matrix of logits");
+        const auto mx = xt::eval(xt::amax(x, {1}));
+        const auto shifted = xt::eval(x - xt::view(mx, xt::all(), xt::newaxis()));
+        const auto lse = xt::eval(xt::log(xt::sum(xt::exp(shifted), {1})));
+        return xt::xtensor<value_type, 2>(shifted - xt::view(lse, xt::all(), xt::newaxis()));
+    }
+}
+
+}  // namespace lmtk
 // #include <lmtk/io/gguf.hpp>
 // GGUF v2/v3 reader over a memory-mapped file.
 //
@@ -4245,7 +4324,7 @@ struct act_q8 {
 // and FMA per block serve all 16 rows: about a quarter of the instructions per weight byte of
 // the row-major kernels, which is what lets decode run at the speed memory delivers the weights.
 //
-// A matrix is repacked into this layout once, at load (model/llama.hpp), or a group at a time
+// A matrix is repacked into this layout once, at load (model/repack.hpp), or a group at a time
 // into a thread-local buffer when a prefill batch multiplies weights that stayed row-major.
 // Each group holds exactly the bits of its 16 GGUF rows (rearranged, and for Q8_0 with the sign
 // bit of each quant flipped), padded to a 64-byte multiple so that every group starts on a cache
@@ -6827,6 +6906,7 @@ private:
 // by GGUF tensor names (blk.N.attn_q.weight ...), so the forward pass never knows which it was.
 // The virtual calls here happen only while loading, never per token.
 // #include <lmtk/core/error.hpp>
+// #include <lmtk/core/mapped_file.hpp>
 // #include <lmtk/io/gguf.hpp>
 // #include <lmtk/model/hparams.hpp>
 // #include <lmtk/quant/group_layout.hpp>
@@ -6864,6 +6944,10 @@ public:
     // The loader copied [p, p + n) elsewhere and will not read it again: a mapped source may
     // drop those pages from memory (they stay readable).
     virtual void release(const std::byte* /*p*/, std::size_t /*n*/) const noexcept {}
+    // The mapped file that holds [p, p + n), if [p, p + n) is read from one; nullptr for bytes
+    // the source holds in memory of its own. Asked once at load, so that rows can later be
+    // read with the file's own read_at() (no virtual call, no pages mapped in).
+    virtual const core::mapped_file* mapping_of(const std::byte* /*p*/, std::size_t /*n*/) const noexcept { return nullptr; }
 
     const gguf::tensor_info& tensor(std::string_view name) const {
         const gguf::tensor_info* t = find_tensor(name);
@@ -6883,6 +6967,9 @@ public:
     const gguf::tensor_info* find_tensor(std::string_view name) const noexcept override { return file_.find_tensor(name); }
     const gguf::file* gguf_file() const noexcept override { return &file_; }
     void release(const std::byte* p, std::size_t n) const noexcept override { file_.mapping().release(p, n); }
+    const core::mapped_file* mapping_of(const std::byte* p, std::size_t n) const noexcept override {
+        return file_.mapping().contains(p, n) ? &file_.mapping() : nullptr;
+    }
 
 private:
     gguf::file file_;
@@ -7016,6 +7103,12 @@ public:
     void release(const std::byte* p, std::size_t n) const noexcept override {
         if (weights_)
             for (const auto& f : weights_->files()) f->mapping().release(p, n);
+    }
+    const core::mapped_file* mapping_of(const std::byte* p, std::size_t n) const noexcept override {
+        if (weights_)
+            for (const auto& f : weights_->files())
+                if (f->mapping().contains(p, n)) return &f->mapping();
+        return nullptr;
     }
 
     const gguf::tensor_info* find_tensor(std::string_view name) const noexcept override {
@@ -7431,22 +7524,179 @@ inline std::unique_ptr<weight_source> open_weights(const std::string& path) {
 
 }  // namespace lmtk::model
 // #include <lmtk/model/llama.hpp>
-// Llama-family transformer: weights bound in place from a GGUF mapping, and a context that owns
-// the KV cache and every activation buffer and runs the forward pass.
+// Llama-family transformer (Llama 1-3, Mistral, Qwen2, SmolLM...): weights bound in place from
+// a GGUF mapping or an HF folder, and a context that owns the KV cache and every activation
+// buffer and runs the forward pass.
 //
 //   llama<Set, Target>        immutable after load; shareable between contexts
-//   llama_context<Model, KV>  one sequence: KV cache + scratch, allocated once; decode() runs
-//                             tokens through the network and allocates nothing
+//                             (llama_weights.hpp; repacking at load: repack.hpp)
+//   llama_context<Model, KV>  KV caches + run state, allocated once; decode() runs tokens
+//                             through the network and allocates nothing (llama_context.hpp;
+//                             attention: attention.hpp; norms, RoPE, SwiGLU: ops.hpp)
+// #include <lmtk/model/llama_weights.hpp>
+// Llama-family weights: every tensor of a GGUF file (or an HF folder, through its source) bound
+// in place with its kernels, checked against the hyperparameters before a pointer into it is
+// kept; matrices with an interleaved layout repacked once (repack.hpp). Immutable after load
+// and shareable between contexts (llama_context.hpp runs the forward pass over them).
 //
-// Each weight's GGUF type is mapped to a compiled kernel pair (quant::weight_ops) once, at
-// load; the forward pass below calls through those pointers and never switches on a type.
+// Each weight's GGUF type is mapped to a compiled kernel pair (quant::weight_ops) once, here;
+// the forward pass calls through those pointers and never switches on a type.
 // #include <lmtk/core/error.hpp>
 // #include <lmtk/core/mapped_file.hpp>
-// #include <lmtk/core/thread_pool.hpp>
 // #include <lmtk/io/gguf.hpp>
 // #include <lmtk/model/hparams.hpp>
-// #include <lmtk/model/kv_cache.hpp>
+// #include <lmtk/model/repack.hpp>
+// Repacking at load: the matrices whose format has an interleaved layout on this target
+// (quant/interleaved.hpp) move into one buffer in that layout, once, before the first token.
+// Shared by every architecture; the forward passes then read only the repacked copies.
+// #include <lmtk/core/mapped_file.hpp>
 // #include <lmtk/model/source.hpp>
+// #include <lmtk/model/weight.hpp>
+// One weight matrix bound to its kernels, shared by every architecture: a forward pass
+// multiplies `weight`s through the kernel pointers chosen at load and never looks at a
+// tensor's type. Also how a model is loaded (load_options).
+// #include <lmtk/core/mapped_file.hpp>
+// #include <lmtk/core/thread_pool.hpp>
+// #include <lmtk/quant/dispatch.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <string>
+#include <utility>
+
+namespace lmtk::model {
+
+// One weight matrix of `rows` x `cols` (GGUF ne = [cols, rows]) with its kernels.
+// A GPTQ act-order matrix has its columns in another order than the inputs: column k multiplies
+// input input_perm[k], so its input is gathered into that order first (see project()).
+struct weight {
+    const std::byte* data = nullptr;
+    quant::weight_ops ops{};
+    std::size_t rows = 0, cols = 0;
+    const std::uint32_t* input_perm = nullptr;  // nullptr: column k is input k
+
+    // Bytes of one row in GGUF's row-major layout (an interleaved copy holds the same bits).
+    std::size_t row_bytes() const noexcept { return cols / ops.block_elems * ops.block_bytes; }
+    // Row r in input order.
+    void dequantize_row(std::size_t r, float* out) const noexcept {
+        if (!input_perm) {
+            ops.dequantize_row_at(data, cols, r, out);
+            return;
+        }
+        const std::span<float> tmp = quant::kernels::decode_scratch(cols);
+        if (tmp.empty()) {  // no memory for the scratch: a row of NaN says so without a crash
+            std::fill_n(out, cols, std::numeric_limits<float>::quiet_NaN());
+            return;
+        }
+        ops.dequantize_row_at(data, cols, r, tmp.data());
+        for (std::size_t k = 0; k < cols; ++k) out[input_perm[k]] = tmp[k];
+    }
+    // Thread i of n's share of the rows: contiguous, and cut at the layout's row groups.
+    std::pair<std::size_t, std::size_t> rows_of_thread(std::size_t i, std::size_t n) const noexcept {
+        const std::size_t g = ops.row_group;
+        const auto [g0, g1] = core::thread_pool::split((rows + g - 1) / g, i, n);
+        return {std::min(rows, g0 * g), std::min(rows, g1 * g)};
+    }
+};
+
+// A matrix read a row at a time at random (the token embedding): rows of a mapped, row-major
+// matrix are read from its file with pread(2) into the caller's scratch, so that a long run
+// does not leave every page it ever looked up resident in this process (the kernel maps 64 KiB
+// around each page fault, and lookups are scattered over the whole vocabulary). Rows of any
+// other matrix are decoded where they are.
+struct row_lookup {
+    weight w;
+    const core::mapped_file* file = nullptr;  // set only for a mapped, row-major, unpermuted matrix
+
+    std::size_t scratch_bytes() const noexcept { return file ? w.row_bytes() : 0; }
+    // Row r as floats; `scratch` holds scratch_bytes().
+    void row(std::size_t r, std::byte* scratch, float* out) const noexcept {
+        const std::size_t rb = w.row_bytes();
+        if (file && file->read_at(w.data + r * rb, rb, scratch)) {
+            w.ops.dequantize_row_at(scratch, w.cols, 0, out);
+            return;
+        }
+        w.dequantize_row(r, out);  // a failed read (never expected on a regular file) reads the mapping
+    }
+};
+
+// How a model is loaded.
+struct load_options {
+    // Repack the weights of formats with an interleaved layout (quant/interleaved.hpp) once,
+    // at load, into memory of their own; the mapped file's pages are let go as each matrix is
+    // done, so memory use stays that of the file. Off: every weight is used where it is mapped.
+    bool interleave = true;
+    // For a target that chooses its kernels at load (target::cpu_dispatch): the instruction-set
+    // level to use ("avx2", ...); empty: LMTK_CPU, else the highest this CPU runs.
+    std::string cpu;
+};
+
+}  // namespace lmtk::model
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <span>
+#include <thread>
+#include <vector>
+
+namespace lmtk::model {
+
+// Repacks each matrix of `todo` (distinct, with an interleaved layout and no input
+// permutation) into `buffer`, and points it there with the interleaved kernels. Returns the
+// bytes repacked. The source's pages of each ~1 MiB chunk are let go as soon as it is done,
+// so the peak stays near the file's size even while the largest matrix is repacked.
+inline std::size_t interleave_weights(std::span<weight* const> todo, const weight_source& src,
+                                      core::anonymous_memory& buffer) {
+    if (todo.empty()) return 0;
+    // Work in chunks of about 1 MiB of source, shared by two threads (the copy is bound by
+    // the kernel zeroing the new pages, which two cores do twice as fast).
+    struct chunk {
+        weight* w;
+        std::size_t offset;  // of the matrix in buffer
+        std::size_t g0, g1;
+    };
+    std::vector<chunk> chunks;
+    std::vector<std::size_t> offsets;
+    std::size_t total = 0;
+    for (weight* w : todo) {
+        const std::size_t row_group = w->ops.interleaved->row_group;
+        const std::size_t groups = (w->rows + row_group - 1) / row_group;
+        const std::size_t per_chunk = std::max<std::size_t>(1, (std::size_t{1} << 20) / (row_group * w->row_bytes()));
+        for (std::size_t g = 0; g < groups; g += per_chunk) chunks.push_back({w, total, g, std::min(groups, g + per_chunk)});
+        offsets.push_back(total);
+        total += w->ops.interleaved_bytes(w->rows, w->cols);
+    }
+    buffer = core::anonymous_memory(total);
+    std::atomic<std::size_t> next{0};
+    const auto work = [&]() noexcept {
+        for (std::size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < chunks.size();) {
+            const chunk& c = chunks[i];
+            const weight& w = *c.w;
+            for (std::size_t g = c.g0; g < c.g1; ++g) w.ops.interleave_group(w.data, w.rows, w.cols, g, buffer.data() + c.offset);
+            const std::size_t group_src = w.ops.interleaved->row_group * w.row_bytes();
+            const std::size_t end = std::min(w.rows * w.row_bytes(), c.g1 * group_src);
+            src.release(w.data + c.g0 * group_src, end - c.g0 * group_src);
+        }
+    };
+    {
+        std::jthread helper(work);
+        work();
+    }
+    for (std::size_t i = 0; i < todo.size(); ++i) {
+        weight& w = *todo[i];
+        w.data = buffer.data() + offsets[i];
+        w.ops = *w.ops.interleaved;
+    }
+    return total;
+}
+
+}  // namespace lmtk::model
+// #include <lmtk/model/source.hpp>
+// #include <lmtk/model/weight.hpp>
 // #include <lmtk/quant/cpu_kernels.hpp>
 // The weight kernels of quant::default_set for each instruction-set level, chosen at load.
 //
@@ -7629,69 +7879,20 @@ inline const kernel_table& choose_kernels(std::string_view request = {}) {
 // #include <lmtk/target/cpu.hpp>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <fstream>
 #include <limits>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
-#include <xsimd/xsimd.hpp>
-
 namespace lmtk::model {
-
-// One weight matrix of `rows` x `cols` (GGUF ne = [cols, rows]) with its kernels.
-// A GPTQ act-order matrix has its columns in another order than the inputs: column k multiplies
-// input input_perm[k], so its input is gathered into that order first (see project()).
-struct weight {
-    const std::byte* data = nullptr;
-    quant::weight_ops ops{};
-    std::size_t rows = 0, cols = 0;
-    const std::uint32_t* input_perm = nullptr;  // nullptr: column k is input k
-
-    // Bytes of one row in GGUF's row-major layout (an interleaved copy holds the same bits).
-    std::size_t row_bytes() const noexcept { return cols / ops.block_elems * ops.block_bytes; }
-    // Row r in input order.
-    void dequantize_row(std::size_t r, float* out) const noexcept {
-        if (!input_perm) {
-            ops.dequantize_row_at(data, cols, r, out);
-            return;
-        }
-        const std::span<float> tmp = quant::kernels::decode_scratch(cols);
-        if (tmp.empty()) {  // no memory for the scratch: a row of NaN says so without a crash
-            std::fill_n(out, cols, std::numeric_limits<float>::quiet_NaN());
-            return;
-        }
-        ops.dequantize_row_at(data, cols, r, tmp.data());
-        for (std::size_t k = 0; k < cols; ++k) out[input_perm[k]] = tmp[k];
-    }
-    // Thread i of n's share of the rows: contiguous, and cut at the layout's row groups.
-    std::pair<std::size_t, std::size_t> rows_of_thread(std::size_t i, std::size_t n) const noexcept {
-        const std::size_t g = ops.row_group;
-        const auto [g0, g1] = core::thread_pool::split((rows + g - 1) / g, i, n);
-        return {std::min(rows, g0 * g), std::min(rows, g1 * g)};
-    }
-};
-
-// How a model is loaded.
-struct load_options {
-    // Repack the weights of formats with an interleaved layout (quant/interleaved.hpp) once,
-    // at load, into memory of their own; the mapped file's pages are let go as each matrix is
-    // done, so memory use stays that of the file. Off: every weight is used where it is mapped.
-    bool interleave = true;
-    // For a target that chooses its kernels at load (target::cpu_dispatch): the instruction-set
-    // level to use ("avx2", ...); empty: LMTK_CPU, else the highest this CPU runs.
-    std::string cpu;
-};
 
 struct llama_layer {
     weight wq, wk, wv, wo;      // attention projections
@@ -7716,6 +7917,7 @@ public:
         }
         bind();
         if (opt.interleave) interleave();
+        bind_embedding_lookup();
     }
 
     const weight_source& source() const noexcept { return *src_; }
@@ -7729,13 +7931,8 @@ public:
     const llama_layer& layer(std::size_t i) const noexcept { return layers_[i]; }
     std::span<const double> rope_inv_freq() const noexcept { return inv_freq_; }
 
-    // The rows just looked up in a mapped token embedding are not needed again soon: let their
-    // pages go. Lookups are scattered and the kernel maps the neighbours of every page it
-    // faults in, so without this the whole matrix (a tenth of a small model) soon counts in
-    // the process's memory. A page read again is mapped again from the page cache.
-    void release_embedding() const noexcept {
-        if (embedding_mapped_) src_->release(tok_embd_.data, tok_embd_.rows * tok_embd_.row_bytes());
-    }
+    // The token embedding, read a row at a time (see bind_embedding_lookup()).
+    const row_lookup& embedding_lookup() const noexcept { return embedding_; }
 
     // The instruction-set level of the weights' kernels: the one chosen at load for
     // target::cpu_dispatch, else the level Target's Arch was compiled for.
@@ -7854,8 +8051,8 @@ private:
     }
 
     // Every matrix the forward pass multiplies whose format has an interleaved layout on this
-    // target moves into one buffer in that layout; the token embedding stays as mapped (it is
-    // only read a row at a time) unless the output shares it.
+    // target moves into one buffer in that layout (repack.hpp); the token embedding stays as
+    // mapped (it is only read a row at a time) unless the output shares it.
     void interleave() {
         std::vector<weight*> todo;
         const auto consider = [&](weight& w) {
@@ -7863,63 +8060,29 @@ private:
         };
         for (llama_layer& l : layers_)
             for (weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down}) consider(*w);
+        // The output may be the token embedding itself (tied weights): the lookup then reads
+        // the interleaved copy too.
+        const bool tied = output_.data == tok_embd_.data;
         consider(output_);
-        if (todo.empty()) return;
-        // Work in chunks of about 1 MiB of source, shared by two threads (the copy is bound by
-        // the kernel zeroing the new pages, which two cores do twice as fast). Each chunk lets
-        // its source pages go when done, so the peak stays near the file's size even while the
-        // largest matrix (the output) is repacked.
-        struct chunk {
-            weight* w;
-            std::size_t offset;  // of the matrix in repacked_
-            std::size_t g0, g1;
-        };
-        std::vector<chunk> chunks;
-        std::vector<std::size_t> offsets;
-        std::size_t total = 0;
-        for (weight* w : todo) {
-            const std::size_t row_group = w->ops.interleaved->row_group;
-            const std::size_t groups = (w->rows + row_group - 1) / row_group;
-            const std::size_t per_chunk = std::max<std::size_t>(1, (std::size_t{1} << 20) / (row_group * w->row_bytes()));
-            for (std::size_t g = 0; g < groups; g += per_chunk) chunks.push_back({w, total, g, std::min(groups, g + per_chunk)});
-            offsets.push_back(total);
-            total += w->ops.interleaved_bytes(w->rows, w->cols);
-        }
-        repacked_ = core::anonymous_memory(total);
-        std::atomic<std::size_t> next{0};
-        const auto work = [&]() noexcept {
-            for (std::size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < chunks.size();) {
-                const chunk& c = chunks[i];
-                const weight& w = *c.w;
-                for (std::size_t g = c.g0; g < c.g1; ++g)
-                    w.ops.interleave_group(w.data, w.rows, w.cols, g, repacked_.data() + c.offset);
-                const std::size_t group_src = w.ops.interleaved->row_group * w.row_bytes();
-                const std::size_t end = std::min(w.rows * w.row_bytes(), c.g1 * group_src);
-                src_->release(w.data + c.g0 * group_src, end - c.g0 * group_src);
-            }
-        };
-        {
-            std::jthread helper(work);
-            work();
-        }
-        for (std::size_t i = 0; i < todo.size(); ++i) {
-            weight& w = *todo[i];
-            // The output may be the token embedding itself (tied weights): the lookup then
-            // reads the interleaved copy too.
-            const bool tied = &w == &output_ && output_.data == tok_embd_.data;
-            w.data = repacked_.data() + offsets[i];
-            w.ops = *w.ops.interleaved;
-            if (tied) tok_embd_ = output_;
-        }
-        // Released only where the mapping is the sole copy and nothing else reads it.
-        embedding_mapped_ = tok_embd_.data != output_.data;
-        repacked_bytes_ = total;
+        repacked_bytes_ = interleave_weights(todo, *src_, repacked_);
+        if (tied) tok_embd_ = output_;
+    }
+
+    // Token embedding rows: read from the file (row_lookup) when the embedding is a mapped,
+    // row-major matrix of its own; read in place when the output shares it (every pass reads
+    // all of it anyway) or it lives in memory the source made.
+    void bind_embedding_lookup() {
+        embedding_.w = tok_embd_;
+        embedding_.file = nullptr;
+        if (tok_embd_.data != output_.data && !tok_embd_.input_perm && tok_embd_.ops.row_group == 1 &&
+            !src_->find_group_tensor("token_embd.weight"))
+            embedding_.file = src_->mapping_of(tok_embd_.data, tok_embd_.rows * tok_embd_.row_bytes());
     }
 
     std::unique_ptr<weight_source> src_;
     const quant::kernel_table* kernels_ = nullptr;  // target::cpu_dispatch: the level chosen at load
     core::anonymous_memory repacked_;  // the interleaved weights (see interleave())
-    bool embedding_mapped_ = false;    // see release_embedding()
+    row_lookup embedding_;             // see bind_embedding_lookup()
     std::size_t repacked_bytes_ = 0;
     llama_hparams hp_;
     weight tok_embd_, output_;
@@ -7928,390 +8091,73 @@ private:
     std::vector<double> inv_freq_;
 };
 
-struct context_options {
-    std::size_t n_ctx = 0;       // per sequence; 0: the model's training context, capped at 4096
-    std::size_t n_threads = 0;   // 0: one per hardware thread
-    // Rows per forward pass (prompt chunks, or tokens of many sequences). 64 keeps a pass's int8
-    // activations (64 x 2816 bytes for a 246M model's FFN) in L2 while each packed weight panel
-    // streams past them, and the scratch small (about 45 KB a row for that model: peak RSS stays
-    // within 1.1x of file + KV cache). Larger batches were no faster with the packed kernels
-    // in alternating runs (bench/RESULTS.md), within this machine's +-30% noise.
-    std::size_t n_batch = 64;
-    std::size_t n_seq = 1;       // sequences with their own KV cache (server slots)
-};
+}  // namespace lmtk::model
+// #include <lmtk/model/llama_context.hpp>
+// The run of a Llama-family model: a context owns the KV cache of each sequence and every
+// activation buffer (its run state, allocated once), and runs the forward pass over the
+// weights of a llama<Set, Target> (llama_weights.hpp). decode() and decode_batch() allocate
+// nothing.
+// #include <lmtk/core/error.hpp>
+// #include <lmtk/core/tensor.hpp>
+// #include <lmtk/core/thread_pool.hpp>
+// #include <lmtk/model/attention.hpp>
+// Causal grouped-query attention over a KV cache per sequence, for the rows of one forward
+// pass (a prompt's rows, or one decode row for each of many sequences). Shared by every
+// architecture whose attention is softmax(q.k / sqrt(head_dim)) . v over cached positions.
+//
+// Shapes (hd = head_dim, nh = n_head, nkv = n_head_kv, group = nh / nkv):
+//   q    [n][nh][hd]   this pass's queries, RoPE applied
+//   att  [n][nh][hd]   output: each query head's mix of cached values
+//   caches[seq]        k_row(layer, pos), v_row(layer, pos): [nkv][hd] per position
+//   row_seq[t], row_pos[t]: the sequence and position of row t; row t sees positions 0..row_pos[t]
+// #include <lmtk/core/thread_pool.hpp>
+// #include <lmtk/model/hparams.hpp>
+// #include <lmtk/model/kv_cache.hpp>
+// #include <lmtk/quant/f16.hpp>
 
-// Bytes of memory this machine can still give (MemAvailable), or 0 if unknown.
-inline std::size_t available_memory_bytes() {
-    std::ifstream in("/proc/meminfo");
-    std::string key;
-    std::size_t kb = 0;
-    std::string unit;
-    while (in >> key >> kb >> unit)
-        if (key == "MemAvailable:") return kb * 1024;
-    return 0;
-}
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <vector>
 
-namespace detail {
+#include <xsimd/xsimd.hpp>
 
-// Sizes of a context's buffers, as products of a model's widths and the caller's context and
-// batch sizes: refused rather than wrapped when they pass 64 bits (a context size of 2^60
-// would otherwise wrap to a small, "affordable" cache that decode() writes far past).
-inline std::size_t checked_mul(std::size_t a, std::size_t b) {
-    std::size_t r = 0;
-    if (__builtin_mul_overflow(a, b, &r)) fail("a context of this size does not fit in memory (", a, " x ", b, " overflows)");
-    return r;
-}
-inline std::size_t checked_add(std::size_t a, std::size_t b) {
-    std::size_t r = 0;
-    if (__builtin_add_overflow(a, b, &r)) fail("a context of this size does not fit in memory (", a, " + ", b, " overflows)");
-    return r;
-}
+namespace lmtk::model {
 
-}  // namespace detail
-
-// One row of a multi-sequence batch: `token` appended to sequence `seq`.
-struct batch_entry {
-    std::int32_t token = 0;
-    std::uint32_t seq = 0;
-    bool want_logits = false;
-};
-
-template <class Model, class KV = kv_f32>
-class llama_context {
-    using batch = xsimd::batch<float, typename Model::target::arch>;
+template <class KV, class Arch>
+class attention {
+    using batch = xsimd::batch<float, Arch>;
 
 public:
-    using kv_type = KV;
+    static constexpr std::size_t lanes = batch::size;
 
-    llama_context(const Model& model, context_options opt)
-        : m_(model), hp_(model.hparams()), pool_(opt.n_threads) {
-        using detail::checked_add, detail::checked_mul;
-        n_ctx_ = opt.n_ctx ? opt.n_ctx : std::min<std::size_t>(hp_.n_ctx_train ? hp_.n_ctx_train : 2048, 4096);
-        const std::size_t n_seq = std::max<std::size_t>(1, opt.n_seq);
-        n_batch_ = std::max<std::size_t>(1, std::min(opt.n_batch ? opt.n_batch : context_options{}.n_batch, checked_mul(n_ctx_, n_seq)));
-        // Every buffer below is a part of one of these two totals, so once they are computed
-        // without overflow, no product sizing a buffer can overflow either. The widths are
-        // bounded by llama_hparams::max_width, so the per-row sum cannot.
-        const std::size_t kv_bytes = checked_mul(
-            n_seq, checked_mul(checked_mul(checked_mul(2 * std::size_t{hp_.n_layer}, n_ctx_), hp_.kv_dim()), sizeof(typename KV::storage)));
-        const std::size_t row_floats = 3 * std::size_t{hp_.n_embd} + 2 * hp_.q_dim() + 2 * hp_.kv_dim() + 2 * std::size_t{hp_.n_ff} +
-                                       hp_.rope_dim;
-        const std::size_t per_thread_floats = checked_mul(n_ctx_, hp_.n_head / hp_.n_head_kv + lanes);  // scores_, lane_scratch_
-        const std::size_t scratch = checked_mul(
-            sizeof(float), checked_add(checked_add(checked_mul(n_batch_, row_floats), hp_.n_vocab),
-                                       checked_mul(pool_.size(), checked_add(per_thread_floats, hp_.head_dim * lanes + lanes * lanes))));
-        if (const std::size_t avail = available_memory_bytes(); avail && checked_add(kv_bytes, scratch) > avail)
-            fail("a context of ", n_seq, " x ", n_ctx_, " tokens needs ", (kv_bytes + scratch) >> 20, " MiB (KV cache ",
-                 kv_bytes >> 20, " MiB), more than the ", avail >> 20, " MiB of memory available; choose a smaller -c");
-        for (std::size_t i = 0; i < n_seq; ++i) caches_.emplace_back(hp_.n_layer, n_ctx_, hp_.kv_dim());
-        n_past_.assign(n_seq, 0);
-        x_.resize(n_batch_ * hp_.n_embd);
-        xb_.resize(n_batch_ * hp_.n_embd);
-        q_.resize(n_batch_ * hp_.q_dim());
-        k_.resize(n_batch_ * hp_.kv_dim());
-        v_.resize(n_batch_ * hp_.kv_dim());
-        att_.resize(n_batch_ * hp_.q_dim());
-        hb_.resize(n_batch_ * hp_.n_ff);
-        hb2_.resize(n_batch_ * hp_.n_ff);
-        // Prepared (int8) activations of the widest input, 64-byte aligned for the kernels' loads.
-        std::size_t act_row = 0;
-        for (std::size_t l = 0; l < hp_.n_layer; ++l) {
-            const llama_layer& w = m_.layer(l);
-            for (const weight* p : {&w.wq, &w.wk, &w.wv, &w.wo, &w.gate, &w.up, &w.down})
-                if (p->ops.act_row_bytes) act_row = std::max(act_row, p->ops.act_row_bytes(p->cols));
-        }
-        if (m_.output().ops.act_row_bytes) act_row = std::max(act_row, m_.output().ops.act_row_bytes(m_.output().cols));
-        act_buf_.resize(n_batch_ * act_row + 64);
-        // Gathered inputs of act-order weights: up to three orders (q/k/v) of the widest input.
-        bool any_perm = false;
-        max_cols_ = std::max({std::size_t(hp_.n_embd), std::size_t(hp_.q_dim()), std::size_t(hp_.n_ff)});
-        for (std::size_t l = 0; l < hp_.n_layer; ++l) {
-            const llama_layer& w = m_.layer(l);
-            for (const weight* p : {&w.wq, &w.wk, &w.wv, &w.wo, &w.gate, &w.up, &w.down}) any_perm |= p->input_perm != nullptr;
-        }
-        any_perm |= m_.output().input_perm != nullptr;
-        if (any_perm) perm_x_.resize(3 * n_batch_ * max_cols_);
-        act_ = act_buf_.data() + (64 - reinterpret_cast<std::uintptr_t>(act_buf_.data()) % 64) % 64;
-        rope_cos_.resize(n_batch_ * hp_.rope_dim / 2);
-        rope_sin_.resize(n_batch_ * hp_.rope_dim / 2);
+    // Scratch for `n_threads` threads and up to n_batch rows of n_ctx positions.
+    attention(const llama_hparams& hp, std::size_t n_ctx, std::size_t n_batch, core::thread_pool& pool)
+        : hp_(hp), n_ctx_(n_ctx), pool_(pool) {
         scores_.resize(pool_.size() * (hp_.n_head / hp_.n_head_kv) * n_ctx_);
         // Per thread, for attention over blocks of rows (attention_rows()): a block's queries
         // turned sideways, its scores (a lane per row) and an output tile.
-        if (hp_.head_dim % lanes == 0)
-            lane_scratch_.resize(pool_.size() * lane_scratch_floats());
-        row_blocks_.reserve(n_batch_);
-        single_rows_.reserve(n_batch_);
-        logits_.resize(hp_.n_vocab);
-        row_seq_.resize(n_batch_);
-        row_pos_.resize(n_batch_);
-        out_rows_.resize(n_batch_);
-        seq_fill_.resize(n_seq);
-        tokens_.reserve(n_batch_);
+        if (hp_.head_dim % lanes == 0) lane_scratch_.resize(pool_.size() * lane_scratch_floats());
+        row_blocks_.reserve(n_batch);
+        single_rows_.reserve(n_batch);
     }
-
-    const Model& model() const noexcept { return m_; }
-    std::size_t n_ctx() const noexcept { return n_ctx_; }
-    std::size_t n_seq() const noexcept { return caches_.size(); }
-    std::size_t n_batch() const noexcept { return n_batch_; }
-    std::size_t n_past(std::size_t seq = 0) const noexcept { return n_past_[seq]; }
-    std::size_t n_threads() const noexcept { return pool_.size(); }
-    std::uint32_t n_vocab() const noexcept { return hp_.n_vocab; }
-
-    // Forgets the cached positions of a sequence from `n_keep` on (0: start it anew).
-    void truncate(std::size_t n_keep, std::size_t seq = 0) noexcept { n_past_[seq] = std::min(n_past_[seq], n_keep); }
-
-    // Runs `tokens` on sequence 0 at positions n_past .. n_past + n - 1 and appends them to its
-    // cache. Returns the logits of the last token. With `all_logits_out`, also writes every
-    // position's logits (n x n_vocab, row-major) there.
-    std::span<const float> decode(std::span<const std::int32_t> tokens, float* all_logits_out = nullptr) {
-        if (tokens.empty()) fail("decode: no tokens to evaluate");
-        check_room(0, tokens.size());
-        for (const std::int32_t t : tokens) check_token(t);
-        for (std::size_t start = 0; start < tokens.size(); start += n_batch_) {
-            const std::size_t n = std::min(n_batch_, tokens.size() - start);
-            const bool last_chunk = start + n == tokens.size();
-            std::size_t n_out = 0;
-            for (std::size_t t = 0; t < n; ++t) {
-                row_seq_[t] = 0;
-                row_pos_[t] = n_past_[0] + t;
-                if (all_logits_out || (last_chunk && t + 1 == n)) out_rows_[n_out++] = t;
-            }
-            float* out = all_logits_out ? all_logits_out + start * hp_.n_vocab : logits_.data();
-            forward(tokens.subspan(start, n), std::span(out_rows_.data(), n_out), out);
-            if (all_logits_out && last_chunk) std::copy_n(out + (n - 1) * hp_.n_vocab, hp_.n_vocab, logits_.data());
-            n_past_[0] += n;
-        }
-        return logits_;
-    }
-
-    // Runs rows of several sequences in one forward pass per n_batch rows, so the weights stream
-    // once for all of them. Rows of one sequence take its next positions in order. The logits of
-    // rows with want_logits are written to `logits_out`, one n_vocab row each, in batch order.
-    // Returns the number of logit rows written.
-    std::size_t decode_batch(std::span<const batch_entry> batch, float* logits_out) {
-        std::fill(seq_fill_.begin(), seq_fill_.end(), 0);
-        for (const batch_entry& e : batch) {
-            if (e.seq >= caches_.size()) fail("decode_batch: sequence ", e.seq, " does not exist (", caches_.size(), " slots)");
-            check_token(e.token);
-            ++seq_fill_[e.seq];
-        }
-        for (std::size_t sq = 0; sq < caches_.size(); ++sq) check_room(sq, seq_fill_[sq]);
-        std::size_t written = 0;
-        for (std::size_t start = 0; start < batch.size(); start += n_batch_) {
-            const std::size_t n = std::min(n_batch_, batch.size() - start);
-            std::size_t n_out = 0;
-            tokens_.resize(n);  // capacity reserved up front: no allocation here
-            for (std::size_t t = 0; t < n; ++t) {
-                const batch_entry& e = batch[start + t];
-                tokens_[t] = e.token;
-                row_seq_[t] = e.seq;
-                row_pos_[t] = n_past_[e.seq]++;
-                if (e.want_logits) out_rows_[n_out++] = t;
-            }
-            forward(tokens_, std::span(out_rows_.data(), n_out), logits_out + written * hp_.n_vocab);
-            written += n_out;
-        }
-        return written;
-    }
-
-    std::span<const float> logits() const noexcept { return logits_; }
-
-private:
-    void check_room(std::size_t seq, std::size_t n) const {
-        if (n_past_[seq] + n > n_ctx_)
-            fail("the context is full: ", n_past_[seq], " cached + ", n, " new tokens exceed the context size of ", n_ctx_,
-                 " (use a larger -c)");
-    }
-    void check_token(std::int32_t t) const {
-        if (t < 0 || static_cast<std::uint32_t>(t) >= hp_.n_vocab)
-            fail("token id ", t, " is outside the vocabulary of ", hp_.n_vocab);
-    }
-
-    // ---------------------------------------------------------------------------------------
-    // The forward pass of n rows: row t is token tokens[t] of sequence row_seq_[t] at position
-    // row_pos_[t]. Logits are computed for the rows listed in `out_rows`, into `out`.
-    // Reads top-down like the architecture diagram.
-    // ---------------------------------------------------------------------------------------
-    void forward(std::span<const std::int32_t> tokens, std::span<const std::size_t> out_rows, float* out) noexcept {
-        const std::size_t n = tokens.size(), d = hp_.n_embd, kvd = hp_.kv_dim(), ff = hp_.n_ff;
-
-        // Token embeddings: one (possibly quantized) row per token.
-        for (std::size_t t = 0; t < n; ++t) m_.token_embedding().dequantize_row(std::size_t(tokens[t]), &x_[t * d]);
-        m_.release_embedding();
-        compute_rope_angles(n);
-
-        for (std::size_t l = 0; l < hp_.n_layer; ++l) {
-            const llama_layer& w = m_.layer(l);
-
-            // Attention: RMSNorm, Q/K/V projections, RoPE on Q and K, cache K and V.
-            rmsnorm(xb_.data(), x_.data(), w.attn_norm.data(), n);
-            matmul3(w.wq, w.wk, w.wv, xb_.data(), n, q_.data(), k_.data(), v_.data());
-            add_bias(q_.data(), w.bq, n);
-            add_bias(k_.data(), w.bk, n);
-            add_bias(v_.data(), w.bv, n);
-            apply_rope(q_.data(), n, hp_.n_head);
-            apply_rope(k_.data(), n, hp_.n_head_kv);
-            for (std::size_t t = 0; t < n; ++t) {
-                kv_cache<KV>& cache = caches_[row_seq_[t]];
-                typename KV::storage* kr = cache.k_row(l, row_pos_[t]);
-                typename KV::storage* vr = cache.v_row(l, row_pos_[t]);
-                for (std::size_t i = 0; i < kvd; ++i) {
-                    kr[i] = KV::store(k_[t * kvd + i]);
-                    vr[i] = KV::store(v_[t * kvd + i]);
-                }
-            }
-
-            // Causal grouped-query attention over every cached position of the row's sequence,
-            // then the output projection and the residual connection.
-            attention(l, n);
-            matmul(w.wo, att_.data(), n, xb_.data());
-            add_bias(xb_.data(), w.bo, n);
-            add_in_place(x_.data(), xb_.data(), n * d);
-
-            // Feed-forward: RMSNorm, SwiGLU (silu(gate) * up), down projection, residual.
-            rmsnorm(xb_.data(), x_.data(), w.ffn_norm.data(), n);
-            matmul2(w.gate, w.up, xb_.data(), n, hb_.data(), hb2_.data());
-            swiglu(hb_.data(), hb2_.data(), n * ff);
-            matmul(w.down, hb_.data(), n, xb_.data());
-            add_in_place(x_.data(), xb_.data(), n * d);
-        }
-
-        // Final norm and classifier, for the rows whose logits are wanted.
-        if (out_rows.empty()) return;
-        for (std::size_t i = 0; i < out_rows.size(); ++i)
-            if (out_rows[i] != i) std::copy_n(&x_[out_rows[i] * d], d, &x_[i * d]);  // gather (i <= out_rows[i])
-        rmsnorm(xb_.data(), x_.data(), m_.output_norm().data(), out_rows.size());
-        matmul(m_.output(), xb_.data(), out_rows.size(), out);
-    }
-
-    // y[t] = x[t] / rms(x[t]) * g for n rows of n_embd.
-    void rmsnorm(float* y, const float* x, const float* g, std::size_t n) noexcept {
-        const std::size_t d = hp_.n_embd;
-        const float eps = hp_.rms_eps;
-        pool_.run_sized(n * d, [&](std::size_t i, std::size_t nt) noexcept {
-            const auto [t0, t1] = core::thread_pool::split(n, i, nt);
-            for (std::size_t t = t0; t < t1; ++t) {
-                const float* xr = x + t * d;
-                float* yr = y + t * d;
-                double ss = 0.0;  // double: this sum sets the scale of the whole row
-                for (std::size_t j = 0; j < d; ++j) ss += double(xr[j]) * xr[j];
-                const float scale = static_cast<float>(1.0 / std::sqrt(ss / double(d) + double(eps)));
-                for (std::size_t j = 0; j < d; ++j) yr[j] = xr[j] * scale * g[j];
-            }
-        });
-    }
-
-    // y (n x w.rows) = x (n x w.cols) * W^T, rows split across threads.
-    void matmul(const weight& w, const float* x, std::size_t n, float* y) noexcept {
-        const projection p[] = {{&w, y}};
-        project(x, n, p);
-    }
-    // Two or three projections of the same input share one parallel region.
-    void matmul2(const weight& a, const weight& b, const float* x, std::size_t n, float* ya, float* yb) noexcept {
-        const projection p[] = {{&a, ya}, {&b, yb}};
-        project(x, n, p);
-    }
-    void matmul3(const weight& a, const weight& b, const weight& c, const float* x, std::size_t n, float* ya, float* yb,
-                 float* yc) noexcept {
-        const projection p[] = {{&a, ya}, {&b, yb}, {&c, yc}};
-        project(x, n, p);
-    }
-
-    struct projection {
-        const weight* w;
-        float* y;
-    };
-    // Projections of one input x (n rows of w.cols). Weights with a prepared-activation path
-    // (int8 x for the quantized formats) get x converted once, into act_, for all of them.
-    void project(const float* x, std::size_t n, std::span<const projection> ps) noexcept {
-        const std::size_t cols = ps[0].w->cols;
-        // Act-order (GPTQ) weights take their input in their own column order: gather it once
-        // per distinct order (q/k/v of one layer usually share theirs). At most three orders.
-        const std::uint32_t* perms[3] = {};
-        const float* permuted[3] = {};
-        std::size_t n_perm = 0;
-        for (const projection& p : ps) {
-            const std::uint32_t* perm = p.w->input_perm;
-            if (!perm || std::find(perms, perms + n_perm, perm) != perms + n_perm) continue;
-            float* dst = &perm_x_[n_perm * n_batch_ * max_cols_];
-            pool_.run_sized(n * cols, [&](std::size_t i, std::size_t nt) noexcept {
-                const auto [t0, t1] = core::thread_pool::split(n, i, nt);
-                for (std::size_t t = t0; t < t1; ++t)
-                    for (std::size_t k = 0; k < cols; ++k) dst[t * cols + k] = x[t * cols + perm[k]];
-            });
-            perms[n_perm] = perm;
-            permuted[n_perm++] = dst;
-        }
-        const auto input_of = [&](const weight& w) noexcept -> const float* {
-            if (!w.input_perm) return x;
-            return permuted[std::find(perms, perms + n_perm, w.input_perm) - perms];
-        };
-        const quant::weight_ops* prep = nullptr;
-        for (const projection& p : ps)
-            if (p.w->ops.matmul_act) prep = &p.w->ops;
-        std::size_t act_stride = 0;
-        if (prep) {
-            act_stride = prep->act_row_bytes(cols);
-            pool_.run_sized(n * cols, [&](std::size_t i, std::size_t nt) noexcept {
-                const auto [t0, t1] = core::thread_pool::split(n, i, nt);
-                for (std::size_t t = t0; t < t1; ++t) prep->prepare_row(x + t * cols, act_ + t * act_stride, cols);
-            });
-        }
-        std::size_t work = 0;
-        for (const projection& p : ps) work += p.w->rows * cols * n;
-        pool_.run_sized(work, [&](std::size_t i, std::size_t nt) noexcept {
-            for (const projection& p : ps) {
-                const weight& w = *p.w;
-                const auto [r0, r1] = w.rows_of_thread(i, nt);
-                if (r0 >= r1) continue;
-                if (w.ops.matmul_act && w.ops.act == prep->act)
-                    w.ops.matmul_act(w.data, cols, r0, r1, act_, act_stride, n, p.y, w.rows);
-                else
-                    w.ops.matmul(w.data, cols, r0, r1, input_of(w), cols, n, p.y, w.rows);
-            }
-        });
-    }
-
-    // cos/sin of every (row, frequency) pair of this batch; angles in double because
-    // position * frequency loses digits in float at long contexts.
-    void compute_rope_angles(std::size_t n) noexcept {
-        const std::size_t half = hp_.rope_dim / 2;
-        const auto inv = m_.rope_inv_freq();
-        for (std::size_t t = 0; t < n; ++t) {
-            const double p = double(row_pos_[t]) * double(hp_.rope_freq_scale);
-            for (std::size_t i = 0; i < half; ++i) {
-                const double a = p * inv[i];
-                rope_cos_[t * half + i] = static_cast<float>(std::cos(a));
-                rope_sin_[t * half + i] = static_cast<float>(std::sin(a));
-            }
-        }
-    }
-
-    // Rotates the first rope_dim dimensions of each head of n rows of n_heads * head_dim.
-    void apply_rope(float* v, std::size_t n, std::size_t n_heads) noexcept {
-        const std::size_t hd = hp_.head_dim, half = hp_.rope_dim / 2;
-        const bool neox = hp_.rope == rope_kind::neox;
-        for (std::size_t t = 0; t < n; ++t) {
-            const float* c = &rope_cos_[t * half];
-            const float* s = &rope_sin_[t * half];
-            for (std::size_t h = 0; h < n_heads; ++h) {
-                float* x = v + (t * n_heads + h) * hd;
-                for (std::size_t i = 0; i < half; ++i) {
-                    // normal: pairs (2i, 2i+1); neox: pairs (i, i + rope_dim/2)
-                    const std::size_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
-                    const float x0 = x[a], x1 = x[b];
-                    x[a] = x0 * c[i] - x1 * s[i];
-                    x[b] = x0 * s[i] + x1 * c[i];
-                }
-            }
-        }
-    }
+    attention(const attention&) = delete;
+    attention& operator=(const attention&) = delete;
 
     // att[t, head h] = softmax(q·k / sqrt(hd)) · v over positions 0..row_pos_[t] of the row's
     // sequence, with kv head h / group. Rows that come in runs of one sequence (a prompt) take
     // attention_rows(), a SIMD lane per row; the others (decode rows of many sequences) take
     // attention_single(), a row and KV head per work item.
-    void attention(std::size_t layer, std::size_t n) noexcept {
+    void run(std::size_t layer, std::size_t n, const float* q, float* att, const kv_cache<KV>* caches,
+             const std::uint32_t* row_seq, const std::size_t* row_pos) noexcept {
+        q_ = q;
+        att_ = att;
+        caches_ = caches;
+        row_seq_ = row_seq;
+        row_pos_ = row_pos;
         row_blocks_.clear();
         single_rows_.clear();
         for (std::size_t t = 0; t < n;) {
@@ -8326,6 +8172,7 @@ private:
         if (!single_rows_.empty()) attention_single(layer);
     }
 
+private:
     // The rows of single_rows_. One work item is a row and a kv head: the `group` query heads
     // that share it read each cached key and value row once, while it is in L1. When that
     // leaves threads idle (decoding one row of a model with few KV heads), a group is split.
@@ -8377,7 +8224,6 @@ private:
     // no horizontal sums; each lane's causal limit is a mask, softmax runs down the lanes, and
     // each value row meets all the block's probabilities the same way. Per block, the queries
     // are turned sideways once and the outputs turned back once.
-    static constexpr std::size_t lanes = batch::size;
     // Blocks of fewer rows than this take attention_single(): the lanes would run mostly empty.
     static constexpr std::size_t min_lane_rows = 4;
     struct row_block {
@@ -8487,7 +8333,7 @@ private:
     // batch::size cached keys or values as floats.
     static batch load_kv(const typename KV::storage* p) noexcept {
         if constexpr (std::is_same_v<typename KV::storage, float>) return batch::load_unaligned(p);
-        else return quant::detail::load_fp16<typename Model::target::arch>(p);
+        else return quant::detail::load_fp16<Arch>(p);
     }
     // q . k over a head. Vectorised: the scalar loop is one long dependency chain (the compiler
     // must keep the float sum in order), and attention is every score of every cached position.
@@ -8500,23 +8346,462 @@ private:
         return s;
     }
 
-    // y[t] += b for n rows of b.size(); nothing when the layer has no such bias.
-    static void add_bias(float* y, const std::vector<float>& b, std::size_t n) noexcept {
-        for (std::size_t t = 0; t < n; ++t)
-            for (std::size_t i = 0; i < b.size(); ++i) y[t * b.size() + i] += b[i];
-    }
-    static void add_in_place(float* x, const float* y, std::size_t n) noexcept {
-        for (std::size_t i = 0; i < n; ++i) x[i] += y[i];
-    }
-    static void swiglu(float* g, const float* u, std::size_t n) noexcept {
-        // xsimd's exp keeps this vectorised: std::exp is a call per value, a visible share of a
-        // decode step at n_ff = 2816 x 16 layers.
-        std::size_t i = 0;
-        for (; i + batch::size <= n; i += batch::size) {
-            const batch gv = batch::load_unaligned(g + i);
-            (gv / (batch(1.0f) + xsimd::exp(-gv)) * batch::load_unaligned(u + i)).store_unaligned(g + i);
+
+    const llama_hparams& hp_;
+    std::size_t n_ctx_ = 0;
+    core::thread_pool& pool_;
+    std::vector<float> scores_;                                             // see attention_single()
+    std::vector<float, xsimd::aligned_allocator<float, 64>> lane_scratch_;  // see attention_rows()
+    std::vector<row_block> row_blocks_;  // this pass's work (see run())
+    std::vector<std::size_t> single_rows_;
+    // The pass being run (set by run()).
+    const float* q_ = nullptr;
+    float* att_ = nullptr;
+    const kv_cache<KV>* caches_ = nullptr;
+    const std::uint32_t* row_seq_ = nullptr;
+    const std::size_t* row_pos_ = nullptr;
+};
+
+}  // namespace lmtk::model
+// #include <lmtk/model/hparams.hpp>
+// #include <lmtk/model/kv_cache.hpp>
+// #include <lmtk/model/llama_weights.hpp>
+// #include <lmtk/model/ops.hpp>
+// The element-wise and row-wise operations of a transformer block, shared by every
+// architecture: RMS normalisation, rotary position embedding, SwiGLU, biases and residual
+// additions. Each works on n rows laid out one after another ([n][width]).
+// #include <lmtk/core/thread_pool.hpp>
+
+#include <cmath>
+#include <cstddef>
+#include <span>
+#include <vector>
+
+#include <xsimd/xsimd.hpp>
+
+namespace lmtk::model::ops {
+
+// y[t] = x[t] / rms(x[t]) * g for n rows of d, the rows split across the pool's threads.
+inline void rmsnorm(core::thread_pool& pool, float* y, const float* x, const float* g, std::size_t n, std::size_t d,
+                    float eps) noexcept {
+    pool.run_sized(n * d, [&](std::size_t i, std::size_t nt) noexcept {
+        const auto [t0, t1] = core::thread_pool::split(n, i, nt);
+        for (std::size_t t = t0; t < t1; ++t) {
+            const float* xr = x + t * d;
+            float* yr = y + t * d;
+            double ss = 0.0;  // double: this sum sets the scale of the whole row
+            for (std::size_t j = 0; j < d; ++j) ss += double(xr[j]) * xr[j];
+            const float scale = static_cast<float>(1.0 / std::sqrt(ss / double(d) + double(eps)));
+            for (std::size_t j = 0; j < d; ++j) yr[j] = xr[j] * scale * g[j];
         }
-        for (; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    });
+}
+
+// cos/sin [n][inv_freq.size()] of every (row, frequency) pair, row t at position pos[t];
+// angles in double because position * frequency loses digits in float at long contexts.
+inline void rope_angles(std::span<const double> inv_freq, const std::size_t* pos, std::size_t n, float freq_scale,
+                        float* cos_out, float* sin_out) noexcept {
+    const std::size_t half = inv_freq.size();
+    for (std::size_t t = 0; t < n; ++t) {
+        const double p = double(pos[t]) * double(freq_scale);
+        for (std::size_t i = 0; i < half; ++i) {
+            const double a = p * inv_freq[i];
+            cos_out[t * half + i] = static_cast<float>(std::cos(a));
+            sin_out[t * half + i] = static_cast<float>(std::sin(a));
+        }
+    }
+}
+
+// Rotates the first 2 * half dimensions of each head of n rows of [n_heads][head_dim], with the
+// angles of rope_angles(). Normal (GPT-J) style rotates pairs (2i, 2i+1); NeoX style rotates
+// pairs (i, i + half).
+inline void apply_rope(float* v, std::size_t n, std::size_t n_heads, std::size_t head_dim, std::size_t half, bool neox,
+                       const float* cos_in, const float* sin_in) noexcept {
+    for (std::size_t t = 0; t < n; ++t) {
+        const float* c = cos_in + t * half;
+        const float* s = sin_in + t * half;
+        for (std::size_t h = 0; h < n_heads; ++h) {
+            float* x = v + (t * n_heads + h) * head_dim;
+            for (std::size_t i = 0; i < half; ++i) {
+                const std::size_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+                const float x0 = x[a], x1 = x[b];
+                x[a] = x0 * c[i] - x1 * s[i];
+                x[b] = x0 * s[i] + x1 * c[i];
+            }
+        }
+    }
+}
+
+// y[t] += b for n rows of b.size(); nothing when the layer has no such bias.
+inline void add_bias(float* y, const std::vector<float>& b, std::size_t n) noexcept {
+    for (std::size_t t = 0; t < n; ++t)
+        for (std::size_t i = 0; i < b.size(); ++i) y[t * b.size() + i] += b[i];
+}
+
+inline void add_in_place(float* x, const float* y, std::size_t n) noexcept {
+    for (std::size_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+// g = silu(g) * u over n values.
+template <class Arch>
+void swiglu(float* g, const float* u, std::size_t n) noexcept {
+    using batch = xsimd::batch<float, Arch>;
+    // xsimd's exp keeps this vectorised: std::exp is a call per value, a visible share of a
+    // decode step at n_ff = 2816 x 16 layers.
+    std::size_t i = 0;
+    for (; i + batch::size <= n; i += batch::size) {
+        const batch gv = batch::load_unaligned(g + i);
+        (gv / (batch(1.0f) + xsimd::exp(-gv)) * batch::load_unaligned(u + i)).store_unaligned(g + i);
+    }
+    for (; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
+}  // namespace lmtk::model::ops
+// #include <lmtk/model/weight.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <fstream>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace lmtk::model {
+
+struct context_options {
+    std::size_t n_ctx = 0;       // per sequence; 0: the model's training context, capped at 4096
+    std::size_t n_threads = 0;   // 0: one per hardware thread
+    // Rows per forward pass (prompt chunks, or tokens of many sequences). 64 keeps a pass's int8
+    // activations (64 x 2816 bytes for a 246M model's FFN) in L2 while each packed weight panel
+    // streams past them, and the scratch small (about 45 KB a row for that model: peak RSS stays
+    // within 1.1x of file + KV cache). Larger batches were no faster with the packed kernels
+    // in alternating runs (bench/RESULTS.md), within this machine's +-30% noise.
+    std::size_t n_batch = 64;
+    std::size_t n_seq = 1;       // sequences with their own KV cache (server slots)
+};
+
+// Bytes of memory this machine can still give (MemAvailable), or 0 if unknown.
+inline std::size_t available_memory_bytes() {
+    std::ifstream in("/proc/meminfo");
+    std::string key;
+    std::size_t kb = 0;
+    std::string unit;
+    while (in >> key >> kb >> unit)
+        if (key == "MemAvailable:") return kb * 1024;
+    return 0;
+}
+
+namespace detail {
+
+// Sizes of a context's buffers, as products of a model's widths and the caller's context and
+// batch sizes: refused rather than wrapped when they pass 64 bits (a context size of 2^60
+// would otherwise wrap to a small, "affordable" cache that decode() writes far past).
+inline std::size_t checked_mul(std::size_t a, std::size_t b) {
+    std::size_t r = 0;
+    if (__builtin_mul_overflow(a, b, &r)) fail("a context of this size does not fit in memory (", a, " x ", b, " overflows)");
+    return r;
+}
+inline std::size_t checked_add(std::size_t a, std::size_t b) {
+    std::size_t r = 0;
+    if (__builtin_add_overflow(a, b, &r)) fail("a context of this size does not fit in memory (", a, " + ", b, " overflows)");
+    return r;
+}
+
+}  // namespace detail
+
+// One row of a multi-sequence batch: `token` appended to sequence `seq`.
+struct batch_entry {
+    std::int32_t token = 0;
+    std::uint32_t seq = 0;
+    bool want_logits = false;
+};
+
+template <class Model, class KV = kv_f32>
+class llama_context {
+    using arch = typename Model::target::arch;
+    static constexpr std::size_t lanes = attention<KV, arch>::lanes;
+
+public:
+    using kv_type = KV;
+
+    llama_context(const Model& model, context_options opt)
+        : m_(model), hp_(model.hparams()), pool_(opt.n_threads) {
+        using detail::checked_add, detail::checked_mul;
+        n_ctx_ = opt.n_ctx ? opt.n_ctx : std::min<std::size_t>(hp_.n_ctx_train ? hp_.n_ctx_train : 2048, 4096);
+        const std::size_t n_seq = std::max<std::size_t>(1, opt.n_seq);
+        n_batch_ = std::max<std::size_t>(1, std::min(opt.n_batch ? opt.n_batch : context_options{}.n_batch, checked_mul(n_ctx_, n_seq)));
+        // Every buffer below is a part of one of these two totals, so once they are computed
+        // without overflow, no product sizing a buffer can overflow either. The widths are
+        // bounded by llama_hparams::max_width, so the per-row sum cannot.
+        const std::size_t kv_bytes = checked_mul(
+            n_seq, checked_mul(checked_mul(checked_mul(2 * std::size_t{hp_.n_layer}, n_ctx_), hp_.kv_dim()), sizeof(typename KV::storage)));
+        const std::size_t row_floats = 3 * std::size_t{hp_.n_embd} + 2 * hp_.q_dim() + 2 * hp_.kv_dim() + 2 * std::size_t{hp_.n_ff} +
+                                       hp_.rope_dim;
+        const std::size_t per_thread_floats = checked_mul(n_ctx_, hp_.n_head / hp_.n_head_kv + lanes);  // attention scratch
+        const std::size_t scratch = checked_mul(
+            sizeof(float), checked_add(checked_add(checked_mul(n_batch_, row_floats), hp_.n_vocab),
+                                       checked_mul(pool_.size(), checked_add(per_thread_floats, hp_.head_dim * lanes + lanes * lanes))));
+        if (const std::size_t avail = available_memory_bytes(); avail && checked_add(kv_bytes, scratch) > avail)
+            fail("a context of ", n_seq, " x ", n_ctx_, " tokens needs ", (kv_bytes + scratch) >> 20, " MiB (KV cache ",
+                 kv_bytes >> 20, " MiB), more than the ", avail >> 20, " MiB of memory available; choose a smaller -c");
+        for (std::size_t i = 0; i < n_seq; ++i) caches_.emplace_back(hp_.n_layer, n_ctx_, hp_.kv_dim());
+        n_past_.assign(n_seq, 0);
+        x_.resize(n_batch_ * hp_.n_embd);
+        xb_.resize(n_batch_ * hp_.n_embd);
+        q_.resize(n_batch_ * hp_.q_dim());
+        k_.resize(n_batch_ * hp_.kv_dim());
+        v_.resize(n_batch_ * hp_.kv_dim());
+        att_.resize(n_batch_ * hp_.q_dim());
+        hb_.resize(n_batch_ * hp_.n_ff);
+        hb2_.resize(n_batch_ * hp_.n_ff);
+        // Prepared (int8) activations of the widest input, 64-byte aligned for the kernels' loads.
+        std::size_t act_row = 0;
+        for (std::size_t l = 0; l < hp_.n_layer; ++l) {
+            const llama_layer& w = m_.layer(l);
+            for (const weight* p : {&w.wq, &w.wk, &w.wv, &w.wo, &w.gate, &w.up, &w.down})
+                if (p->ops.act_row_bytes) act_row = std::max(act_row, p->ops.act_row_bytes(p->cols));
+        }
+        if (m_.output().ops.act_row_bytes) act_row = std::max(act_row, m_.output().ops.act_row_bytes(m_.output().cols));
+        act_buf_.resize(n_batch_ * act_row + 64);
+        // Gathered inputs of act-order weights: up to three orders (q/k/v) of the widest input.
+        bool any_perm = false;
+        max_cols_ = std::max({std::size_t(hp_.n_embd), std::size_t(hp_.q_dim()), std::size_t(hp_.n_ff)});
+        for (std::size_t l = 0; l < hp_.n_layer; ++l) {
+            const llama_layer& w = m_.layer(l);
+            for (const weight* p : {&w.wq, &w.wk, &w.wv, &w.wo, &w.gate, &w.up, &w.down}) any_perm |= p->input_perm != nullptr;
+        }
+        any_perm |= m_.output().input_perm != nullptr;
+        if (any_perm) perm_x_.resize(3 * n_batch_ * max_cols_);
+        act_ = act_buf_.data() + (64 - reinterpret_cast<std::uintptr_t>(act_buf_.data()) % 64) % 64;
+        rope_cos_.resize(n_batch_ * hp_.rope_dim / 2);
+        rope_sin_.resize(n_batch_ * hp_.rope_dim / 2);
+        attn_.emplace(hp_, n_ctx_, n_batch_, pool_);
+        embd_row_.resize(m_.embedding_lookup().scratch_bytes());
+        logits_.resize(hp_.n_vocab);
+        row_seq_.resize(n_batch_);
+        row_pos_.resize(n_batch_);
+        out_rows_.resize(n_batch_);
+        seq_fill_.resize(n_seq);
+        tokens_.reserve(n_batch_);
+    }
+
+    const Model& model() const noexcept { return m_; }
+    std::size_t n_ctx() const noexcept { return n_ctx_; }
+    std::size_t n_seq() const noexcept { return caches_.size(); }
+    std::size_t n_batch() const noexcept { return n_batch_; }
+    std::size_t n_past(std::size_t seq = 0) const noexcept { return n_past_[seq]; }
+    std::size_t n_threads() const noexcept { return pool_.size(); }
+    std::uint32_t n_vocab() const noexcept { return hp_.n_vocab; }
+
+    // Forgets the cached positions of a sequence from `n_keep` on (0: start it anew).
+    void truncate(std::size_t n_keep, std::size_t seq = 0) noexcept { n_past_[seq] = std::min(n_past_[seq], n_keep); }
+
+    // Runs `tokens` on sequence 0 at positions n_past .. n_past + n - 1 and appends them to its
+    // cache. Returns the logits of the last token. With `all_logits_out`, also writes every
+    // position's logits (n x n_vocab, row-major) there.
+    std::span<const float> decode(std::span<const std::int32_t> tokens, float* all_logits_out = nullptr) {
+        if (tokens.empty()) fail("decode: no tokens to evaluate");
+        check_room(0, tokens.size());
+        for (const std::int32_t t : tokens) check_token(t);
+        for (std::size_t start = 0; start < tokens.size(); start += n_batch_) {
+            const std::size_t n = std::min(n_batch_, tokens.size() - start);
+            const bool last_chunk = start + n == tokens.size();
+            std::size_t n_out = 0;
+            for (std::size_t t = 0; t < n; ++t) {
+                row_seq_[t] = 0;
+                row_pos_[t] = n_past_[0] + t;
+                if (all_logits_out || (last_chunk && t + 1 == n)) out_rows_[n_out++] = t;
+            }
+            float* out = all_logits_out ? all_logits_out + start * hp_.n_vocab : logits_.data();
+            forward(tokens.subspan(start, n), std::span(out_rows_.data(), n_out), out);
+            if (all_logits_out && last_chunk) std::copy_n(out + (n - 1) * hp_.n_vocab, hp_.n_vocab, logits_.data());
+            n_past_[0] += n;
+        }
+        return logits_;
+    }
+
+    // Runs rows of several sequences in one forward pass per n_batch rows, so the weights stream
+    // once for all of them. Rows of one sequence take its next positions in order. The logits of
+    // rows with want_logits are written to `logits_out`, one n_vocab row each, in batch order.
+    // Returns the number of logit rows written.
+    std::size_t decode_batch(std::span<const batch_entry> batch, float* logits_out) {
+        std::fill(seq_fill_.begin(), seq_fill_.end(), 0);
+        for (const batch_entry& e : batch) {
+            if (e.seq >= caches_.size()) fail("decode_batch: sequence ", e.seq, " does not exist (", caches_.size(), " slots)");
+            check_token(e.token);
+            ++seq_fill_[e.seq];
+        }
+        for (std::size_t sq = 0; sq < caches_.size(); ++sq) check_room(sq, seq_fill_[sq]);
+        std::size_t written = 0;
+        for (std::size_t start = 0; start < batch.size(); start += n_batch_) {
+            const std::size_t n = std::min(n_batch_, batch.size() - start);
+            std::size_t n_out = 0;
+            tokens_.resize(n);  // capacity reserved up front: no allocation here
+            for (std::size_t t = 0; t < n; ++t) {
+                const batch_entry& e = batch[start + t];
+                tokens_[t] = e.token;
+                row_seq_[t] = e.seq;
+                row_pos_[t] = n_past_[e.seq]++;
+                if (e.want_logits) out_rows_[n_out++] = t;
+            }
+            forward(tokens_, std::span(out_rows_.data(), n_out), logits_out + written * hp_.n_vocab);
+            written += n_out;
+        }
+        return written;
+    }
+
+    std::span<const float> logits() const noexcept { return logits_; }
+    // The same logits as a 1-D xtensor view over this context's buffer (no copy; valid until
+    // the next decode): lmtk::log_softmax(ctx.logits_view()), xt::argmax(ctx.logits_view()), ...
+    auto logits_view() const noexcept { return vector_view(logits_.data(), logits_.size()); }
+
+    // Runs `tokens` on sequence 0 as decode() does and returns every position's logits,
+    // [tokens.size()][n_vocab], in a new container (scoring, perplexity, evaluation).
+    xt::xtensor<float, 2> decode_all(std::span<const std::int32_t> tokens) {
+        xt::xtensor<float, 2> out = xt::empty<float>({tokens.size(), std::size_t{hp_.n_vocab}});
+        decode(tokens, out.data());
+        return out;
+    }
+
+private:
+    void check_room(std::size_t seq, std::size_t n) const {
+        if (n_past_[seq] + n > n_ctx_)
+            fail("the context is full: ", n_past_[seq], " cached + ", n, " new tokens exceed the context size of ", n_ctx_,
+                 " (use a larger -c)");
+    }
+    void check_token(std::int32_t t) const {
+        if (t < 0 || static_cast<std::uint32_t>(t) >= hp_.n_vocab)
+            fail("token id ", t, " is outside the vocabulary of ", hp_.n_vocab);
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // The forward pass of n rows: row t is token tokens[t] of sequence row_seq_[t] at position
+    // row_pos_[t]. Logits are computed for the rows listed in `out_rows`, into `out`.
+    // Reads top-down like the architecture diagram.
+    // ---------------------------------------------------------------------------------------
+    void forward(std::span<const std::int32_t> tokens, std::span<const std::size_t> out_rows, float* out) noexcept {
+        const std::size_t n = tokens.size(), d = hp_.n_embd, kvd = hp_.kv_dim(), ff = hp_.n_ff, half = hp_.rope_dim / 2;
+        const bool neox = hp_.rope == rope_kind::neox;
+
+        // Token embeddings: one (possibly quantized) row per token.
+        for (std::size_t t = 0; t < n; ++t) m_.embedding_lookup().row(std::size_t(tokens[t]), embd_row_.data(), &x_[t * d]);
+        ops::rope_angles(m_.rope_inv_freq(), row_pos_.data(), n, hp_.rope_freq_scale, rope_cos_.data(), rope_sin_.data());
+
+        for (std::size_t l = 0; l < hp_.n_layer; ++l) {
+            const llama_layer& w = m_.layer(l);
+
+            // Attention: RMSNorm, Q/K/V projections, RoPE on Q and K, cache K and V.
+            ops::rmsnorm(pool_, xb_.data(), x_.data(), w.attn_norm.data(), n, d, hp_.rms_eps);
+            matmul3(w.wq, w.wk, w.wv, xb_.data(), n, q_.data(), k_.data(), v_.data());
+            ops::add_bias(q_.data(), w.bq, n);
+            ops::add_bias(k_.data(), w.bk, n);
+            ops::add_bias(v_.data(), w.bv, n);
+            ops::apply_rope(q_.data(), n, hp_.n_head, hp_.head_dim, half, neox, rope_cos_.data(), rope_sin_.data());
+            ops::apply_rope(k_.data(), n, hp_.n_head_kv, hp_.head_dim, half, neox, rope_cos_.data(), rope_sin_.data());
+            for (std::size_t t = 0; t < n; ++t) {
+                kv_cache<KV>& cache = caches_[row_seq_[t]];
+                typename KV::storage* kr = cache.k_row(l, row_pos_[t]);
+                typename KV::storage* vr = cache.v_row(l, row_pos_[t]);
+                for (std::size_t i = 0; i < kvd; ++i) {
+                    kr[i] = KV::store(k_[t * kvd + i]);
+                    vr[i] = KV::store(v_[t * kvd + i]);
+                }
+            }
+
+            // Causal grouped-query attention over every cached position of the row's sequence,
+            // then the output projection and the residual connection.
+            attn_->run(l, n, q_.data(), att_.data(), caches_.data(), row_seq_.data(), row_pos_.data());
+            matmul(w.wo, att_.data(), n, xb_.data());
+            ops::add_bias(xb_.data(), w.bo, n);
+            ops::add_in_place(x_.data(), xb_.data(), n * d);
+
+            // Feed-forward: RMSNorm, SwiGLU (silu(gate) * up), down projection, residual.
+            ops::rmsnorm(pool_, xb_.data(), x_.data(), w.ffn_norm.data(), n, d, hp_.rms_eps);
+            matmul2(w.gate, w.up, xb_.data(), n, hb_.data(), hb2_.data());
+            ops::swiglu<arch>(hb_.data(), hb2_.data(), n * ff);
+            matmul(w.down, hb_.data(), n, xb_.data());
+            ops::add_in_place(x_.data(), xb_.data(), n * d);
+        }
+
+        // Final norm and classifier, for the rows whose logits are wanted.
+        if (out_rows.empty()) return;
+        for (std::size_t i = 0; i < out_rows.size(); ++i)
+            if (out_rows[i] != i) std::copy_n(&x_[out_rows[i] * d], d, &x_[i * d]);  // gather (i <= out_rows[i])
+        ops::rmsnorm(pool_, xb_.data(), x_.data(), m_.output_norm().data(), out_rows.size(), d, hp_.rms_eps);
+        matmul(m_.output(), xb_.data(), out_rows.size(), out);
+    }
+
+    // y (n x w.rows) = x (n x w.cols) * W^T, rows split across threads.
+    void matmul(const weight& w, const float* x, std::size_t n, float* y) noexcept {
+        const projection p[] = {{&w, y}};
+        project(x, n, p);
+    }
+    // Two or three projections of the same input share one parallel region.
+    void matmul2(const weight& a, const weight& b, const float* x, std::size_t n, float* ya, float* yb) noexcept {
+        const projection p[] = {{&a, ya}, {&b, yb}};
+        project(x, n, p);
+    }
+    void matmul3(const weight& a, const weight& b, const weight& c, const float* x, std::size_t n, float* ya, float* yb,
+                 float* yc) noexcept {
+        const projection p[] = {{&a, ya}, {&b, yb}, {&c, yc}};
+        project(x, n, p);
+    }
+
+    struct projection {
+        const weight* w;
+        float* y;
+    };
+    // Projections of one input x (n rows of w.cols). Weights with a prepared-activation path
+    // (int8 x for the quantized formats) get x converted once, into act_, for all of them.
+    void project(const float* x, std::size_t n, std::span<const projection> ps) noexcept {
+        const std::size_t cols = ps[0].w->cols;
+        // Act-order (GPTQ) weights take their input in their own column order: gather it once
+        // per distinct order (q/k/v of one layer usually share theirs). At most three orders.
+        const std::uint32_t* perms[3] = {};
+        const float* permuted[3] = {};
+        std::size_t n_perm = 0;
+        for (const projection& p : ps) {
+            const std::uint32_t* perm = p.w->input_perm;
+            if (!perm || std::find(perms, perms + n_perm, perm) != perms + n_perm) continue;
+            float* dst = &perm_x_[n_perm * n_batch_ * max_cols_];
+            pool_.run_sized(n * cols, [&](std::size_t i, std::size_t nt) noexcept {
+                const auto [t0, t1] = core::thread_pool::split(n, i, nt);
+                for (std::size_t t = t0; t < t1; ++t)
+                    for (std::size_t k = 0; k < cols; ++k) dst[t * cols + k] = x[t * cols + perm[k]];
+            });
+            perms[n_perm] = perm;
+            permuted[n_perm++] = dst;
+        }
+        const auto input_of = [&](const weight& w) noexcept -> const float* {
+            if (!w.input_perm) return x;
+            return permuted[std::find(perms, perms + n_perm, w.input_perm) - perms];
+        };
+        const quant::weight_ops* prep = nullptr;
+        for (const projection& p : ps)
+            if (p.w->ops.matmul_act) prep = &p.w->ops;
+        std::size_t act_stride = 0;
+        if (prep) {
+            act_stride = prep->act_row_bytes(cols);
+            pool_.run_sized(n * cols, [&](std::size_t i, std::size_t nt) noexcept {
+                const auto [t0, t1] = core::thread_pool::split(n, i, nt);
+                for (std::size_t t = t0; t < t1; ++t) prep->prepare_row(x + t * cols, act_ + t * act_stride, cols);
+            });
+        }
+        std::size_t work = 0;
+        for (const projection& p : ps) work += p.w->rows * cols * n;
+        pool_.run_sized(work, [&](std::size_t i, std::size_t nt) noexcept {
+            for (const projection& p : ps) {
+                const weight& w = *p.w;
+                const auto [r0, r1] = w.rows_of_thread(i, nt);
+                if (r0 >= r1) continue;
+                if (w.ops.matmul_act && w.ops.act == prep->act)
+                    w.ops.matmul_act(w.data, cols, r0, r1, act_, act_stride, n, p.y, w.rows);
+                else
+                    w.ops.matmul(w.data, cols, r0, r1, input_of(w), cols, n, p.y, w.rows);
+            }
+        });
     }
 
     const Model& m_;
@@ -8525,18 +8810,29 @@ private:
     std::size_t n_ctx_ = 0, n_batch_ = 0;
     std::vector<kv_cache<KV>> caches_;       // one per sequence
     std::vector<std::size_t> n_past_;        // cached positions per sequence
-    std::vector<float> x_, xb_, q_, k_, v_, att_, hb_, hb2_, rope_cos_, rope_sin_, scores_, logits_;
-    std::vector<float, xsimd::aligned_allocator<float, 64>> lane_scratch_;  // see attention_rows()
-    std::vector<row_block> row_blocks_;       // this pass's attention work (see attention())
-    std::vector<std::size_t> single_rows_;
-    std::vector<std::byte> act_buf_;         // prepared activations (see project())
-    std::vector<float> perm_x_;              // inputs gathered for act-order weights (see project())
+    std::optional<attention<KV, arch>> attn_;  // its scratch, made once the sizes are checked
+
+    // The run state of one forward pass of n <= n_batch rows (row t: token tokens[t] of
+    // sequence row_seq_[t] at position row_pos_[t]); d = n_embd, q_dim = n_head * head_dim,
+    // kv_dim = n_head_kv * head_dim, ff = n_ff.
+    std::vector<float> x_;                   // [n][d]       the residual stream
+    std::vector<float> xb_;                  // [n][d]       a block's normed input, then its output
+    std::vector<float> q_;                   // [n][q_dim]   queries
+    std::vector<float> k_, v_;               // [n][kv_dim]  this pass's keys and values, before caching
+    std::vector<float> att_;                 // [n][q_dim]   attention output per query head
+    std::vector<float> hb_, hb2_;            // [n][ff]      gate (then silu(gate) * up) and up
+    std::vector<float> rope_cos_, rope_sin_; // [n][rope_dim / 2]
+    std::vector<float> logits_;              // [n_vocab]    the last row's logits (decode())
+    std::vector<std::byte> embd_row_;        // [row bytes]  a token embedding row read from the file
+    std::vector<std::byte> act_buf_;         // [n][act row] prepared (int8) activations (see project())
+    std::byte* act_ = nullptr;               //              act_buf_, 64-byte aligned
+    std::vector<float> perm_x_;              // [3][n][max_cols_] inputs gathered for act-order weights
     std::size_t max_cols_ = 0;
-    std::byte* act_ = nullptr;
-    std::vector<std::uint32_t> row_seq_;     // per batch row: its sequence
-    std::vector<std::size_t> row_pos_;       // per batch row: its position
-    std::vector<std::size_t> out_rows_, seq_fill_;
-    std::vector<std::int32_t> tokens_;
+    std::vector<std::uint32_t> row_seq_;     // [n] per batch row: its sequence
+    std::vector<std::size_t> row_pos_;       // [n] per batch row: its position
+    std::vector<std::size_t> out_rows_;      // [n] the rows whose logits are wanted
+    std::vector<std::size_t> seq_fill_;      // [n_seq] rows per sequence in a decode_batch()
+    std::vector<std::int32_t> tokens_;       // [n] a decode_batch() chunk's tokens
 };
 
 }  // namespace lmtk::model
@@ -15801,6 +16097,198 @@ private:
     sample::rng gen_;
     timings time_;
     std::vector<std::int32_t> cached_;  // tokens whose keys/values are in the context
+};
+
+}  // namespace lmtk
+// #include <lmtk/generate/batch_pipeline.hpp>
+// Many prompts, one model, one forward pass per step for all of them: the library's batch
+// generation, the same pipeline type as lmtk::pipeline with the same one-line `using`:
+//
+//   using my_batch = lmtk::batch_pipeline<lmtk::quant::default_set, lmtk::target::cpu<>,
+//                                         lmtk::sample::chain<lmtk::sample::top_k, lmtk::sample::dist>>;
+//   my_batch b("model.gguf", {.context = {.n_ctx = 512, .n_seq = 8}});
+//   std::vector<lmtk::completion> out = b.generate(prompts, {.max_tokens = 64});
+//
+// Up to context.n_seq prompts run together, each in a sequence of the context with its own KV
+// cache; their rows go through the network in one decode_batch() per step, so the weights are
+// read once per step for all of them (decode is bound by reading weights: N sequences cost
+// little more than one). A prompt that ends frees its sequence for the next one. Each prompt
+// is an lmtk::sequence (sequence.hpp): the same end rules, stop strings and text as the
+// single pipeline, with its own copy of the sampler chain and its own generator, seeded from
+// the options' seed plus the prompt's index, so a prompt's result does not depend on which
+// others share its batch (up to float rounding of the batched arithmetic).
+// #include <lmtk/core/error.hpp>
+// #include <lmtk/generate/completion.hpp>
+// #include <lmtk/generate/pipeline.hpp>
+// #include <lmtk/generate/sequence.hpp>
+// #include <lmtk/generate/timings.hpp>
+// #include <lmtk/model/llama.hpp>
+// #include <lmtk/sample/sample.hpp>
+// #include <lmtk/tokenize/load.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lmtk {
+
+template <class Set, class Target, class Chain, class KV = model::kv_f32>
+class batch_pipeline {
+public:
+    using model_type = model::llama<Set, Target>;
+    using context_type = model::llama_context<model_type, KV>;
+    using tokenizer_type = tokenize::tokenizer;
+    using sampler_type = Chain;
+
+    // context.n_seq is the number of prompts run together (at least 1).
+    explicit batch_pipeline(const std::string& model_path, pipeline_options opt = {}, Chain chain = Chain{})
+        : chain_(std::move(chain)), seed_(opt.seed) {
+        const stopwatch load;
+        model_ = std::make_unique<model_type>(model_path, opt.load);
+        tokenizer_ = std::make_unique<tokenizer_type>(tokenize::load_tokenizer(model_->source()));
+        if (tokenizer_->size() != model_->n_vocab())
+            fail(model_path, ": the tokenizer has ", tokenizer_->size(), " tokens but the model's vocabulary has ",
+                 model_->n_vocab());
+        opt.context.n_seq = std::max<std::size_t>(1, opt.context.n_seq);
+        context_ = std::make_unique<context_type>(*model_, opt.context);
+        time_.load_ms = load.ms();
+    }
+
+    const model_type& model() const noexcept { return *model_; }
+    context_type& context() noexcept { return *context_; }
+    const tokenizer_type& tokenizer() const noexcept { return *tokenizer_; }
+    // The last generate() call's totals over all its prompts.
+    const timings& last_timings() const noexcept { return time_; }
+
+    // One completion per prompt, in the prompts' order.
+    std::vector<completion> generate(std::span<const std::string> prompts, const generate_options& opt = {}) {
+        return generate(prompts, opt, [](std::size_t, std::string_view) {});
+    }
+
+    // As above, calling on_text(prompt_index, piece) as each prompt's text is produced (the
+    // pieces of different prompts interleave).
+    template <class OnText>
+    std::vector<completion> generate(std::span<const std::string> prompts, const generate_options& opt, OnText&& on_text) {
+        context_type& ctx = *context_;
+        const tokenizer_type& tok = *tokenizer_;
+        const double load_ms = time_.load_ms;
+        time_ = timings{};
+        time_.load_ms = load_ms;
+
+        // Every prompt is tokenized and checked before any runs: one that cannot fit fails the
+        // call at once, not after the others have been generated.
+        std::vector<std::vector<std::int32_t>> ids(prompts.size());
+        for (std::size_t i = 0; i < prompts.size(); ++i) {
+            ids[i] = tok.encode(prompts[i], opt.add_bos.value_or(tok.vocabulary().add_bos()), opt.parse_special);
+            if (const std::string why = context_fit_error(ids[i].size(), 1, ctx.n_ctx()); !why.empty())
+                fail("prompt ", i, ": ", why, " (use a larger n_ctx or a shorter prompt)");
+        }
+
+        struct running {
+            std::size_t index, slot;
+            sequence seq;
+            Chain chain;
+            sample::rng gen;
+            std::vector<std::int32_t> cached;  // what this slot's cache holds
+            std::string text;
+        };
+        std::vector<completion> out(prompts.size());
+        std::vector<running> live;
+        std::vector<std::size_t> free_slots;
+        for (std::size_t s = ctx.n_seq(); s-- > 0;) free_slots.push_back(s);
+        std::size_t next = 0;
+        const std::uint64_t seed = opt.seed.value_or(seed_);
+        const sequence_options seq_opt{.max_tokens = opt.max_tokens, .stop = opt.stop, .ignore_eos = opt.ignore_eos,
+                                       .top_logprobs = -1, .logit_bias = {}};
+        std::vector<model::batch_entry> batch;
+        std::vector<float> logits;
+        std::string piece;
+
+        while (next < prompts.size() || !live.empty()) {
+            // Start prompts in the free sequences.
+            while (next < prompts.size() && !free_slots.empty()) {
+                const std::size_t slot = free_slots.back();
+                free_slots.pop_back();
+                ctx.truncate(0, slot);
+                live.push_back(running{next, slot, sequence(ids[next], seq_opt), chain_, sample::rng(seed + next), {}, {}});
+                live.back().seq.begin(live.back().cached);
+                ++next;
+            }
+            // One row per sequence that has a token to run; the prompt rows of a new sequence
+            // all go in, and only its last asks for logits.
+            batch.clear();
+            std::size_t n_prompt_rows = 0;
+            for (running& r : live) {
+                const auto slot = static_cast<std::uint32_t>(r.slot);
+                if (!r.seq.prompt_done()) {
+                    const auto rest = r.seq.unfed();
+                    for (std::size_t k = 0; k < rest.size(); ++k) batch.push_back({rest[k], slot, k + 1 == rest.size()});
+                    n_prompt_rows += rest.size();
+                    r.seq.fed(rest.size(), r.cached);
+                } else {
+                    batch.push_back({r.seq.pending(), slot, true});
+                    r.seq.ran_pending(r.cached);
+                }
+            }
+            logits.resize(live.size() * std::size_t{model_->n_vocab()});
+            const stopwatch sw;
+            ctx.decode_batch(batch, logits.data());
+            const double ms = sw.ms();
+            // Time split between prompt and generated rows in proportion to their counts.
+            const double prompt_share = batch.empty() ? 0.0 : double(n_prompt_rows) / double(batch.size());
+            time_.prompt_ms += ms * prompt_share;
+            time_.eval_ms += ms * (1.0 - prompt_share);
+            time_.n_prompt += n_prompt_rows;
+            time_.n_eval += batch.size() - n_prompt_rows;
+
+            // One step of each sequence from its row of logits, in the order the rows were asked.
+            const stopwatch ss;
+            for (std::size_t k = 0; k < live.size(); ++k) {
+                running& r = live[k];
+                piece.clear();
+                const std::span<const float> row(logits.data() + k * model_->n_vocab(), model_->n_vocab());
+                r.seq.step(row, r.chain, r.gen, [&](std::int32_t id) { return tok.piece(id); },
+                           [&](std::int32_t id) { return tok.is_eog(id); }, ctx.n_past(r.slot), ctx.n_ctx(), piece);
+                ++time_.n_sample;
+                if (!piece.empty()) {
+                    r.text += piece;
+                    on_text(r.index, std::string_view(piece));
+                }
+            }
+            time_.sample_ms += ss.ms();
+            // Finished sequences hand their slot on.
+            for (std::size_t k = 0; k < live.size();) {
+                running& r = live[k];
+                if (!r.seq.finished()) {
+                    ++k;
+                    continue;
+                }
+                completion& c = out[r.index];
+                c.text = std::move(r.text);
+                c.tokens = r.seq.tokens();
+                c.n_prompt_tokens = r.seq.prompt().size();
+                c.finish = r.seq.finish();
+                free_slots.push_back(r.slot);
+                live.erase(live.begin() + std::ptrdiff_t(k));
+            }
+        }
+        for (completion& c : out) c.time = time_;
+        return out;
+    }
+
+private:
+    std::unique_ptr<model_type> model_;
+    std::unique_ptr<tokenizer_type> tokenizer_;
+    std::unique_ptr<context_type> context_;
+    Chain chain_;
+    std::uint64_t seed_;
+    timings time_;
 };
 
 }  // namespace lmtk
