@@ -6,8 +6,8 @@ and the same 1 MiB text, whole processes (load + encode + print ids), alternatin
 The text: llama.cpp's tokenizer test inputs next to each vocab (VOCAB.gguf.inp: Unicode-heavy,
 whitespace runs, digits, code) and this repository's README.md and C++ headers, concatenated and
 repeated to 1 MiB, written to a temporary file. Both programs read it from a file (lmtk from
-stdin) and print ids to /dev/null; both are checked to print the same number of ids first, so
-that neither is timed on a different task. Prints one markdown row per vocab: seconds for each
+stdin) and print their ids; both are checked to print the same ids first (no BOS, special-token
+text not parsed, on both sides), so that neither is timed on a different task. Prints one markdown row per vocab: seconds for each
 and the ratio llama-tokenize / lmtk (above 1: lmtk is faster).
 """
 
@@ -47,14 +47,16 @@ def run_lmtk(lmtk, vocab, path):
 
 
 def run_llama(llama, vocab, path):
-    out = subprocess.run([llama, "-m", vocab, "-f", path, "--ids", "--log-disable", "--no-escape"],
-                         capture_output=True, check=True)
+    # llama-tokenize parses special-token text and adds BOS by default; lmtk tokenize does
+    # neither unless asked, so both are told the same.
+    out = subprocess.run([llama, "-m", vocab, "-f", path, "--ids", "--log-disable", "--no-escape", "--no-bos",
+                          "--no-parse-special"], capture_output=True, check=True)
     return out.stdout
 
 
-def count_ids(raw):
+def ids_of(raw):
     s = raw.decode().strip().strip("[]")
-    return len([x for x in s.replace(",", " ").split() if x])
+    return [int(x) for x in s.replace(",", " ").split() if x]
 
 
 def main():
@@ -71,12 +73,12 @@ def main():
             f.write(sample_text(vocab))
             path = f.name
         try:
-            n_lmtk = count_ids(run_lmtk(a.lmtk, vocab, path))
-            n_llama = count_ids(run_llama(a.llama_tokenize, vocab, path))
-            # llama-tokenize adds BOS when the vocab says so (it has no --no-bos): allow one id.
-            if abs(n_lmtk - n_llama) > 1:
-                print(f"| {os.path.basename(vocab)} | lmtk {n_lmtk} vs llama.cpp {n_llama}: different output, not timed | | | |")
+            ours = ids_of(run_lmtk(a.lmtk, vocab, path))
+            theirs = ids_of(run_llama(a.llama_tokenize, vocab, path))
+            if ours != theirs:
+                print(f"| {os.path.basename(vocab)} | lmtk {len(ours)} ids vs llama.cpp {len(theirs)}: different output, not timed | | | |")
                 continue
+            n_lmtk = len(ours)
             t_lmtk, t_llama = [], []
             for _ in range(a.reps):
                 t0 = time.perf_counter()
