@@ -10,8 +10,10 @@ sdist with pip (or takes one given with --sdist), and packs the suites of the fa
 tests cover into one xz-compressed tar, which CMake unpacks into the build folder at configure
 time (tests/CMakeLists.txt). It also copies every `models/templates/*.jinja` (about 70 real
 models' chat templates) into tests/data/chat_templates/, which
-tests/reference/test_chat_templates.py renders with lmtk and with transformers. The files are
-data: llama.cpp's, under its MIT licence.
+tests/reference/test_chat_templates.py renders with lmtk and with transformers, and every
+`grammars/*.gbnf` (llama.cpp's example GBNF grammars) into tests/data/grammars/, which
+tests/sample/grammar.cpp parses and generates from. The files are data: llama.cpp's, under its
+MIT licence.
 
 Usage: python3 tools/fetch_vocab_suites.py [--sdist llama_cpp_python-X.tar.gz]
 """
@@ -32,6 +34,7 @@ FAMILIES = ["command-r", "deepseek-coder", "deepseek-llm", "falcon", "llama-bpe"
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data")
 OUT = os.path.join(DATA, "vocab-suites.tar.xz")
 TEMPLATES = os.path.join(DATA, "chat_templates")
+GRAMMARS = os.path.join(DATA, "grammars")
 
 
 def main():
@@ -46,11 +49,14 @@ def main():
             sdist = glob.glob(os.path.join(tmp, "llama_cpp_python-*.tar.gz"))[0]
         members = {}
         templates = {}
+        grammars = {}
         with tarfile.open(sdist) as src:
             for m in src.getmembers():
                 base = os.path.basename(m.name)
                 if "/vendor/llama.cpp/models/templates/" in m.name and base.endswith(".jinja") and m.isfile():
                     templates[base] = src.extractfile(m).read()
+                if "/vendor/llama.cpp/grammars/" in m.name and base.endswith(".gbnf") and m.isfile():
+                    grammars[base] = src.extractfile(m).read()
                     continue
                 if "/vendor/llama.cpp/models/" not in m.name or not base.startswith("ggml-vocab-"):
                     continue
@@ -80,6 +86,15 @@ def main():
             with open(os.path.join(TEMPLATES, name), "wb") as f:
                 f.write(data)
         print(f"{TEMPLATES}: {len(templates)} templates")
+        if not grammars:
+            sys.exit(f"no grammars/*.gbnf in {sdist}")
+        os.makedirs(GRAMMARS, exist_ok=True)
+        for old in glob.glob(os.path.join(GRAMMARS, "*.gbnf")):
+            os.unlink(old)
+        for name, data in grammars.items():
+            with open(os.path.join(GRAMMARS, name), "wb") as f:
+                f.write(data)
+        print(f"{GRAMMARS}: {len(grammars)} grammars")
 
 
 if __name__ == "__main__":
