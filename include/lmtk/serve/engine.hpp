@@ -21,7 +21,7 @@
 #include <lmtk/generate/sequence.hpp>
 #include <lmtk/generate/timings.hpp>
 #include <lmtk/model/llama.hpp>
-#include <lmtk/sample/json_constraint.hpp>
+#include <lmtk/sample/grammar.hpp>
 #include <lmtk/sample/sample.hpp>
 #include <lmtk/tokenize/load.hpp>
 #include <lmtk/tokenize/tokenize.hpp>
@@ -56,9 +56,9 @@ namespace s = lmtk::sample;
 using tokenizer_t = std::remove_cvref_t<decltype(tokenize::load_tokenizer(std::declval<const model::weight_source&>()))>;
 
 // The one chain every slot runs; a request sets each stage's parameters. Order as llama.cpp:
-// bias, grammar (here: the JSON constraint, off unless asked for), penalties, top-k, top-p,
-// min-p, temperature, draw. temperature <= 0 leaves only the argmax, so the draw is then greedy.
-using server_chain = s::chain<s::logit_bias, s::json_constraint, s::repetition_penalty, s::top_k, s::top_p, s::min_p,
+// bias, grammar (off unless asked for; checked on the drawn token first, see
+// sample::checking_filter), penalties, top-k, top-p, min-p, temperature, draw. temperature <= 0 leaves only the argmax, so the draw is then greedy.
+using server_chain = s::chain<s::logit_bias, s::grammar_constraint, s::repetition_penalty, s::top_k, s::top_p, s::min_p,
                               s::temperature, s::dist>;
 
 struct sampling_params {
@@ -81,7 +81,9 @@ struct request {
     bool ignore_eos = false;
     sampling_params sampling;
     int top_logprobs = -1;              // < 0: no logprobs; else that many alternatives per token
-    bool json_object = false;           // constrain the output to one JSON object (sample::json_constraint)
+    // Constrain the output to a sentence of this GBNF grammar (JSON mode and JSON schemas too:
+    // serve/params.hpp turns them into grammars).
+    std::shared_ptr<const s::grammar> grammar;
     // Scoring instead of generating (LMTP's SCORE): the last n_scored tokens of `prompt` are
     // scored as its continuation. result.logprobs gets log P(prompt[i] | prompt[..i]) for each,
     // with max(top_logprobs, 0) alternatives; nothing is generated and max_tokens is ignored.
@@ -141,16 +143,27 @@ public:
             slots_.back()->index = i;
         }
         logits_.resize(opt_.n_slots * std::size_t(m.n_vocab()));
-        json_vocab_.pieces.resize(tok_.size());
-        json_vocab_.is_end.resize(tok_.size());
+        pieces_.pieces.resize(tok_.size());
+        pieces_.is_end.resize(tok_.size());
         for (std::size_t i = 0; i < tok_.size(); ++i) {
-            json_vocab_.pieces[i] = tok_.piece(static_cast<std::int32_t>(i));
-            json_vocab_.is_end[i] = tok_.is_eog(static_cast<std::int32_t>(i));
+            pieces_.pieces[i] = tok_.piece(static_cast<std::int32_t>(i));
+            pieces_.is_end[i] = tok_.is_eog(static_cast<std::int32_t>(i));
         }
         scheduler_ = std::thread([this] { schedule(); });
     }
     engine(const engine&) = delete;
     engine& operator=(const engine&) = delete;
+
+    // Why this model cannot follow `g`, or empty: a grammar none of whose first characters the
+    // vocabulary can spell (a JSON grammar with a vocabulary that has no '{') would otherwise
+    // end at once with an empty "answer". Request parsers turn the reason into a 400.
+    std::string grammar_unusable(const std::shared_ptr<const s::grammar>& g) const {
+        const s::grammar_matcher m(g);
+        if (m.complete()) return {};
+        for (std::size_t i = 0; i < pieces_.pieces.size(); ++i)
+            if (!pieces_.is_end[i] && !pieces_.pieces[i].empty() && m.accepts(pieces_.pieces[i])) return {};
+        return "no token of this model's vocabulary can begin a sentence of the grammar";
+    }
     ~engine() {
         {
             std::lock_guard lock(sched_mu_);
@@ -253,8 +266,8 @@ public:
         configure(sl, rq.sampling);  // the slot is ours and idle: the scheduler does not touch it
 
         job j(rq, sl);
-        sl.chain.template get<s::json_constraint>() =
-            rq.json_object ? s::json_constraint{&json_vocab_, &j.json} : s::json_constraint{};
+        sl.chain.template get<s::grammar_constraint>() =
+            j.grammar ? s::grammar_constraint{&pieces_, &*j.grammar} : s::grammar_constraint{};
         {
             std::lock_guard lock(sched_mu_);
             sl.active = &j;
@@ -301,12 +314,14 @@ public:
         job(const request& r, slot& s)
             : rq(r), sl(s),
               seq(r.prompt, sequence_options{.max_tokens = r.max_tokens, .stop = r.stop, .ignore_eos = r.ignore_eos,
-                                             .top_logprobs = r.top_logprobs, .logit_bias = r.sampling.logit_bias}) {}
+                                             .top_logprobs = r.top_logprobs, .logit_bias = r.sampling.logit_bias}) {
+            if (r.grammar) grammar.emplace(r.grammar);
+        }
         const request& rq;
         slot& sl;
         sequence seq;
         std::size_t lp_sent = 0;    // seq.logprobs() handed to the requesting thread so far
-        s::json_prefix json;        // what the output holds so far, when it must be JSON
+        std::optional<s::grammar_matcher> grammar;  // what the output holds so far, when it follows a grammar
         // Scoring: logits are wanted at positions [score_from, prompt.size() - 1).
         std::size_t score_from = 0;
         std::size_t pending_fed = 0;  // prompt tokens in the pass being run
@@ -491,12 +506,21 @@ private:
     // to the requesting thread.
     void step(job& j, std::span<const float> logits) {
         std::string out;
+        if (j.grammar) {
+            // Tokens this generation may still produce: a grammar closes its sentence within them.
+            std::size_t left = ctx_.n_ctx() - std::min(ctx_.n_ctx(), ctx_.n_past(j.sl.index));
+            if (j.rq.max_tokens >= 0)
+                left = std::min(left, std::size_t(j.rq.max_tokens) - std::min(std::size_t(j.rq.max_tokens), j.seq.tokens().size()));
+            j.grammar->set_budget(left);
+        }
         const std::size_t before = j.seq.tokens().size();
         const bool goes_on = j.seq.step(
-            logits, j.sl.chain, j.sl.gen, [&](std::int32_t id) -> std::string_view { return json_vocab_.pieces[std::size_t(id)]; },
-            [&](std::int32_t id) { return bool(json_vocab_.is_end[std::size_t(id)]); }, ctx_.n_past(j.sl.index), ctx_.n_ctx(), out);
-        if (j.rq.json_object && j.seq.tokens().size() > before)
-            j.json.feed(json_vocab_.pieces[std::size_t(j.seq.tokens().back())]);
+            logits, j.sl.chain, j.sl.gen, [&](std::int32_t id) -> std::string_view { return pieces_.pieces[std::size_t(id)]; },
+            [&](std::int32_t id) { return bool(pieces_.is_end[std::size_t(id)]); }, ctx_.n_past(j.sl.index), ctx_.n_ctx(), out);
+        if (j.seq.tokens().size() > before) {
+            const std::string& piece = pieces_.pieces[std::size_t(j.seq.tokens().back())];
+            if (j.grammar) j.grammar->accept(piece);
+        }
         if (!goes_on) return finish(j, j.seq.finish(), std::move(out));
         j.r.text += out;
         if (!out.empty() || j.seq.logprobs().size() > j.lp_sent) emit(j, std::move(out));
@@ -615,7 +639,7 @@ private:
     std::vector<float> logits_;           // one row per logits row of the pass
     // Every token's bytes (and whether it ends generation), decoded once: the text stream and the
     // JSON constraint read them on every step.
-    s::json_vocab json_vocab_;
+    s::json_vocab pieces_;
     // Admission (engine lock).
     mutable std::mutex mu_;
     std::condition_variable cv_;

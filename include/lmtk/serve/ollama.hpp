@@ -8,8 +8,8 @@
 // `options`: num_predict, temperature, top_k, top_p, min_p, seed, stop, repeat_penalty,
 // repeat_last_n, presence_penalty, frequency_penalty; every other key (num_ctx, num_thread,
 // mirostat, ...) is ignored, as Ollama clients expect. A known key with a wrong type is a 400.
-// `format`: "json" or a JSON schema object constrains the output to one JSON object
-// (sample::json_constraint); a schema's own structure is not enforced (stated in /api/show).
+// `format`: "json" constrains the output to one JSON object, a JSON schema object to documents
+// the schema validates (sample/json_schema.hpp; one it cannot enforce is a 400).
 // Any `model` name is served by the one loaded model and echoed back.
 #include <lmtk/serve/service.hpp>
 
@@ -51,8 +51,11 @@ void read_common(Service& svc, const fields& f, parsed& p) {
     p.stream = f.boolean("stream").value_or(true);
     p.model = f.string("model").value_or(svc.model_id());
     if (const json* fmt = f.find("format")) {
-        if (fmt->is_object()) p.rq.json_object = true;
-        else if (fmt->is_string() && *fmt == "json") p.rq.json_object = true;
+        if (fmt->is_object()) {
+            p.rq.grammar = read_json_schema(svc.eng(), "format", *fmt);
+        } else if (fmt->is_string() && *fmt == "json") {
+            p.rq.grammar = json_object_grammar(svc.eng(), "format");
+        }
         else if (!(fmt->is_string() && fmt->get_ref<const std::string&>().empty()))
             f.bad("format", "must be \"json\" or a JSON schema object", *fmt);
     }
@@ -268,7 +271,7 @@ void add_routes(http::router& routes, Service& svc) {
                                         {"chat_format", to_string(svc.format())},
                                         {"chat_template_kind", svc.template_kind()},
                                         {"chat_format_description", describe(svc.format())},
-                                        {"format_json", "enforced: the output is one JSON object; a schema's structure is not enforced"}}}}),
+                                        {"format_json", "enforced: \"json\" gives one JSON object, a JSON schema documents it validates (by a grammar)"}}}}),
                         "application/json");
     }));
 

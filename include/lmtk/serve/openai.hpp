@@ -7,8 +7,9 @@
 // presence/frequency_penalty, logit_bias (object form; llama.cpp's array form too),
 // logprobs + top_logprobs (chat) / logprobs: k (legacy), echo (legacy), and llama.cpp's extra
 // sampling fields (top_k, min_p, repeat_penalty, ...). Errors are OpenAI error objects.
-// response_format {"type": "json_object"} (or "json_schema") constrains the output to one JSON
-// object; a schema's own structure is not enforced.
+// response_format {"type": "json_object"} constrains the output to one JSON object, and
+// {"type": "json_schema", "json_schema": {"schema": ...}} to documents the schema validates
+// (sample/json_schema.hpp; a schema it cannot enforce is a 400).
 // Differences: the default temperature is the server's (0.8, like llama.cpp); `tools` and
 // tool-call messages reach the model's chat template (the model's answer is not parsed into
 // tool_calls yet).
@@ -111,8 +112,20 @@ void read_common(Service& svc, const fields& f, parsed& p) {
     if (const json* rf = f.object("response_format")) {
         const fields rff(*rf, "response_format.");
         const std::string type = rff.string("type").value_or("text");
-        if (type == "json_object" || type == "json_schema") p.rq.json_object = true;
-        else if (type != "text") rff.bad("type", "must be \"text\", \"json_object\" or \"json_schema\"", *rff.find("type"));
+        if (type == "json_object") {
+            p.rq.grammar = json_object_grammar(svc.eng(), "response_format");
+        } else if (type == "json_schema") {
+            // {"type": "json_schema", "json_schema": {"name": ..., "schema": {...}, "strict": ...}}:
+            // the schema is enforced by a grammar whether or not strict is set.
+            const json* js = rff.object("json_schema");
+            if (!js) bad_request("response_format.json_schema", "'response_format.json_schema' is required for type json_schema");
+            const fields jf(*js, "response_format.json_schema.");
+            const json* schema = jf.find("schema");
+            if (!schema) bad_request("response_format.json_schema.schema", "'response_format.json_schema.schema' is required");
+            p.rq.grammar = read_json_schema(svc.eng(), "response_format.json_schema.schema", *schema);
+        } else if (type != "text") {
+            rff.bad("type", "must be \"text\", \"json_object\" or \"json_schema\"", *rff.find("type"));
+        }
     }
     p.stream = f.boolean("stream").value_or(false);
     if (const json* so = f.object("stream_options")) {

@@ -6,6 +6,8 @@
 // options), so unknown fields are ignored; a known field with the wrong type is an error, and
 // JSON null means "not given".
 #include <lmtk/core/json.hpp>
+#include <lmtk/sample/gbnf.hpp>
+#include <lmtk/sample/json_schema.hpp>
 #include <lmtk/serve/engine.hpp>
 
 #include <nlohmann/json.hpp>
@@ -13,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -234,6 +237,53 @@ inline void read_sampling(const fields& f, sampling_params& p) {
         if (v->is_number_unsigned()) p.seed = v->get<std::uint64_t>();
         else if (auto i = f.integer("seed"); i && *i >= 0) p.seed = static_cast<std::uint64_t>(*i);
     }
+}
+
+}  // namespace lmtk::serve
+
+namespace lmtk::serve {
+
+// Output constraints from requests: a GBNF grammar's text or a JSON schema, turned into the
+// grammar the engine runs. A grammar that does not parse, a schema lmtk cannot express, or one
+// this model's vocabulary cannot begin to write is a 400 naming the field and the reason, never
+// a silently unconstrained answer. Grammar text is limited like every other request field.
+inline constexpr std::size_t max_grammar_bytes = 256 * 1024;
+
+template <class Engine>
+std::shared_ptr<const sample::grammar> read_grammar(const Engine& eng, const std::string& param, const std::string& text) {
+    if (text.size() > max_grammar_bytes)
+        bad_request(param, "'" + param + "' is larger than " + std::to_string(max_grammar_bytes) + " bytes");
+    std::shared_ptr<const sample::grammar> g;
+    try {
+        g = std::make_shared<const sample::grammar>(sample::parse_gbnf(text));
+    } catch (const error& e) {
+        bad_request(param, "'" + param + "': " + e.what());
+    }
+    if (const std::string why = eng.grammar_unusable(g); !why.empty()) bad_request(param, "'" + param + "': " + why);
+    return g;
+}
+
+template <class Engine>
+std::shared_ptr<const sample::grammar> read_json_schema(const Engine& eng, const std::string& param, const json& schema) {
+    std::string text;
+    try {
+        text = sample::json_schema_to_gbnf(schema);
+    } catch (const error& e) {
+        bad_request(param, "'" + param + "': " + e.what());
+    }
+    return read_grammar(eng, param, text);
+}
+
+// JSON mode (OpenAI json_object, Ollama "json"): any one JSON object, as the grammar of the
+// schema {"type": "object"}, so that it closes before the token limit like any other grammar.
+// Refused for a vocabulary that cannot write '{'.
+template <class Engine>
+std::shared_ptr<const sample::grammar> json_object_grammar(const Engine& eng, const std::string& param) {
+    static const std::shared_ptr<const sample::grammar> g = std::make_shared<const sample::grammar>(
+        sample::parse_gbnf(sample::json_schema_to_gbnf(nlohmann::ordered_json{{"type", "object"}})));
+    if (const std::string why = eng.grammar_unusable(g); !why.empty())
+        bad_request(param, "'" + param + "': JSON output: " + why + " ('{')");
+    return g;
 }
 
 }  // namespace lmtk::serve
