@@ -25,6 +25,9 @@
 #include <lmtk/tokenize/load.hpp>
 #include <lmtk/sample/sample.hpp>
 #include <lmtk/sample/json_constraint.hpp>
+#include <lmtk/sample/gbnf.hpp>
+#include <lmtk/sample/grammar.hpp>
+#include <lmtk/sample/json_schema.hpp>
 #include <lmtk/generate/timings.hpp>
 #include <lmtk/generate/text_stream.hpp>
 #include <lmtk/generate/piece_iterator.hpp>

@@ -15174,6 +15174,18 @@ constexpr bool rest_are_filters() {
 }
 }  // namespace detail
 
+// A filter that can also judge one token (a grammar): while active(), the chain first samples
+// without it and keeps the token when accepts() says yes; only a refused token makes it run
+// the filter over every candidate and sample again. This is llama.cpp's order too: most steps
+// then cost one check instead of one per vocabulary entry. With only temperature and the draw
+// after the filter, the token has exactly the filtered distribution; truncating stages after
+// it (top-k, top-p, min-p) are applied to the unfiltered candidates on the first try.
+template <class S>
+concept checking_filter = filter_stage<S> && requires(const S& s, std::int32_t t) {
+    { s.active() } -> std::convertible_to<bool>;
+    { s.accepts(t) } -> std::convertible_to<bool>;
+};
+
 template <class... Stages>
 class chain {
     static constexpr std::size_t count = sizeof...(Stages);
@@ -15192,6 +15204,25 @@ public:
     // buffer has grown to the vocabulary size.
     std::int32_t operator()(std::span<const float> logits, context& ctx) {
         namespace hana = boost::hana;
+        bool checking = false;
+        hana::for_each(stages_, [&](const auto& st) {
+            if constexpr (checking_filter<std::remove_cvref_t<decltype(st)>>) checking |= bool(st.active());
+        });
+        if (checking) {
+            const std::int32_t token = run(logits, ctx, true);
+            bool ok = true;
+            hana::for_each(stages_, [&](const auto& st) {
+                if constexpr (checking_filter<std::remove_cvref_t<decltype(st)>>)
+                    if (ok && st.active()) ok = bool(st.accepts(token));
+            });
+            if (ok) return token;
+        }
+        return run(logits, ctx, false);
+    }
+
+private:
+    std::int32_t run(std::span<const float> logits, context& ctx, bool skip_checking) {
+        namespace hana = boost::hana;
         if (logits.empty()) fail("sample::chain: no logits");
         if (logits.size() > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max()))
             fail("sample::chain: vocabulary of ", logits.size(), " entries exceeds int32 ids");
@@ -15205,6 +15236,8 @@ public:
         std::span<candidate> c(buf_);
         constexpr auto last = hana::size_c<count - 1>;
         hana::for_each(hana::make_range(hana::size_c<0>, last), [&](auto i) {
+            if constexpr (checking_filter<std::remove_cvref_t<decltype(hana::at(stages_, i))>>)
+                if (skip_checking) return;
             const std::span<candidate> kept = hana::at(stages_, i)(c, ctx);
             assert(kept.empty() || (kept.data() >= c.data() && kept.data() + kept.size() <= c.data() + c.size()));
             c = kept;
@@ -15215,6 +15248,8 @@ public:
         size_ = c.size();
         return token;
     }
+
+public:
 
     // The candidates that reached the pick stage in the last call, with p = their softmax (the
     // distribution the token was drawn from); order unspecified. Empty before the first call;
@@ -15492,6 +15527,1189 @@ struct json_constraint {
         return c;
     }
 };
+
+}  // namespace lmtk::sample
+// #include <lmtk/sample/gbnf.hpp>
+// GBNF grammars (llama.cpp's syntax, for constrained generation), parsed once into a flat form
+// the matcher (grammar.hpp) walks:
+//
+//   root   ::= "yes" | "no" ws          # a rule: alternatives of sequences; `root` starts
+//   ws     ::= [ \t\n]*                 # character classes, ranges, negation [^...], `.` any
+//   item   ::= ("a" | [b-d])+ name{2,4}  # groups, * + ? {m} {m,} {m,n}; "\n" "\x41" "\u00e9"
+//
+// Every alternative is a run of elements ending in `end`: a character set (ranges of code
+// points, possibly negated) or a reference to a rule. Literals become one set per code point;
+// groups and repetitions become generated rules (x* is R ::= x R | <empty>), so the matcher only
+// knows sets, references and ends. A grammar comes from requests, so the parser is bounded:
+// nesting depth, repetition counts and total size are limited, and left recursion (which would
+// make the matcher loop) is refused with the rule's name, as is a reference to a rule never
+// defined. Errors throw lmtk::error with the line and column.
+// #include <lmtk/core/error.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace lmtk::sample {
+
+struct grammar_element {
+    enum kind_t : std::uint8_t { end, chars, rule_ref };
+    kind_t kind = end;
+    bool negated = false;         // chars: matches a code point in none of the ranges
+    std::uint32_t rule = 0;       // rule_ref: the rule
+    std::uint32_t first = 0;      // chars: ranges [first, first + count) of grammar::ranges
+    std::uint32_t count = 0;
+};
+
+struct grammar {
+    std::vector<grammar_element> elements;                  // alternatives, each ending in `end`
+    std::vector<std::pair<char32_t, char32_t>> ranges;      // inclusive code point ranges
+    std::vector<std::vector<std::uint32_t>> alternatives;   // per rule: index of each alternative's first element
+    std::vector<std::string> rule_names;                    // generated rules are named after their parent
+    std::uint32_t root = 0;
+    // Per element: the fewest code points that finish its alternative from there (the element
+    // included; 0 at an `end`); unreachable_length where no finite sentence exists. The matcher
+    // adds these up over a stack to know how far the text is from a complete sentence.
+    std::vector<std::uint32_t> min_tail;
+    static constexpr std::uint32_t unreachable_length = 1u << 30;
+
+    // Whether the set element at `i` matches code point c.
+    bool matches(std::uint32_t i, char32_t c) const noexcept {
+        const grammar_element& e = elements[i];
+        bool in = false;
+        for (std::uint32_t r = e.first; r < e.first + e.count && !in; ++r) in = ranges[r].first <= c && c <= ranges[r].second;
+        return in != e.negated;
+    }
+    // Whether it may match some code point in [lo, hi] (a character whose last bytes are not
+    // known yet).
+    bool may_match(std::uint32_t i, char32_t lo, char32_t hi) const noexcept {
+        const grammar_element& e = elements[i];
+        if (e.negated) {  // false only when one excluded range covers all of [lo, hi]
+            for (std::uint32_t r = e.first; r < e.first + e.count; ++r)
+                if (ranges[r].first <= lo && hi <= ranges[r].second) return false;
+            return true;
+        }
+        for (std::uint32_t r = e.first; r < e.first + e.count; ++r)
+            if (ranges[r].first <= hi && lo <= ranges[r].second) return true;
+        return false;
+    }
+};
+
+namespace gbnf_detail {
+
+// Limits on what a request may ask for: generous for real grammars (llama.cpp's examples and
+// JSON-schema grammars use a few hundred elements), small enough that no input can exhaust
+// memory or the stack.
+inline constexpr std::size_t max_depth = 64;          // nested groups
+inline constexpr std::size_t max_repeat = 1000;       // m and n of {m,n}
+inline constexpr std::size_t max_elements = 1u << 20; // elements of the flat grammar
+inline constexpr std::size_t max_rules = 1u << 16;
+
+struct spec {  // an element while parsing
+    grammar_element::kind_t kind = grammar_element::chars;
+    bool negated = false;
+    std::uint32_t rule = 0;
+    std::vector<std::pair<char32_t, char32_t>> ranges;
+};
+using sequence = std::vector<spec>;
+
+class parser {
+public:
+    explicit parser(std::string_view text) : s_(text) {}
+
+    grammar parse() {
+        skip_space(true);
+        while (pos_ < s_.size()) {
+            parse_rule();
+            skip_space(true);
+        }
+        const auto root = names_.find("root");
+        if (root == names_.end()) fail("grammar: no rule named 'root'");
+        for (std::size_t r = 0; r < rules_.size(); ++r)
+            if (!defined_[r]) fail("grammar: rule '", names_of_[r], "' is used but never defined");
+        build(root->second);
+        check_left_recursion();
+        compute_min_tail();
+        return std::move(g_);
+    }
+
+private:
+    [[noreturn]] void error(std::string_view what) const {
+        std::size_t line = 1, col = 1;
+        for (std::size_t i = 0; i < pos_ && i < s_.size(); ++i) {
+            if (s_[i] == '\n') ++line, col = 1;
+            else ++col;
+        }
+        fail("grammar: ", what, " at line ", line, ", column ", col);
+    }
+    bool at_end() const noexcept { return pos_ >= s_.size(); }
+    char peek(std::size_t ahead = 0) const noexcept { return pos_ + ahead < s_.size() ? s_[pos_ + ahead] : '\0'; }
+
+    // Blanks and comments; newlines only where `newlines` (inside groups, after ::= and |).
+    void skip_space(bool newlines) {
+        while (!at_end()) {
+            const char c = peek();
+            if (c == ' ' || c == '\t' || c == '\r') ++pos_;
+            else if (c == '\n' && newlines) ++pos_;
+            else if (c == '#') {
+                while (!at_end() && peek() != '\n') ++pos_;
+            } else
+                break;
+        }
+    }
+    static bool is_name_char(char c) noexcept {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+    }
+    std::string_view parse_name() {
+        const std::size_t b = pos_;
+        while (!at_end() && is_name_char(peek())) ++pos_;
+        if (pos_ == b) error("expected a rule name");
+        return s_.substr(b, pos_ - b);
+    }
+    std::uint32_t rule_id(std::string_view name) {
+        const auto it = names_.find(name);
+        if (it != names_.end()) return it->second;
+        if (rules_.size() >= max_rules) error("too many rules");
+        const auto id = static_cast<std::uint32_t>(rules_.size());
+        names_.emplace(std::string(name), id);
+        names_of_.emplace_back(name);
+        rules_.emplace_back();
+        defined_.push_back(false);
+        return id;
+    }
+    std::uint32_t new_rule(std::uint32_t parent) {
+        return rule_id(names_of_[parent] + "-" + std::to_string(rules_.size()));
+    }
+    void define(std::uint32_t id, std::vector<sequence> alts) {
+        std::size_t n = 0;
+        for (const auto& a : alts) n += a.size() + 1;
+        if ((total_ += n) > max_elements) error("the grammar is too large");
+        rules_[id] = std::move(alts);
+        defined_[id] = true;
+    }
+
+    void parse_rule() {
+        const std::string_view name = parse_name();
+        const std::uint32_t id = rule_id(name);
+        if (defined_[id]) error("rule '" + std::string(name) + "' is defined twice");
+        skip_space(false);
+        if (s_.substr(pos_, 3) != "::=") error("expected ::=");
+        pos_ += 3;
+        skip_space(true);
+        define(id, parse_alternates(id, 0));
+        skip_space(false);
+        if (!at_end() && peek() != '\n') error("expected the end of the rule");
+    }
+
+    std::vector<sequence> parse_alternates(std::uint32_t rule, std::size_t depth) {
+        std::vector<sequence> alts;
+        alts.push_back(parse_sequence(rule, depth));
+        while (peek() == '|') {
+            ++pos_;
+            skip_space(true);
+            alts.push_back(parse_sequence(rule, depth));
+        }
+        return alts;
+    }
+
+    sequence parse_sequence(std::uint32_t rule, std::size_t depth) {
+        sequence seq;
+        std::size_t last = 0;  // where the last unit (the operand of a postfix operator) begins
+        bool has_unit = false;
+        while (!at_end()) {
+            const char c = peek();
+            if (c == '"') {
+                ++pos_;
+                last = seq.size();
+                while (peek() != '"') {
+                    if (at_end()) error("unterminated string literal");
+                    const char32_t cp = parse_char();
+                    seq.push_back(spec{grammar_element::chars, false, 0, {{cp, cp}}});
+                }
+                ++pos_;
+                has_unit = true;
+            } else if (c == '[') {
+                ++pos_;
+                spec sp;
+                if (peek() == '^') sp.negated = true, ++pos_;
+                while (peek() != ']') {
+                    if (at_end()) error("unterminated character class");
+                    const char32_t lo = parse_char();
+                    char32_t hi = lo;
+                    if (peek() == '-' && peek(1) != ']' && pos_ + 1 < s_.size()) {
+                        ++pos_;
+                        hi = parse_char();
+                        if (hi < lo) error("a character range runs backwards");
+                    }
+                    sp.ranges.emplace_back(lo, hi);
+                }
+                ++pos_;
+                last = seq.size();
+                seq.push_back(std::move(sp));
+                has_unit = true;
+            } else if (c == '.') {
+                ++pos_;
+                last = seq.size();
+                seq.push_back(spec{grammar_element::chars, true, 0, {}});  // negation of nothing: any
+                has_unit = true;
+            } else if (is_name_char(c)) {
+                const std::string_view name = parse_name();
+                last = seq.size();
+                seq.push_back(spec{grammar_element::rule_ref, false, rule_id(name), {}});
+                has_unit = true;
+            } else if (c == '(') {
+                if (depth + 1 > max_depth) error("groups nested too deeply");
+                ++pos_;
+                skip_space(true);
+                const std::uint32_t sub = new_rule(rule);
+                define(sub, parse_alternates(sub, depth + 1));
+                skip_space(true);
+                if (peek() != ')') error("expected )");
+                ++pos_;
+                last = seq.size();
+                seq.push_back(spec{grammar_element::rule_ref, false, sub, {}});
+                has_unit = true;
+            } else if (c == '*' || c == '+' || c == '?' || c == '{') {
+                if (!has_unit) error("a repetition operator with nothing before it");
+                std::size_t lo = 0, hi = 0;
+                bool unbounded = false;
+                ++pos_;
+                if (c == '*') unbounded = true;
+                else if (c == '+') lo = 1, unbounded = true;
+                else if (c == '?') hi = 1;
+                else {
+                    skip_space(false);
+                    lo = parse_count();
+                    skip_space(false);
+                    if (peek() == ',') {
+                        ++pos_;
+                        skip_space(false);
+                        if (peek() == '}') unbounded = true;
+                        else hi = parse_count();
+                    } else {
+                        hi = lo;
+                    }
+                    skip_space(false);
+                    if (peek() != '}') error("expected } after a repetition count");
+                    ++pos_;
+                    if (!unbounded && hi < lo) error("a repetition {m,n} with n < m");
+                }
+                sequence unit(seq.begin() + std::ptrdiff_t(last), seq.end());
+                seq.resize(last);
+                repeat(rule, std::move(unit), lo, hi, unbounded, seq);
+                has_unit = false;  // x** is not allowed, as in llama.cpp
+            } else if (c == '|' || c == ')' || c == '\n') {
+                break;
+            } else {
+                error(std::string("unexpected character '") + c + "'");
+            }
+            skip_space(depth > 0);
+        }
+        return seq;
+    }
+
+    std::size_t parse_count() {
+        std::size_t n = 0;
+        const std::size_t b = pos_;
+        while (peek() >= '0' && peek() <= '9') {
+            n = n * 10 + std::size_t(peek() - '0');
+            if (n > max_repeat) error("a repetition count above 1000");
+            ++pos_;
+        }
+        if (pos_ == b) error("expected a number");
+        return n;
+    }
+
+    // unit{lo,hi} (hi unbounded when `unbounded`) appended to `seq`: lo copies of the unit, then
+    // either R ::= unit R | <empty>, or hi - lo nested optionals R_k ::= unit R_k+1 | <empty>.
+    void repeat(std::uint32_t rule, sequence unit, std::size_t lo, std::size_t hi, bool unbounded, sequence& seq) {
+        if ((lo + (unbounded ? 1 : hi)) * (unit.size() + 2) + total_ > max_elements) error("the grammar is too large");
+        for (std::size_t i = 0; i < lo; ++i) seq.insert(seq.end(), unit.begin(), unit.end());
+        if (unbounded) {
+            const std::uint32_t r = new_rule(rule);
+            sequence again = unit;
+            again.push_back(spec{grammar_element::rule_ref, false, r, {}});
+            define(r, {std::move(again), {}});
+            seq.push_back(spec{grammar_element::rule_ref, false, r, {}});
+            return;
+        }
+        if (hi == lo) return;
+        std::uint32_t next = 0;
+        bool has_next = false;
+        for (std::size_t k = hi - lo; k-- > 0;) {
+            const std::uint32_t r = new_rule(rule);
+            sequence body = unit;
+            if (has_next) body.push_back(spec{grammar_element::rule_ref, false, next, {}});
+            define(r, {std::move(body), {}});
+            next = r;
+            has_next = true;
+        }
+        seq.push_back(spec{grammar_element::rule_ref, false, next, {}});
+    }
+
+    // One character of a literal or class, with escapes; UTF-8 decoded.
+    char32_t parse_char() {
+        const auto c = static_cast<unsigned char>(peek());
+        if (c == '\\') {
+            ++pos_;
+            const char e = peek();
+            ++pos_;
+            switch (e) {
+                case 'n': return '\n';
+                case 'r': return '\r';
+                case 't': return '\t';
+                case '\\': return '\\';
+                case '"': return '"';
+                case '[': return '[';
+                case ']': return ']';
+                case '-': return '-';
+                case '^': return '^';
+                case '/': return '/';
+                case 'x': return parse_hex(2);
+                case 'u': return parse_hex(4);
+                case 'U': return parse_hex(8);
+                default: --pos_; error("unknown escape");
+            }
+        }
+        if (c < 0x80) {
+            ++pos_;
+            return c;
+        }
+        const std::size_t n = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 0;
+        if (n == 0 || pos_ + n > s_.size()) error("invalid UTF-8");
+        char32_t cp = c & (0xFF >> (n + 1));
+        for (std::size_t i = 1; i < n; ++i) {
+            const auto b = static_cast<unsigned char>(s_[pos_ + i]);
+            if ((b & 0xC0) != 0x80) error("invalid UTF-8");
+            cp = (cp << 6) | (b & 0x3F);
+        }
+        pos_ += n;
+        return cp;
+    }
+    char32_t parse_hex(std::size_t digits) {
+        char32_t v = 0;
+        for (std::size_t i = 0; i < digits; ++i) {
+            const char h = peek();
+            int d = -1;
+            if (h >= '0' && h <= '9') d = h - '0';
+            else if (h >= 'a' && h <= 'f') d = h - 'a' + 10;
+            else if (h >= 'A' && h <= 'F') d = h - 'A' + 10;
+            if (d < 0) error("expected a hexadecimal digit");
+            v = v * 16 + char32_t(d);
+            ++pos_;
+        }
+        if (v > 0x10FFFF) error("a code point above U+10FFFF");
+        return v;
+    }
+
+    void build(std::uint32_t root) {
+        g_.root = root;
+        g_.rule_names = names_of_;
+        g_.alternatives.resize(rules_.size());
+        for (std::size_t r = 0; r < rules_.size(); ++r)
+            for (const sequence& alt : rules_[r]) {
+                g_.alternatives[r].push_back(static_cast<std::uint32_t>(g_.elements.size()));
+                for (const spec& sp : alt) {
+                    grammar_element e;
+                    e.kind = sp.kind;
+                    e.negated = sp.negated;
+                    e.rule = sp.rule;
+                    e.first = static_cast<std::uint32_t>(g_.ranges.size());
+                    e.count = static_cast<std::uint32_t>(sp.ranges.size());
+                    g_.ranges.insert(g_.ranges.end(), sp.ranges.begin(), sp.ranges.end());
+                    g_.elements.push_back(e);
+                }
+                g_.elements.push_back(grammar_element{});
+            }
+    }
+
+    // A rule that can reach itself before consuming a character would send the matcher round
+    // forever: refused. Nullable rules are found first (a fixpoint), then the "starts with"
+    // graph (A starts with B when an alternative of A reaches a reference to B through nullable
+    // references only) is searched for a cycle.
+    void check_left_recursion() const {
+        const std::size_t n = g_.alternatives.size();
+        std::vector<bool> nullable(n, false);
+        for (bool changed = true; changed;) {
+            changed = false;
+            for (std::size_t r = 0; r < n; ++r) {
+                if (nullable[r]) continue;
+                for (const std::uint32_t a : g_.alternatives[r]) {
+                    std::uint32_t i = a;
+                    while (g_.elements[i].kind == grammar_element::rule_ref && nullable[g_.elements[i].rule]) ++i;
+                    if (g_.elements[i].kind == grammar_element::end) {
+                        nullable[r] = changed = true;
+                        break;
+                    }
+                }
+            }
+        }
+        std::vector<std::vector<std::uint32_t>> starts(n);
+        for (std::size_t r = 0; r < n; ++r)
+            for (const std::uint32_t a : g_.alternatives[r])
+                for (std::uint32_t i = a; g_.elements[i].kind == grammar_element::rule_ref; ++i) {
+                    starts[r].push_back(g_.elements[i].rule);
+                    if (!nullable[g_.elements[i].rule]) break;
+                }
+        // Iterative depth-first search with colours (no recursion: the graph comes from a request).
+        std::vector<std::uint8_t> colour(n, 0);  // 0 new, 1 on the path, 2 done
+        std::vector<std::pair<std::uint32_t, std::size_t>> path;
+        for (std::uint32_t s = 0; s < n; ++s) {
+            if (colour[s]) continue;
+            path.push_back({s, 0});
+            colour[s] = 1;
+            while (!path.empty()) {
+                auto& [r, k] = path.back();
+                if (k < starts[r].size()) {
+                    const std::uint32_t t = starts[r][k++];
+                    if (colour[t] == 1) fail("grammar: rule '", g_.rule_names[t], "' is left-recursive");
+                    if (colour[t] == 0) {
+                        colour[t] = 1;
+                        path.push_back({t, 0});
+                    }
+                } else {
+                    colour[r] = 2;
+                    path.pop_back();
+                }
+            }
+        }
+    }
+
+    // Fewest code points of each rule (a fixpoint: every alternative's elements summed, the
+    // smallest taken), then of each element's tail within its alternative.
+    void compute_min_tail() {
+        constexpr std::uint32_t inf = grammar::unreachable_length;
+        const auto add = [](std::uint32_t a, std::uint32_t b) { return std::min(grammar::unreachable_length, a + b); };
+        std::vector<std::uint32_t> rule_min(g_.alternatives.size(), inf);
+        for (bool changed = true; changed;) {
+            changed = false;
+            for (std::size_t r = 0; r < rule_min.size(); ++r)
+                for (const std::uint32_t a : g_.alternatives[r]) {
+                    std::uint32_t len = 0;
+                    for (std::uint32_t i = a; g_.elements[i].kind != grammar_element::end; ++i)
+                        len = add(len, g_.elements[i].kind == grammar_element::chars ? 1 : rule_min[g_.elements[i].rule]);
+                    if (len < rule_min[r]) rule_min[r] = len, changed = true;
+                }
+        }
+        g_.min_tail.assign(g_.elements.size(), 0);
+        for (std::size_t i = g_.elements.size(); i-- > 0;) {
+            const grammar_element& e = g_.elements[i];
+            if (e.kind == grammar_element::end) continue;
+            g_.min_tail[i] = add(e.kind == grammar_element::chars ? 1 : rule_min[e.rule], g_.min_tail[i + 1]);
+        }
+    }
+
+    std::string_view s_;
+    std::size_t pos_ = 0, total_ = 0;
+    std::map<std::string, std::uint32_t, std::less<>> names_;
+    std::vector<std::string> names_of_;
+    std::vector<std::vector<sequence>> rules_;
+    std::vector<bool> defined_;
+    grammar g_;
+};
+
+}  // namespace gbnf_detail
+
+// Parses GBNF text; throws lmtk::error saying what is wrong and where.
+inline grammar parse_gbnf(std::string_view text) { return gbnf_detail::parser(text).parse(); }
+
+}  // namespace lmtk::sample
+// #include <lmtk/sample/grammar.hpp>
+// Constrained decoding by a GBNF grammar (gbnf.hpp): a pushdown matcher over code points and a
+// filter stage that bans every candidate token whose bytes the grammar cannot take next.
+//
+//   auto g = std::make_shared<const sample::grammar>(sample::parse_gbnf(text));
+//   sample::grammar_matcher state(g);               // what has been generated so far
+//   chain.get<sample::grammar_constraint>() = {&vocab, &state};   // vocab: each token's bytes
+//   ... after each sampled token: state.accept(vocab.pieces[tok]);
+//
+// The matcher holds a set of stacks, as llama.cpp's does: each stack is a path through the
+// rules, its top the next character set to match; a reference on top is replaced by the first
+// element of each of its rule's alternatives (one stack each), an alternative's end pops back
+// to the element after the reference, and an empty stack means the text so far is a complete
+// sentence. Code points are decoded from the tokens' bytes, a character split across tokens
+// included (its first bytes are checked against the code points they can still become).
+//
+// Cost: sets of stacks are interned, and each (set, code point) transition is computed once and
+// remembered, so the matcher becomes a lazily built automaton: in a repetitive stretch (inside a
+// JSON string) a token costs a hash lookup per character. Checking a whole vocabulary is still
+// the expensive case, so grammar_constraint::accepts() lets a caller check the token it sampled
+// first and mask everything only when that one is refused (the draw then has exactly the masked
+// distribution). Bounds: at most max_stacks stacks of max_depth elements (past them a candidate
+// is refused); the remembered sets and transitions are forgotten past max_sets / max_transitions.
+// #include <lmtk/sample/candidate.hpp>
+// #include <lmtk/sample/gbnf.hpp>
+// #include <lmtk/sample/json_constraint.hpp>
+// #include <lmtk/sample/stages.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace lmtk::sample {
+
+class grammar_matcher {
+public:
+    static constexpr std::size_t max_stacks = 4096;
+    static constexpr std::size_t max_depth = 1024;
+    // Interned sets and remembered transitions kept at most (then forgotten, all but the current).
+    static constexpr std::size_t max_sets = 1u << 16;
+    static constexpr std::size_t max_transitions = 1u << 22;
+
+    // The start: root's alternatives, expanded.
+    explicit grammar_matcher(std::shared_ptr<const grammar> g) : g_(std::move(g)) {
+        stack_set start;
+        work_.clear();
+        for (const std::uint32_t a : g_->alternatives[g_->root]) {
+            const std::uint32_t st[1] = {a};
+            work_.push(st);
+        }
+        ok_ = expand(start);
+        if (ok_) state_.set = intern(start);
+    }
+    grammar_matcher(const grammar_matcher&) = delete;  // its cache is large: share the grammar instead
+    grammar_matcher& operator=(const grammar_matcher&) = delete;
+    grammar_matcher(grammar_matcher&&) = default;
+
+    const grammar& rules() const noexcept { return *g_; }
+
+    // Takes a token's bytes; false (and the state unchanged) when the grammar cannot.
+    bool accept(std::string_view bytes) {
+        position next;
+        if (!run(state_, bytes, next)) return false;
+        state_ = next;
+        trim();
+        return true;
+    }
+    // Whether accept(bytes) would succeed; the state is left as it is.
+    bool accepts(std::string_view bytes) const {
+        position next;
+        return run(state_, bytes, next);
+    }
+    // A budget of tokens (those this generation may still produce): with one set, a token is
+    // accepted only if the text after it can still be finished in the tokens then left, at one
+    // code point or more per token, with one step to spare for the end-of-generation token (the fewest
+    // code points to a complete sentence, from the grammar's min_tail). Near the limit, this
+    // leaves only tokens that move toward closing: a JSON object closes before max_tokens
+    // instead of being cut. No budget (the default): only the grammar decides.
+    void set_budget(std::optional<std::size_t> tokens_left) noexcept { budget_ = tokens_left; }
+    // Code points still needed, at the fewest, to complete a sentence.
+    std::size_t distance() const noexcept { return ok_ ? sets_[state_.set].distance : grammar::unreachable_length; }
+
+    // Whether the text so far is a whole sentence of the grammar (generation may end).
+    bool complete() const noexcept { return ok_ && state_.left == 0 && sets_[state_.set].has_empty; }
+    // Whether anything can follow (false once every stack is empty).
+    bool can_continue() const noexcept { return ok_ && sets_[state_.set].has_nonempty; }
+
+private:
+    // Stacks stored end to end; stack i is data[begin(i), ends[i]).
+    struct stack_set {
+        std::vector<std::uint32_t> data;
+        std::vector<std::uint32_t> ends;
+
+        void clear() noexcept {
+            data.clear();
+            ends.clear();
+        }
+        std::size_t size() const noexcept { return ends.size(); }
+        std::span<const std::uint32_t> operator[](std::size_t i) const noexcept {
+            const std::uint32_t b = i ? ends[i - 1] : 0;
+            return {data.data() + b, ends[i] - b};
+        }
+        void push(std::span<const std::uint32_t> st) {
+            data.insert(data.end(), st.begin(), st.end());
+            ends.push_back(static_cast<std::uint32_t>(data.size()));
+        }
+        bool contains(std::span<const std::uint32_t> st) const noexcept {
+            for (std::size_t i = 0; i < size(); ++i) {
+                const auto t = (*this)[i];
+                if (t.size() == st.size() && std::equal(t.begin(), t.end(), st.begin())) return true;
+            }
+            return false;
+        }
+    };
+    // An interned set: its stacks in a canonical order, and what the matcher asks of it.
+    struct interned {
+        stack_set stacks;
+        bool has_empty = false, has_nonempty = false;
+        std::uint32_t distance = grammar::unreachable_length;  // fewest code points to a complete sentence
+    };
+    // Where the matcher is: an interned set, and the bits of a character still incomplete.
+    struct position {
+        std::uint32_t set = 0;
+        std::uint32_t partial = 0;  // code point bits so far
+        std::uint8_t left = 0;      // bytes of it still to come
+        std::uint8_t length = 0;    // bytes of the whole character (its lead byte says)
+    };
+    // The smallest code point of each UTF-8 length: a character written longer is overlong,
+    // not UTF-8 (0xC1 0xBB is not '{', whatever a decoder that only shifts bits says).
+    static constexpr char32_t min_of_length[5] = {0, 0, 0x80, 0x800, 0x10000};
+    static constexpr std::uint32_t dead = std::numeric_limits<std::uint32_t>::max();
+
+    // The id of `s`'s interned copy: the same set of stacks always gets the same id, so that a
+    // transition computed once is remembered for every later visit of that set.
+    std::uint32_t intern(const stack_set& s) const {
+        order_.resize(s.size());
+        for (std::size_t i = 0; i < s.size(); ++i) order_[i] = static_cast<std::uint32_t>(i);
+        std::sort(order_.begin(), order_.end(), [&](std::uint32_t a, std::uint32_t b) {
+            const auto x = s[a], y = s[b];
+            return std::lexicographical_compare(x.begin(), x.end(), y.begin(), y.end());
+        });
+        key_.clear();
+        for (const std::uint32_t i : order_) {
+            const auto st = s[i];
+            const auto n = static_cast<std::uint32_t>(st.size());
+            key_.append(reinterpret_cast<const char*>(&n), sizeof n);
+            key_.append(reinterpret_cast<const char*>(st.data()), st.size() * sizeof(std::uint32_t));
+        }
+        if (const auto it = index_.find(key_); it != index_.end()) return it->second;
+        interned in;
+        for (const std::uint32_t i : order_) {
+            in.stacks.push(s[i]);
+            (s[i].empty() ? in.has_empty : in.has_nonempty) = true;
+            std::uint32_t d = 0;
+            for (const std::uint32_t pos : s[i]) d = std::min(grammar::unreachable_length, d + g_->min_tail[pos]);
+            in.distance = std::min(in.distance, d);
+        }
+        const auto id = static_cast<std::uint32_t>(sets_.size());
+        sets_.push_back(std::move(in));
+        index_.emplace(key_, id);
+        return id;
+    }
+
+    // The set after code point c from set `from`, or dead; remembered.
+    std::uint32_t step(std::uint32_t from, char32_t c) const {
+        const std::uint64_t k = (std::uint64_t{from} << 21) | std::uint64_t(c & 0x1FFFFF);
+        if (const auto it = next_.find(k); it != next_.end()) return it->second;
+        std::uint32_t to = dead;
+        if (advance(sets_[from].stacks, c, tmp_)) to = intern(tmp_);
+        next_.emplace(k, to);
+        return to;
+    }
+
+    // Forgets every remembered set and transition but the current set, when they pass the bounds.
+    void trim() {
+        if (sets_.size() <= max_sets && next_.size() <= max_transitions) return;
+        interned keep = std::move(sets_[state_.set]);
+        sets_.clear();
+        index_.clear();
+        next_.clear();
+        state_.set = intern(keep.stacks);
+    }
+
+    // Expands the stacks of work_ until each top is a character set (or the stack is empty),
+    // adding each distinct result to `out`. False when the bounds are passed.
+    bool expand(stack_set& out) const {
+        while (work_.size() > 0) {
+            const auto last = work_[work_.size() - 1];
+            cur_.assign(last.begin(), last.end());
+            work_.data.resize(work_.data.size() - last.size());
+            work_.ends.pop_back();
+            for (;;) {
+                if (cur_.empty()) {
+                    if (!out.contains(cur_)) out.push(cur_);
+                    break;
+                }
+                const std::uint32_t pos = cur_.back();
+                const grammar_element& e = g_->elements[pos];
+                if (e.kind == grammar_element::end) {
+                    cur_.pop_back();  // back to the element after the reference (or empty: done)
+                    continue;
+                }
+                if (e.kind == grammar_element::chars) {
+                    if (!out.contains(cur_)) {
+                        if (out.size() >= max_stacks) return false;
+                        out.push(cur_);
+                    }
+                    break;
+                }
+                // A reference: continue after it once the rule is matched; one stack per alternative.
+                if (cur_.size() + 1 > max_depth) return false;
+                cur_.back() = pos + 1;
+                const auto& alts = g_->alternatives[e.rule];
+                for (std::size_t k = alts.size(); k-- > 1;) {
+                    cur_.push_back(alts[k]);
+                    if (work_.size() >= max_stacks) return false;
+                    work_.push(cur_);
+                    cur_.pop_back();
+                }
+                cur_.push_back(alts[0]);
+            }
+        }
+        return true;
+    }
+
+    // One code point: every stack whose top set matches moves past it.
+    bool advance(const stack_set& in, char32_t c, stack_set& out) const {
+        out.clear();
+        work_.clear();
+        for (std::size_t i = 0; i < in.size(); ++i) {
+            const auto st = in[i];
+            if (st.empty() || !g_->matches(st.back(), c)) continue;
+            work_.push(st);
+            work_.data.back() += 1;
+        }
+        if (work_.size() == 0) return false;
+        return expand(out) && out.size() > 0;
+    }
+
+    // Whether some stack's top may match a code point that starts with `partial`, `left`
+    // continuation bytes still to come.
+    bool partial_possible(std::uint32_t set, std::uint32_t partial, std::uint8_t left, std::uint8_t length) const {
+        const unsigned bits = 6u * left;
+        const char32_t lo = std::max(char32_t(partial << bits), min_of_length[length]);
+        const char32_t hi = std::min(char32_t((partial << bits) | ((1u << bits) - 1)), char32_t{0x10FFFF});
+        if (lo > hi) return false;
+        const stack_set& s = sets_[set].stacks;
+        for (std::size_t i = 0; i < s.size(); ++i) {
+            const auto st = s[i];
+            if (!st.empty() && g_->may_match(st.back(), lo, hi)) return true;
+        }
+        return false;
+    }
+
+    // `from` followed by `bytes`, into `to`.
+    bool run(const position& from, std::string_view bytes, position& to) const {
+        if (!ok_) return false;
+        position p = from;
+        for (const char ch : bytes) {
+            const auto b = static_cast<unsigned char>(ch);
+            if (p.left == 0) {
+                if (b < 0x80) p.partial = b, p.length = 1;
+                else if ((b & 0xE0) == 0xC0) p.partial = b & 0x1F, p.left = 1, p.length = 2;
+                else if ((b & 0xF0) == 0xE0) p.partial = b & 0x0F, p.left = 2, p.length = 3;
+                else if ((b & 0xF8) == 0xF0) p.partial = b & 0x07, p.left = 3, p.length = 4;
+                else return false;  // a continuation byte with no lead byte, or not UTF-8
+            } else {
+                if ((b & 0xC0) != 0x80) return false;
+                p.partial = (p.partial << 6) | (b & 0x3F);
+                --p.left;
+            }
+            if (p.left > 0) {
+                // Refused as soon as no character it can still become is UTF-8 (overlong,
+                // above U+10FFFF) or matchable.
+                if (!partial_possible(p.set, p.partial, p.left, p.length)) return false;
+                continue;
+            }
+            if (p.partial < min_of_length[p.length] || p.partial > 0x10FFFF || (p.partial >= 0xD800 && p.partial <= 0xDFFF))
+                return false;
+            p.set = step(p.set, p.partial);
+            if (p.set == dead) return false;
+            p.partial = 0;
+        }
+        // With a budget, the tokens left after this one must still be able to finish the
+        // sentence (a code point or more each) and leave a step for the end-of-generation token.
+        if (budget_ && std::size_t{sets_[p.set].distance} + (p.left > 0 ? 1 : 0) + 2 > *budget_) return false;
+        to = p;
+        return true;
+    }
+
+    std::shared_ptr<const grammar> g_;
+    position state_;
+    bool ok_ = true;
+    std::optional<std::size_t> budget_;
+    // The interned sets and their transitions (a lazily built automaton), and scratch kept for
+    // its capacity. One matcher serves one sequence, on one thread.
+    mutable std::vector<interned> sets_;
+    mutable std::unordered_map<std::string, std::uint32_t> index_;
+    mutable std::unordered_map<std::uint64_t, std::uint32_t> next_;
+    mutable stack_set tmp_, work_;
+    mutable std::vector<std::uint32_t> cur_, order_;
+    mutable std::string key_;
+};
+
+// The filter stage. Off (a no-op) while `state` is null. Token bytes come from the same
+// per-vocabulary table the JSON constraint uses.
+struct grammar_constraint {
+    const json_vocab* vocab = nullptr;
+    const grammar_matcher* state = nullptr;
+
+    bool active() const noexcept { return state && vocab; }
+
+    // Whether token `id` may come next: its bytes continue the grammar, or it ends generation
+    // and the text is complete.
+    bool accepts(std::int32_t id) const {
+        const auto i = static_cast<std::size_t>(id);
+        if (!state || !vocab || i >= vocab->pieces.size()) return false;
+        if (vocab->is_end[i]) return state->complete();
+        return !vocab->pieces[i].empty() && state->accepts(vocab->pieces[i]);
+    }
+
+    std::span<candidate> operator()(std::span<candidate> c, context&) const {
+        if (!state || !vocab) return c;
+        constexpr float banned = -std::numeric_limits<float>::infinity();
+        bool any = false;
+        for (candidate& x : c) {
+            if (x.logit == banned) continue;
+            if (accepts(x.id)) any = true;
+            else x.logit = banned;
+        }
+        // Nothing can continue (the grammar is complete, or the vocabulary lacks its bytes):
+        // let generation end rather than pick a banned token.
+        if (!any)
+            for (candidate& x : c)
+                if (static_cast<std::size_t>(x.id) < vocab->is_end.size() && vocab->is_end[std::size_t(x.id)]) x.logit = 0.0f;
+        return c;
+    }
+};
+
+}  // namespace lmtk::sample
+// #include <lmtk/sample/json_schema.hpp>
+// JSON Schema to GBNF: the output of a model constrained by the grammar is a JSON document the
+// schema validates. The subset real clients send (Pydantic's model_json_schema(), OpenAI's
+// strict json_schema, Ollama's format):
+//
+//   type (one or a list), enum, const, anyOf / oneOf, $ref to #/$defs/NAME or
+//   #/definitions/NAME (recursion allowed), object: properties in declared order, required,
+//   additionalProperties (false or absent: none; true or a schema: any number after the
+//   declared ones), array: items, prefixItems, minItems, maxItems, string: minLength,
+//   maxLength, format date / time / date-time / uuid, integer and number (any value), boolean,
+//   null. Annotations (title, description, default, examples, $schema, $id...) are ignored.
+//
+// Any other keyword that constrains values (pattern, minimum, multipleOf, allOf, not, ...) is
+// refused with lmtk::error naming it: an output the grammar allows must never fail the schema.
+// Blanks between tokens are limited as in llama.cpp's JSON grammar (a line break and up to 20
+// blanks), so that a model cannot idle in whitespace until its token limit.
+// #include <lmtk/core/error.hpp>
+
+#include <cctype>
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace lmtk::sample {
+
+namespace json_schema_detail {
+
+using json = nlohmann::ordered_json;  // keeps the properties in the order the schema declares them
+
+// A GBNF string literal holding `bytes` (escaped so the grammar parser reads them back).
+inline std::string literal(std::string_view bytes) {
+    std::string out = "\"";
+    for (const char ch : bytes) {
+        const auto c = static_cast<unsigned char>(ch);
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += ch;
+        } else if (c == '\n') out += "\\n";
+        else if (c == '\r') out += "\\r";
+        else if (c == '\t') out += "\\t";
+        else if (c < 0x20 || c == 0x7F) {
+            static const char* hex = "0123456789ABCDEF";
+            out += "\\x";
+            out += hex[c >> 4];
+            out += hex[c & 15];
+        } else
+            out += ch;
+    }
+    return out + "\"";
+}
+
+class converter {
+public:
+    static constexpr std::size_t max_depth = 64;
+    static constexpr std::size_t max_rules = 4096;
+
+    explicit converter(const json& root) : root_(root) {}
+
+    std::string run() {
+        const std::string top = visit(root_, "root", 0);
+        std::string out;
+        for (const auto& [name, body] : rules_) out += name + " ::= " + body + "\n";
+        // `root` must exist by that name: visit() may have returned another rule or an inline body.
+        if (!rules_.count("root")) out += "root ::= " + top + "\n";
+        out += R"(ws ::= | " " | "\n" [ \t]{0,20}
+json-string ::= "\"" json-char* "\"" ws
+json-char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})
+json-integer ::= "-"? ("0" | [1-9] [0-9]{0,15}) ws
+json-number ::= "-"? ("0" | [1-9] [0-9]{0,15}) ("." [0-9]{1,16})? ([eE] [-+]? [0-9]{1,3})? ws
+json-boolean ::= ("true" | "false") ws
+json-null ::= "null" ws
+json-value ::= json-object | json-array | json-string | json-number | json-boolean | json-null
+json-object ::= "{" ws (json-string ":" ws json-value ("," ws json-string ":" ws json-value)*)? "}" ws
+json-array ::= "[" ws (json-value ("," ws json-value)*)? "]" ws
+)";
+        return out;
+    }
+
+private:
+    [[noreturn]] static void unsupported(const std::string& where, const std::string& what) {
+        fail("json schema: ", what, " at ", where.empty() ? "the root" : where, " is not supported");
+    }
+
+    std::string add_rule(const std::string& hint, const std::string& body) {
+        if (rules_.size() >= max_rules) fail("json schema: too large (more than ", max_rules, " rules)");
+        std::string name;
+        for (const char c : hint) name += (std::isalnum(static_cast<unsigned char>(c)) || c == '-') ? c : '-';
+        if (name.empty()) name = "r";
+        if (rules_.count(name)) name += "-" + std::to_string(rules_.size());
+        rules_[name] = body;
+        return name;
+    }
+
+    // A literal JSON value (enum / const), followed by blanks.
+    static std::string value_literal(const json& v) { return literal(v.dump()) + " ws"; }
+
+    std::string visit(const json& s, const std::string& where, std::size_t depth) {
+        if (depth > max_depth) fail("json schema: nested more than ", max_depth, " levels");
+        if (s.is_boolean()) {
+            if (s.get<bool>()) return "json-value";
+            fail("json schema: the schema 'false' at ", where, " admits no value");
+        }
+        if (!s.is_object()) fail("json schema: a schema must be an object or a boolean at ", where);
+        static const std::set<std::string, std::less<>> ignored = {
+            "title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated", "readOnly",
+            "writeOnly", "$defs", "definitions", "strict", "name", "discriminator", "contentMediaType", "contentEncoding"};
+        static const std::set<std::string, std::less<>> known = {
+            "type", "enum", "const", "anyOf", "oneOf", "$ref", "properties", "required", "additionalProperties",
+            "items", "prefixItems", "minItems", "maxItems", "minLength", "maxLength", "format"};
+        for (const auto& [k, v] : s.items()) {
+            (void)v;
+            if (!known.count(k) && !ignored.count(k)) unsupported(where, "the keyword '" + k + "'");
+        }
+        if (const auto r = s.find("$ref"); r != s.end()) return ref(*r, where, depth);
+        if (const auto e = s.find("enum"); e != s.end()) {
+            if (!e->is_array() || e->empty()) fail("json schema: 'enum' at ", where, " must be a non-empty array");
+            std::string alts;
+            for (const json& v : *e) alts += (alts.empty() ? "" : " | ") + value_literal(v);
+            return "(" + alts + ")";
+        }
+        if (const auto c = s.find("const"); c != s.end()) return value_literal(*c);
+        for (const char* key : {"anyOf", "oneOf"})
+            if (const auto a = s.find(key); a != s.end()) {
+                if (!a->is_array() || a->empty()) fail("json schema: '", key, "' at ", where, " must be a non-empty array");
+                if (s.contains("type") || s.contains("properties"))
+                    unsupported(where, std::string("'") + key + "' beside 'type' or 'properties'");
+                std::string alts;
+                for (std::size_t i = 0; i < a->size(); ++i)
+                    alts += (alts.empty() ? "" : " | ") + visit((*a)[i], where + "/" + key + "/" + std::to_string(i), depth + 1);
+                return "(" + alts + ")";
+            }
+        const auto t = s.find("type");
+        if (t == s.end()) {
+            if (s.contains("properties")) return object(s, where, depth);
+            if (s.contains("items") || s.contains("prefixItems")) return array(s, where, depth);
+            return "json-value";
+        }
+        if (t->is_array()) {
+            if (t->empty()) fail("json schema: 'type' at ", where, " is an empty list");
+            std::string alts;
+            for (const json& one : *t) alts += (alts.empty() ? "" : " | ") + typed(s, one, where, depth);
+            return "(" + alts + ")";
+        }
+        return typed(s, *t, where, depth);
+    }
+
+    std::string typed(const json& s, const json& type, const std::string& where, std::size_t depth) {
+        if (!type.is_string()) fail("json schema: 'type' at ", where, " must be a string or a list of strings");
+        const std::string& t = type.get_ref<const std::string&>();
+        if (t == "object") return object(s, where, depth);
+        if (t == "array") return array(s, where, depth);
+        if (t == "string") return string(s, where);
+        if (t == "integer") return "json-integer";
+        if (t == "number") return "json-number";
+        if (t == "boolean") return "json-boolean";
+        if (t == "null") return "json-null";
+        fail("json schema: unknown type '", t, "' at ", where);
+    }
+
+    std::string ref(const json& r, const std::string& where, std::size_t depth) {
+        if (!r.is_string()) fail("json schema: '$ref' at ", where, " must be a string");
+        const std::string& target = r.get_ref<const std::string&>();
+        std::string name;
+        const json* defs = nullptr;
+        for (const char* prefix : {"#/$defs/", "#/definitions/"})
+            if (target.rfind(prefix, 0) == 0) {
+                name = target.substr(std::string_view(prefix).size());
+                const auto d = root_.find(std::string_view(prefix).substr(2, std::string_view(prefix).size() - 3));
+                if (d != root_.end() && d->is_object()) defs = &*d;
+            }
+        if (target == "#") {
+            refs_["#"] = "root";
+            return "root";
+        }
+        if (!defs || name.empty() || !defs->contains(name)) unsupported(where, "the reference '" + target + "'");
+        if (const auto it = refs_.find(target); it != refs_.end()) return it->second;
+        // Named before it is visited, so that a recursive reference finds it.
+        std::string rule = "def-" + name;
+        for (char& c : rule)
+            if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-')) c = '-';
+        if (rules_.count(rule)) rule += "-" + std::to_string(rules_.size());
+        refs_[target] = rule;
+        rules_[rule] = "";  // reserved
+        rules_[rule] = visit((*defs)[name], target, depth + 1);
+        return rule;
+    }
+
+    std::string string(const json& s, const std::string& where) {
+        if (const auto f = s.find("format"); f != s.end() && f->is_string()) {
+            const std::string& fmt = f->get_ref<const std::string&>();
+            const std::string date = R"([0-9]{4} "-" ("0" [1-9] | "1" [0-2]) "-" ("0" [1-9] | [12] [0-9] | "3" [01]))";
+            const std::string time = R"(([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9] ":" [0-5] [0-9] ("." [0-9]{1,9})? ("Z" | [+-] ([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9]))";
+            if (fmt == "date") return "\"\\\"\" " + date + " \"\\\"\" ws";
+            if (fmt == "time") return "\"\\\"\" " + time + " \"\\\"\" ws";
+            if (fmt == "date-time") return "\"\\\"\" " + date + " \"T\" " + time + " \"\\\"\" ws";
+            if (fmt == "uuid")
+                return R"("\"" [0-9a-fA-F]{8} "-" [0-9a-fA-F]{4} "-" [0-9a-fA-F]{4} "-" [0-9a-fA-F]{4} "-" [0-9a-fA-F]{12} "\"" ws)";
+            // Other formats (email, uri, ...) are annotations by default in JSON Schema: any string.
+        }
+        const auto lo = s.find("minLength"), hi = s.find("maxLength");
+        if (lo == s.end() && hi == s.end()) return "json-string";
+        const auto bound = [&](const json& v, const char* key) {
+            if (!v.is_number_integer() || v.get<std::int64_t>() < 0 || v.get<std::int64_t>() > 1000)
+                fail("json schema: '", key, "' at ", where, " must be an integer from 0 to 1000");
+            return static_cast<std::size_t>(v.get<std::int64_t>());
+        };
+        const std::size_t min = lo == s.end() ? 0 : bound(*lo, "minLength");
+        const std::string rep = hi == s.end() ? "{" + std::to_string(min) + ",}"
+                                              : "{" + std::to_string(min) + "," + std::to_string(bound(*hi, "maxLength")) + "}";
+        if (hi != s.end() && bound(*hi, "maxLength") < min) fail("json schema: maxLength < minLength at ", where);
+        return "\"\\\"\" json-char" + rep + " \"\\\"\" ws";
+    }
+
+    std::string array(const json& s, const std::string& where, std::size_t depth) {
+        const auto count = [&](const char* key, std::size_t dflt) {
+            const auto v = s.find(key);
+            if (v == s.end()) return dflt;
+            if (!v->is_number_integer() || v->get<std::int64_t>() < 0 || v->get<std::int64_t>() > 1000)
+                fail("json schema: '", key, "' at ", where, " must be an integer from 0 to 1000");
+            return static_cast<std::size_t>(v->get<std::int64_t>());
+        };
+        std::vector<std::string> prefix;
+        if (const auto p = s.find("prefixItems"); p != s.end()) {
+            if (!p->is_array()) fail("json schema: 'prefixItems' at ", where, " must be an array");
+            for (std::size_t i = 0; i < p->size(); ++i)
+                prefix.push_back(visit((*p)[i], where + "/prefixItems/" + std::to_string(i), depth + 1));
+        }
+        std::string item = "json-value";
+        bool more = true;
+        if (const auto it = s.find("items"); it != s.end()) {
+            if (it->is_boolean() && !it->get<bool>()) more = false;
+            else item = visit(*it, where + "/items", depth + 1);
+        } else if (!prefix.empty()) {
+            more = true;  // items absent: anything may follow the prefix
+        }
+        const std::size_t min = count("minItems", 0);
+        const std::size_t max = count("maxItems", static_cast<std::size_t>(-1));
+        if (max < min) fail("json schema: maxItems < minItems at ", where);
+        if (!prefix.empty() && (min > prefix.size() || s.contains("maxItems")))
+            unsupported(where, "'minItems' or 'maxItems' with 'prefixItems'");
+        std::string body = "\"[\" ws ";
+        if (!prefix.empty()) {
+            // The prefix items in order, each optional only with all that follow it.
+            std::string tail = more ? "(\",\" ws " + item + ")*" : "";
+            std::string inner;
+            for (std::size_t i = prefix.size(); i-- > 0;) {
+                const std::string rest = i + 1 < prefix.size() ? "(\",\" ws " + inner + ")?" : tail;
+                inner = prefix[i] + " " + rest;
+            }
+            body += min == prefix.size() ? inner : "(" + inner + ")?";
+        } else if (more && max > 0) {
+            const std::string item_rule = add_rule(where.empty() ? "item" : where + "-item", item);
+            if (min == 0) {
+                body += "(" + item_rule + " (\",\" ws " + item_rule + ")" +
+                        (max == static_cast<std::size_t>(-1) ? std::string("*") : "{0," + std::to_string(max - 1) + "}") + ")?";
+            } else {
+                body += item_rule + " (\",\" ws " + item_rule + ")" +
+                        (max == static_cast<std::size_t>(-1) ? "{" + std::to_string(min - 1) + ",}"
+                                                              : "{" + std::to_string(min - 1) + "," + std::to_string(max - 1) + "}");
+            }
+        } else if (min > 0) {
+            fail("json schema: an array at ", where, " needs ", min, " items but allows none");
+        }
+        return body + " \"]\" ws";
+    }
+
+    std::string object(const json& s, const std::string& where, std::size_t depth) {
+        std::vector<std::pair<std::string, std::string>> props;  // key literal + ':' + value, in order
+        std::vector<bool> required;
+        std::set<std::string> req;
+        if (const auto r = s.find("required"); r != s.end()) {
+            if (!r->is_array()) fail("json schema: 'required' at ", where, " must be an array");
+            for (const json& k : *r) {
+                if (!k.is_string()) fail("json schema: 'required' at ", where, " must list strings");
+                req.insert(k.get<std::string>());
+            }
+        }
+        if (const auto p = s.find("properties"); p != s.end()) {
+            if (!p->is_object()) fail("json schema: 'properties' at ", where, " must be an object");
+            // nlohmann::json (std::map) sorts keys; the declared order is the one in the text,
+            // which ordered_json keeps: the caller parses schemas with ordered_json.
+            for (const auto& [k, v] : p->items()) {
+                const std::string value = visit(v, where + "/" + k, depth + 1);
+                props.emplace_back(k, literal(json(k).dump()) + " ws \":\" ws " + value);
+                required.push_back(req.count(k) > 0);
+            }
+        }
+        for (const std::string& k : req) {
+            bool found = false;
+            for (const auto& p : props) found |= p.first == k;
+            if (!found) unsupported(where, "a required property ('" + k + "') without a schema in 'properties'");
+        }
+        // Other properties: where additionalProperties allows them, or where nothing is declared
+        // at all (a bare {"type": "object"} is any object). Absent beside declared properties,
+        // none are generated: still valid, and the object closes sooner.
+        std::string extra;
+        const auto a = s.find("additionalProperties");
+        const bool extras = a == s.end() ? props.empty() : !(a->is_boolean() && !a->get<bool>());
+        if (extras) {
+            const std::string value = a == s.end() || a->is_boolean() ? "json-value" : visit(*a, where + "/additionalProperties", depth + 1);
+            extra = add_rule(where.empty() ? "extra" : where + "-extra", "json-string \":\" ws " + value);
+        }
+        // first_i: properties i.. when none has been written yet; rest_i: after one has.
+        const std::size_t n = props.size();
+        std::vector<std::string> rest(n + 1), first(n + 1);
+        rest[n] = extra.empty() ? "" : "(\",\" ws " + extra + ")*";
+        first[n] = extra.empty() ? "" : "(" + extra + " (\",\" ws " + extra + ")*)?";
+        const std::string base = where.empty() ? "obj" : where;
+        for (std::size_t i = n; i-- > 0;) {
+            const std::string kv = add_rule(base + "-" + props[i].first, props[i].second);
+            const std::string r_next = rest[i + 1].empty() ? "" : " " + rest[i + 1];
+            std::string r = "\",\" ws " + kv + r_next;
+            std::string f = kv + r_next;
+            if (!required[i]) {
+                r = "(" + r + ")" + (rest[i + 1].empty() ? "?" : " | " + rest[i + 1]);
+                f = "(" + f + (first[i + 1].empty() ? ")?" : " | " + first[i + 1] + ")");
+            }
+            rest[i] = add_rule(base + "-rest", r);
+            first[i] = add_rule(base + "-first", f);
+        }
+        return "\"{\" ws " + (first[0].empty() ? std::string() : first[0] + " ") + "\"}\" ws";
+    }
+
+    const json& root_;
+    std::map<std::string, std::string> rules_;
+    std::map<std::string, std::string> refs_;
+};
+
+}  // namespace json_schema_detail
+
+// GBNF text for documents `schema` validates; throws lmtk::error naming what it cannot express.
+// Properties come in the order `schema` holds them: the declared order for nlohmann::ordered_json
+// (parse the schema's text with it), sorted by key for nlohmann::json.
+inline std::string json_schema_to_gbnf(const nlohmann::ordered_json& schema) {
+    return json_schema_detail::converter(schema).run();
+}
+inline std::string json_schema_to_gbnf(const nlohmann::json& schema) {
+    return json_schema_to_gbnf(nlohmann::ordered_json::parse(schema.dump()));
+}
 
 }  // namespace lmtk::sample
 // #include <lmtk/generate/timings.hpp>
