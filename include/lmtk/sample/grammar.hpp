@@ -27,6 +27,7 @@
 #include <lmtk/sample/stages.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <limits>
 #include <memory>
@@ -86,6 +87,19 @@ public:
     void set_budget(std::optional<std::size_t> tokens_left) noexcept { budget_ = tokens_left; }
     // Code points still needed, at the fewest, to complete a sentence.
     std::size_t distance() const noexcept { return ok_ ? sets_[state_.set].distance : grammar::unreachable_length; }
+
+    // Whether some text starting with ASCII character c could follow (the grammar alone, no
+    // budget); false also while a multi-byte character is incomplete. Lets a mask refuse every
+    // token that starts with c at once.
+    bool can_begin_with(unsigned char c) const {
+        return ok_ && c < 0x80 && state_.left == 0 && step(state_.set, c) != dead;
+    }
+    // The same for two ASCII characters c then d.
+    bool can_begin_with(unsigned char c, unsigned char d) const {
+        if (!ok_ || c >= 0x80 || d >= 0x80 || state_.left != 0) return false;
+        const std::uint32_t s1 = step(state_.set, c);
+        return s1 != dead && step(s1, d) != dead;
+    }
 
     // Whether the text so far is a whole sentence of the grammar (generation may end).
     bool complete() const noexcept { return ok_ && state_.left == 0 && sets_[state_.set].has_empty; }
@@ -330,8 +344,33 @@ struct grammar_constraint {
         if (!state || !vocab) return c;
         constexpr float banned = -std::numeric_limits<float>::infinity();
         bool any = false;
+        // Tokens are grouped by their first one or two bytes: where the grammar cannot take
+        // them next, every token starting with them is refused without being walked (most of
+        // a vocabulary outside a string: " word" after a JSON value fails at 'w').
+        // 0: not known yet, 1: may continue, 2: cannot.
+        std::array<std::uint8_t, 128> first{};
+        thread_local std::array<std::uint8_t, 128 * 128> pair;
+        pair.fill(0);
         for (candidate& x : c) {
             if (x.logit == banned) continue;
+            const auto id = static_cast<std::size_t>(x.id);
+            if (id < vocab->pieces.size() && !vocab->is_end[id] && !vocab->pieces[id].empty()) {
+                const std::string& piece = vocab->pieces[id];
+                const auto b = static_cast<unsigned char>(piece[0]);
+                if (b < 0x80) {
+                    if (first[b] == 0) first[b] = state->can_begin_with(b) ? 1 : 2;
+                    bool dead_start = first[b] == 2;
+                    if (!dead_start && piece.size() >= 2 && static_cast<unsigned char>(piece[1]) < 0x80) {
+                        std::uint8_t& v = pair[b * 128 + static_cast<unsigned char>(piece[1])];
+                        if (v == 0) v = state->can_begin_with(b, static_cast<unsigned char>(piece[1])) ? 1 : 2;
+                        dead_start = v == 2;
+                    }
+                    if (dead_start) {
+                        x.logit = banned;
+                        continue;
+                    }
+                }
+            }
             if (accepts(x.id)) any = true;
             else x.logit = banned;
         }
