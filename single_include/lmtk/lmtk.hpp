@@ -15306,7 +15306,9 @@ private:
 // candidate whose bytes would break that, and every end-of-generation token until the object
 // is closed; once it is closed, only end tokens remain. A run of blanks between tokens holds at
 // most one line break and 20 bytes (llama.cpp's JSON grammar allows about as much), so that a
-// model cannot idle in blank lines forever; nesting stops at 32 levels. The state is a few dozen bytes, trivially copyable: each candidate is checked
+// model cannot idle in blank lines forever; nesting stops at 32 levels. Bytes inside strings
+// are not checked to be UTF-8 (a string may hold a broken character): the server's JSON mode
+// runs the GBNF grammar matcher (grammar.hpp) instead, which checks them. The state is a few dozen bytes, trivially copyable: each candidate is checked
 // on a copy, which is the whole cost (about a microsecond per thousand tokens of vocabulary).
 // #include <lmtk/sample/candidate.hpp>
 // #include <lmtk/sample/stages.hpp>

@@ -2,6 +2,7 @@
 // against an independent JSON parser (nlohmann::json) on random documents, their mutations and
 // random splits into tokens, and the grammar_constraint stage driving the real stories260K
 // model: every sentence it completes is valid JSON.
+#include "support/random_json.hpp"
 #include "support/models.hpp"
 
 #include <lmtk/lmtk.hpp>
@@ -60,31 +61,6 @@ bool complete_in_pieces(const std::shared_ptr<const grammar>& g, std::string_vie
     return m.complete();
 }
 
-nlohmann::json random_value(std::mt19937& g, int depth) {
-    std::uniform_int_distribution<int> kind(0, depth > 3 ? 5 : 7);
-    switch (kind(g)) {
-        case 0: return nullptr;
-        case 1: return g() % 2 == 0;
-        case 2: return static_cast<int>(g() % 2000) - 1000;
-        case 3: return (static_cast<double>(g() % 100000) - 50000.0) / 64.0;
-        case 4: {
-            static const char* strings[] = {"", "a", "tab\there", "quote\"q", "back\\slash", "line\nfeed", "ctl\x01",
-                                            "caf\xc3\xa9", "\xe6\x97\xa5\xe6\x9c\xac", "emoji \xf0\x9f\x98\x80"};
-            return strings[g() % 10];
-        }
-        case 5: return "word" + std::to_string(g() % 100);
-        case 6: {
-            nlohmann::json a = nlohmann::json::array();
-            for (unsigned i = 0, n = g() % 4; i < n; ++i) a.push_back(random_value(g, depth + 1));
-            return a;
-        }
-        default: {
-            nlohmann::json o = nlohmann::json::object();
-            for (unsigned i = 0, n = g() % 4; i < n; ++i) o["k" + std::to_string(g() % 10)] = random_value(g, depth + 1);
-            return o;
-        }
-    }
-}
 
 }  // namespace
 
@@ -163,7 +139,7 @@ TEST_CASE("gbnf: json.gbnf agrees with nlohmann::json on random documents, mutat
     std::size_t accepted = 0, mutants_accepted = 0;
     for (int i = 0; i < 400; ++i) {
         nlohmann::json o = nlohmann::json::object();
-        for (unsigned k = 0, n = gen() % 5; k < n; ++k) o["k" + std::to_string(k)] = random_value(gen, 1);
+        for (unsigned k = 0, n = gen() % 5; k < n; ++k) o["k" + std::to_string(k)] = lmtk::test::random_json_value(gen, 1, {.exponents = false, .multibyte = true});
         const std::string doc = o.dump(gen() % 2 ? -1 : 2);  // compact, or indented by two
         INFO(doc);
         // json.gbnf allows the blanks of both layouts except the indent run limit (20 after a

@@ -1,6 +1,7 @@
 // lmtk::sample::json_prefix and the json_constraint stage. The recogniser is checked against an
 // independent JSON parser (nlohmann::json::accept) on thousands of random documents and
 // one-byte mutations of them, and on hand-picked cases; the stage on a small vocabulary.
+#include "support/random_json.hpp"
 #include <lmtk/sample/json_constraint.hpp>
 #include <lmtk/sample/sample.hpp>
 
@@ -54,31 +55,6 @@ bool reference(const std::string& s) {
     return max_depth <= json_prefix::max_depth;
 }
 
-nlohmann::json random_value(std::mt19937& g, int depth) {
-    std::uniform_int_distribution<int> kind(0, depth > 3 ? 5 : 7);
-    switch (kind(g)) {
-        case 0: return nullptr;
-        case 1: return g() % 2 == 0;
-        case 2: return static_cast<int>(g() % 2000) - 1000;
-        case 3: return std::ldexp(static_cast<double>(g() % 100000) - 50000.0, static_cast<int>(g() % 40) - 20);
-        case 4: {
-            static const char* strings[] = {"", "a", "tab\there", "quote\"q", "back\\slash", "line\nfeed", "ctl\x01", "caf"};
-            return strings[g() % 8];
-        }
-        case 5: return "word" + std::to_string(g() % 100);
-        case 6: {
-            nlohmann::json a = nlohmann::json::array();
-            for (unsigned i = 0, n = g() % 4; i < n; ++i) a.push_back(random_value(g, depth + 1));
-            return a;
-        }
-        default: {
-            nlohmann::json o = nlohmann::json::object();
-            for (unsigned i = 0, n = g() % 4; i < n; ++i) o["k" + std::to_string(g() % 10)] = random_value(g, depth + 1);
-            return o;
-        }
-    }
-}
-
 }  // namespace
 
 TEST_CASE("json_prefix accepts objects and their prefixes, and only those", "[sample][json]") {
@@ -112,7 +88,7 @@ TEST_CASE("json_prefix agrees with nlohmann::json on random documents and mutati
     int valid = 0, invalid = 0;
     for (int round = 0; round < 3000; ++round) {
         nlohmann::json doc = nlohmann::json::object();
-        for (unsigned i = 0, n = g() % 5; i < n; ++i) doc["key" + std::to_string(i)] = random_value(g, 1);
+        for (unsigned i = 0, n = g() % 5; i < n; ++i) doc["key" + std::to_string(i)] = lmtk::test::random_json_value(g, 1, {.exponents = true, .multibyte = false});
         std::string s = g() % 3 == 0 ? doc.dump(g() % 3) : doc.dump();
         std::vector<std::string> cases = {s};
         for (int m = 0; m < 4 && !s.empty(); ++m) {
