@@ -77,25 +77,21 @@ def main():
         with open(OUT, "wb") as f:
             f.write(lzma.compress(buf.getvalue(), preset=9 | lzma.PRESET_EXTREME))
         print(f"{OUT}: {len(members)} files from {os.path.basename(sdist)}, {os.path.getsize(OUT)} bytes")
-        if not templates:
-            sys.exit(f"no models/templates/*.jinja in {sdist}")
-        os.makedirs(TEMPLATES, exist_ok=True)
-        for old in glob.glob(os.path.join(TEMPLATES, "*.jinja")):
-            os.unlink(old)
-        for name, data in templates.items():
-            with open(os.path.join(TEMPLATES, name), "wb") as f:
-                f.write(data)
-        print(f"{TEMPLATES}: {len(templates)} templates")
-        if not grammars:
-            sys.exit(f"no grammars/*.gbnf in {sdist}")
-        os.makedirs(GRAMMARS, exist_ok=True)
-        for old in glob.glob(os.path.join(GRAMMARS, "*.gbnf")):
-            os.unlink(old)
-        for name, data in grammars.items():
-            with open(os.path.join(GRAMMARS, name), "wb") as f:
-                f.write(data)
-        print(f"{GRAMMARS}: {len(grammars)} grammars")
+        replace_folder(TEMPLATES, "*.jinja", templates, f"no models/templates/*.jinja in {sdist}")
+        replace_folder(GRAMMARS, "*.gbnf", grammars, f"no grammars/*.gbnf in {sdist}")
 
+
+def replace_folder(folder, pattern, files, missing):
+    """Replaces the files matching `pattern` in `folder` by `files` (name -> bytes)."""
+    if not files:
+        sys.exit(missing)
+    os.makedirs(folder, exist_ok=True)
+    for old in glob.glob(os.path.join(folder, pattern)):
+        os.unlink(old)
+    for name, data in files.items():
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(data)
+    print(f"{folder}: {len(files)} files")
 
 if __name__ == "__main__":
     main()
