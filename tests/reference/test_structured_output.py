@@ -226,6 +226,20 @@ class StructuredOutputTest(unittest.TestCase):
             print(f"/completion grammar {name}: {finished} of 20 finished", file=sys.stderr)
             self.assertGreater(finished, 0, name)
 
+    def test_openai_routes_take_llamacpp_grammar(self):
+        # llama-server reads `grammar` / `json_schema` on its OpenAI routes too; so does lmtk.
+        for seed in range(1, 6):
+            r = self.openai.chat.completions.create(
+                model="stories", messages=[{"role": "user", "content": "Yes or no?"}], seed=seed, max_tokens=8,
+                extra_body={"grammar": 'root ::= "yes" | "no"'})
+            self.assertIn(r.choices[0].message.content, ("yes", "no"))
+            self.assertEqual(r.choices[0].finish_reason, "stop")
+        with self.assertRaises(openai.BadRequestError) as e:
+            self.openai.chat.completions.create(
+                model="stories", messages=[{"role": "user", "content": "x"}], response_format={"type": "json_object"},
+                extra_body={"grammar": 'root ::= "a"'})
+        self.assertIn("one output constraint", str(e.exception))
+
     def test_impossible_constraints_are_400(self):
         status, r = self.completion({"prompt": "x", "grammar": "root ::= missing\n"})
         self.assertEqual(status, 400)

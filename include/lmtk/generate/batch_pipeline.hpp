@@ -48,11 +48,7 @@ public:
     explicit batch_pipeline(const std::string& model_path, pipeline_options opt = {}, Chain chain = Chain{})
         : chain_(std::move(chain)), seed_(opt.seed) {
         const stopwatch load;
-        model_ = std::make_unique<model_type>(model_path, opt.load);
-        tokenizer_ = std::make_unique<tokenizer_type>(tokenize::load_tokenizer(model_->source()));
-        if (tokenizer_->size() != model_->n_vocab())
-            fail(model_path, ": the tokenizer has ", tokenizer_->size(), " tokens but the model's vocabulary has ",
-                 model_->n_vocab());
+        detail::load_model_and_tokenizer(model_path, opt.load, model_, tokenizer_);
         opt.context.n_seq = std::max<std::size_t>(1, opt.context.n_seq);
         context_ = std::make_unique<context_type>(*model_, opt.context);
         time_.load_ms = load.ms();

@@ -37,6 +37,21 @@ struct pipeline_options {
     std::uint64_t seed = 0x6c6d746b;      // "lmtk"
 };
 
+namespace detail {
+
+// The model and its tokenizer, loaded and checked against each other: what pipeline and
+// batch_pipeline both start from.
+template <class Model>
+void load_model_and_tokenizer(const std::string& path, const model::load_options& opt, std::unique_ptr<Model>& model,
+                              std::unique_ptr<tokenize::tokenizer>& tok) {
+    model = std::make_unique<Model>(path, opt);
+    tok = std::make_unique<tokenize::tokenizer>(tokenize::load_tokenizer(model->source()));
+    if (tok->size() != model->n_vocab())
+        fail(path, ": the tokenizer has ", tok->size(), " tokens but the model's vocabulary has ", model->n_vocab());
+}
+
+}  // namespace detail
+
 template <class Set, class Target, class Chain, class KV = model::kv_f32>
 class pipeline {
 public:
@@ -48,11 +63,7 @@ public:
     explicit pipeline(const std::string& model_path, pipeline_options opt = {}, Chain chain = Chain{})
         : chain_(std::move(chain)), gen_(opt.seed) {
         const stopwatch load;
-        model_ = std::make_unique<model_type>(model_path, opt.load);
-        tokenizer_ = std::make_unique<tokenizer_type>(tokenize::load_tokenizer(model_->source()));
-        if (tokenizer_->size() != model_->n_vocab())
-            fail(model_path, ": the tokenizer has ", tokenizer_->size(), " tokens but the model's vocabulary has ",
-                 model_->n_vocab());
+        detail::load_model_and_tokenizer(model_path, opt.load, model_, tokenizer_);
         context_ = std::make_unique<context_type>(*model_, opt.context);
         time_.load_ms = load.ms();
     }

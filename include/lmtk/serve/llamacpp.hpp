@@ -6,8 +6,9 @@
 // /completion: prompt (string, token ids, or a mix like [12, "text", 34]), n_predict
 // (max_tokens), stop, ignore_eos, n_probs, stream, the sampling fields, logit_bias (both
 // forms), grammar (GBNF text) or json_schema (sample/grammar.hpp, sample/json_schema.hpp:
-// a grammar that does not parse or a schema lmtk cannot enforce is a 400). Streams are SSE `data: {...}` events, the last with "stop": true and the summary;
-// like llama-server there is no `[DONE]` on native endpoints.
+// a grammar that does not parse or a schema lmtk cannot enforce is a 400). Streams are SSE
+// `data: {...}` events, the last with "stop": true and the summary; like llama-server there
+// is no `[DONE]` on native endpoints.
 #include <lmtk/serve/service.hpp>
 
 #include <nlohmann/json.hpp>
@@ -107,12 +108,7 @@ parsed read_completion(Service& svc, const json& body) {
     p.rq.stop = read_stop(f);
     if (auto v = f.boolean("ignore_eos")) p.rq.ignore_eos = *v;
     if (auto v = f.bounded("n_probs", 0, 100); v && *v > 0) p.rq.top_logprobs = *v;
-    // llama-server's output constraints: GBNF text, or a JSON schema turned into one.
-    if (auto g = f.string("grammar"); g && !g->empty()) p.rq.grammar = read_grammar(svc.eng(), "grammar", *g);
-    if (const json* js = f.find("json_schema"); js && !js->is_null()) {
-        if (p.rq.grammar) bad_request("json_schema", "give either 'grammar' or 'json_schema', not both");
-        p.rq.grammar = read_json_schema(svc.eng(), "json_schema", *js);
-    }
+    read_grammar_fields(svc.eng(), f, p.rq.grammar);
     p.stream = f.boolean("stream").value_or(false);
     p.model = f.string("model").value_or(svc.model_id());
     const json* prompt = f.find("prompt");

@@ -6,7 +6,8 @@
 // temperature, top_p, seed, stop, n (choices run one after another on one slot),
 // presence/frequency_penalty, logit_bias (object form; llama.cpp's array form too),
 // logprobs + top_logprobs (chat) / logprobs: k (legacy), echo (legacy), and llama.cpp's extra
-// sampling fields (top_k, min_p, repeat_penalty, ...). Errors are OpenAI error objects.
+// sampling fields (top_k, min_p, repeat_penalty, ...) and constraints (grammar, json_schema).
+// Errors are OpenAI error objects.
 // response_format {"type": "json_object"} constrains the output to one JSON object, and
 // {"type": "json_schema", "json_schema": {"schema": ...}} to documents the schema validates
 // (sample/json_schema.hpp; a schema it cannot enforce is a 400).
@@ -127,6 +128,7 @@ void read_common(Service& svc, const fields& f, parsed& p) {
             rff.bad("type", "must be \"text\", \"json_object\" or \"json_schema\"", *rff.find("type"));
         }
     }
+    read_grammar_fields(svc.eng(), f, p.rq.grammar);  // llama-server's extras on the OpenAI routes too
     p.stream = f.boolean("stream").value_or(false);
     if (const json* so = f.object("stream_options")) {
         const fields sf(*so, "stream_options.");

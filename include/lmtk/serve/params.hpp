@@ -274,6 +274,20 @@ std::shared_ptr<const sample::grammar> read_json_schema(const Engine& eng, const
     return read_grammar(eng, param, text);
 }
 
+// llama-server's constraint fields, read on its native /completion and on the OpenAI routes
+// as llama-server does: `grammar` (GBNF text) or `json_schema` (a schema), not both.
+template <class Engine>
+void read_grammar_fields(const Engine& eng, const fields& f, std::shared_ptr<const sample::grammar>& out) {
+    if (auto g = f.string("grammar"); g && !g->empty()) {
+        if (out) bad_request("grammar", "give one output constraint: 'grammar', 'json_schema' or 'response_format'");
+        out = read_grammar(eng, "grammar", *g);
+    }
+    if (const json* js = f.find("json_schema"); js && !js->is_null()) {
+        if (out) bad_request("json_schema", "give one output constraint: 'grammar', 'json_schema' or 'response_format'");
+        out = read_json_schema(eng, "json_schema", *js);
+    }
+}
+
 // JSON mode (OpenAI json_object, Ollama "json"): any one JSON object, as the grammar of the
 // schema {"type": "object"}, so that it closes before the token limit like any other grammar.
 // Refused for a vocabulary that cannot write '{'.
