@@ -1504,6 +1504,7 @@ private:
 #include <nlohmann/json.hpp>
 
 #include <cstddef>
+#include <initializer_list>
 #include <optional>
 #include <set>
 #include <string>
@@ -1548,6 +1549,40 @@ inline std::optional<nlohmann::json> try_parse_json(std::string_view text, std::
         if (why) *why = "not valid JSON";
         return std::nullopt;
     }
+    return j;
+}
+
+// Some members of a JSON object's text with every object's keys in document order (tools',
+// schemas' and messages' keys keep the order the client wrote; nlohmann::json sorts them). Only
+// the top-level members named in `keys` are kept; the text must already have passed
+// try_parse_json. Ordered objects find keys by linear search, so an object of more than
+// `max_keys` keys is refused (lmtk::error): the work stays linear in the text's size.
+inline nlohmann::ordered_json ordered_members(std::string_view text, std::initializer_list<std::string_view> keys,
+                                              std::size_t max_keys = 1024) {
+    struct too_many {};
+    bool keep = false;
+    std::vector<std::size_t> counts;  // keys of each open object, innermost last
+    auto cb = [&](int depth, nlohmann::ordered_json::parse_event_t event, nlohmann::ordered_json& parsed) {
+        using ev = nlohmann::ordered_json::parse_event_t;
+        if (depth == 0) return true;  // the top object itself
+        if (depth == 1 && event == ev::key) {
+            keep = false;
+            for (const std::string_view k : keys) keep = keep || (parsed.is_string() && parsed.get_ref<const std::string&>() == k);
+            return keep;
+        }
+        if (!keep) return false;
+        if (event == ev::object_start) counts.push_back(0);
+        else if (event == ev::object_end && !counts.empty()) counts.pop_back();
+        else if (event == ev::key && !counts.empty() && ++counts.back() > max_keys) throw too_many{};
+        return true;
+    };
+    nlohmann::ordered_json j;
+    try {
+        j = nlohmann::ordered_json::parse(text.begin(), text.end(), cb, /*allow_exceptions=*/false);
+    } catch (const too_many&) {
+        fail("an object of more than ", max_keys, " keys");
+    }
+    if (j.is_discarded() || !j.is_object()) return nlohmann::ordered_json::object();
     return j;
 }
 
@@ -16416,16 +16451,23 @@ struct grammar_constraint {
 //   #/definitions/NAME (recursion allowed), object: properties in declared order, required,
 //   additionalProperties (false or absent: none; true or a schema: any number after the
 //   declared ones), array: items, prefixItems, minItems, maxItems, string: minLength,
-//   maxLength, format date / time / date-time / uuid, integer and number (any value), boolean,
-//   null. Annotations (title, description, default, examples, $schema, $id...) are ignored.
+//   maxLength, format date / time / date-time / uuid, integer with minimum / maximum /
+//   exclusiveMinimum / exclusiveMaximum (Pydantic's ge, le, gt, lt), number with an integer
+//   minimum / maximum (a bounded number is written without an exponent), boolean, null.
+//   Annotations (title, description, default, examples, $schema, $id...) are ignored.
 //
-// Any other keyword that constrains values (pattern, minimum, multipleOf, allOf, not, ...) is
+// Any other keyword that constrains values (pattern, multipleOf, allOf, not, a number's
+// exclusive or fractional bounds, ...) is
 // refused with lmtk::error naming it: an output the grammar allows must never fail the schema.
 // Blanks between tokens are limited as in llama.cpp's JSON grammar (a line break and up to 20
 // blanks), so that a model cannot idle in whitespace until its token limit.
 // #include <lmtk/core/error.hpp>
 
 #include <cctype>
+#include <utility>
+#include <limits>
+#include <cmath>
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <set>
@@ -16468,15 +16510,24 @@ public:
     static constexpr std::size_t max_depth = 64;
     static constexpr std::size_t max_rules = 4096;
 
-    explicit converter(const json& root) : root_(root) {}
+    // `prefix` goes before every rule name (the top rule is prefix + "root"), so that several
+    // schemas can live in one grammar; the shared JSON rules (json_common_gbnf) are written only
+    // without a prefix, and a caller combining schemas writes them once.
+    explicit converter(const json& root, std::string prefix = {}) : root_(root), prefix_(std::move(prefix)) {}
 
     std::string run() {
+        const std::string top_name = prefix_ + "root";
         const std::string top = visit(root_, "root", 0);
         std::string out;
         for (const auto& [name, body] : rules_) out += name + " ::= " + body + "\n";
-        // `root` must exist by that name: visit() may have returned another rule or an inline body.
-        if (!rules_.count("root")) out += "root ::= " + top + "\n";
-        out += R"(ws ::= | " " | "\n" [ \t]{0,20}
+        // The top rule must exist by that name: visit() may have returned another rule or an inline body.
+        if (!rules_.count(top_name)) out += top_name + " ::= " + top + "\n";
+        if (prefix_.empty()) out += common_rules();
+        return out;
+    }
+
+    static const char* common_rules() noexcept {
+        return R"(ws ::= | " " | "\n" [ \t]{0,20}
 json-string ::= "\"" json-char* "\"" ws
 json-char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})
 json-integer ::= "-"? ("0" | [1-9] [0-9]{0,15}) ws
@@ -16487,7 +16538,6 @@ json-value ::= json-object | json-array | json-string | json-number | json-boole
 json-object ::= "{" ws (json-string ":" ws json-value ("," ws json-string ":" ws json-value)*)? "}" ws
 json-array ::= "[" ws (json-value ("," ws json-value)*)? "]" ws
 )";
-        return out;
     }
 
 private:
@@ -16497,9 +16547,9 @@ private:
 
     std::string add_rule(const std::string& hint, const std::string& body) {
         if (rules_.size() >= max_rules) fail("json schema: too large (more than ", max_rules, " rules)");
-        std::string name;
+        std::string name = prefix_;
         for (const char c : hint) name += (std::isalnum(static_cast<unsigned char>(c)) || c == '-') ? c : '-';
-        if (name.empty()) name = "r";
+        if (name == prefix_) name += "r";
         if (rules_.count(name)) name += "-" + std::to_string(rules_.size());
         rules_[name] = body;
         return name;
@@ -16520,7 +16570,8 @@ private:
             "writeOnly", "$defs", "definitions", "strict", "name", "discriminator", "contentMediaType", "contentEncoding"};
         static const std::set<std::string, std::less<>> known = {
             "type", "enum", "const", "anyOf", "oneOf", "$ref", "properties", "required", "additionalProperties",
-            "items", "prefixItems", "minItems", "maxItems", "minLength", "maxLength", "format"};
+            "items", "prefixItems", "minItems", "maxItems", "minLength", "maxLength", "format",
+            "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
         for (const auto& [k, v] : s.items()) {
             (void)v;
             if (!known.count(k) && !ignored.count(k)) unsupported(where, "the keyword '" + k + "'");
@@ -16564,11 +16615,122 @@ private:
         if (t == "object") return object(s, where, depth);
         if (t == "array") return array(s, where, depth);
         if (t == "string") return string(s, where);
-        if (t == "integer") return "json-integer";
-        if (t == "number") return "json-number";
+        if (t == "integer") return integer(s, where);
+        if (t == "number") return number(s, where);
         if (t == "boolean") return "json-boolean";
         if (t == "null") return "json-null";
         fail("json schema: unknown type '", t, "' at ", where);
+    }
+
+    // ---- bounded numbers ------------------------------------------------------------------
+    // Decimal integers of json-integer's size (16 digits) bound every range.
+    static constexpr std::int64_t max_magnitude = 9999999999999999;
+    static constexpr std::int64_t unbounded = std::numeric_limits<std::int64_t>::max();
+
+    // A bound's value: a number within json-integer's size; `integral` demands an integer.
+    static double bound_of(const json& v, const char* key, const std::string& where) {
+        if (!v.is_number()) fail("json schema: '", key, "' at ", where, " must be a number");
+        const double d = v.get<double>();
+        if (!(std::fabs(d) <= double(max_magnitude))) fail("json schema: '", key, "' at ", where, " is out of range");
+        return d;
+    }
+
+    // The integers [lo, hi] a schema's bounds allow; `integral_only`: bounds that are not whole
+    // numbers, or exclusive ones, are refused (numbers).
+    static std::pair<std::int64_t, std::int64_t> integer_bounds(const json& s, const std::string& where, bool for_number) {
+        std::int64_t lo = -unbounded, hi = unbounded;
+        for (const char* key : {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"}) {
+            const auto it = s.find(key);
+            if (it == s.end()) continue;
+            const double d = bound_of(*it, key, where);
+            const bool exclusive = key[0] == 'e';
+            const bool lower = std::string_view(key).find("inimum") != std::string_view::npos;
+            if (for_number && (exclusive || d != std::floor(d)))
+                unsupported(where, std::string("a number's '") + key + "' other than an inclusive whole number");
+            if (lower) lo = std::max(lo, exclusive ? std::int64_t(std::floor(d)) + 1 : std::int64_t(std::ceil(d)));
+            else hi = std::min(hi, exclusive ? std::int64_t(std::ceil(d)) - 1 : std::int64_t(std::floor(d)));
+        }
+        if (lo > hi) fail("json schema: the bounds at ", where.empty() ? "the root" : where, " admit no value");
+        return {lo, hi};
+    }
+
+    // Digit strings of equal length from x to y (x <= y), as a GBNF sequence.
+    static std::string same_length_range(const std::string& x, const std::string& y) {
+        if (x.empty()) return "";
+        if (x == y) return literal(x);
+        const auto digit = [](char a, char b) {
+            if (a == b) return std::string("\"") + a + "\"";
+            return std::string("[") + a + "-" + b + "]";
+        };
+        const auto any = [](std::size_t n) { return n == 0 ? std::string() : n == 1 ? std::string("[0-9]") : "[0-9]{" + std::to_string(n) + "}"; };
+        const auto join = [](std::string a, const std::string& b) { return b.empty() ? a : a + " " + b; };
+        if (x[0] == y[0]) return join(literal(x.substr(0, 1)), same_length_range(x.substr(1), y.substr(1)));
+        const std::size_t n = x.size() - 1;
+        const bool x_rest_zero = x.find_first_not_of('0', 1) == std::string::npos;
+        const bool y_rest_nine = y.find_first_not_of('9', 1) == std::string::npos;
+        std::string alts;
+        const auto add = [&](const std::string& a) { alts += (alts.empty() ? "" : " | ") + a; };
+        char mid_lo = x[0], mid_hi = y[0];
+        if (!x_rest_zero) {
+            add(join(literal(x.substr(0, 1)), same_length_range(x.substr(1), std::string(n, '9'))));
+            ++mid_lo;
+        }
+        if (!y_rest_nine) --mid_hi;
+        if (mid_lo <= mid_hi) add(join(digit(mid_lo, mid_hi), any(n)));
+        if (!y_rest_nine) add(join(literal(y.substr(0, 1)), same_length_range(std::string(n, '0'), y.substr(1))));
+        return "(" + alts + ")";
+    }
+
+    // Decimal integers without sign or leading zeros from a to b (0 <= a <= b <= max_magnitude).
+    static std::string magnitude_range(std::int64_t a, std::int64_t b) {
+        std::string alts;
+        const auto add = [&](const std::string& x) { alts += (alts.empty() ? "" : " | ") + x; };
+        if (a == 0) {
+            add("\"0\"");
+            if (b == 0) return alts;
+            a = 1;
+        }
+        const std::string sa = std::to_string(a), sb = std::to_string(b);
+        for (std::size_t len = sa.size(); len <= sb.size(); ++len) {
+            const std::string lo = len == sa.size() ? sa : "1" + std::string(len - 1, '0');
+            const std::string hi = len == sb.size() ? sb : std::string(len, '9');
+            add(same_length_range(lo, hi));
+        }
+        return "(" + alts + ")";
+    }
+
+    // Integers in [lo, hi] (either side may be unbounded).
+    static std::string integer_range(std::int64_t lo, std::int64_t hi) {
+        std::string alts;
+        const auto add = [&](const std::string& x) { alts += (alts.empty() ? "" : " | ") + x; };
+        if (hi >= 0) add(magnitude_range(std::max<std::int64_t>(lo, 0), std::min(hi, max_magnitude)));
+        if (lo < 0) add("\"-\" " + magnitude_range(hi < 0 ? -hi : 1, std::min(lo == -unbounded ? max_magnitude : -lo, max_magnitude)));
+        return "(" + alts + ")";
+    }
+
+    std::string integer(const json& s, const std::string& where) {
+        const auto [lo, hi] = integer_bounds(s, where, false);
+        if (lo == -unbounded && hi == unbounded) return "json-integer";
+        return integer_range(lo, hi) + " ws";
+    }
+
+    // A number in [lo, hi] (whole bounds): its integer part below the upper bound with any
+    // fraction, or equal to it with a fraction of zeros; the negative side mirrored.
+    std::string number(const json& s, const std::string& where) {
+        const auto [lo, hi] = integer_bounds(s, where, true);
+        if (lo == -unbounded && hi == unbounded) return "json-number";
+        const std::string frac = "(\".\" [0-9]{1,16})?", zeros = "(\".\" \"0\"{1,16})?";
+        const auto side = [&](std::int64_t a, std::int64_t b) {  // magnitudes [a, b], b may be unbounded
+            std::string alts;
+            const std::int64_t top = std::min(b, max_magnitude);
+            if (top > a || b == unbounded) alts = magnitude_range(a, b == unbounded ? top : top - 1) + " " + frac;
+            if (b != unbounded) alts += (alts.empty() ? "" : " | ") + magnitude_range(top, top) + " " + zeros;
+            return "(" + alts + ")";
+        };
+        std::string alts;
+        if (hi >= 0) alts = side(std::max<std::int64_t>(lo, 0), hi);
+        if (lo < 0) alts += (alts.empty() ? "" : " | ") + std::string("\"-\" ") + side(hi >= 0 ? 0 : -hi, lo == -unbounded ? unbounded : -lo);
+        return "(" + alts + ") ws";
     }
 
     std::string ref(const json& r, const std::string& where, std::size_t depth) {
@@ -16583,13 +16745,13 @@ private:
                 if (d != root_.end() && d->is_object()) defs = &*d;
             }
         if (target == "#") {
-            refs_["#"] = "root";
-            return "root";
+            refs_["#"] = prefix_ + "root";
+            return prefix_ + "root";
         }
         if (!defs || name.empty() || !defs->contains(name)) unsupported(where, "the reference '" + target + "'");
         if (const auto it = refs_.find(target); it != refs_.end()) return it->second;
         // Named before it is visited, so that a recursive reference finds it.
-        std::string rule = "def-" + name;
+        std::string rule = prefix_ + "def-" + name;
         for (char& c : rule)
             if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-')) c = '-';
         if (rules_.count(rule)) rule += "-" + std::to_string(rules_.size());
@@ -16736,6 +16898,7 @@ private:
     }
 
     const json& root_;
+    std::string prefix_;
     std::map<std::string, std::string> rules_;
     std::map<std::string, std::string> refs_;
 };
@@ -16751,6 +16914,14 @@ inline std::string json_schema_to_gbnf(const nlohmann::ordered_json& schema) {
 inline std::string json_schema_to_gbnf(const nlohmann::json& schema) {
     return json_schema_to_gbnf(nlohmann::ordered_json::parse(schema.dump()));
 }
+// The rules of `schema` alone, every name starting with `prefix` (which must be a GBNF name:
+// letters, digits, '-'), the top one named prefix + "root"; they refer to the shared JSON rules
+// of json_common_gbnf(), which a grammar combining several schemas writes once.
+inline std::string json_schema_rules(const nlohmann::ordered_json& schema, const std::string& prefix) {
+    if (prefix.empty()) fail("json_schema_rules: the prefix must not be empty");
+    return json_schema_detail::converter(schema, prefix).run();
+}
+inline std::string json_common_gbnf() { return json_schema_detail::converter::common_rules(); }
 
 }  // namespace lmtk::sample
 // #include <lmtk/generate/timings.hpp>

@@ -34,7 +34,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         const serve::fields f(j);
         switch (route) {
             case 0: {
-                serve::llamacpp::parsed p = serve::llamacpp::read_completion(svc, j);
+                serve::llamacpp::parsed p = serve::llamacpp::read_completion(svc, j, body);
                 svc.check_prompt(p.rq);
                 lmtk::fuzz::check_decoded(p.rq, svc.n_vocab(), svc.eng().n_ctx());
                 break;
@@ -66,7 +66,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 break;
             }
             default:  // /apply-template
-                (void)serve::dump({{"prompt", svc.chat_prompt(serve::read_messages(f), serve::read_tools(f))}});
+                (void)serve::dump({{"prompt", svc.chat_prompt(serve::read_messages(f, "messages", serve::ordered_at(serve::ordered_fields(body, j), {"messages"})), serve::read_tool_request(f, serve::ordered_fields(body, j)))}});
                 break;
         }
     });

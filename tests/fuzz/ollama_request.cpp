@@ -25,7 +25,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::string body(reinterpret_cast<const char*>(data) + 1, size - 1);
     lmtk::fuzz::decode_only([&] {
         const serve::json j = serve::parse_body(body);
-        serve::ollama::parsed p = chat ? serve::ollama::read_chat(svc, j) : serve::ollama::read_generate(svc, j);
+        serve::ollama::parsed p = chat ? serve::ollama::read_chat(svc, j, body) : serve::ollama::read_generate(svc, j, body);
         LMTK_FUZZ_EXPECT(p.chat == chat);
         // The route answers an empty generate prompt ("load the model") without running anything.
         if (!chat && p.rq.prompt.empty()) return;

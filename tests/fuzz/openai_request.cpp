@@ -28,14 +28,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     lmtk::fuzz::decode_only([&] {
         const serve::json j = serve::parse_body(body);
         if (selector % 2 == 0) {
-            serve::openai::parsed p = serve::openai::read_chat(svc, j);
+            serve::openai::parsed p = serve::openai::read_chat(svc, j, body);
             svc.check_prompt(p.rq);
             LMTK_FUZZ_EXPECT(p.n >= 1 && p.n <= 16);
             lmtk::fuzz::check_decoded(p.rq, svc.n_vocab(), svc.eng().n_ctx());
             const auto other = static_cast<serve::chat_format>((selector >> 1) % 8);
             (void)svc.tokenize(serve::format_chat(other, serve::read_messages(serve::fields(j))));
+            // The tool-call reader on hostile text, in every syntax: content and calls, no crash;
+            // every call it returns names a declared tool and has an object for arguments.
+            if (!p.tools.tools.empty())
+                for (const auto syntax : {serve::tool_syntax::generic, serve::tool_syntax::hermes, serve::tool_syntax::llama3,
+                                          serve::tool_syntax::mistral})
+                    for (const auto& c : serve::parse_tool_output(syntax, body, p.tools.tools).calls)
+                        LMTK_FUZZ_EXPECT(c.arguments.is_object() && !c.name.empty());
         } else {
-            serve::openai::parsed p = serve::openai::read_completion(svc, j);
+            serve::openai::parsed p = serve::openai::read_completion(svc, j, body);
             svc.check_prompt(p.rq);
             LMTK_FUZZ_EXPECT(p.n >= 1 && p.n <= 16);
             LMTK_FUZZ_EXPECT(p.rq.stop.size() <= 16);

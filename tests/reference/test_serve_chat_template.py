@@ -95,20 +95,20 @@ class ServeChatTemplateTest(unittest.TestCase):
 
     def test_tools_and_tool_calls(self):
         # OpenAI's form: the call's arguments as a JSON string, content null; the template sees
-        # them as transformers documents (arguments a dict, content None). Keys are written in
-        # sorted order: request bodies are parsed into sorted-key objects, so a tool's keys reach
-        # the template sorted (README: Tokenizers and chat templates).
-        tools = [{"function": {"description": "Weather now", "name": "get_weather",
-                               "parameters": {"properties": {"city": {"type": "string"}}, "required": ["city"],
-                                              "type": "object"}},
-                  "type": "function"}]
+        # them as transformers documents (arguments a dict, content None). Keys in the order a
+        # client writes them (not sorted): the template must see that order, as transformers does.
+        tools = [{"type": "function",
+                  "function": {"name": "get_weather", "description": "Weather now",
+                               "parameters": {"type": "object", "properties": {"unit": {"type": "string"},
+                                                                               "city": {"type": "string"}},
+                                              "required": ["city"]}}}]
         sent = MESSAGES + [
             {"role": "assistant", "content": None,
-             "tool_calls": [{"function": {"arguments": "{\"city\": \"Paris\"}", "name": "get_weather"},
-                             "id": "call_1", "type": "function"}]},
-            {"role": "tool", "content": "18C", "tool_call_id": "call_1"}]
+             "tool_calls": [{"id": "call_1", "type": "function",
+                             "function": {"name": "get_weather", "arguments": "{\"unit\": \"C\", \"city\": \"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "18C"}]
         seen = json.loads(json.dumps(sent))
-        seen[2]["tool_calls"][0]["function"]["arguments"] = {"city": "Paris"}
+        seen[2]["tool_calls"][0]["function"]["arguments"] = {"unit": "C", "city": "Paris"}
         with serve_common.Server(model=self.model) as s:
             status, body = s.post("/apply-template", {"messages": sent, "tools": tools})
             self.assertEqual(status, 200, body)

@@ -49,6 +49,10 @@ SCHEMAS = {
                                                 "count": {"type": "integer"}},
              "required": ["colour", "count"], "additionalProperties": False},
     "array": {"type": "array", "items": {"type": "string", "maxLength": 8}, "minItems": 1, "maxItems": 3},
+    "bounded": {"type": "object", "properties": {"age": {"type": "integer", "minimum": 18, "maximum": 99},
+                                                 "score": {"type": "number", "minimum": 0, "maximum": 1},
+                                                 "delta": {"type": "integer", "exclusiveMinimum": -5, "exclusiveMaximum": 5}},
+                "required": ["age", "score", "delta"]},
     "date": {"type": "object", "properties": {"when": {"type": "string", "format": "date"},
                                               "score": {"type": "number"}},
              "required": ["when", "score"]},
@@ -251,7 +255,7 @@ class StructuredOutputTest(unittest.TestCase):
             self.openai.chat.completions.create(
                 model="stories", messages=[{"role": "user", "content": "x"}],
                 response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "number",
-                                                                                                  "minimum": 3}}})
+                                                                                                  "minimum": 0.5}}})
         self.assertIn("minimum", str(e.exception))
         with self.assertRaises(ollama.ResponseError) as e:
             self.ollama.generate(model="stories", prompt="x", format={"type": "object", "allOf": [{}]})

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstddef>
+#include <initializer_list>
 #include <optional>
 #include <set>
 #include <string>
@@ -53,6 +54,40 @@ inline std::optional<nlohmann::json> try_parse_json(std::string_view text, std::
         if (why) *why = "not valid JSON";
         return std::nullopt;
     }
+    return j;
+}
+
+// Some members of a JSON object's text with every object's keys in document order (tools',
+// schemas' and messages' keys keep the order the client wrote; nlohmann::json sorts them). Only
+// the top-level members named in `keys` are kept; the text must already have passed
+// try_parse_json. Ordered objects find keys by linear search, so an object of more than
+// `max_keys` keys is refused (lmtk::error): the work stays linear in the text's size.
+inline nlohmann::ordered_json ordered_members(std::string_view text, std::initializer_list<std::string_view> keys,
+                                              std::size_t max_keys = 1024) {
+    struct too_many {};
+    bool keep = false;
+    std::vector<std::size_t> counts;  // keys of each open object, innermost last
+    auto cb = [&](int depth, nlohmann::ordered_json::parse_event_t event, nlohmann::ordered_json& parsed) {
+        using ev = nlohmann::ordered_json::parse_event_t;
+        if (depth == 0) return true;  // the top object itself
+        if (depth == 1 && event == ev::key) {
+            keep = false;
+            for (const std::string_view k : keys) keep = keep || (parsed.is_string() && parsed.get_ref<const std::string&>() == k);
+            return keep;
+        }
+        if (!keep) return false;
+        if (event == ev::object_start) counts.push_back(0);
+        else if (event == ev::object_end && !counts.empty()) counts.pop_back();
+        else if (event == ev::key && !counts.empty() && ++counts.back() > max_keys) throw too_many{};
+        return true;
+    };
+    nlohmann::ordered_json j;
+    try {
+        j = nlohmann::ordered_json::parse(text.begin(), text.end(), cb, /*allow_exceptions=*/false);
+    } catch (const too_many&) {
+        fail("an object of more than ", max_keys, " keys");
+    }
+    if (j.is_discarded() || !j.is_object()) return nlohmann::ordered_json::object();
     return j;
 }
 

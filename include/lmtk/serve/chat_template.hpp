@@ -40,8 +40,8 @@ struct chat_message {
     std::string content;
     // The message's other fields (tool_calls, tool_call_id, name, ...; "content": null when the
     // client sent none), given to a Jinja template as the client wrote them. Built-in formats
-    // ignore them.
-    nlohmann::json extra;
+    // ignore them. Keys in the client's order.
+    nlohmann::ordered_json extra;
 };
 
 // Order matters: the more specific markers first. Llama-3 templates also mention nothing of

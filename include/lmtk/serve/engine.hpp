@@ -84,6 +84,10 @@ struct request {
     // Constrain the output to a sentence of this GBNF grammar (JSON mode and JSON schemas too:
     // serve/params.hpp turns them into grammars).
     std::shared_ptr<const s::grammar> grammar;
+    // With a grammar: when not empty, the grammar is lazy. The output is free until it contains
+    // this text, and from the trigger on (the trigger itself included) it follows the grammar:
+    // tool calls in a model's own syntax after free text (serve/tool_calls.hpp).
+    std::string grammar_trigger;
     // Scoring instead of generating (LMTP's SCORE): the last n_scored tokens of `prompt` are
     // scored as its continuation. result.logprobs gets log P(prompt[i] | prompt[..i]) for each,
     // with max(top_logprobs, 0) alternatives; nothing is generated and max_tokens is ignored.
@@ -147,6 +151,13 @@ public:
         pieces_.is_end.resize(tok_.size());
         for (std::size_t i = 0; i < tok_.size(); ++i) {
             pieces_.pieces[i] = tok_.piece(static_cast<std::int32_t>(i));
+            // Control tokens that open or close tool calls are shown as their text, so that
+            // the calls can be read back from the output and a tool-call grammar can take
+            // them (llama.cpp "preserves" them the same way); other control tokens stay silent.
+            if (pieces_.pieces[i].empty() && !tok_.is_eog(static_cast<std::int32_t>(i))) {
+                const std::string& t = tok_.vocabulary().text(static_cast<std::int32_t>(i));
+                if (t == "[TOOL_CALLS]" || t == "<tool_call>" || t == "</tool_call>" || t == "<|python_tag|>") pieces_.pieces[i] = t;
+            }
             pieces_.is_end[i] = tok_.is_eog(static_cast<std::int32_t>(i));
         }
         scheduler_ = std::thread([this] { schedule(); });
@@ -266,8 +277,9 @@ public:
         configure(sl, rq.sampling);  // the slot is ours and idle: the scheduler does not touch it
 
         job j(rq, sl);
+        // A lazy grammar is switched on by step() when its trigger appears.
         sl.chain.template get<s::grammar_constraint>() =
-            j.grammar ? s::grammar_constraint{&pieces_, &*j.grammar} : s::grammar_constraint{};
+            j.grammar && rq.grammar_trigger.empty() ? s::grammar_constraint{&pieces_, &*j.grammar} : s::grammar_constraint{};
         {
             std::lock_guard lock(sched_mu_);
             sl.active = &j;
@@ -316,12 +328,17 @@ public:
               seq(r.prompt, sequence_options{.max_tokens = r.max_tokens, .stop = r.stop, .ignore_eos = r.ignore_eos,
                                              .top_logprobs = r.top_logprobs, .logit_bias = r.sampling.logit_bias}) {
             if (r.grammar) grammar.emplace(r.grammar);
+            grammar_on = r.grammar && r.grammar_trigger.empty();
         }
         const request& rq;
         slot& sl;
         sequence seq;
         std::size_t lp_sent = 0;    // seq.logprobs() handed to the requesting thread so far
         std::optional<s::grammar_matcher> grammar;  // what the output holds so far, when it follows a grammar
+        // A lazy grammar (request::grammar_trigger): whether it holds yet, and the output's
+        // last bytes while it does not (enough to find the trigger across tokens).
+        bool grammar_on = false;
+        std::string before_trigger;
         // Scoring: logits are wanted at positions [score_from, prompt.size() - 1).
         std::size_t score_from = 0;
         std::size_t pending_fed = 0;  // prompt tokens in the pass being run
@@ -506,7 +523,7 @@ private:
     // to the requesting thread.
     void step(job& j, std::span<const float> logits) {
         std::string out;
-        if (j.grammar) {
+        if (j.grammar && j.grammar_on) {
             // Tokens this generation may still produce: a grammar closes its sentence within them.
             std::size_t left = ctx_.n_ctx() - std::min(ctx_.n_ctx(), ctx_.n_past(j.sl.index));
             if (j.rq.max_tokens >= 0)
@@ -519,11 +536,33 @@ private:
             [&](std::int32_t id) { return bool(pieces_.is_end[std::size_t(id)]); }, ctx_.n_past(j.sl.index), ctx_.n_ctx(), out);
         if (j.seq.tokens().size() > before) {
             const std::string& piece = pieces_.pieces[std::size_t(j.seq.tokens().back())];
-            if (j.grammar) j.grammar->accept(piece);
+            if (j.grammar && j.grammar_on) j.grammar->accept(piece);
+            else if (j.grammar) watch_trigger(j, piece);
         }
         if (!goes_on) return finish(j, j.seq.finish(), std::move(out));
         j.r.text += out;
         if (!out.empty() || j.seq.logprobs().size() > j.lp_sent) emit(j, std::move(out));
+    }
+
+    // A lazy grammar's trigger: once the output contains it, the grammar takes the text from the
+    // trigger on and holds from the next token. Should the rest of the token that completed the
+    // trigger not fit the grammar, it stays off and the output is free text (the caller then
+    // finds no well-formed call in it).
+    void watch_trigger(job& j, const std::string& piece) {
+        const std::string& trigger = j.rq.grammar_trigger;
+        j.before_trigger += piece;
+        const std::size_t at = j.before_trigger.find(trigger);
+        if (at == std::string::npos) {
+            if (j.before_trigger.size() >= trigger.size()) j.before_trigger.erase(0, j.before_trigger.size() - (trigger.size() - 1));
+            return;
+        }
+        if (!j.grammar->accept(std::string_view(j.before_trigger).substr(at))) {
+            j.before_trigger.clear();
+            j.grammar.reset();
+            return;
+        }
+        j.grammar_on = true;
+        j.sl.chain.template get<s::grammar_constraint>() = s::grammar_constraint{&pieces_, &*j.grammar};
     }
 
     std::vector<token_logprobs> unsent_logprobs(job& j) {

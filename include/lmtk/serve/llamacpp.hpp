@@ -97,7 +97,7 @@ std::vector<std::int32_t> read_prompt(Service& svc, const json& prompt) {
 }
 
 template <class Service>
-parsed read_completion(Service& svc, const json& body) {
+parsed read_completion(Service& svc, const json& body, std::string_view raw = {}) {
     const fields f(body);
     parsed p;
     p.rq = svc.new_request();
@@ -108,7 +108,7 @@ parsed read_completion(Service& svc, const json& body) {
     p.rq.stop = read_stop(f);
     if (auto v = f.boolean("ignore_eos")) p.rq.ignore_eos = *v;
     if (auto v = f.bounded("n_probs", 0, 100); v && *v > 0) p.rq.top_logprobs = *v;
-    read_grammar_fields(svc.eng(), f, p.rq.grammar);
+    read_grammar_fields(svc.eng(), f, p.rq.grammar, ordered_fields(raw, body));
     p.stream = f.boolean("stream").value_or(false);
     p.model = f.string("model").value_or(svc.model_id());
     const json* prompt = f.find("prompt");
@@ -222,11 +222,14 @@ void add_routes(http::router& routes, Service& svc) {
     routes.post("/apply-template", guarded(on_error, [&svc](const http::request& req, http::response& res) {
         const json body = parse_body(req.body);
         const fields f(body);
-        res.set_content(dump({{"prompt", svc.chat_prompt(read_messages(f), read_tools(f))}}), "application/json");
+        const nlohmann::ordered_json ordered = ordered_fields(req.body, body);
+        res.set_content(dump({{"prompt", svc.chat_prompt(read_messages(f, "messages", ordered_at(ordered, {"messages"})),
+                                                         read_tool_request(f, ordered))}}),
+                        "application/json");
     }));
 
     routes.post("/completion", guarded(on_error, [&svc](const http::request& req, http::response& res) {
-        parsed p = read_completion(svc, parse_body(req.body));
+        parsed p = read_completion(svc, parse_body(req.body), req.body);
         if (p.stream) {
             const request rq = p.rq;
             svc.stream(res, "text/event-stream", rq, 1, std::make_shared<sse_native<Service>>(svc, std::move(p)));

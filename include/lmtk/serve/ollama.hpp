@@ -10,6 +10,8 @@
 // mirostat, ...) is ignored, as Ollama clients expect. A known key with a wrong type is a 400.
 // `format`: "json" constrains the output to one JSON object, a JSON schema object to documents
 // the schema validates (sample/json_schema.hpp; one it cannot enforce is a 400).
+// `tools` (chat): calls constrained by a grammar, answered as message.tool_calls (tool_calls.hpp);
+// Ollama has no tool_choice, so the model decides (auto).
 // Any `model` name is served by the one loaded model and echoed back.
 #include <lmtk/serve/service.hpp>
 
@@ -38,6 +40,7 @@ inline void write_metrics(json& j, const result& r, double load_ms) {
 
 struct parsed {
     request rq;
+    tool_request tools;  // chat: the tools the model may call (Ollama has no tool_choice: auto)
     bool stream = true;
     bool chat = false;
     std::string model;
@@ -45,14 +48,16 @@ struct parsed {
 };
 
 // `options` and the top-level fields shared by generate and chat.
+// `ordered`: the body's tools and schemas in the client's key order (ordered_fields).
 template <class Service>
-void read_common(Service& svc, const fields& f, parsed& p) {
+void read_common(Service& svc, const fields& f, parsed& p, const nlohmann::ordered_json& ordered) {
     p.rq = svc.new_request();
     p.stream = f.boolean("stream").value_or(true);
     p.model = f.string("model").value_or(svc.model_id());
     if (const json* fmt = f.find("format")) {
         if (fmt->is_object()) {
-            p.rq.grammar = read_json_schema(svc.eng(), "format", *fmt);
+            if (const auto* o = ordered_at(ordered, {"format"})) p.rq.grammar = read_json_schema(svc.eng(), "format", *o);
+            else p.rq.grammar = read_json_schema(svc.eng(), "format", *fmt);
         } else if (fmt->is_string() && *fmt == "json") {
             p.rq.grammar = json_object_grammar(svc.eng(), "format");
         }
@@ -68,10 +73,10 @@ void read_common(Service& svc, const fields& f, parsed& p) {
 }
 
 template <class Service>
-parsed read_generate(Service& svc, const json& body) {
+parsed read_generate(Service& svc, const json& body, std::string_view raw_body = {}) {
     const fields f(body);
     parsed p;
-    read_common(svc, f, p);
+    read_common(svc, f, p, ordered_fields(raw_body, body));
     const std::string prompt = f.string("prompt").value_or("");
     const std::string system = f.string("system").value_or("");
     const bool raw = f.boolean("raw").value_or(false);
@@ -102,22 +107,43 @@ parsed read_generate(Service& svc, const json& body) {
 }
 
 template <class Service>
-parsed read_chat(Service& svc, const json& body) {
+parsed read_chat(Service& svc, const json& body, std::string_view raw = {}) {
     const fields f(body);
     parsed p;
     p.chat = true;
-    read_common(svc, f, p);
-    const auto msgs = read_messages(f);
-    p.rq.prompt = svc.tokenize(svc.chat_prompt(msgs, read_tools(f)));
+    const nlohmann::ordered_json ordered = ordered_fields(raw, body);
+    read_common(svc, f, p, ordered);
+    const auto msgs = read_messages(f, "messages", ordered_at(ordered, {"messages"}));
+    p.tools = read_tool_request(f, ordered);
+    p.rq.prompt = svc.tokenize(svc.chat_prompt(msgs, p.tools));
+    svc.constrain_to_tools(p.rq, p.tools);
     for (auto& s : chat_stop_strings(svc.format())) p.rq.stop.push_back(s);
     return p;
 }
 
+// Ollama's message.tool_calls: arguments as an object.
+inline json ollama_tool_calls(const std::vector<tool_call>& calls) {
+    json out = json::array();
+    for (const tool_call& c : calls)
+        out.push_back({{"function", {{"name", c.name}, {"arguments", nlohmann::json::parse(c.arguments.dump())}}}});
+    return out;
+}
+
+// With tools, text that may be a call is held back (tool_stream) and the calls go out on a
+// line of their own when the answer ends, as Ollama sends them.
+template <class Service>
 class ndjson final : public stream_handler {
 public:
-    ndjson(parsed p, double load_ms) : p_(std::move(p)), load_ms_(load_ms) {}
+    ndjson(const Service& svc, parsed p, double load_ms)
+        : svc_(svc), p_(std::move(p)), load_ms_(load_ms),
+          tools_(svc.tools_syntax(), tool_grammar_is_lazy(svc.tools_syntax(), p_.tools)) {}
 
     bool text(std::size_t, std::string_view text, std::span<const token_logprobs>, const write_fn& w) override {
+        std::string held;
+        if (p_.chat && p_.tools.active()) {
+            held = tools_.feed(text);
+            text = held;
+        }
         if (text.empty()) return true;
         json j = head();
         if (p_.chat) j["message"] = {{"role", "assistant"}, {"content", std::string(text)}};
@@ -125,13 +151,36 @@ public:
         j["done"] = false;
         return w(dump(j) + "\n");
     }
-    bool end(std::size_t, const result& r, const write_fn& w) override { return w(dump(final_line(p_, r, load_ms_)) + "\n"); }
+    bool end(std::size_t, const result& r, const write_fn& w) override {
+        if (p_.chat && p_.tools.active()) {
+            const tool_output out = svc_.read_tool_output(r.text, p_.tools);
+            const std::string rest = tools_.rest_of(out.content);
+            if (!rest.empty() || !out.calls.empty()) {
+                json j = head();
+                j["message"] = {{"role", "assistant"}, {"content", rest}};
+                if (!out.calls.empty()) j["message"]["tool_calls"] = ollama_tool_calls(out.calls);
+                j["done"] = false;
+                if (!w(dump(j) + "\n")) return false;
+            }
+        }
+        return w(dump(final_line(p_, r, load_ms_)) + "\n");
+    }
     void error(const std::string& message, int, const write_fn& w) override { w(dump(json{{"error", message}}) + "\n"); }
 
-    static json final_line(const parsed& p, const result& r, double load_ms, const std::string& text = {}) {
+    // The last line; for a non-streamed answer (`svc` given) it carries the text and calls too.
+    static json final_line(const parsed& p, const result& r, double load_ms, const std::string& text = {},
+                           const Service* svc = nullptr) {
         json j{{"model", p.model}, {"created_at", rfc3339()}};
-        if (p.chat) j["message"] = {{"role", "assistant"}, {"content", text}};
-        else j["response"] = text;
+        if (p.chat) {
+            j["message"] = {{"role", "assistant"}, {"content", text}};
+            if (svc && p.tools.active()) {
+                const tool_output out = svc->read_tool_output(text, p.tools);
+                j["message"]["content"] = out.content;
+                if (!out.calls.empty()) j["message"]["tool_calls"] = ollama_tool_calls(out.calls);
+            }
+        } else {
+            j["response"] = text;
+        }
         j["done"] = true;
         j["done_reason"] = done_reason(r.finish);
         if (!p.chat) {
@@ -145,8 +194,10 @@ public:
 
 private:
     json head() const { return {{"model", p_.model}, {"created_at", rfc3339()}}; }
+    const Service& svc_;
     parsed p_;
     double load_ms_;
+    tool_stream tools_;
 };
 
 inline json error_body(const std::string& message) { return {{"error", message}}; }
@@ -265,7 +316,7 @@ void add_routes(http::router& routes, Service& svc) {
                               {"template", tmpl},
                               {"details", d},
                               {"model_info", info},
-                              {"capabilities", json::array({"completion"})},
+                              {"capabilities", json::array({"completion", "tools"})},
                               {"modified_at", rfc3339(std::chrono::system_clock::from_time_t(svc.created()))},
                               {"lmtk", {{"model", name},
                                         {"chat_format", to_string(svc.format())},
@@ -278,7 +329,7 @@ void add_routes(http::router& routes, Service& svc) {
     auto generate = [&svc](bool chat) {
         return [&svc, chat](const http::request& req, http::response& res) {
             const json body = parse_body(req.body);
-            parsed p = chat ? read_chat(svc, body) : read_generate(svc, body);
+            parsed p = chat ? read_chat(svc, body, req.body) : read_generate(svc, body, req.body);
             if (!chat && p.rq.prompt.empty()) {
                 // An empty prompt loads the model (already loaded here) and says so.
                 res.set_content(dump({{"model", p.model}, {"created_at", rfc3339()}, {"response", ""}, {"done", true},
@@ -289,11 +340,11 @@ void add_routes(http::router& routes, Service& svc) {
             const double load_ms = svc.options().load_ms;
             if (p.stream) {
                 const request rq = p.rq;
-                svc.stream(res, "application/x-ndjson", rq, 1, std::make_shared<ndjson>(std::move(p), load_ms));
+                svc.stream(res, "application/x-ndjson", rq, 1, std::make_shared<ndjson<Service>>(svc, std::move(p), load_ms));
                 return;
             }
             const auto rs = svc.run(p.rq, 1);
-            res.set_content(dump(ndjson::final_line(p, rs.front(), load_ms, rs.front().text)), "application/json");
+            res.set_content(dump(ndjson<Service>::final_line(p, rs.front(), load_ms, rs.front().text, &svc)), "application/json");
         };
     };
     routes.post("/api/generate", guarded(on_error, generate(false)));

@@ -11,14 +11,17 @@
 // response_format {"type": "json_object"} constrains the output to one JSON object, and
 // {"type": "json_schema", "json_schema": {"schema": ...}} to documents the schema validates
 // (sample/json_schema.hpp; a schema it cannot enforce is a 400).
-// Differences: the default temperature is the server's (0.8, like llama.cpp); `tools` and
-// tool-call messages reach the model's chat template (the model's answer is not parsed into
-// tool_calls yet).
+// `tools`, `tool_choice` (auto, none, required, a named function) and `parallel_tool_calls`:
+// the calls are constrained by a grammar and answered as message.tool_calls with finish_reason
+// "tool_calls" (tool_calls.hpp); tool-call and tool-result messages go back through the template.
+// Differences: the default temperature is the server's (0.8, like llama.cpp).
 #include <lmtk/serve/service.hpp>
 
 #include <nlohmann/json.hpp>
 
 #include <memory>
+#include <optional>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -90,6 +93,7 @@ inline json usage_of(const std::vector<result>& rs) {
 
 struct parsed {
     request rq;
+    tool_request tools;  // chat: the tools the model may call
     std::size_t n = 1;
     bool stream = false;
     bool include_usage = false;
@@ -99,8 +103,9 @@ struct parsed {
 };
 
 // Fields both endpoints share.
+// `ordered`: the body's tools and schemas in the client's key order (ordered_fields).
 template <class Service>
-void read_common(Service& svc, const fields& f, parsed& p) {
+void read_common(Service& svc, const fields& f, parsed& p, const nlohmann::ordered_json& ordered) {
     p.rq = svc.new_request();
     read_sampling(f, p.rq.sampling);
     p.rq.sampling.logit_bias = read_logit_bias(f, "logit_bias", svc.n_vocab());
@@ -123,12 +128,15 @@ void read_common(Service& svc, const fields& f, parsed& p) {
             const fields jf(*js, "response_format.json_schema.");
             const json* schema = jf.find("schema");
             if (!schema) bad_request("response_format.json_schema.schema", "'response_format.json_schema.schema' is required");
-            p.rq.grammar = read_json_schema(svc.eng(), "response_format.json_schema.schema", *schema);
+            if (const auto* o = ordered_at(ordered, {"response_format", "json_schema", "schema"}))
+                p.rq.grammar = read_json_schema(svc.eng(), "response_format.json_schema.schema", *o);
+            else
+                p.rq.grammar = read_json_schema(svc.eng(), "response_format.json_schema.schema", *schema);
         } else if (type != "text") {
             rff.bad("type", "must be \"text\", \"json_object\" or \"json_schema\"", *rff.find("type"));
         }
     }
-    read_grammar_fields(svc.eng(), f, p.rq.grammar);  // llama-server's extras on the OpenAI routes too
+    read_grammar_fields(svc.eng(), f, p.rq.grammar, ordered);  // llama-server's extras on the OpenAI routes too
     p.stream = f.boolean("stream").value_or(false);
     if (const json* so = f.object("stream_options")) {
         const fields sf(*so, "stream_options.");
@@ -139,27 +147,31 @@ void read_common(Service& svc, const fields& f, parsed& p) {
         throw http_error(400, "'best_of' is not supported", "best_of");
 }
 
+// `raw`: the body's text, read again for its tools' and schemas' key order (empty: sorted).
 template <class Service>
-parsed read_chat(Service& svc, const json& body) {
+parsed read_chat(Service& svc, const json& body, std::string_view raw = {}) {
     const fields f(body);
     parsed p;
-    read_common(svc, f, p);
+    const nlohmann::ordered_json ordered = ordered_fields(raw, body);
+    read_common(svc, f, p, ordered);
     // logprobs: bool; top_logprobs 0..20 only with it (as OpenAI requires).
     const bool lp = f.boolean("logprobs").value_or(false);
     const auto top = f.bounded("top_logprobs", 0, 20);
     if (top && !lp) bad_request("top_logprobs", "'top_logprobs' needs 'logprobs': true");
     if (lp) p.rq.top_logprobs = top.value_or(0);
-    const auto msgs = read_messages(f);
-    p.rq.prompt = svc.tokenize(svc.chat_prompt(msgs, read_tools(f)));
+    const auto msgs = read_messages(f, "messages", ordered_at(ordered, {"messages"}));
+    p.tools = read_tool_request(f, ordered);
+    p.rq.prompt = svc.tokenize(svc.chat_prompt(msgs, p.tools));
+    svc.constrain_to_tools(p.rq, p.tools);
     for (auto& s : chat_stop_strings(svc.format())) p.rq.stop.push_back(s);
     return p;
 }
 
 template <class Service>
-parsed read_completion(Service& svc, const json& body) {
+parsed read_completion(Service& svc, const json& body, std::string_view raw = {}) {
     const fields f(body);
     parsed p;
-    read_common(svc, f, p);
+    read_common(svc, f, p, ordered_fields(raw, body));
     if (!f.has("max_tokens") && !f.has("max_completion_tokens") && !f.has("n_predict")) p.rq.max_tokens = 16;  // OpenAI default
     if (const json* v = f.find("logprobs")) {
         // Legacy: an integer 0..5 (alternatives per token); true is taken as 0 for lenient clients.
@@ -191,11 +203,31 @@ parsed read_completion(Service& svc, const json& body) {
     return p;
 }
 
+// A chat answer's message, its tool calls read out when the request offered tools.
+template <class Service>
+std::pair<json, std::string> chat_message_of(const Service& svc, const parsed& p, const result& r) {
+    json msg{{"role", "assistant"}, {"content", r.text}};
+    std::string finish = finish_name(r.finish);
+    if (p.tools.active()) {
+        const tool_output out = svc.read_tool_output(r.text, p.tools);
+        msg["content"] = out.calls.empty() || !out.content.empty() ? json(out.content) : json(nullptr);
+        if (!out.calls.empty()) {
+            msg["tool_calls"] = openai_tool_calls(out.calls);
+            finish = "tool_calls";
+        }
+    }
+    return {std::move(msg), std::move(finish)};
+}
+
 // ---- streaming -------------------------------------------------------------------------------
+// With tools, content deltas go out as long as the text cannot be a call (tool_stream); the
+// calls go out whole, one delta each, when the answer ends.
+template <class Service>
 class sse_chat final : public stream_handler {
 public:
-    sse_chat(const tokenizer_t& tok, parsed p, bool chat)
-        : tok_(tok), p_(std::move(p)), chat_(chat), id_(random_id(chat ? "chatcmpl-" : "cmpl-")), created_(unix_seconds()) {}
+    sse_chat(const Service& svc, parsed p, bool chat)
+        : svc_(svc), tok_(svc.tokenizer()), p_(std::move(p)), chat_(chat), id_(random_id(chat ? "chatcmpl-" : "cmpl-")),
+          created_(unix_seconds()) {}
 
     bool begin(std::size_t choice, const write_fn& w) override {
         if (!chat_) {
@@ -210,6 +242,16 @@ public:
         return send(c, w);
     }
     bool text(std::size_t choice, std::string_view text, std::span<const token_logprobs> lp, const write_fn& w) override {
+        std::string held;
+        if (chat_ && p_.tools.active()) {
+            if (!tools_ || tools_choice_ != choice) {
+                tools_.emplace(svc_.tools_syntax(), tool_grammar_is_lazy(svc_.tools_syntax(), p_.tools));
+                tools_choice_ = choice;
+            }
+            held = tools_->feed(text);
+            text = held;
+            if (text.empty() && lp.empty()) return true;
+        }
         json c = chunk();
         json lpj = nullptr;
         if (p_.rq.top_logprobs >= 0 && !lp.empty()) lpj = chat_ ? chat_logprobs(tok_, lp) : legacy_logprobs(tok_, lp, offset_);
@@ -222,8 +264,29 @@ public:
     }
     bool end(std::size_t choice, const result& r, const write_fn& w) override {
         json c = chunk();
+        std::string finish = finish_name(r.finish);
+        if (chat_ && p_.tools.active()) {
+            const tool_output out = svc_.read_tool_output(r.text, p_.tools);
+            const std::string shown = tools_ && tools_choice_ == choice ? std::string(tools_->shown()) : std::string();
+            tools_.reset();
+            std::string rest = out.content.compare(0, shown.size(), shown) == 0 ? out.content.substr(shown.size()) : std::string();
+            if (!rest.empty()) {
+                json t = chunk();
+                t["choices"] = json::array({{{"index", choice}, {"delta", {{"content", rest}}}, {"logprobs", nullptr}, {"finish_reason", nullptr}}});
+                if (!send(t, w)) return false;
+            }
+            const json calls = openai_tool_calls(out.calls);
+            for (std::size_t k = 0; k < calls.size(); ++k) {
+                json d = calls[k];
+                d["index"] = k;
+                json t = chunk();
+                t["choices"] = json::array({{{"index", choice}, {"delta", {{"tool_calls", json::array({d})}}}, {"logprobs", nullptr}, {"finish_reason", nullptr}}});
+                if (!send(t, w)) return false;
+            }
+            if (!out.calls.empty()) finish = "tool_calls";
+        }
         if (chat_)
-            c["choices"] = json::array({{{"index", choice}, {"delta", json::object()}, {"logprobs", nullptr}, {"finish_reason", finish_name(r.finish)}}});
+            c["choices"] = json::array({{{"index", choice}, {"delta", json::object()}, {"logprobs", nullptr}, {"finish_reason", finish}}});
         else
             c["choices"] = json::array({{{"index", choice}, {"text", ""}, {"logprobs", nullptr}, {"finish_reason", finish_name(r.finish)}}});
         offset_ = 0;
@@ -252,9 +315,12 @@ private:
     }
     static bool send(const json& c, const write_fn& w) { return w("data: " + dump(c) + "\n\n"); }
 
+    const Service& svc_;
     const tokenizer_t& tok_;
     parsed p_;
     bool chat_;
+    std::optional<tool_stream> tools_;  // the choice being streamed, with tools
+    std::size_t tools_choice_ = 0;
     std::string id_;
     std::int64_t created_;
     std::size_t offset_ = 0;
@@ -280,19 +346,21 @@ void add_routes(http::router& routes, Service& svc) {
     };
 
     auto chat = guarded(on_error, [&svc](const http::request& req, http::response& res) {
-        parsed p = read_chat(svc, parse_body(req.body));
+        parsed p = read_chat(svc, parse_body(req.body), req.body);
         if (p.stream) {
             const std::size_t n = p.n;
             request rq = p.rq;
-            svc.stream(res, "text/event-stream", rq, n, std::make_shared<sse_chat>(svc.tokenizer(), std::move(p), true));
+            svc.stream(res, "text/event-stream", rq, n, std::make_shared<sse_chat<Service>>(svc, std::move(p), true));
             return;
         }
         const auto rs = svc.run(p.rq, p.n);
         json choices = json::array();
-        for (std::size_t i = 0; i < rs.size(); ++i)
-            choices.push_back({{"index", i}, {"message", {{"role", "assistant"}, {"content", rs[i].text}}},
+        for (std::size_t i = 0; i < rs.size(); ++i) {
+            auto [msg, finish] = chat_message_of(svc, p, rs[i]);
+            choices.push_back({{"index", i}, {"message", std::move(msg)},
                                {"logprobs", p.rq.top_logprobs >= 0 ? chat_logprobs(svc.tokenizer(), rs[i].logprobs) : json(nullptr)},
-                               {"finish_reason", finish_name(rs[i].finish)}});
+                               {"finish_reason", finish}});
+        }
         res.set_content(dump({{"id", random_id("chatcmpl-")}, {"object", "chat.completion"}, {"created", unix_seconds()},
                               {"model", p.model}, {"system_fingerprint", "lmtk"}, {"choices", choices}, {"usage", usage_of(rs)}}),
                         "application/json");
@@ -301,11 +369,11 @@ void add_routes(http::router& routes, Service& svc) {
     routes.post("/chat/completions", chat);
 
     auto completions = guarded(on_error, [&svc](const http::request& req, http::response& res) {
-        parsed p = read_completion(svc, parse_body(req.body));
+        parsed p = read_completion(svc, parse_body(req.body), req.body);
         if (p.stream) {
             const std::size_t n = p.n;
             request rq = p.rq;
-            svc.stream(res, "text/event-stream", rq, n, std::make_shared<sse_chat>(svc.tokenizer(), std::move(p), false));
+            svc.stream(res, "text/event-stream", rq, n, std::make_shared<sse_chat<Service>>(svc, std::move(p), false));
             return;
         }
         const auto rs = svc.run(p.rq, p.n);

@@ -14,6 +14,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -263,8 +264,22 @@ std::shared_ptr<const sample::grammar> read_grammar(const Engine& eng, const std
     return g;
 }
 
-template <class Engine>
-std::shared_ptr<const sample::grammar> read_json_schema(const Engine& eng, const std::string& param, const json& schema) {
+// The value at `path` (object keys) in an ordered body, or null when it is not there.
+inline const nlohmann::ordered_json* ordered_at(const nlohmann::ordered_json& j, std::initializer_list<const char*> path) {
+    const nlohmann::ordered_json* at = &j;
+    for (const char* k : path) {
+        if (!at->is_object()) return nullptr;
+        const auto it = at->find(k);
+        if (it == at->end()) return nullptr;
+        at = &*it;
+    }
+    return at;
+}
+
+// `schema`: nlohmann::ordered_json keeps the properties in the client's order (the order the
+// output writes them); nlohmann::json would sort them.
+template <class Engine, class Json>
+std::shared_ptr<const sample::grammar> read_json_schema(const Engine& eng, const std::string& param, const Json& schema) {
     std::string text;
     try {
         text = sample::json_schema_to_gbnf(schema);
@@ -276,15 +291,18 @@ std::shared_ptr<const sample::grammar> read_json_schema(const Engine& eng, const
 
 // llama-server's constraint fields, read on its native /completion and on the OpenAI routes
 // as llama-server does: `grammar` (GBNF text) or `json_schema` (a schema), not both.
+// `ordered`: the body's members in the client's key order (service.hpp ordered_fields).
 template <class Engine>
-void read_grammar_fields(const Engine& eng, const fields& f, std::shared_ptr<const sample::grammar>& out) {
+void read_grammar_fields(const Engine& eng, const fields& f, std::shared_ptr<const sample::grammar>& out,
+                         const nlohmann::ordered_json& ordered = nlohmann::ordered_json()) {
     if (auto g = f.string("grammar"); g && !g->empty()) {
         if (out) bad_request("grammar", "give one output constraint: 'grammar', 'json_schema' or 'response_format'");
         out = read_grammar(eng, "grammar", *g);
     }
     if (const json* js = f.find("json_schema"); js && !js->is_null()) {
         if (out) bad_request("json_schema", "give one output constraint: 'grammar', 'json_schema' or 'response_format'");
-        out = read_json_schema(eng, "json_schema", *js);
+        if (const auto* o = ordered_at(ordered, {"json_schema"})) out = read_json_schema(eng, "json_schema", *o);
+        else out = read_json_schema(eng, "json_schema", *js);
     }
 }
 

@@ -7,6 +7,7 @@
 #include <lmtk/tokenize/jinja/template.hpp>
 #include <lmtk/serve/engine.hpp>
 #include <lmtk/serve/params.hpp>
+#include <lmtk/serve/tool_calls.hpp>
 
 #include <lmtk/serve/http.hpp>
 #include <lmtk/serve/transport.hpp>
@@ -104,6 +105,9 @@ public:
                 std::fprintf(stderr, "lmtk serve-model: %s\n", template_note_.c_str());
             }
         }
+        // Tool calls in the syntax the template teaches; lmtk's generic format when it teaches
+        // none (or lmtk runs no template of the model's).
+        tool_syntax_ = jinja_ ? detect_tool_syntax(chat_template_) : tool_syntax::generic;
         model_id_ = opt_.alias.empty() ? std::filesystem::path(src.path()).stem().string() : opt_.alias;
         created_ = unix_seconds();
         std::error_code ec;
@@ -131,7 +135,7 @@ public:
     // (rendered as transformers' apply_chat_template does), else the built-in family format.
     // A template that raises (raise_exception, an unsupported construct at run time) is a 400.
     // `tools`: the request's tool definitions (a JSON array, or null), for templates that list them.
-    std::string chat_prompt(const std::vector<chat_message>& msgs, const json& tools = json()) const {
+    std::string chat_prompt(const std::vector<chat_message>& msgs, const nlohmann::ordered_json& tools = nlohmann::ordered_json()) const {
         if (!jinja_) return format_chat(format_, msgs, true);
         const tokenize::vocab& v = tokenizer().vocabulary();
         nlohmann::ordered_json ctx;
@@ -159,6 +163,38 @@ public:
         if (v.add_bos() && !bos.empty() && text.compare(0, bos.size(), bos) == 0) text.erase(0, bos.size());
         return text;
     }
+    // The prompt for a conversation with tools (tool_calls.hpp): the model's template shows
+    // them when it knows a tool syntax; otherwise the generic format's system text does.
+    std::string chat_prompt(std::vector<chat_message> msgs, const tool_request& tr) const {
+        if (tool_syntax_ == tool_syntax::generic) {
+            if (tr.active()) add_generic_tool_prompt(msgs, tr);
+            return chat_prompt(msgs);
+        }
+        return chat_prompt(msgs, tr.tools.empty() ? nlohmann::ordered_json() : tr.sent);
+    }
+    tool_syntax tools_syntax() const noexcept { return tool_syntax_; }
+
+    // Constrains `rq` to the calls `tr` allows (nothing when it allows none); a tool whose
+    // parameters cannot be enforced, or a second constraint, is a 400.
+    void constrain_to_tools(request& rq, const tool_request& tr) const {
+        if (!tr.active()) return;
+        if (rq.grammar) bad_request("tools", "'tools' cannot be combined with another output constraint (grammar, json_schema, response_format, format)");
+        std::string text;
+        try {
+            text = tool_call_gbnf(tool_syntax_, tr);
+        } catch (const error& e) {
+            bad_request("tools", std::string("'tools': ") + e.what());
+        }
+        rq.grammar = read_grammar(eng_, "tools", text);
+        if (tool_grammar_is_lazy(tool_syntax_, tr)) rq.grammar_trigger = std::string(tool_trigger(tool_syntax_));
+    }
+    tool_output read_tool_output(const std::string& text, const tool_request& tr) const {
+        if (!tr.active()) return tool_output{text, {}};
+        tool_output out = parse_tool_output(tool_syntax_, text, tr.tools);
+        for (tool_call& c : out.calls) c.id = new_tool_call_id();
+        return out;
+    }
+
     // Which formatter chat_prompt uses, for /props and /api/show.
     std::string template_kind() const {
         if (!jinja_) return std::string(to_string(format_));
@@ -269,6 +305,7 @@ private:
     server_options opt_;
     std::string chat_template_;
     chat_format format_ = chat_format::plain;
+    tool_syntax tool_syntax_ = tool_syntax::generic;
     std::optional<jinja::template_program> jinja_;
     std::string template_note_;
     std::string model_id_;
@@ -323,7 +360,10 @@ inline std::string message_text(const json& content, const std::string& where) {
 }
 
 // messages: [{role, content}] as OpenAI and Ollama send them (roles lower-cased).
-inline std::vector<chat_message> read_messages(const fields& f, const char* key = "messages") {
+// `ordered`: the same array with its objects' keys in the client's order (ordered_fields), so the
+// template sees the messages as the client wrote them; null: the parsed body's (sorted) order.
+inline std::vector<chat_message> read_messages(const fields& f, const char* key = "messages",
+                                               const nlohmann::ordered_json* ordered = nullptr) {
     const json* v = f.array(key);
     if (!v) bad_request(key, std::string("'") + key + "' is required");
     std::vector<chat_message> out;
@@ -336,24 +376,28 @@ inline std::vector<chat_message> read_messages(const fields& f, const char* key 
         if (!role) bad_request(where + ".role", "'" + where + ".role' is required");
         for (char& c : *role) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
         const auto c = m.find("content");
-        chat_message msg{*role, c == m.end() ? std::string() : message_text(*c, where + ".content"), json()};
+        chat_message msg{*role, c == m.end() ? std::string() : message_text(*c, where + ".content"), nlohmann::ordered_json()};
         // Everything else goes to the template as sent, except that a tool call's arguments
         // written as a JSON string (OpenAI's form) become the object templates expect (the
         // form transformers documents and Ollama sends).
-        for (auto it = m.begin(); it != m.end(); ++it) {
+        const bool have_order = ordered && ordered->is_array() && ordered->size() == v->size() && (*ordered)[i].is_object();
+        const nlohmann::ordered_json om = have_order ? (*ordered)[i] : nlohmann::ordered_json::parse(m.dump());
+        for (auto it = om.begin(); it != om.end(); ++it) {
             if (it.key() == "role" || it.key() == "content") continue;
             msg.extra[it.key()] = it.value();
         }
         if (c == m.end() || c->is_null()) msg.extra["content"] = nullptr;
         if (auto calls = msg.extra.find("tool_calls"); calls != msg.extra.end() && calls->is_array())
-            for (json& call : *calls) {
+            for (auto& call : *calls) {
                 if (!call.is_object()) continue;
                 const auto fn = call.find("function");
                 if (fn == call.end() || !fn->is_object()) continue;
                 const auto args = fn->find("arguments");
                 if (args == fn->end() || !args->is_string()) continue;
-                if (auto parsed = core::try_parse_json(args->get_ref<const std::string&>(), core::max_request_json_depth); parsed && parsed->is_object())
-                    *args = std::move(*parsed);
+                const std::string& text = args->get_ref<const std::string&>();
+                if (core::json_depth(text, core::max_request_json_depth) > core::max_request_json_depth) continue;
+                auto parsed = nlohmann::ordered_json::parse(text, nullptr, /*allow_exceptions=*/false);
+                if (!parsed.is_discarded() && parsed.is_object()) *args = std::move(parsed);
             }
         out.push_back(std::move(msg));
     }
@@ -361,14 +405,41 @@ inline std::vector<chat_message> read_messages(const fields& f, const char* key 
     return out;
 }
 
-// tools: [{type: "function", function: {name, description, parameters}}] as OpenAI and Ollama
-// send them; null when absent. Only its shape is checked: the template decides how to show it.
-inline json read_tools(const fields& f) {
-    const json* v = f.array("tools");
-    if (!v) return json();
-    for (std::size_t i = 0; i < v->size(); ++i)
-        if (!(*v)[i].is_object()) bad_request("tools", "'tools[" + std::to_string(i) + "]' must be an object, got " + show((*v)[i]));
-    return *v;
+// The request's members whose objects keep the client's key order (tools' and schemas'
+// properties), read from the raw body; `raw` empty: taken from the parsed body (keys sorted).
+inline nlohmann::ordered_json ordered_fields(std::string_view raw, const json& body) {
+    if (raw.empty()) {
+        nlohmann::ordered_json out = nlohmann::ordered_json::object();
+        for (const char* k : {"tools", "response_format", "format", "json_schema", "messages"})
+            if (auto it = body.find(k); it != body.end()) out[k] = nlohmann::ordered_json::parse(it->dump());
+        return out;
+    }
+    try {
+        return core::ordered_members(raw, {"tools", "response_format", "format", "json_schema", "messages"});
+    } catch (const error& e) {
+        bad_request("tools", std::string("the request's tools, schemas or messages hold ") + e.what());
+    }
+}
+
+// tools and tool_choice as OpenAI sends them (Ollama sends tools only: tool_choice is auto).
+inline tool_request read_tool_request(const fields& f, const nlohmann::ordered_json& ordered) {
+    tool_request tr;
+    if (const auto it = ordered.find("tools"); it != ordered.end() && !it->is_null()) {
+        tr.tools = read_tool_defs(*it);
+        tr.sent = *it;
+    }
+    tr.choice = read_tool_choice(f.find("tool_choice"), tr.tools);
+    if (auto v = f.boolean("parallel_tool_calls")) tr.parallel = *v;
+    return tr;
+}
+
+// OpenAI's message.tool_calls: arguments as a JSON string.
+inline json openai_tool_calls(const std::vector<tool_call>& calls) {
+    json out = json::array();
+    for (const tool_call& c : calls)
+        out.push_back({{"id", c.id}, {"type", "function"},
+                       {"function", {{"name", c.name}, {"arguments", c.arguments.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace)}}}});
+    return out;
 }
 
 }  // namespace lmtk::serve
