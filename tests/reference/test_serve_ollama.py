@@ -113,6 +113,11 @@ class OllamaTest(unittest.TestCase):
         status, body = self.server.post("/api/chat", "{not json")
         self.assertEqual(status, 400)
         self.assertIn("error", json.loads(body))
+        # A Go template per request cannot be run: refused by name, never silently ignored.
+        with self.assertRaises(ollama.ResponseError) as cm:
+            self.client.generate(model="stories260K", prompt="x", template="{{ .Prompt }}")
+        self.assertEqual(cm.exception.status_code, 400)
+        self.assertIn("Go template", cm.exception.error)
 
 
 class LangChainTest(unittest.TestCase):

@@ -52,6 +52,12 @@ struct parsed {
 template <class Service>
 void read_common(Service& svc, const fields& f, parsed& p, const nlohmann::ordered_json& ordered) {
     p.rq = svc.new_request();
+    // Ollama's per-request `template` is a Go template (text/template): lmtk runs the model's
+    // Jinja template and has no Go-template engine, so one is refused rather than ignored.
+    if (auto t = f.string("template"); t && !t->empty())
+        bad_request("template", "'template' (an Ollama Go template) is not supported: lmtk formats chats with the model's "
+                                "Jinja chat template (serve-model --chat-template-file replaces it); send raw: true with a "
+                                "formatted prompt instead");
     p.stream = f.boolean("stream").value_or(true);
     p.model = f.string("model").value_or(svc.model_id());
     if (const json* fmt = f.find("format")) {
