@@ -283,6 +283,17 @@ inline std::optional<tool_call> call_of(const nlohmann::ordered_json& j, const s
     return c;
 }
 
+// Every element of a JSON array of calls, appended to `out`; false when one is not a call.
+inline bool calls_of(const nlohmann::ordered_json& list, const std::vector<tool_def>& tools, std::vector<tool_call>& out) {
+    if (!list.is_array() || list.empty()) return false;
+    for (const auto& c : list) {
+        auto one = call_of(c, tools);
+        if (!one) return false;
+        out.push_back(std::move(*one));
+    }
+    return true;
+}
+
 inline std::string_view trim(std::string_view s) {
     while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
     while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
@@ -310,12 +321,7 @@ inline tool_output parse_tool_output(tool_syntax syntax, std::string_view text, 
                 return out;
             }
             const auto calls = j->find("tool_calls");
-            if (calls == j->end() || !calls->is_array() || calls->empty()) return all_content();
-            for (const auto& c : *calls) {
-                auto one = call_of(c, tools);
-                if (!one) return all_content();
-                out.calls.push_back(std::move(*one));
-            }
+            if (calls == j->end() || !calls_of(*calls, tools, out.calls)) return all_content();
             return out;
         }
         case tool_syntax::hermes: {
@@ -341,13 +347,8 @@ inline tool_output parse_tool_output(tool_syntax syntax, std::string_view text, 
             const std::size_t at = text.find(open);
             if (at == std::string_view::npos) return all_content();
             const auto j = parse_json(trim(text.substr(at + open.size())));
-            if (!j || !j->is_array() || j->empty()) return all_content();
+            if (!j || !calls_of(*j, tools, out.calls)) return all_content();
             out.content = std::string(text.substr(0, at));
-            for (const auto& c : *j) {
-                auto one = call_of(c, tools);
-                if (!one) return all_content();
-                out.calls.push_back(std::move(*one));
-            }
             return out;
         }
         case tool_syntax::llama3: {
