@@ -110,7 +110,7 @@ inline std::vector<chat_message> fold_system(std::span<const chat_message> in, s
         }
         out.push_back(std::move(c));
     }
-    if (!pending.empty()) out.insert(out.begin(), chat_message{"user", pending});
+    if (!pending.empty()) out.insert(out.begin(), chat_message{"user", pending, {}});
     return out;
 }
 

@@ -102,8 +102,8 @@ parsed read_generate(Service& svc, const json& body, std::string_view raw_body =
         text = system.empty() || raw ? prompt : system + "\n" + prompt;
     } else {
         std::vector<chat_message> msgs;
-        if (!system.empty()) msgs.push_back({"system", system});
-        msgs.push_back({"user", prompt});
+        if (!system.empty()) msgs.push_back({"system", system, {}});
+        msgs.push_back({"user", prompt, {}});
         text = svc.chat_prompt(msgs);
         for (auto& s : chat_stop_strings(svc.format())) p.rq.stop.push_back(s);
     }
