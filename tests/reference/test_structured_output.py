@@ -272,6 +272,20 @@ class StructuredOutputTest(unittest.TestCase):
             self.assertEqual(status, 400, body)
             status, body = s.post("/api/generate", {"model": "m", "prompt": "x", "format": "json", "stream": False})
             self.assertEqual(status, 400, body)
+            # A grammar the vocabulary can begin ("a") but not continue ('{'): an error naming the
+            # dead end, never an unfinished sentence answered as a success.
+            grammar = 'root ::= "a" [{] "b"\n'
+            status, body = s.post("/completion", {"prompt": "x", "grammar": grammar, "n_predict": 8})
+            self.assertEqual(status, 400, body)
+            self.assertIn("no token continues it", body)
+            status, body = s.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
+                                                          "grammar": grammar, "max_tokens": 8})
+            self.assertEqual(status, 400, body)
+            status, body = s.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
+                                                          "grammar": grammar, "max_tokens": 8, "stream": True})
+            self.assertEqual(status, 200, body)  # streamed: the status was sent; the error is the last event
+            self.assertIn("no token continues it", body)
+            self.assertTrue(body.rstrip().endswith("data: [DONE]"), body)
 
 
 if __name__ == "__main__":

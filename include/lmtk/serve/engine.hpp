@@ -106,6 +106,10 @@ struct result {
     std::size_t n_cached = 0;              // of which came from the slot's cache
     finish_reason finish = finish_reason::none;
     bool cancelled = false;                // the callback asked to stop
+    // With a grammar: generation ended because no token of the vocabulary could continue the
+    // sentence (or finish it within the tokens left), so `text` is an unfinished sentence. The
+    // APIs answer this with an error rather than an incomplete document.
+    bool grammar_dead_end = false;
     double prompt_ms = 0.0, eval_ms = 0.0, total_ms = 0.0;
     std::size_t slot = 0;
 };
@@ -539,7 +543,13 @@ private:
             if (j.grammar && j.grammar_on) j.grammar->accept(piece);
             else if (j.grammar) watch_trigger(j, piece);
         }
-        if (!goes_on) return finish(j, j.seq.finish(), std::move(out));
+        if (!goes_on) {
+            // An end token is allowed under a grammar only once the sentence is complete, or as
+            // the way out when nothing can continue it: ending incomplete means the latter.
+            if (j.grammar && j.grammar_on && !j.grammar->complete() && j.seq.finish() == finish_reason::end_of_text)
+                j.r.grammar_dead_end = true;
+            return finish(j, j.seq.finish(), std::move(out));
+        }
         j.r.text += out;
         if (!out.empty() || j.seq.logprobs().size() > j.lp_sent) emit(j, std::move(out));
     }

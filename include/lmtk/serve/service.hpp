@@ -235,6 +235,8 @@ public:
             out.push_back(eng_.run(**lease, r, [](std::string_view, std::span<const token_logprobs>) { return true; }));
         }
         note_ = summary(out);
+        for (const result& r : out)
+            if (r.grammar_dead_end) throw http_error(400, dead_end_message(r), "grammar");
         return out;
     }
 
@@ -268,6 +270,11 @@ public:
                         if (text.empty() && lp.empty()) return sink.alive();
                         return h->text(i, text, lp, write);
                     });
+                    if (res.grammar_dead_end) {  // the status line is sent: the API's error event says it
+                        note_ = summary({res}) + " grammar dead end";
+                        h->error(dead_end_message(res), 400, write);
+                        return;
+                    }
                     gone = res.cancelled || !h->end(i, res, write);
                     results.push_back(std::move(res));
                 }
@@ -289,6 +296,14 @@ private:
         explicit stream_state(typename engine_type::ticket t) : ticket(std::move(t)) {}
         typename engine_type::ticket ticket;
     };
+
+    static std::string dead_end_message(const result& r) {
+        std::string so_far = r.text.size() > 80 ? r.text.substr(0, 77) + "..." : r.text;
+        return "the output cannot follow the grammar to its end with this model's vocabulary: after " +
+               std::to_string(r.tokens.size()) + " tokens (\"" + so_far +
+               "\") no token continues it (or finishes it within max_tokens); a grammar the model can spell, or a larger "
+               "max_tokens, is needed";
+    }
 
     static std::string summary(const std::vector<result>& rs) {
         if (rs.empty()) return {};
