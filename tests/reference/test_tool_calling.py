@@ -234,6 +234,7 @@ class ToolCallingTest(unittest.TestCase):
             ({"tools": [bad_schema], "tool_choice": "required"}, "multipleOf"),
             ({"tools": [{"type": "function", "function": {"description": "no name"}}]}, "name"),
             ({"tools": TOOLS, "tool_choice": "required", "response_format": {"type": "json_object"}}, "cannot be combined"),
+            ({"functions": [WEATHER["function"]], "function_call": "auto"}, "deprecated function calling"),
         ]
         with serve_common.Server(model=self.models["hermes"]) as s:
             for extra, reason in cases:

@@ -183,7 +183,7 @@ private:
     static constexpr std::int64_t max_magnitude = 9999999999999999;
     static constexpr std::int64_t unbounded = std::numeric_limits<std::int64_t>::max();
 
-    // A bound's value: a number within json-integer's size; `integral` demands an integer.
+    // A bound's value: a number within json-integer's size.
     static double bound_of(const json& v, const char* key, const std::string& where) {
         if (!v.is_number()) fail("json schema: '", key, "' at ", where, " must be a number");
         const double d = v.get<double>();
@@ -191,8 +191,8 @@ private:
         return d;
     }
 
-    // The integers [lo, hi] a schema's bounds allow; `integral_only`: bounds that are not whole
-    // numbers, or exclusive ones, are refused (numbers).
+    // The integers [lo, hi] a schema's bounds allow; `for_number`: bounds that are not whole
+    // numbers, or exclusive ones, are refused (a number's grammar handles only those).
     static std::pair<std::int64_t, std::int64_t> integer_bounds(const json& s, const std::string& where, bool for_number) {
         std::int64_t lo = -unbounded, hi = unbounded;
         for (const char* key : {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"}) {

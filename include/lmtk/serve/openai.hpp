@@ -160,6 +160,11 @@ parsed read_chat(Service& svc, const json& body, std::string_view raw = {}) {
     if (top && !lp) bad_request("top_logprobs", "'top_logprobs' needs 'logprobs': true");
     if (lp) p.rq.top_logprobs = top.value_or(0);
     const auto msgs = read_messages(f, "messages", ordered_at(ordered, {"messages"}));
+    // The pre-tools function calling fields would otherwise be ignored without a word.
+    for (const char* legacy : {"functions", "function_call"})
+        if (f.has(legacy))
+            bad_request(legacy, std::string("'") + legacy + "' (OpenAI's deprecated function calling) is not supported: send "
+                                "'tools' and 'tool_choice'");
     p.tools = read_tool_request(f, ordered);
     p.rq.prompt = svc.tokenize(svc.chat_prompt(msgs, p.tools));
     svc.constrain_to_tools(p.rq, p.tools);
@@ -267,9 +272,8 @@ public:
         std::string finish = finish_name(r.finish);
         if (chat_ && p_.tools.active()) {
             const tool_output out = svc_.read_tool_output(r.text, p_.tools);
-            const std::string shown = tools_ && tools_choice_ == choice ? std::string(tools_->shown()) : std::string();
+            const std::string rest = tools_ && tools_choice_ == choice ? tools_->rest_of(out.content) : out.content;
             tools_.reset();
-            std::string rest = out.content.compare(0, shown.size(), shown) == 0 ? out.content.substr(shown.size()) : std::string();
             if (!rest.empty()) {
                 json t = chunk();
                 t["choices"] = json::array({{{"index", choice}, {"delta", {{"content", rest}}}, {"logprobs", nullptr}, {"finish_reason", nullptr}}});

@@ -396,7 +396,8 @@ inline std::vector<chat_message> read_messages(const fields& f, const char* key 
         // written as a JSON string (OpenAI's form) become the object templates expect (the
         // form transformers documents and Ollama sends).
         const bool have_order = ordered && ordered->is_array() && ordered->size() == v->size() && (*ordered)[i].is_object();
-        const nlohmann::ordered_json om = have_order ? (*ordered)[i] : nlohmann::ordered_json::parse(m.dump());
+        const nlohmann::ordered_json sorted = have_order ? nlohmann::ordered_json() : nlohmann::ordered_json::parse(m.dump());
+        const nlohmann::ordered_json& om = have_order ? (*ordered)[i] : sorted;
         for (auto it = om.begin(); it != om.end(); ++it) {
             if (it.key() == "role" || it.key() == "content") continue;
             msg.extra[it.key()] = it.value();
@@ -409,10 +410,8 @@ inline std::vector<chat_message> read_messages(const fields& f, const char* key 
                 if (fn == call.end() || !fn->is_object()) continue;
                 const auto args = fn->find("arguments");
                 if (args == fn->end() || !args->is_string()) continue;
-                const std::string& text = args->get_ref<const std::string&>();
-                if (core::json_depth(text, core::max_request_json_depth) > core::max_request_json_depth) continue;
-                auto parsed = nlohmann::ordered_json::parse(text, nullptr, /*allow_exceptions=*/false);
-                if (!parsed.is_discarded() && parsed.is_object()) *args = std::move(parsed);
+                if (auto parsed = tool_detail::parse_json(args->get_ref<const std::string&>()); parsed && parsed->is_object())
+                    *args = std::move(*parsed);
             }
         out.push_back(std::move(msg));
     }

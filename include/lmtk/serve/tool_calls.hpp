@@ -159,18 +159,6 @@ inline tool_choice read_tool_choice(const json* v, const std::vector<tool_def>& 
     return c;
 }
 
-// The definitions as templates and the generic prompt show them: OpenAI's shape.
-inline nlohmann::ordered_json tools_json(const std::vector<tool_def>& tools) {
-    nlohmann::ordered_json out = nlohmann::ordered_json::array();
-    for (const tool_def& t : tools) {
-        nlohmann::ordered_json fn{{"name", t.name}};
-        if (!t.description.empty()) fn["description"] = t.description;
-        fn["parameters"] = t.parameters;
-        out.push_back({{"type", "function"}, {"function", std::move(fn)}});
-    }
-    return out;
-}
-
 // The system text of the generic format: the tools, one compact JSON line each (a prompt's
 // length is what a small model pays for most), and how to answer.
 inline std::string generic_tool_prompt(const tool_request& tr) {
