@@ -105,8 +105,9 @@ void bm_matmul_act_tiles(benchmark::State& state) {
 }
 #endif
 
-#if LMTK_QUANT_VNNI
-// The interleaved layouts a model repacks its weights into at load (quant/interleaved.hpp).
+#if LMTK_QUANT_VNNI || LMTK_QUANT_AVX2_INTERLEAVED
+// The interleaved layouts a model repacks its weights into at load (quant/interleaved.hpp), with
+// the kernels of the highest level this binary targets (AVX-512 VNNI, else AVX2).
 // `_stream`: one token through 64 MiB of 4096 x 4096 matrices visited in turn, so every weight
 // byte comes from DRAM as at decode (one matrix alone would sit in a 32 MiB L3); compare with
 // bm_read_stream, a plain sum over the same amount. `/threads:2`: two threads at once, each
@@ -114,7 +115,11 @@ void bm_matmul_act_tiles(benchmark::State& state) {
 template <class P>
 void run_interleaved(benchmark::State& state, std::size_t rows, std::size_t cols, std::size_t n_tok,
                      std::size_t total_bytes) {
+#if LMTK_QUANT_VNNI
     const q::weight_ops ops = q::ops_of<P, xsimd::avx512bw>();
+#else
+    const q::weight_ops ops = q::ops_of<P, xsimd::default_arch>();
+#endif
     const q::weight_ops& il = *ops.interleaved;
     const auto w = make_weights<P>(rows, cols);
     const std::size_t bytes = ops.interleaved_bytes(rows, cols);
@@ -252,18 +257,6 @@ BENCHMARK_TEMPLATE(bm_matmul_act_tiles, q::q4_0)->Arg(32)->Arg(128)->Arg(512)->U
 BENCHMARK_TEMPLATE(bm_matmul_act_tiles, q::q4_k)->Arg(32)->Arg(128)->Arg(512)->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(bm_matmul_act_tiles, q::q8_0)->Arg(32)->Arg(128)->Arg(512)->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(bm_matmul_act_tiles, q::q6_k)->Arg(32)->Arg(128)->Arg(512)->Unit(benchmark::kMillisecond);
-#define LMTK_BENCH_INTERLEAVED(P)                                                                   \
-    BENCHMARK_TEMPLATE(bm_matvec_interleaved, q::P)->Unit(benchmark::kMicrosecond);                  \
-    BENCHMARK_TEMPLATE(bm_matvec_interleaved_stream, q::P)->Unit(benchmark::kMicrosecond);           \
-    BENCHMARK_TEMPLATE(bm_matvec_interleaved_stream, q::P)->Threads(2)->UseRealTime()->Unit(benchmark::kMicrosecond); \
-    BENCHMARK_TEMPLATE(bm_matmul_interleaved, q::P)->Arg(32)->Arg(128)->Arg(512)->Unit(benchmark::kMillisecond)
-BENCHMARK(bm_read_stream)->Unit(benchmark::kMicrosecond);
-BENCHMARK(bm_read_stream)->Threads(2)->UseRealTime()->Unit(benchmark::kMicrosecond);
-LMTK_BENCH_INTERLEAVED(q8_0);
-LMTK_BENCH_INTERLEAVED(q4_0);
-LMTK_BENCH_INTERLEAVED(q4_k);
-LMTK_BENCH_INTERLEAVED(q6_k);
-LMTK_BENCH_INTERLEAVED(f16);
 #endif
 #else
 // Built without AVX-512 (LMTK_NATIVE=OFF or another CPU): the default arch only.
@@ -277,6 +270,21 @@ LMTK_BENCH_DEFAULT(q8_0);
 LMTK_BENCH_DEFAULT(q4_0);
 LMTK_BENCH_DEFAULT(q4_k);
 LMTK_BENCH_DEFAULT(q6_k);
+#endif
+
+#if LMTK_QUANT_VNNI || LMTK_QUANT_AVX2_INTERLEAVED
+#define LMTK_BENCH_INTERLEAVED(P)                                                                   \
+    BENCHMARK_TEMPLATE(bm_matvec_interleaved, q::P)->Unit(benchmark::kMicrosecond);                  \
+    BENCHMARK_TEMPLATE(bm_matvec_interleaved_stream, q::P)->Unit(benchmark::kMicrosecond);           \
+    BENCHMARK_TEMPLATE(bm_matvec_interleaved_stream, q::P)->Threads(2)->UseRealTime()->Unit(benchmark::kMicrosecond); \
+    BENCHMARK_TEMPLATE(bm_matmul_interleaved, q::P)->Arg(32)->Arg(128)->Arg(512)->Unit(benchmark::kMillisecond)
+BENCHMARK(bm_read_stream)->Unit(benchmark::kMicrosecond);
+BENCHMARK(bm_read_stream)->Threads(2)->UseRealTime()->Unit(benchmark::kMicrosecond);
+LMTK_BENCH_INTERLEAVED(q8_0);
+LMTK_BENCH_INTERLEAVED(q4_0);
+LMTK_BENCH_INTERLEAVED(q4_k);
+LMTK_BENCH_INTERLEAVED(q6_k);
+LMTK_BENCH_INTERLEAVED(f16);
 #endif
 
 BENCHMARK_MAIN();

@@ -2,6 +2,7 @@
 // per level (LMTK_KERNEL_LEVEL = sse4_2, avx2, avx512_vnni, neon_dotprod or generic, with that level's -m flags)
 // and renames every symbol of each copy apart except its entry point (cmake/isolate_kernels.cmake),
 // so no code compiled for one level can be linked into another's path.
+#include <memory>
 #include <type_traits>
 
 #include <lmtk/quant/cpu_kernels.hpp>
@@ -36,8 +37,15 @@ static_assert(std::is_base_of_v<xsimd::neon64, arch>);
 static_assert(level != lmtk::target::isa::neon_dotprod, "the neon_dotprod copy needs -march=armv8.2-a+dotprod");
 #endif
 
+template <class KV>
+std::unique_ptr<lmtk::model::attention_pass<KV>> make_attention(const lmtk::model::llama_hparams& hp, std::size_t n_ctx,
+                                                                std::size_t n_batch, lmtk::core::thread_pool& pool) {
+    return std::make_unique<lmtk::model::attention<KV, arch>>(hp, n_ctx, n_batch, pool);
+}
+
 constexpr lmtk::quant::kernel_table table{level, &lmtk::quant::resolve<lmtk::quant::default_set, arch>,
-                                          &lmtk::quant::resolve_group<lmtk::quant::default_set, arch>};
+                                          &lmtk::quant::resolve_group<lmtk::quant::default_set, arch>,
+                                          &make_attention<lmtk::model::kv_f32>, &make_attention<lmtk::model::kv_f16>};
 
 }  // namespace
 

@@ -282,8 +282,10 @@ private:
 // pointer pair.
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <cstddef>
+#include <mutex>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -317,7 +319,7 @@ public:
     ~thread_pool() {
         stop_.store(true, std::memory_order_relaxed);
         generation_.fetch_add(1, std::memory_order_release);
-        generation_.notify_all();
+        wake_workers();
         for (auto& w : workers_) w.join();
     }
 
@@ -335,7 +337,7 @@ public:
         invoke_ = [](void* p, std::size_t i, std::size_t n) noexcept { (*static_cast<Fn*>(p))(i, n); };
         pending_.store(n_threads_ - 1, std::memory_order_relaxed);
         generation_.fetch_add(1, std::memory_order_release);
-        generation_.notify_all();
+        wake_workers();
         f(std::size_t{0}, n_threads_);
         // Spin while the others finish; yield if they were descheduled (a loaded machine),
         // so that a spinning caller does not hold the core a worker needs.
@@ -363,6 +365,17 @@ public:
     }
 
 private:
+    // Sleeping workers wait on a condition variable, not on generation_ itself: std::atomic's
+    // wait/notify keep their waiter table in function-local statics of inline library functions,
+    // and the kernels of each instruction-set level (quant/cpu_kernels.hpp), which run regions
+    // on this pool too, hold their own renamed copies of those; a notify from there would never
+    // reach a worker waiting here. The mutex is taken between the new generation and the notify,
+    // so a worker that saw the old generation is either asleep by then or sees the new one.
+    void wake_workers() noexcept {
+        { const std::lock_guard lock(sleep_mutex_); }
+        sleep_.notify_all();
+    }
+
     void worker_loop(std::size_t index) noexcept {
         std::uint64_t seen = 0;
         for (;;) {
@@ -372,9 +385,9 @@ private:
                 cpu_relax();
                 g = generation_.load(std::memory_order_acquire);
             }
-            while (g == seen) {
-                generation_.wait(seen, std::memory_order_acquire);
-                g = generation_.load(std::memory_order_acquire);
+            if (g == seen) {
+                std::unique_lock lock(sleep_mutex_);
+                sleep_.wait(lock, [&] { return (g = generation_.load(std::memory_order_acquire)) != seen; });
             }
             seen = g;
             if (stop_.load(std::memory_order_relaxed)) return;
@@ -388,6 +401,8 @@ private:
     alignas(64) std::atomic<std::uint64_t> generation_{0};
     alignas(64) std::atomic<std::size_t> pending_{0};
     std::atomic<bool> stop_{false};
+    std::mutex sleep_mutex_;
+    std::condition_variable sleep_;
     void* job_ = nullptr;
     void (*invoke_)(void*, std::size_t, std::size_t) noexcept = nullptr;
 };
@@ -4840,82 +4855,120 @@ inline __m256i dot_u8i8(__m256i acc, __m256i u, __m256i x) noexcept { return _mm
 using interleaved_driver::prefetch_block;
 using interleaved_driver::prefetch_plan;
 
-// Each kernel runs one group (16 rows) against T tokens: acc[t][h] lane i = dot(row 8h + i, token t).
+// Each kernel runs one group (16 rows) against T tokens: out[t][h] lane i = dot(row 8h + i,
+// token t). It runs as one or two passes over the group's blocks (group_passes below); a pass
+// covers NH halves starting at h0 and keeps its accumulators in local variables, written to
+// `out` once at the end. (They used to be updated in `out` itself, and since the activations are
+// read through int8_t pointers, which may alias anything, the compiler stored every accumulator
+// to memory and read it back around every load: most of the kernels' time went there.) Within
+// a block the loops run word by word, tokens innermost, so that each unpacked weight vector is
+// used by every token while it is in a register, and each token's int32 (or int16) sums stay in
+// registers until the block's float step.
 
-template <int T>
-void group_q4_0(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
-                __m256 (&acc)[T][2]) noexcept {
-    using L = interleaved<q4_0>;
-    const __m256i low4 = _mm256_set1_epi8(0x0F);
-    for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
-    for (std::size_t b = 0; b < nb; ++b) {
-        prefetch_block(g, pf, b);
-        const std::byte* q = g + L::part(0, nb) + b * 256;
-        const std::byte* d = g + L::part(1, nb) + b * 32;
-        for (int h = 0; h < 2; ++h) {
-            __m256i lo[4], hi[4];
-            for (int k = 0; k < 4; ++k) {
-                const __m256i v = load_half(q + 64 * k, h);
-                lo[k] = _mm256_and_si256(v, low4);
-                hi[k] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-            }
-            const __m256 dw = fp16_half(d, h);
-            for (int t = 0; t < T; ++t) {
-                const std::int8_t* xq = x[t].qs + b * 32;
-#if defined(__AVXVNNI__)
-                __m256i dot = _mm256_set1_epi32(-8 * x[t].sum[b]);
-                for (int k = 0; k < 4; ++k) {
-                    dot = dot_u8i8(dot, lo[k], broadcast_word(xq + 4 * k));
-                    dot = dot_u8i8(dot, hi[k], broadcast_word(xq + 16 + 4 * k));
-                }
-#else
-                __m256i s0 = _mm256_maddubs_epi16(lo[0], broadcast_word(xq));
-                __m256i s1 = _mm256_maddubs_epi16(hi[0], broadcast_word(xq + 16));
-                for (int k = 1; k < 4; ++k) {
-                    s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(lo[k], broadcast_word(xq + 4 * k)));
-                    s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(hi[k], broadcast_word(xq + 16 + 4 * k)));
-                }
-                const __m256i dot =
-                    _mm256_add_epi32(widen_pairs(_mm256_add_epi16(s0, s1)), _mm256_set1_epi32(-8 * x[t].sum[b]));
-#endif
-                acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x[t].d[b])), acc[t][h]);
-            }
-        }
+// Decode (T == 1) multiplies both halves in one pass: the weights stream once from memory, with
+// the prefetch ahead of them. Prefill passes once per half: T tokens' accumulators of one half
+// fit in AVX2's 16 registers, and half a group is half the bytes, so it stays in L1 while the
+// tokens reread it.
+template <int T, class Pass>
+void group_passes(Pass&& pass) noexcept {
+    if constexpr (T == 1) {
+        pass.template operator()<2>(0);
+    } else {
+        pass.template operator()<1>(0);
+        pass.template operator()<1>(1);
     }
 }
 
-template <int T>
-void group_q8_0(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
-                __m256 (&acc)[T][2]) noexcept {
-    using L = interleaved<q8_0>;
-    const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
-    for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+template <int T, int NH>
+void q4_0_pass(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T], int h0,
+               __m256 (&out)[T][2]) noexcept {
+    using L = interleaved<q4_0>;
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    __m256 acc[T][NH];
+    for (int t = 0; t < T; ++t)
+        for (int hh = 0; hh < NH; ++hh) acc[t][hh] = _mm256_setzero_ps();
     for (std::size_t b = 0; b < nb; ++b) {
-        prefetch_block(g, pf, b);
-        const std::byte* q = g + L::part(0, nb) + b * 512;
+        if (h0 == 0) prefetch_block(g, pf, b);
+        const std::byte* q = g + L::part(0, nb) + b * 256;
         const std::byte* d = g + L::part(1, nb) + b * 32;
-        for (int h = 0; h < 2; ++h) {
-            const __m256 dw = fp16_half(d, h);
-            // The layout stores u = q + 128; flipping the top bit gives q back. |q| and q serve
-            // every token (held in L1 where registers run out).
-            __m256i qs[8], mag[8];
-            for (int k = 0; k < 8; ++k) {
-                qs[k] = _mm256_xor_si256(load_half(q + 64 * k, h), flip);
-                mag[k] = _mm256_abs_epi8(qs[k]);
-            }
-            for (int t = 0; t < T; ++t) {
-                const std::int8_t* xq = x[t].qs + b * 32;
-                __m256i d0 = _mm256_setzero_si256(), d1 = _mm256_setzero_si256();
-                for (int k = 0; k < 8; k += 2) {
-                    const __m256i x0 = broadcast_word(xq + 4 * k), x1 = broadcast_word(xq + 4 * k + 4);
-                    d0 = _mm256_add_epi32(d0, widen_pairs(_mm256_maddubs_epi16(mag[k], _mm256_sign_epi8(x0, qs[k]))));
-                    d1 = _mm256_add_epi32(d1, widen_pairs(_mm256_maddubs_epi16(mag[k + 1], _mm256_sign_epi8(x1, qs[k + 1]))));
+        // Low nibbles are elements 4k.., high nibbles 16 + 4k..; 8 pairs per int16 lane at most
+        // 8 * 2 * 15 * 127 = 30480, so one widening per block.
+        __m256i s[T][NH];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+            for (int hh = 0; hh < NH; ++hh) {
+                const __m256i v = load_half(q + 64 * k, h0 + hh);
+                const __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+                for (int t = 0; t < T; ++t) {
+                    const std::int8_t* xq = x[t].qs + b * 32;
+#if defined(__AVXVNNI__)
+                    __m256i p = dot_u8i8(k ? s[t][hh] : _mm256_setzero_si256(), lo, broadcast_word(xq + 4 * k));
+                    s[t][hh] = dot_u8i8(p, hi, broadcast_word(xq + 16 + 4 * k));
+#else
+                    const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, broadcast_word(xq + 4 * k)),
+                                                       _mm256_maddubs_epi16(hi, broadcast_word(xq + 16 + 4 * k)));
+                    s[t][hh] = k ? _mm256_add_epi16(s[t][hh], p) : p;
+#endif
                 }
-                const __m256i dot = _mm256_add_epi32(d0, d1);
-                acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x[t].d[b])), acc[t][h]);
+            }
+        }
+        for (int hh = 0; hh < NH; ++hh) {
+            const __m256 dw = fp16_half(d, h0 + hh);
+            for (int t = 0; t < T; ++t) {
+#if defined(__AVXVNNI__)
+                const __m256i dot = _mm256_add_epi32(s[t][hh], _mm256_set1_epi32(-8 * x[t].sum[b]));
+#else
+                const __m256i dot = _mm256_add_epi32(widen_pairs(s[t][hh]), _mm256_set1_epi32(-8 * x[t].sum[b]));
+#endif
+                acc[t][hh] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x[t].d[b])), acc[t][hh]);
             }
         }
     }
+    for (int t = 0; t < T; ++t)
+        for (int hh = 0; hh < NH; ++hh) out[t][h0 + hh] = acc[t][hh];
+}
+
+// The layout stores u = q + 128; flipping the top bit gives q back. u itself would overflow a
+// pair of vpmaddubsw (2 * 255 * 127), so |q| meets sign(x, q) (at most 2 * 128 * 127 = 32512 per
+// pair) and each word is widened on its own.
+template <int T, int NH>
+void q8_0_pass(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T], int h0,
+               __m256 (&out)[T][2]) noexcept {
+    using L = interleaved<q8_0>;
+    const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+    __m256 acc[T][NH];
+    for (int t = 0; t < T; ++t)
+        for (int hh = 0; hh < NH; ++hh) acc[t][hh] = _mm256_setzero_ps();
+    for (std::size_t b = 0; b < nb; ++b) {
+        if (h0 == 0) prefetch_block(g, pf, b);
+        const std::byte* q = g + L::part(0, nb) + b * 512;
+        const std::byte* d = g + L::part(1, nb) + b * 32;
+        __m256i s[T][NH];
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; ++k) {
+            for (int hh = 0; hh < NH; ++hh) {
+                const __m256i w = _mm256_xor_si256(load_half(q + 64 * k, h0 + hh), flip);
+                const __m256i mag = _mm256_abs_epi8(w);
+                for (int t = 0; t < T; ++t) {
+                    const __m256i xs = _mm256_sign_epi8(broadcast_word(x[t].qs + b * 32 + 4 * k), w);
+#if defined(__AVXVNNI__)
+                    s[t][hh] = dot_u8i8(k ? s[t][hh] : _mm256_setzero_si256(), mag, xs);
+#else
+                    const __m256i p = widen_pairs(_mm256_maddubs_epi16(mag, xs));
+                    s[t][hh] = k ? _mm256_add_epi32(s[t][hh], p) : p;
+#endif
+                }
+            }
+        }
+        for (int hh = 0; hh < NH; ++hh) {
+            const __m256 dw = fp16_half(d, h0 + hh);
+            for (int t = 0; t < T; ++t)
+                acc[t][hh] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t][hh]), _mm256_mul_ps(dw, _mm256_set1_ps(x[t].d[b])),
+                                             acc[t][hh]);
+        }
+    }
+    for (int t = 0; t < T; ++t)
+        for (int hh = 0; hh < NH; ++hh) out[t][h0 + hh] = acc[t][hh];
 }
 
 // Q4_K's 6-bit scale (Min = false) or min (Min = true) of sub-block J in every lane, from the
@@ -4932,92 +4985,99 @@ __m256i k4_scale(__m256i a, __m256i b, __m256i c) noexcept {
     }
 }
 
-// Sum of the 8 products of 32 nibbles (in 8 words u) with the 32 activation bytes at xq.
-inline __m256i dot32_nibbles(const __m256i (&u)[8], const std::int8_t* xq) noexcept {
-#if defined(__AVXVNNI__)
-    __m256i d = _mm256_setzero_si256();
-    for (int k = 0; k < 8; ++k) d = dot_u8i8(d, u[k], broadcast_word(xq + 4 * k));
-    return d;
-#else
-    __m256i s0 = _mm256_maddubs_epi16(u[0], broadcast_word(xq)), s1 = _mm256_maddubs_epi16(u[1], broadcast_word(xq + 4));
-    for (int k = 2; k < 8; k += 2) {
-        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(u[k], broadcast_word(xq + 4 * k)));
-        s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(u[k + 1], broadcast_word(xq + 4 * k + 4)));
-    }
-    return widen_pairs(_mm256_add_epi16(s0, s1));
-#endif
-}
-
-template <int T>
-void group_q4_k(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
-                __m256 (&acc)[T][2]) noexcept {
+// Each 32-element sub-block j (low nibbles of chunk j / 2 for even j, high for odd) is one int16
+// sum per token (8 pairs of 15 * 127: at most 30480), widened once and scaled in floats by its
+// own scale and min. The super-block's 8 scales and mins are decoded to floats once per half.
+template <int T, int NH>
+void q4_k_pass(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T], int h0,
+               __m256 (&out)[T][2]) noexcept {
     using L = interleaved<q4_k>;
     const __m256i low4 = _mm256_set1_epi8(0x0F);
-    for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    __m256 acc[T][NH];
+    for (int t = 0; t < T; ++t)
+        for (int hh = 0; hh < NH; ++hh) acc[t][hh] = _mm256_setzero_ps();
     for (std::size_t b = 0; b < nb; ++b) {
-        prefetch_block(g, pf, b);
+        if (h0 == 0) prefetch_block(g, pf, b);
         const std::byte* s = g + L::part(1, nb) + b * 192;
         const std::byte* d = g + L::part(2, nb) + b * 64;
-        for (int h = 0; h < 2; ++h) {
+        __m256 scale[NH][8], min[NH][8];
+        for (int hh = 0; hh < NH; ++hh) {
+            const int h = h0 + hh;
             const __m256i sa = load_half(s, h), sb = load_half(s + 64, h), sc = load_half(s + 128, h);
             const __m256 dd = fp16_half(d, h), dmin = fp16_half(d + 32, h);
-            __m256 scale[8], min[8];
             const auto decode = [&]<int J>() {
-                scale[J] = _mm256_mul_ps(_mm256_cvtepi32_ps(k4_scale<J, false>(sa, sb, sc)), dd);
-                min[J] = _mm256_mul_ps(_mm256_cvtepi32_ps(k4_scale<J, true>(sa, sb, sc)), dmin);
+                scale[hh][J] = _mm256_mul_ps(_mm256_cvtepi32_ps(k4_scale<J, false>(sa, sb, sc)), dd);
+                min[hh][J] = _mm256_mul_ps(_mm256_cvtepi32_ps(k4_scale<J, true>(sa, sb, sc)), dmin);
             };
             [&]<int... J>(std::integer_sequence<int, J...>) { (decode.template operator()<J>(), ...); }(
                 std::make_integer_sequence<int, 8>{});
-            for (std::size_t c = 0; c < 4; ++c) {
-                const std::byte* q = g + L::part(0, nb) + b * 2048 + c * 512;
-                __m256i lo[8], hi[8];
-                for (int k = 0; k < 8; ++k) {
-                    const __m256i v = load_half(q + 64 * k, h);
-                    lo[k] = _mm256_and_si256(v, low4);
-                    hi[k] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-                }
-                const std::size_t a = b * 8 + 2 * c;  // activation block of sub-block 2c; 2c + 1's is a + 1
-                for (int t = 0; t < T; ++t) {
-                    const std::int8_t* xq = x[t].qs + a * 32;
-                    const __m256i da = dot32_nibbles(lo, xq), db = dot32_nibbles(hi, xq + 32);
-                    __m256 r = _mm256_fmadd_ps(_mm256_cvtepi32_ps(da), _mm256_mul_ps(scale[2 * c], _mm256_set1_ps(x[t].d[a])),
-                                               acc[t][h]);
-                    r = _mm256_fnmadd_ps(min[2 * c], _mm256_set1_ps(x[t].ds[a]), r);
-                    r = _mm256_fmadd_ps(_mm256_cvtepi32_ps(db),
-                                        _mm256_mul_ps(scale[2 * c + 1], _mm256_set1_ps(x[t].d[a + 1])), r);
-                    acc[t][h] = _mm256_fnmadd_ps(min[2 * c + 1], _mm256_set1_ps(x[t].ds[a + 1]), r);
+        }
+        for (int j = 0; j < 8; ++j) {
+            const std::byte* q = g + L::part(0, nb) + b * 2048 + std::size_t(j / 2) * 512;
+            const int shift = (j % 2) * 4;
+            const std::size_t a = b * 8 + std::size_t(j);  // the activation block of sub-block j
+            __m256i sum[T][NH];
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; ++k) {
+                for (int hh = 0; hh < NH; ++hh) {
+                    const __m256i u = _mm256_and_si256(_mm256_srli_epi16(load_half(q + 64 * k, h0 + hh), shift), low4);
+                    for (int t = 0; t < T; ++t) {
+                        const __m256i xw = broadcast_word(x[t].qs + a * 32 + 4 * k);
+#if defined(__AVXVNNI__)
+                        sum[t][hh] = dot_u8i8(k ? sum[t][hh] : _mm256_setzero_si256(), u, xw);
+#else
+                        const __m256i p = _mm256_maddubs_epi16(u, xw);
+                        sum[t][hh] = k ? _mm256_add_epi16(sum[t][hh], p) : p;
+#endif
+                    }
                 }
             }
+            for (int hh = 0; hh < NH; ++hh)
+                for (int t = 0; t < T; ++t) {
+#if defined(__AVXVNNI__)
+                    const __m256i dot = sum[t][hh];
+#else
+                    const __m256i dot = widen_pairs(sum[t][hh]);
+#endif
+                    const __m256 r = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot),
+                                                     _mm256_mul_ps(scale[hh][j], _mm256_set1_ps(x[t].d[a])), acc[t][hh]);
+                    acc[t][hh] = _mm256_fnmadd_ps(min[hh][j], _mm256_set1_ps(x[t].ds[a]), r);
+                }
         }
     }
+    for (int t = 0; t < T; ++t)
+        for (int hh = 0; hh < NH; ++hh) out[t][h0 + hh] = acc[t][hh];
 }
 
 // Q6_K: per sub-block of 16 elements, 2 words of nibbles and 1 of top bits make the 4 words of
-// u = q + 32; the dot is corrected by -32 * sum(x) over the sub-block (sum16, per token).
-template <int T>
-void group_q6_k(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
-                const std::int32_t* const (&sum16)[T], __m256 (&acc)[T][2]) noexcept {
+// u = q + 32; the dot is corrected by -32 * sum(x) over the sub-block (sum16, per token). Two
+// pairs of u <= 63 fit an int16 lane (2 * 2 * 63 * 127 = 32004), so two widenings per sub-block.
+template <int T, int NH>
+void q6_k_pass(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
+               const std::int32_t* const (&sum16)[T], int h0, __m256 (&out)[T][2]) noexcept {
     using L = interleaved<q6_k>;
     const __m256i low4 = _mm256_set1_epi8(0x0F), top2 = _mm256_set1_epi8(0x30);
     const auto merge = [](__m256i a, __m256i b, __m256i c) { return _mm256_or_si256(a, _mm256_and_si256(b, c)); };
-    for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    __m256 acc[T][NH];
+    for (int t = 0; t < T; ++t)
+        for (int hh = 0; hh < NH; ++hh) acc[t][hh] = _mm256_setzero_ps();
     for (std::size_t b = 0; b < nb; ++b) {
-        prefetch_block(g, pf, b);
+        if (h0 == 0) prefetch_block(g, pf, b);
         const std::byte* lo = g + L::part(0, nb) + b * 2048;
         const std::byte* hi = g + L::part(1, nb) + b * 1024;
         const std::byte* scales = g + L::part(2, nb) + b * 256;
         const std::byte* d = g + L::part(3, nb) + b * 32;
-        for (int h = 0; h < 2; ++h) {
-            const __m256 dd = fp16_half(d, h);
-            for (std::size_t s = 0; s < 16; ++s) {
+        for (std::size_t s = 0; s < 16; ++s) {
+            const std::size_t e = b * 256 + s * 16;  // first element
+            for (int hh = 0; hh < NH; ++hh) {
+                const int h = h0 + hh;
                 const __m128i sc8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(scales + s * 16 + 8 * h));
-                const __m256 scale = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc8)), dd);
+                const __m256 scale = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc8)), fp16_half(d, h));
                 const __m256i l0 = load_half(lo + s * 128, h), l1 = load_half(lo + s * 128 + 64, h), hv = load_half(hi + s * 64, h);
                 const __m256i u0 = merge(_mm256_and_si256(l0, low4), _mm256_slli_epi16(hv, 4), top2);
                 const __m256i u1 = merge(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low4), _mm256_slli_epi16(hv, 2), top2);
                 const __m256i u2 = merge(_mm256_and_si256(l1, low4), hv, top2);
                 const __m256i u3 = merge(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4), _mm256_srli_epi16(hv, 2), top2);
-                const std::size_t e = b * 256 + s * 16;  // first element
                 for (int t = 0; t < T; ++t) {
                     const std::int8_t* xq = x[t].qs + e;
 #if defined(__AVXVNNI__)
@@ -5034,12 +5094,35 @@ void group_q6_k(const std::byte* g, std::size_t nb, const prefetch_plan& pf, con
                     const __m256i dot = _mm256_add_epi32(_mm256_add_epi32(widen_pairs(p01), widen_pairs(p23)),
                                                          _mm256_set1_epi32(-32 * sum16[t][e / 16]));
 #endif
-                    acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(scale, _mm256_set1_ps(x[t].d[e / 32])),
-                                                acc[t][h]);
+                    acc[t][hh] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(scale, _mm256_set1_ps(x[t].d[e / 32])),
+                                                 acc[t][hh]);
                 }
             }
         }
     }
+    for (int t = 0; t < T; ++t)
+        for (int hh = 0; hh < NH; ++hh) out[t][h0 + hh] = acc[t][hh];
+}
+
+template <int T>
+void group_q4_0(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
+                __m256 (&out)[T][2]) noexcept {
+    group_passes<T>([&]<int NH>(int h0) { q4_0_pass<T, NH>(g, nb, pf, x, h0, out); });
+}
+template <int T>
+void group_q8_0(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
+                __m256 (&out)[T][2]) noexcept {
+    group_passes<T>([&]<int NH>(int h0) { q8_0_pass<T, NH>(g, nb, pf, x, h0, out); });
+}
+template <int T>
+void group_q4_k(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
+                __m256 (&out)[T][2]) noexcept {
+    group_passes<T>([&]<int NH>(int h0) { q4_k_pass<T, NH>(g, nb, pf, x, h0, out); });
+}
+template <int T>
+void group_q6_k(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
+                const std::int32_t* const (&sum16)[T], __m256 (&out)[T][2]) noexcept {
+    group_passes<T>([&]<int NH>(int h0) { q6_k_pass<T, NH>(g, nb, pf, x, sum16, h0, out); });
 }
 
 // The first n (<= 16) of the 16 rows' results.
@@ -7733,7 +7816,8 @@ inline std::size_t interleave_weights(std::span<weight* const> todo, const weigh
 // #include <lmtk/model/source.hpp>
 // #include <lmtk/model/weight.hpp>
 // #include <lmtk/quant/cpu_kernels.hpp>
-// The weight kernels of quant::default_set for each instruction-set level, chosen at load.
+// The weight kernels of quant::default_set, and attention, for each instruction-set level, chosen
+// at load.
 //
 // src/cpu_kernels.cpp is compiled once per level with that level's flags (CMake target
 // lmtk::cpu_kernels) and defines one kernel_table each. The symbols of each compiled copy are
@@ -7743,398 +7827,15 @@ inline std::size_t interleave_weights(std::span<weight* const> todo, const weigh
 // what the SSE4.2 path calls. A program that links lmtk::cpu_kernels asks for a table once per
 // model (target::cpu_dispatch does this in model::llama) and binds every tensor through it.
 #include <cstdlib>
-#include <optional>
-#include <span>
-#include <string>
-#include <string_view>
-#include <vector>
-
-// #include <lmtk/core/error.hpp>
-// #include <lmtk/quant/dispatch.hpp>
-// #include <lmtk/target/isa.hpp>
-// The instruction-set levels lmtk compiles its weight kernels for, and which one this CPU runs.
-//
-// One binary serves every x86-64 CPU from Nehalem on: the kernels of each level live in their
-// own translation unit built with that level's -m flags (src/cpu_kernels.cpp, the lmtk::cpu_kernels
-// library), and a model picks one table of them when it loads, by CPUID, the way it picks a
-// tensor's format. LMTK_CPU (or load_options::cpu, `lmtk bench --cpu`) forces a lower level, so
-// that every level can be tested and measured on a machine that has a higher one.
-#include <cstdint>
-#include <optional>
-#include <string_view>
-
-#if defined(__x86_64__) || defined(_M_X64)
-#include <cpuid.h>
-#elif defined(__aarch64__) && defined(__linux__)
-#include <sys/auxv.h>
-#endif
-
-namespace lmtk::target {
-
-// Ordered within one architecture: a CPU that runs a level runs every lower one of its family
-// (a build compiles the levels of one family only).
-enum class isa : std::uint8_t {
-    generic,       // whatever the compiler's baseline for the target is (aarch64: Armv8-A NEON)
-    sse4_2,        // x86-64-v2: the floor of the portable x86 build
-    avx2,          // x86-64-v3: AVX2, FMA, F16C, BMI2
-    avx512_vnni,   // x86-64-v4 (AVX-512 F/BW/DQ/VL) plus VNNI
-    neon_dotprod,  // aarch64: Armv8.2-A with the dot-product extension (SDOT)
-};
-
-constexpr std::string_view isa_name(isa i) noexcept {
-    switch (i) {
-        case isa::generic: return "generic";
-        case isa::sse4_2: return "sse4.2";
-        case isa::avx2: return "avx2";
-        case isa::avx512_vnni: return "avx512-vnni";
-        case isa::neon_dotprod: return "neon-dotprod";
-    }
-    return "?";
-}
-
-// "sse4.2", "avx2", "avx512-vnni" (also "sse42", "avx512", "avx512vnni"), "neon-dotprod"
-// (also "dotprod"), "generic".
-constexpr std::optional<isa> parse_isa(std::string_view s) noexcept {
-    if (s == "generic") return isa::generic;
-    if (s == "sse4.2" || s == "sse42" || s == "sse4_2") return isa::sse4_2;
-    if (s == "avx2") return isa::avx2;
-    if (s == "avx512-vnni" || s == "avx512" || s == "avx512vnni" || s == "avx512_vnni") return isa::avx512_vnni;
-    if (s == "neon-dotprod" || s == "neon_dotprod" || s == "dotprod") return isa::neon_dotprod;
-    return std::nullopt;
-}
-
-namespace detail {
-
-#if defined(__x86_64__) || defined(_M_X64)
-struct cpuid_regs {
-    unsigned a = 0, b = 0, c = 0, d = 0;
-};
-inline cpuid_regs cpuid(unsigned leaf, unsigned sub = 0) noexcept {
-    cpuid_regs r;
-    if (!__get_cpuid_count(leaf, sub, &r.a, &r.b, &r.c, &r.d)) return {};
-    return r;
-}
-// The register state the OS saves on a context switch (XCR0): a CPU may have AVX-512 units that
-// the kernel does not enable, and then using them faults.
-inline std::uint64_t xcr0() noexcept {
-    unsigned lo = 0, hi = 0;
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    return (std::uint64_t{hi} << 32) | lo;
-}
-#endif
-
-}  // namespace detail
-
-// The highest level this CPU (and its OS) runs.
-inline isa host_isa() noexcept {
-#if defined(__x86_64__) || defined(_M_X64)
-    const auto l1 = detail::cpuid(1), l7 = detail::cpuid(7);
-    const auto bit = [](unsigned reg, int n) { return ((reg >> n) & 1u) != 0; };
-    const bool sse42 = bit(l1.c, 20) && bit(l1.c, 23) && bit(l1.c, 19) && bit(l1.c, 9);  // sse4.2 popcnt sse4.1 ssse3
-    if (!sse42) return isa::generic;
-    const bool osxsave = bit(l1.c, 27);
-    const std::uint64_t xcr = osxsave ? detail::xcr0() : 0;
-    const bool ymm_state = (xcr & 0x6) == 0x6, zmm_state = (xcr & 0xE6) == 0xE6;
-    const bool avx2 = ymm_state && bit(l1.c, 28) && bit(l1.c, 12) && bit(l1.c, 29) &&  // avx fma f16c
-                      bit(l7.b, 5) && bit(l7.b, 3) && bit(l7.b, 8);                    // avx2 bmi1 bmi2
-    if (!avx2) return isa::sse4_2;
-    const bool avx512 = zmm_state && bit(l7.b, 16) && bit(l7.b, 17) && bit(l7.b, 28) &&  // f dq cd
-                        bit(l7.b, 30) && bit(l7.b, 31) && bit(l7.c, 11);                  // bw vl vnni
-    return avx512 ? isa::avx512_vnni : isa::avx2;
-#elif defined(__aarch64__) && defined(__linux__)
-    constexpr unsigned long hwcap_asimddp = 1ul << 20;  // HWCAP_ASIMDDP of <asm/hwcap.h>
-    return (getauxval(AT_HWCAP) & hwcap_asimddp) ? isa::neon_dotprod : isa::generic;
-#else
-    return isa::generic;
-#endif
-}
-
-}  // namespace lmtk::target
-
-namespace lmtk::quant {
-
-struct kernel_table {
-    target::isa isa;
-    std::optional<weight_ops> (*resolve)(ggml_type) noexcept;
-    std::optional<weight_ops> (*resolve_group)(const group_format&) noexcept;
-};
-
-}  // namespace lmtk::quant
-
-// Every level compiled into this program, lowest first (defined by lmtk::cpu_kernels).
-extern "C" const lmtk::quant::kernel_table* const* lmtk_cpu_kernel_tables(std::size_t* count) noexcept;
-
-namespace lmtk::quant {
-
-inline std::span<const kernel_table* const> compiled_kernel_tables() noexcept {
-    std::size_t n = 0;
-    const kernel_table* const* t = lmtk_cpu_kernel_tables(&n);
-    return {t, n};
-}
-
-// The tables of every compiled level this CPU can run, lowest first.
-inline std::vector<const kernel_table*> runnable_kernel_tables() {
-    std::vector<const kernel_table*> out;
-    const target::isa host = target::host_isa();
-    for (const kernel_table* t : compiled_kernel_tables())
-        if (t->isa <= host) out.push_back(t);
-    return out;
-}
-
-// The table a model uses: `request` ("avx2", ...; empty: the LMTK_CPU environment variable,
-// and if that is unset or empty the highest compiled level the CPU runs). Asking for a level the
-// CPU cannot run, or one this build did not compile, is an error rather than a silent fallback:
-// the override exists to measure and test a named path.
-inline const kernel_table& choose_kernels(std::string_view request = {}) {
-    std::string from_env;
-    if (request.empty())
-        if (const char* e = std::getenv("LMTK_CPU"); e && *e) request = from_env = e;
-    const target::isa host = target::host_isa();
-    const kernel_table* best = nullptr;
-    std::string names;
-    for (const kernel_table* t : compiled_kernel_tables()) {
-        names += names.empty() ? "" : ", ";
-        names += target::isa_name(t->isa);
-        if (request.empty()) {
-            if (t->isa <= host && (!best || t->isa > best->isa)) best = t;
-        } else if (const auto want = target::parse_isa(request); want && t->isa == *want) {
-            if (t->isa > host)
-                fail("LMTK_CPU/--cpu ", request, ": this CPU runs at most ", target::isa_name(host));
-            best = t;
-        }
-    }
-    if (!best && !request.empty())
-        fail("LMTK_CPU/--cpu '", request, "' is not a kernel level of this build (compiled: ", names, ")");
-    if (!best) fail("no kernel level of this build runs on this CPU (compiled: ", names, "; CPU: ", target::isa_name(host), ")");
-    return *best;
-}
-
-}  // namespace lmtk::quant
-// #include <lmtk/quant/quant.hpp>
-// #include <lmtk/target/cpu.hpp>
-
-#include <algorithm>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <limits>
 #include <memory>
+#include <type_traits>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
-#include <type_traits>
-#include <utility>
 #include <vector>
 
-namespace lmtk::model {
-
-struct llama_layer {
-    weight wq, wk, wv, wo;      // attention projections
-    weight gate, up, down;      // SwiGLU feed-forward
-    std::vector<float> attn_norm, ffn_norm;
-    std::vector<float> bq, bk, bv, bo;  // attention biases (Qwen2: q/k/v); empty when absent
-};
-
-template <class Set = quant::default_set, class Target = target::cpu<>>
-class llama {
-public:
-    using quant_set = Set;
-    using target = Target;
-
-    // Opens a GGUF file (or another source open_weights() knows) and binds every weight.
-    explicit llama(const std::string& path, load_options opt = {}) : llama(open_weights(path), opt) {}
-    explicit llama(std::unique_ptr<weight_source> src, load_options opt = {}) : src_(std::move(src)) {
-        if constexpr (::lmtk::target::chooses_kernels_at_load<Target>) {
-            static_assert(std::is_same_v<Set, quant::default_set>,
-                          "target::cpu_dispatch: lmtk::cpu_kernels holds the kernels of quant::default_set only");
-            kernels_ = &quant::choose_kernels(opt.cpu);
-        }
-        bind();
-        if (opt.interleave) interleave();
-        bind_embedding_lookup();
-    }
-
-    const weight_source& source() const noexcept { return *src_; }
-    const std::string& path() const noexcept { return src_->path(); }
-    const llama_hparams& hparams() const noexcept { return hp_; }
-    std::uint32_t n_vocab() const noexcept { return hp_.n_vocab; }
-
-    const weight& token_embedding() const noexcept { return tok_embd_; }
-    const weight& output() const noexcept { return output_; }
-    std::span<const float> output_norm() const noexcept { return output_norm_; }
-    const llama_layer& layer(std::size_t i) const noexcept { return layers_[i]; }
-    std::span<const double> rope_inv_freq() const noexcept { return inv_freq_; }
-
-    // The token embedding, read a row at a time (see bind_embedding_lookup()).
-    const row_lookup& embedding_lookup() const noexcept { return embedding_; }
-
-    // The instruction-set level of the weights' kernels: the one chosen at load for
-    // target::cpu_dispatch, else the level Target's Arch was compiled for.
-    std::string_view kernel_isa() const noexcept {
-        if constexpr (::lmtk::target::chooses_kernels_at_load<Target>) return ::lmtk::target::isa_name(kernels_->isa);
-        else return Target::arch::name();
-    }
-
-    // Bytes of weights repacked into interleaved layouts at load (0: all used as mapped).
-    std::size_t interleaved_bytes() const noexcept { return repacked_bytes_; }
-
-    // Bytes of weight data the forward pass reads per token (all layers plus the output).
-    std::size_t weight_bytes() const noexcept {
-        std::size_t total = output_.rows * output_.row_bytes();
-        for (const auto& l : layers_)
-            for (const weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down}) total += w->rows * w->row_bytes();
-        return total;
-    }
-
-private:
-    std::optional<quant::weight_ops> resolve(quant::ggml_type t) const noexcept {
-        if constexpr (::lmtk::target::chooses_kernels_at_load<Target>) return kernels_->resolve(t);
-        else return quant::resolve<Set, typename Target::arch>(t);
-    }
-    std::optional<quant::weight_ops> resolve_group(const quant::group_format& f) const noexcept {
-        if constexpr (::lmtk::target::chooses_kernels_at_load<Target>) return kernels_->resolve_group(f);
-        else return quant::resolve_group<Set, typename Target::arch>(f);
-    }
-
-    weight bind_weight(const std::string& name, std::size_t cols, std::size_t rows) const {
-        if (const group_tensor* g = src_->find_group_tensor(name)) {
-            if (g->cols != cols || g->rows != rows)
-                fail(path(), ": tensor '", name, "' has shape [", g->cols, ", ", g->rows, "], expected [", cols, ", ", rows, "]");
-            const auto ops = resolve_group(g->format);
-            if (!ops)
-                fail(path(), ": tensor '", name, "' is ", quant::format_name(g->format),
-                     ", which this build of lmtk does not include");
-            return weight{g->data, *ops, rows, cols, g->input_perm};
-        }
-        const gguf::tensor_info& t = src_->tensor(name);
-        if (static_cast<std::size_t>(t.ne[0]) != cols || static_cast<std::size_t>(t.rows()) != rows)
-            fail(path(), ": tensor '", name, "' has shape [", t.ne[0], ", ", t.rows(), "], expected [", cols, ", ",
-                 rows, "]");
-        const auto ops = resolve(t.type);
-        if (!ops)
-            fail(path(), ": tensor '", name, "' has type ", quant::type_name(t.type),
-                 ", which this build of lmtk does not include");
-        return weight{t.data, *ops, rows, cols};
-    }
-
-    std::vector<float> bind_vector(const std::string& name, std::size_t n) const {
-        const weight w = bind_weight(name, n, 1);
-        std::vector<float> v(n);
-        w.dequantize_row(0, v.data());
-        return v;
-    }
-
-    std::vector<float> bind_optional_vector(const std::string& name, std::size_t n) const {
-        return src_->find_tensor(name) ? bind_vector(name, n) : std::vector<float>();
-    }
-
-    // Every shape below is computed in 64 bits from hyperparameters that check_dimensions()
-    // bounded, and each tensor must have exactly that shape before a pointer into it is kept:
-    // the forward pass then indexes only inside tensors the file really holds.
-    void bind() {
-        hp_ = src_->hparams();
-        hp_.check_dimensions(path());  // again: a source other than GGUF/HF may not have checked them
-        const gguf::tensor_info& emb = src_->tensor("token_embd.weight");
-        if (emb.ne[0] != static_cast<std::int64_t>(hp_.n_embd) || emb.rows() <= 0)
-            fail(path(), ": token_embd.weight has ", emb.ne[0], " columns, expected the embedding length ", hp_.n_embd);
-        // Token ids are int32 everywhere, so the vocabulary must be indexable by one.
-        if (emb.rows() > std::numeric_limits<std::int32_t>::max())
-            fail(path(), ": token_embd.weight has ", emb.rows(), " rows, more than a vocabulary of int32 ids can have");
-        hp_.n_vocab = static_cast<std::uint32_t>(emb.rows());
-        if (const gguf::file* f = src_->gguf_file())
-            if (auto v = f->get<std::uint32_t>(hp_.arch + ".vocab_size"); v && *v != hp_.n_vocab)
-                fail(path(), ": vocab_size ", *v, " disagrees with token_embd.weight's ", hp_.n_vocab, " rows");
-
-        const std::size_t d = hp_.n_embd, q = hp_.q_dim(), kv = hp_.kv_dim(), ff = hp_.n_ff;
-        tok_embd_ = bind_weight("token_embd.weight", d, hp_.n_vocab);
-        output_ = src_->find_tensor("output.weight") ? bind_weight("output.weight", d, hp_.n_vocab) : tok_embd_;
-        output_norm_ = bind_vector("output_norm.weight", d);
-        // Layers are appended as their tensors are found, never sized up front from the block
-        // count: a file claiming 2^32 blocks fails at the first missing tensor, not in an
-        // allocation of that many layers.
-        layers_.clear();
-        for (std::size_t i = 0; i < hp_.n_layer; ++i) {
-            const std::string p = "blk." + std::to_string(i) + ".";
-            llama_layer& l = layers_.emplace_back();
-            l.attn_norm = bind_vector(p + "attn_norm.weight", d);
-            l.wq = bind_weight(p + "attn_q.weight", d, q);
-            l.wk = bind_weight(p + "attn_k.weight", d, kv);
-            l.wv = bind_weight(p + "attn_v.weight", d, kv);
-            l.wo = bind_weight(p + "attn_output.weight", q, d);
-            l.bq = bind_optional_vector(p + "attn_q.bias", q);
-            l.bk = bind_optional_vector(p + "attn_k.bias", kv);
-            l.bv = bind_optional_vector(p + "attn_v.bias", kv);
-            l.bo = bind_optional_vector(p + "attn_output.bias", d);
-            l.ffn_norm = bind_vector(p + "ffn_norm.weight", d);
-            l.gate = bind_weight(p + "ffn_gate.weight", d, ff);
-            l.up = bind_weight(p + "ffn_up.weight", d, ff);
-            l.down = bind_weight(p + "ffn_down.weight", ff, d);
-        }
-
-        // RoPE frequencies: theta_i = base^(-2i/rope_dim), divided by per-dimension factors
-        // when the file carries them (Llama 3.1 style rope_freqs.weight).
-        const std::size_t half = hp_.rope_dim / 2;
-        std::vector<float> factors;
-        if (src_->find_tensor("rope_freqs.weight")) factors = bind_vector("rope_freqs.weight", half);
-        inv_freq_.resize(half);
-        for (std::size_t i = 0; i < half; ++i) {
-            double f = std::pow(static_cast<double>(hp_.rope_freq_base), -2.0 * double(i) / double(hp_.rope_dim));
-            if (!factors.empty()) f /= factors[i];
-            inv_freq_[i] = f;
-        }
-    }
-
-    // Every matrix the forward pass multiplies whose format has an interleaved layout on this
-    // target moves into one buffer in that layout (repack.hpp); the token embedding stays as
-    // mapped (it is only read a row at a time) unless the output shares it.
-    void interleave() {
-        std::vector<weight*> todo;
-        const auto consider = [&](weight& w) {
-            if (w.ops.interleaved && !w.input_perm && std::find(todo.begin(), todo.end(), &w) == todo.end()) todo.push_back(&w);
-        };
-        for (llama_layer& l : layers_)
-            for (weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down}) consider(*w);
-        // The output may be the token embedding itself (tied weights): the lookup then reads
-        // the interleaved copy too.
-        const bool tied = output_.data == tok_embd_.data;
-        consider(output_);
-        repacked_bytes_ = interleave_weights(todo, *src_, repacked_);
-        if (tied) tok_embd_ = output_;
-    }
-
-    // Token embedding rows: read from the file (row_lookup) when the embedding is a mapped,
-    // row-major matrix of its own; read in place when the output shares it (every pass reads
-    // all of it anyway) or it lives in memory the source made.
-    void bind_embedding_lookup() {
-        embedding_.w = tok_embd_;
-        embedding_.file = nullptr;
-        if (tok_embd_.data != output_.data && !tok_embd_.input_perm && tok_embd_.ops.row_group == 1 &&
-            !src_->find_group_tensor("token_embd.weight"))
-            embedding_.file = src_->mapping_of(tok_embd_.data, tok_embd_.rows * tok_embd_.row_bytes());
-    }
-
-    std::unique_ptr<weight_source> src_;
-    const quant::kernel_table* kernels_ = nullptr;  // target::cpu_dispatch: the level chosen at load
-    core::anonymous_memory repacked_;  // the interleaved weights (see interleave())
-    row_lookup embedding_;             // see bind_embedding_lookup()
-    std::size_t repacked_bytes_ = 0;
-    llama_hparams hp_;
-    weight tok_embd_, output_;
-    std::vector<float> output_norm_;
-    std::vector<llama_layer> layers_;
-    std::vector<double> inv_freq_;
-};
-
-}  // namespace lmtk::model
-// #include <lmtk/model/llama_context.hpp>
-// The run of a Llama-family model: a context owns the KV cache of each sequence and every
-// activation buffer (its run state, allocated once), and runs the forward pass over the
-// weights of a llama<Set, Target> (llama_weights.hpp). decode() and decode_batch() allocate
-// nothing.
 // #include <lmtk/core/error.hpp>
-// #include <lmtk/core/tensor.hpp>
-// #include <lmtk/core/thread_pool.hpp>
 // #include <lmtk/model/attention.hpp>
 // Causal grouped-query attention over a KV cache per sequence, for the rows of one forward
 // pass (a prompt's rows, or one decode row for each of many sequences). Shared by every
@@ -8162,12 +7863,28 @@ private:
 
 namespace lmtk::model {
 
+// The attention of a context's forward passes, as the context holds it: attention<KV, Arch> of
+// the level chosen at load (quant::kernel_table::attention_*, compiled per instruction-set level
+// like the weight kernels), or of the program's own Arch. One virtual call per layer and pass.
+template <class KV>
+class attention_pass {
+public:
+    // The widest SIMD batch any level uses (AVX-512: 16 floats): what a context budgets the
+    // per-thread scratch for before it knows the level.
+    static constexpr std::size_t max_lanes = 16;
+
+    virtual ~attention_pass() = default;
+    virtual void run(std::size_t layer, std::size_t n, const float* q, float* att, const kv_cache<KV>* caches,
+                     const std::uint32_t* row_seq, const std::size_t* row_pos) noexcept = 0;
+};
+
 template <class KV, class Arch>
-class attention {
+class attention final : public attention_pass<KV> {
     using batch = xsimd::batch<float, Arch>;
 
 public:
     static constexpr std::size_t lanes = batch::size;
+    static_assert(lanes <= attention_pass<KV>::max_lanes);
 
     // Scratch for `n_threads` threads and up to n_batch rows of n_ctx positions.
     attention(const llama_hparams& hp, std::size_t n_ctx, std::size_t n_batch, core::thread_pool& pool)
@@ -8187,7 +7904,7 @@ public:
     // attention_rows(), a SIMD lane per row; the others (decode rows of many sequences) take
     // attention_single(), a row and KV head per work item.
     void run(std::size_t layer, std::size_t n, const float* q, float* att, const kv_cache<KV>* caches,
-             const std::uint32_t* row_seq, const std::size_t* row_pos) noexcept {
+             const std::uint32_t* row_seq, const std::size_t* row_pos) noexcept override {
         q_ = q;
         att_ = att;
         caches_ = caches;
@@ -8398,6 +8115,407 @@ private:
 };
 
 }  // namespace lmtk::model
+// #include <lmtk/quant/dispatch.hpp>
+// #include <lmtk/target/isa.hpp>
+// The instruction-set levels lmtk compiles its weight kernels for, and which one this CPU runs.
+//
+// One binary serves every x86-64 CPU from Nehalem on: the kernels of each level live in their
+// own translation unit built with that level's -m flags (src/cpu_kernels.cpp, the lmtk::cpu_kernels
+// library), and a model picks one table of them when it loads, by CPUID, the way it picks a
+// tensor's format. LMTK_CPU (or load_options::cpu, `lmtk bench --cpu`) forces a lower level, so
+// that every level can be tested and measured on a machine that has a higher one.
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
+#elif defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
+
+namespace lmtk::target {
+
+// Ordered within one architecture: a CPU that runs a level runs every lower one of its family
+// (a build compiles the levels of one family only).
+enum class isa : std::uint8_t {
+    generic,       // whatever the compiler's baseline for the target is (aarch64: Armv8-A NEON)
+    sse4_2,        // x86-64-v2: the floor of the portable x86 build
+    avx2,          // x86-64-v3: AVX2, FMA, F16C, BMI2
+    avx512_vnni,   // x86-64-v4 (AVX-512 F/BW/DQ/VL) plus VNNI
+    neon_dotprod,  // aarch64: Armv8.2-A with the dot-product extension (SDOT)
+};
+
+constexpr std::string_view isa_name(isa i) noexcept {
+    switch (i) {
+        case isa::generic: return "generic";
+        case isa::sse4_2: return "sse4.2";
+        case isa::avx2: return "avx2";
+        case isa::avx512_vnni: return "avx512-vnni";
+        case isa::neon_dotprod: return "neon-dotprod";
+    }
+    return "?";
+}
+
+// "sse4.2", "avx2", "avx512-vnni" (also "sse42", "avx512", "avx512vnni"), "neon-dotprod"
+// (also "dotprod"), "generic".
+constexpr std::optional<isa> parse_isa(std::string_view s) noexcept {
+    if (s == "generic") return isa::generic;
+    if (s == "sse4.2" || s == "sse42" || s == "sse4_2") return isa::sse4_2;
+    if (s == "avx2") return isa::avx2;
+    if (s == "avx512-vnni" || s == "avx512" || s == "avx512vnni" || s == "avx512_vnni") return isa::avx512_vnni;
+    if (s == "neon-dotprod" || s == "neon_dotprod" || s == "dotprod") return isa::neon_dotprod;
+    return std::nullopt;
+}
+
+namespace detail {
+
+#if defined(__x86_64__) || defined(_M_X64)
+struct cpuid_regs {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+};
+inline cpuid_regs cpuid(unsigned leaf, unsigned sub = 0) noexcept {
+    cpuid_regs r;
+    if (!__get_cpuid_count(leaf, sub, &r.a, &r.b, &r.c, &r.d)) return {};
+    return r;
+}
+// The register state the OS saves on a context switch (XCR0): a CPU may have AVX-512 units that
+// the kernel does not enable, and then using them faults.
+inline std::uint64_t xcr0() noexcept {
+    unsigned lo = 0, hi = 0;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (std::uint64_t{hi} << 32) | lo;
+}
+#endif
+
+}  // namespace detail
+
+// The highest level this CPU (and its OS) runs.
+inline isa host_isa() noexcept {
+#if defined(__x86_64__) || defined(_M_X64)
+    const auto l1 = detail::cpuid(1), l7 = detail::cpuid(7);
+    const auto bit = [](unsigned reg, int n) { return ((reg >> n) & 1u) != 0; };
+    const bool sse42 = bit(l1.c, 20) && bit(l1.c, 23) && bit(l1.c, 19) && bit(l1.c, 9);  // sse4.2 popcnt sse4.1 ssse3
+    if (!sse42) return isa::generic;
+    const bool osxsave = bit(l1.c, 27);
+    const std::uint64_t xcr = osxsave ? detail::xcr0() : 0;
+    const bool ymm_state = (xcr & 0x6) == 0x6, zmm_state = (xcr & 0xE6) == 0xE6;
+    const bool avx2 = ymm_state && bit(l1.c, 28) && bit(l1.c, 12) && bit(l1.c, 29) &&  // avx fma f16c
+                      bit(l7.b, 5) && bit(l7.b, 3) && bit(l7.b, 8);                    // avx2 bmi1 bmi2
+    if (!avx2) return isa::sse4_2;
+    const bool avx512 = zmm_state && bit(l7.b, 16) && bit(l7.b, 17) && bit(l7.b, 28) &&  // f dq cd
+                        bit(l7.b, 30) && bit(l7.b, 31) && bit(l7.c, 11);                  // bw vl vnni
+    return avx512 ? isa::avx512_vnni : isa::avx2;
+#elif defined(__aarch64__) && defined(__linux__)
+    constexpr unsigned long hwcap_asimddp = 1ul << 20;  // HWCAP_ASIMDDP of <asm/hwcap.h>
+    return (getauxval(AT_HWCAP) & hwcap_asimddp) ? isa::neon_dotprod : isa::generic;
+#else
+    return isa::generic;
+#endif
+}
+
+}  // namespace lmtk::target
+
+namespace lmtk::quant {
+
+struct kernel_table {
+    target::isa isa;
+    std::optional<weight_ops> (*resolve)(ggml_type) noexcept;
+    std::optional<weight_ops> (*resolve_group)(const group_format&) noexcept;
+    // The attention of a forward pass at this level, per KV cache type: after the matmuls the
+    // largest share of a long prompt's time, which the program's own floor (SSE4.2) would halve.
+    template <class KV>
+    using make_attention = std::unique_ptr<model::attention_pass<KV>> (*)(const model::llama_hparams&, std::size_t n_ctx,
+                                                                          std::size_t n_batch, core::thread_pool&);
+    make_attention<model::kv_f32> attention_f32;
+    make_attention<model::kv_f16> attention_f16;
+
+    template <class KV>
+    make_attention<KV> attention() const noexcept {
+        if constexpr (std::is_same_v<KV, model::kv_f16>) return attention_f16;
+        else return attention_f32;
+    }
+};
+
+}  // namespace lmtk::quant
+
+// Every level compiled into this program, lowest first (defined by lmtk::cpu_kernels).
+extern "C" const lmtk::quant::kernel_table* const* lmtk_cpu_kernel_tables(std::size_t* count) noexcept;
+
+namespace lmtk::quant {
+
+inline std::span<const kernel_table* const> compiled_kernel_tables() noexcept {
+    std::size_t n = 0;
+    const kernel_table* const* t = lmtk_cpu_kernel_tables(&n);
+    return {t, n};
+}
+
+// The tables of every compiled level this CPU can run, lowest first.
+inline std::vector<const kernel_table*> runnable_kernel_tables() {
+    std::vector<const kernel_table*> out;
+    const target::isa host = target::host_isa();
+    for (const kernel_table* t : compiled_kernel_tables())
+        if (t->isa <= host) out.push_back(t);
+    return out;
+}
+
+// The table a model uses: `request` ("avx2", ...; empty: the LMTK_CPU environment variable,
+// and if that is unset or empty the highest compiled level the CPU runs). Asking for a level the
+// CPU cannot run, or one this build did not compile, is an error rather than a silent fallback:
+// the override exists to measure and test a named path.
+inline const kernel_table& choose_kernels(std::string_view request = {}) {
+    std::string from_env;
+    if (request.empty())
+        if (const char* e = std::getenv("LMTK_CPU"); e && *e) request = from_env = e;
+    const target::isa host = target::host_isa();
+    const kernel_table* best = nullptr;
+    std::string names;
+    for (const kernel_table* t : compiled_kernel_tables()) {
+        names += names.empty() ? "" : ", ";
+        names += target::isa_name(t->isa);
+        if (request.empty()) {
+            if (t->isa <= host && (!best || t->isa > best->isa)) best = t;
+        } else if (const auto want = target::parse_isa(request); want && t->isa == *want) {
+            if (t->isa > host)
+                fail("LMTK_CPU/--cpu ", request, ": this CPU runs at most ", target::isa_name(host));
+            best = t;
+        }
+    }
+    if (!best && !request.empty())
+        fail("LMTK_CPU/--cpu '", request, "' is not a kernel level of this build (compiled: ", names, ")");
+    if (!best) fail("no kernel level of this build runs on this CPU (compiled: ", names, "; CPU: ", target::isa_name(host), ")");
+    return *best;
+}
+
+}  // namespace lmtk::quant
+// #include <lmtk/quant/quant.hpp>
+// #include <lmtk/target/cpu.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace lmtk::model {
+
+struct llama_layer {
+    weight wq, wk, wv, wo;      // attention projections
+    weight gate, up, down;      // SwiGLU feed-forward
+    std::vector<float> attn_norm, ffn_norm;
+    std::vector<float> bq, bk, bv, bo;  // attention biases (Qwen2: q/k/v); empty when absent
+};
+
+template <class Set = quant::default_set, class Target = target::cpu<>>
+class llama {
+public:
+    using quant_set = Set;
+    using target = Target;
+
+    // Opens a GGUF file (or another source open_weights() knows) and binds every weight.
+    explicit llama(const std::string& path, load_options opt = {}) : llama(open_weights(path), opt) {}
+    explicit llama(std::unique_ptr<weight_source> src, load_options opt = {}) : src_(std::move(src)) {
+        if constexpr (::lmtk::target::chooses_kernels_at_load<Target>) {
+            static_assert(std::is_same_v<Set, quant::default_set>,
+                          "target::cpu_dispatch: lmtk::cpu_kernels holds the kernels of quant::default_set only");
+            kernels_ = &quant::choose_kernels(opt.cpu);
+        }
+        bind();
+        if (opt.interleave) interleave();
+        bind_embedding_lookup();
+    }
+
+    const weight_source& source() const noexcept { return *src_; }
+    // The kernel level chosen at load (target::cpu_dispatch), else null.
+    const quant::kernel_table* kernels() const noexcept { return kernels_; }
+    const std::string& path() const noexcept { return src_->path(); }
+    const llama_hparams& hparams() const noexcept { return hp_; }
+    std::uint32_t n_vocab() const noexcept { return hp_.n_vocab; }
+
+    const weight& token_embedding() const noexcept { return tok_embd_; }
+    const weight& output() const noexcept { return output_; }
+    std::span<const float> output_norm() const noexcept { return output_norm_; }
+    const llama_layer& layer(std::size_t i) const noexcept { return layers_[i]; }
+    std::span<const double> rope_inv_freq() const noexcept { return inv_freq_; }
+
+    // The token embedding, read a row at a time (see bind_embedding_lookup()).
+    const row_lookup& embedding_lookup() const noexcept { return embedding_; }
+
+    // The instruction-set level of the weights' kernels: the one chosen at load for
+    // target::cpu_dispatch, else the level Target's Arch was compiled for.
+    std::string_view kernel_isa() const noexcept {
+        if constexpr (::lmtk::target::chooses_kernels_at_load<Target>) return ::lmtk::target::isa_name(kernels_->isa);
+        else return Target::arch::name();
+    }
+
+    // Bytes of weights repacked into interleaved layouts at load (0: all used as mapped).
+    std::size_t interleaved_bytes() const noexcept { return repacked_bytes_; }
+
+    // Bytes of weight data the forward pass reads per token (all layers plus the output).
+    std::size_t weight_bytes() const noexcept {
+        std::size_t total = output_.rows * output_.row_bytes();
+        for (const auto& l : layers_)
+            for (const weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down}) total += w->rows * w->row_bytes();
+        return total;
+    }
+
+private:
+    std::optional<quant::weight_ops> resolve(quant::ggml_type t) const noexcept {
+        if constexpr (::lmtk::target::chooses_kernels_at_load<Target>) return kernels_->resolve(t);
+        else return quant::resolve<Set, typename Target::arch>(t);
+    }
+    std::optional<quant::weight_ops> resolve_group(const quant::group_format& f) const noexcept {
+        if constexpr (::lmtk::target::chooses_kernels_at_load<Target>) return kernels_->resolve_group(f);
+        else return quant::resolve_group<Set, typename Target::arch>(f);
+    }
+
+    weight bind_weight(const std::string& name, std::size_t cols, std::size_t rows) const {
+        if (const group_tensor* g = src_->find_group_tensor(name)) {
+            if (g->cols != cols || g->rows != rows)
+                fail(path(), ": tensor '", name, "' has shape [", g->cols, ", ", g->rows, "], expected [", cols, ", ", rows, "]");
+            const auto ops = resolve_group(g->format);
+            if (!ops)
+                fail(path(), ": tensor '", name, "' is ", quant::format_name(g->format),
+                     ", which this build of lmtk does not include");
+            return weight{g->data, *ops, rows, cols, g->input_perm};
+        }
+        const gguf::tensor_info& t = src_->tensor(name);
+        if (static_cast<std::size_t>(t.ne[0]) != cols || static_cast<std::size_t>(t.rows()) != rows)
+            fail(path(), ": tensor '", name, "' has shape [", t.ne[0], ", ", t.rows(), "], expected [", cols, ", ",
+                 rows, "]");
+        const auto ops = resolve(t.type);
+        if (!ops)
+            fail(path(), ": tensor '", name, "' has type ", quant::type_name(t.type),
+                 ", which this build of lmtk does not include");
+        return weight{t.data, *ops, rows, cols};
+    }
+
+    std::vector<float> bind_vector(const std::string& name, std::size_t n) const {
+        const weight w = bind_weight(name, n, 1);
+        std::vector<float> v(n);
+        w.dequantize_row(0, v.data());
+        return v;
+    }
+
+    std::vector<float> bind_optional_vector(const std::string& name, std::size_t n) const {
+        return src_->find_tensor(name) ? bind_vector(name, n) : std::vector<float>();
+    }
+
+    // Every shape below is computed in 64 bits from hyperparameters that check_dimensions()
+    // bounded, and each tensor must have exactly that shape before a pointer into it is kept:
+    // the forward pass then indexes only inside tensors the file really holds.
+    void bind() {
+        hp_ = src_->hparams();
+        hp_.check_dimensions(path());  // again: a source other than GGUF/HF may not have checked them
+        const gguf::tensor_info& emb = src_->tensor("token_embd.weight");
+        if (emb.ne[0] != static_cast<std::int64_t>(hp_.n_embd) || emb.rows() <= 0)
+            fail(path(), ": token_embd.weight has ", emb.ne[0], " columns, expected the embedding length ", hp_.n_embd);
+        // Token ids are int32 everywhere, so the vocabulary must be indexable by one.
+        if (emb.rows() > std::numeric_limits<std::int32_t>::max())
+            fail(path(), ": token_embd.weight has ", emb.rows(), " rows, more than a vocabulary of int32 ids can have");
+        hp_.n_vocab = static_cast<std::uint32_t>(emb.rows());
+        if (const gguf::file* f = src_->gguf_file())
+            if (auto v = f->get<std::uint32_t>(hp_.arch + ".vocab_size"); v && *v != hp_.n_vocab)
+                fail(path(), ": vocab_size ", *v, " disagrees with token_embd.weight's ", hp_.n_vocab, " rows");
+
+        const std::size_t d = hp_.n_embd, q = hp_.q_dim(), kv = hp_.kv_dim(), ff = hp_.n_ff;
+        tok_embd_ = bind_weight("token_embd.weight", d, hp_.n_vocab);
+        output_ = src_->find_tensor("output.weight") ? bind_weight("output.weight", d, hp_.n_vocab) : tok_embd_;
+        output_norm_ = bind_vector("output_norm.weight", d);
+        // Layers are appended as their tensors are found, never sized up front from the block
+        // count: a file claiming 2^32 blocks fails at the first missing tensor, not in an
+        // allocation of that many layers.
+        layers_.clear();
+        for (std::size_t i = 0; i < hp_.n_layer; ++i) {
+            const std::string p = "blk." + std::to_string(i) + ".";
+            llama_layer& l = layers_.emplace_back();
+            l.attn_norm = bind_vector(p + "attn_norm.weight", d);
+            l.wq = bind_weight(p + "attn_q.weight", d, q);
+            l.wk = bind_weight(p + "attn_k.weight", d, kv);
+            l.wv = bind_weight(p + "attn_v.weight", d, kv);
+            l.wo = bind_weight(p + "attn_output.weight", q, d);
+            l.bq = bind_optional_vector(p + "attn_q.bias", q);
+            l.bk = bind_optional_vector(p + "attn_k.bias", kv);
+            l.bv = bind_optional_vector(p + "attn_v.bias", kv);
+            l.bo = bind_optional_vector(p + "attn_output.bias", d);
+            l.ffn_norm = bind_vector(p + "ffn_norm.weight", d);
+            l.gate = bind_weight(p + "ffn_gate.weight", d, ff);
+            l.up = bind_weight(p + "ffn_up.weight", d, ff);
+            l.down = bind_weight(p + "ffn_down.weight", ff, d);
+        }
+
+        // RoPE frequencies: theta_i = base^(-2i/rope_dim), divided by per-dimension factors
+        // when the file carries them (Llama 3.1 style rope_freqs.weight).
+        const std::size_t half = hp_.rope_dim / 2;
+        std::vector<float> factors;
+        if (src_->find_tensor("rope_freqs.weight")) factors = bind_vector("rope_freqs.weight", half);
+        inv_freq_.resize(half);
+        for (std::size_t i = 0; i < half; ++i) {
+            double f = std::pow(static_cast<double>(hp_.rope_freq_base), -2.0 * double(i) / double(hp_.rope_dim));
+            if (!factors.empty()) f /= factors[i];
+            inv_freq_[i] = f;
+        }
+    }
+
+    // Every matrix the forward pass multiplies whose format has an interleaved layout on this
+    // target moves into one buffer in that layout (repack.hpp); the token embedding stays as
+    // mapped (it is only read a row at a time) unless the output shares it.
+    void interleave() {
+        std::vector<weight*> todo;
+        const auto consider = [&](weight& w) {
+            if (w.ops.interleaved && !w.input_perm && std::find(todo.begin(), todo.end(), &w) == todo.end()) todo.push_back(&w);
+        };
+        for (llama_layer& l : layers_)
+            for (weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down}) consider(*w);
+        // The output may be the token embedding itself (tied weights): the lookup then reads
+        // the interleaved copy too.
+        const bool tied = output_.data == tok_embd_.data;
+        consider(output_);
+        repacked_bytes_ = interleave_weights(todo, *src_, repacked_);
+        if (tied) tok_embd_ = output_;
+    }
+
+    // Token embedding rows: read from the file (row_lookup) when the embedding is a mapped,
+    // row-major matrix of its own; read in place when the output shares it (every pass reads
+    // all of it anyway) or it lives in memory the source made.
+    void bind_embedding_lookup() {
+        embedding_.w = tok_embd_;
+        embedding_.file = nullptr;
+        if (tok_embd_.data != output_.data && !tok_embd_.input_perm && tok_embd_.ops.row_group == 1 &&
+            !src_->find_group_tensor("token_embd.weight"))
+            embedding_.file = src_->mapping_of(tok_embd_.data, tok_embd_.rows * tok_embd_.row_bytes());
+    }
+
+    std::unique_ptr<weight_source> src_;
+    const quant::kernel_table* kernels_ = nullptr;  // target::cpu_dispatch: the level chosen at load
+    core::anonymous_memory repacked_;  // the interleaved weights (see interleave())
+    row_lookup embedding_;             // see bind_embedding_lookup()
+    std::size_t repacked_bytes_ = 0;
+    llama_hparams hp_;
+    weight tok_embd_, output_;
+    std::vector<float> output_norm_;
+    std::vector<llama_layer> layers_;
+    std::vector<double> inv_freq_;
+};
+
+}  // namespace lmtk::model
+// #include <lmtk/model/llama_context.hpp>
+// The run of a Llama-family model: a context owns the KV cache of each sequence and every
+// activation buffer (its run state, allocated once), and runs the forward pass over the
+// weights of a llama<Set, Target> (llama_weights.hpp). decode() and decode_batch() allocate
+// nothing.
+// #include <lmtk/core/error.hpp>
+// #include <lmtk/core/tensor.hpp>
+// #include <lmtk/core/thread_pool.hpp>
+// #include <lmtk/model/attention.hpp>
 // #include <lmtk/model/hparams.hpp>
 // #include <lmtk/model/kv_cache.hpp>
 // #include <lmtk/model/llama_weights.hpp>
@@ -8498,6 +8616,7 @@ void swiglu(float* g, const float* u, std::size_t n) noexcept {
 #include <cstddef>
 #include <cstdint>
 #include <fstream>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -8556,7 +8675,7 @@ struct batch_entry {
 template <class Model, class KV = kv_f32>
 class llama_context {
     using arch = typename Model::target::arch;
-    static constexpr std::size_t lanes = attention<KV, arch>::lanes;
+    static constexpr std::size_t lanes = attention_pass<KV>::max_lanes;
 
 public:
     using kv_type = KV;
@@ -8612,7 +8731,9 @@ public:
         act_ = act_buf_.data() + (64 - reinterpret_cast<std::uintptr_t>(act_buf_.data()) % 64) % 64;
         rope_cos_.resize(n_batch_ * hp_.rope_dim / 2);
         rope_sin_.resize(n_batch_ * hp_.rope_dim / 2);
-        attn_.emplace(hp_, n_ctx_, n_batch_, pool_);
+        if constexpr (::lmtk::target::chooses_kernels_at_load<typename Model::target>)
+            if (const quant::kernel_table* k = m_.kernels()) attn_ = k->template attention<KV>()(hp_, n_ctx_, n_batch_, pool_);
+        if (!attn_) attn_ = std::make_unique<attention<KV, arch>>(hp_, n_ctx_, n_batch_, pool_);
         embd_row_.resize(m_.embedding_lookup().scratch_bytes());
         logits_.resize(hp_.n_vocab);
         row_seq_.resize(n_batch_);
@@ -8845,7 +8966,7 @@ private:
     std::size_t n_ctx_ = 0, n_batch_ = 0;
     std::vector<kv_cache<KV>> caches_;       // one per sequence
     std::vector<std::size_t> n_past_;        // cached positions per sequence
-    std::optional<attention<KV, arch>> attn_;  // its scratch, made once the sizes are checked
+    std::unique_ptr<attention_pass<KV>> attn_;  // the load-time level's, else arch's; made once the sizes are checked
 
     // The run state of one forward pass of n <= n_batch rows (row t: token tokens[t] of
     // sequence row_seq_[t] at position row_pos_[t]); d = n_embd, q_dim = n_head * head_dim,

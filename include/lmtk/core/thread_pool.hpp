@@ -9,8 +9,10 @@
 // pointer pair.
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <cstddef>
+#include <mutex>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -44,7 +46,7 @@ public:
     ~thread_pool() {
         stop_.store(true, std::memory_order_relaxed);
         generation_.fetch_add(1, std::memory_order_release);
-        generation_.notify_all();
+        wake_workers();
         for (auto& w : workers_) w.join();
     }
 
@@ -62,7 +64,7 @@ public:
         invoke_ = [](void* p, std::size_t i, std::size_t n) noexcept { (*static_cast<Fn*>(p))(i, n); };
         pending_.store(n_threads_ - 1, std::memory_order_relaxed);
         generation_.fetch_add(1, std::memory_order_release);
-        generation_.notify_all();
+        wake_workers();
         f(std::size_t{0}, n_threads_);
         // Spin while the others finish; yield if they were descheduled (a loaded machine),
         // so that a spinning caller does not hold the core a worker needs.
@@ -90,6 +92,17 @@ public:
     }
 
 private:
+    // Sleeping workers wait on a condition variable, not on generation_ itself: std::atomic's
+    // wait/notify keep their waiter table in function-local statics of inline library functions,
+    // and the kernels of each instruction-set level (quant/cpu_kernels.hpp), which run regions
+    // on this pool too, hold their own renamed copies of those; a notify from there would never
+    // reach a worker waiting here. The mutex is taken between the new generation and the notify,
+    // so a worker that saw the old generation is either asleep by then or sees the new one.
+    void wake_workers() noexcept {
+        { const std::lock_guard lock(sleep_mutex_); }
+        sleep_.notify_all();
+    }
+
     void worker_loop(std::size_t index) noexcept {
         std::uint64_t seen = 0;
         for (;;) {
@@ -99,9 +112,9 @@ private:
                 cpu_relax();
                 g = generation_.load(std::memory_order_acquire);
             }
-            while (g == seen) {
-                generation_.wait(seen, std::memory_order_acquire);
-                g = generation_.load(std::memory_order_acquire);
+            if (g == seen) {
+                std::unique_lock lock(sleep_mutex_);
+                sleep_.wait(lock, [&] { return (g = generation_.load(std::memory_order_acquire)) != seen; });
             }
             seen = g;
             if (stop_.load(std::memory_order_relaxed)) return;
@@ -115,6 +128,8 @@ private:
     alignas(64) std::atomic<std::uint64_t> generation_{0};
     alignas(64) std::atomic<std::size_t> pending_{0};
     std::atomic<bool> stop_{false};
+    std::mutex sleep_mutex_;
+    std::condition_variable sleep_;
     void* job_ = nullptr;
     void (*invoke_)(void*, std::size_t, std::size_t) noexcept = nullptr;
 };

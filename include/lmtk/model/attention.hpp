@@ -25,12 +25,28 @@
 
 namespace lmtk::model {
 
+// The attention of a context's forward passes, as the context holds it: attention<KV, Arch> of
+// the level chosen at load (quant::kernel_table::attention_*, compiled per instruction-set level
+// like the weight kernels), or of the program's own Arch. One virtual call per layer and pass.
+template <class KV>
+class attention_pass {
+public:
+    // The widest SIMD batch any level uses (AVX-512: 16 floats): what a context budgets the
+    // per-thread scratch for before it knows the level.
+    static constexpr std::size_t max_lanes = 16;
+
+    virtual ~attention_pass() = default;
+    virtual void run(std::size_t layer, std::size_t n, const float* q, float* att, const kv_cache<KV>* caches,
+                     const std::uint32_t* row_seq, const std::size_t* row_pos) noexcept = 0;
+};
+
 template <class KV, class Arch>
-class attention {
+class attention final : public attention_pass<KV> {
     using batch = xsimd::batch<float, Arch>;
 
 public:
     static constexpr std::size_t lanes = batch::size;
+    static_assert(lanes <= attention_pass<KV>::max_lanes);
 
     // Scratch for `n_threads` threads and up to n_batch rows of n_ctx positions.
     attention(const llama_hparams& hp, std::size_t n_ctx, std::size_t n_batch, core::thread_pool& pool)
@@ -50,7 +66,7 @@ public:
     // attention_rows(), a SIMD lane per row; the others (decode rows of many sequences) take
     // attention_single(), a row and KV head per work item.
     void run(std::size_t layer, std::size_t n, const float* q, float* att, const kv_cache<KV>* caches,
-             const std::uint32_t* row_seq, const std::size_t* row_pos) noexcept {
+             const std::uint32_t* row_seq, const std::size_t* row_pos) noexcept override {
         q_ = q;
         att_ = att;
         caches_ = caches;

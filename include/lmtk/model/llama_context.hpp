@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <fstream>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -75,7 +76,7 @@ struct batch_entry {
 template <class Model, class KV = kv_f32>
 class llama_context {
     using arch = typename Model::target::arch;
-    static constexpr std::size_t lanes = attention<KV, arch>::lanes;
+    static constexpr std::size_t lanes = attention_pass<KV>::max_lanes;
 
 public:
     using kv_type = KV;
@@ -131,7 +132,9 @@ public:
         act_ = act_buf_.data() + (64 - reinterpret_cast<std::uintptr_t>(act_buf_.data()) % 64) % 64;
         rope_cos_.resize(n_batch_ * hp_.rope_dim / 2);
         rope_sin_.resize(n_batch_ * hp_.rope_dim / 2);
-        attn_.emplace(hp_, n_ctx_, n_batch_, pool_);
+        if constexpr (::lmtk::target::chooses_kernels_at_load<typename Model::target>)
+            if (const quant::kernel_table* k = m_.kernels()) attn_ = k->template attention<KV>()(hp_, n_ctx_, n_batch_, pool_);
+        if (!attn_) attn_ = std::make_unique<attention<KV, arch>>(hp_, n_ctx_, n_batch_, pool_);
         embd_row_.resize(m_.embedding_lookup().scratch_bytes());
         logits_.resize(hp_.n_vocab);
         row_seq_.resize(n_batch_);
@@ -364,7 +367,7 @@ private:
     std::size_t n_ctx_ = 0, n_batch_ = 0;
     std::vector<kv_cache<KV>> caches_;       // one per sequence
     std::vector<std::size_t> n_past_;        // cached positions per sequence
-    std::optional<attention<KV, arch>> attn_;  // its scratch, made once the sizes are checked
+    std::unique_ptr<attention_pass<KV>> attn_;  // the load-time level's, else arch's; made once the sizes are checked
 
     // The run state of one forward pass of n <= n_batch rows (row t: token tokens[t] of
     // sequence row_seq_[t] at position row_pos_[t]); d = n_embd, q_dim = n_head * head_dim,

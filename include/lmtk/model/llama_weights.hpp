@@ -60,6 +60,8 @@ public:
     }
 
     const weight_source& source() const noexcept { return *src_; }
+    // The kernel level chosen at load (target::cpu_dispatch), else null.
+    const quant::kernel_table* kernels() const noexcept { return kernels_; }
     const std::string& path() const noexcept { return src_->path(); }
     const llama_hparams& hparams() const noexcept { return hp_; }
     std::uint32_t n_vocab() const noexcept { return hp_.n_vocab; }

@@ -1,5 +1,6 @@
 #pragma once
-// The weight kernels of quant::default_set for each instruction-set level, chosen at load.
+// The weight kernels of quant::default_set, and attention, for each instruction-set level, chosen
+// at load.
 //
 // src/cpu_kernels.cpp is compiled once per level with that level's flags (CMake target
 // lmtk::cpu_kernels) and defines one kernel_table each. The symbols of each compiled copy are
@@ -9,6 +10,8 @@
 // what the SSE4.2 path calls. A program that links lmtk::cpu_kernels asks for a table once per
 // model (target::cpu_dispatch does this in model::llama) and binds every tensor through it.
 #include <cstdlib>
+#include <memory>
+#include <type_traits>
 #include <optional>
 #include <span>
 #include <string>
@@ -16,6 +19,7 @@
 #include <vector>
 
 #include <lmtk/core/error.hpp>
+#include <lmtk/model/attention.hpp>
 #include <lmtk/quant/dispatch.hpp>
 #include <lmtk/target/isa.hpp>
 
@@ -25,6 +29,19 @@ struct kernel_table {
     target::isa isa;
     std::optional<weight_ops> (*resolve)(ggml_type) noexcept;
     std::optional<weight_ops> (*resolve_group)(const group_format&) noexcept;
+    // The attention of a forward pass at this level, per KV cache type: after the matmuls the
+    // largest share of a long prompt's time, which the program's own floor (SSE4.2) would halve.
+    template <class KV>
+    using make_attention = std::unique_ptr<model::attention_pass<KV>> (*)(const model::llama_hparams&, std::size_t n_ctx,
+                                                                          std::size_t n_batch, core::thread_pool&);
+    make_attention<model::kv_f32> attention_f32;
+    make_attention<model::kv_f16> attention_f16;
+
+    template <class KV>
+    make_attention<KV> attention() const noexcept {
+        if constexpr (std::is_same_v<KV, model::kv_f16>) return attention_f16;
+        else return attention_f32;
+    }
 };
 
 }  // namespace lmtk::quant

@@ -74,82 +74,120 @@ inline __m256i dot_u8i8(__m256i acc, __m256i u, __m256i x) noexcept { return _mm
 using interleaved_driver::prefetch_block;
 using interleaved_driver::prefetch_plan;
 
-// Each kernel runs one group (16 rows) against T tokens: acc[t][h] lane i = dot(row 8h + i, token t).
+// Each kernel runs one group (16 rows) against T tokens: out[t][h] lane i = dot(row 8h + i,
+// token t). It runs as one or two passes over the group's blocks (group_passes below); a pass
+// covers NH halves starting at h0 and keeps its accumulators in local variables, written to
+// `out` once at the end. (They used to be updated in `out` itself, and since the activations are
+// read through int8_t pointers, which may alias anything, the compiler stored every accumulator
+// to memory and read it back around every load: most of the kernels' time went there.) Within
+// a block the loops run word by word, tokens innermost, so that each unpacked weight vector is
+// used by every token while it is in a register, and each token's int32 (or int16) sums stay in
+// registers until the block's float step.
 
-template <int T>
-void group_q4_0(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
-                __m256 (&acc)[T][2]) noexcept {
-    using L = interleaved<q4_0>;
-    const __m256i low4 = _mm256_set1_epi8(0x0F);
-    for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
-    for (std::size_t b = 0; b < nb; ++b) {
-        prefetch_block(g, pf, b);
-        const std::byte* q = g + L::part(0, nb) + b * 256;
-        const std::byte* d = g + L::part(1, nb) + b * 32;
-        for (int h = 0; h < 2; ++h) {
-            __m256i lo[4], hi[4];
-            for (int k = 0; k < 4; ++k) {
-                const __m256i v = load_half(q + 64 * k, h);
-                lo[k] = _mm256_and_si256(v, low4);
-                hi[k] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-            }
-            const __m256 dw = fp16_half(d, h);
-            for (int t = 0; t < T; ++t) {
-                const std::int8_t* xq = x[t].qs + b * 32;
-#if defined(__AVXVNNI__)
-                __m256i dot = _mm256_set1_epi32(-8 * x[t].sum[b]);
-                for (int k = 0; k < 4; ++k) {
-                    dot = dot_u8i8(dot, lo[k], broadcast_word(xq + 4 * k));
-                    dot = dot_u8i8(dot, hi[k], broadcast_word(xq + 16 + 4 * k));
-                }
-#else
-                __m256i s0 = _mm256_maddubs_epi16(lo[0], broadcast_word(xq));
-                __m256i s1 = _mm256_maddubs_epi16(hi[0], broadcast_word(xq + 16));
-                for (int k = 1; k < 4; ++k) {
-                    s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(lo[k], broadcast_word(xq + 4 * k)));
-                    s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(hi[k], broadcast_word(xq + 16 + 4 * k)));
-                }
-                const __m256i dot =
-                    _mm256_add_epi32(widen_pairs(_mm256_add_epi16(s0, s1)), _mm256_set1_epi32(-8 * x[t].sum[b]));
-#endif
-                acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x[t].d[b])), acc[t][h]);
-            }
-        }
+// Decode (T == 1) multiplies both halves in one pass: the weights stream once from memory, with
+// the prefetch ahead of them. Prefill passes once per half: T tokens' accumulators of one half
+// fit in AVX2's 16 registers, and half a group is half the bytes, so it stays in L1 while the
+// tokens reread it.
+template <int T, class Pass>
+void group_passes(Pass&& pass) noexcept {
+    if constexpr (T == 1) {
+        pass.template operator()<2>(0);
+    } else {
+        pass.template operator()<1>(0);
+        pass.template operator()<1>(1);
     }
 }
 
-template <int T>
-void group_q8_0(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
-                __m256 (&acc)[T][2]) noexcept {
-    using L = interleaved<q8_0>;
-    const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
-    for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+template <int T, int NH>
+void q4_0_pass(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T], int h0,
+               __m256 (&out)[T][2]) noexcept {
+    using L = interleaved<q4_0>;
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    __m256 acc[T][NH];
+    for (int t = 0; t < T; ++t)
+        for (int hh = 0; hh < NH; ++hh) acc[t][hh] = _mm256_setzero_ps();
     for (std::size_t b = 0; b < nb; ++b) {
-        prefetch_block(g, pf, b);
-        const std::byte* q = g + L::part(0, nb) + b * 512;
+        if (h0 == 0) prefetch_block(g, pf, b);
+        const std::byte* q = g + L::part(0, nb) + b * 256;
         const std::byte* d = g + L::part(1, nb) + b * 32;
-        for (int h = 0; h < 2; ++h) {
-            const __m256 dw = fp16_half(d, h);
-            // The layout stores u = q + 128; flipping the top bit gives q back. |q| and q serve
-            // every token (held in L1 where registers run out).
-            __m256i qs[8], mag[8];
-            for (int k = 0; k < 8; ++k) {
-                qs[k] = _mm256_xor_si256(load_half(q + 64 * k, h), flip);
-                mag[k] = _mm256_abs_epi8(qs[k]);
-            }
-            for (int t = 0; t < T; ++t) {
-                const std::int8_t* xq = x[t].qs + b * 32;
-                __m256i d0 = _mm256_setzero_si256(), d1 = _mm256_setzero_si256();
-                for (int k = 0; k < 8; k += 2) {
-                    const __m256i x0 = broadcast_word(xq + 4 * k), x1 = broadcast_word(xq + 4 * k + 4);
-                    d0 = _mm256_add_epi32(d0, widen_pairs(_mm256_maddubs_epi16(mag[k], _mm256_sign_epi8(x0, qs[k]))));
-                    d1 = _mm256_add_epi32(d1, widen_pairs(_mm256_maddubs_epi16(mag[k + 1], _mm256_sign_epi8(x1, qs[k + 1]))));
+        // Low nibbles are elements 4k.., high nibbles 16 + 4k..; 8 pairs per int16 lane at most
+        // 8 * 2 * 15 * 127 = 30480, so one widening per block.
+        __m256i s[T][NH];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+            for (int hh = 0; hh < NH; ++hh) {
+                const __m256i v = load_half(q + 64 * k, h0 + hh);
+                const __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+                for (int t = 0; t < T; ++t) {
+                    const std::int8_t* xq = x[t].qs + b * 32;
+#if defined(__AVXVNNI__)
+                    __m256i p = dot_u8i8(k ? s[t][hh] : _mm256_setzero_si256(), lo, broadcast_word(xq + 4 * k));
+                    s[t][hh] = dot_u8i8(p, hi, broadcast_word(xq + 16 + 4 * k));
+#else
+                    const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, broadcast_word(xq + 4 * k)),
+                                                       _mm256_maddubs_epi16(hi, broadcast_word(xq + 16 + 4 * k)));
+                    s[t][hh] = k ? _mm256_add_epi16(s[t][hh], p) : p;
+#endif
                 }
-                const __m256i dot = _mm256_add_epi32(d0, d1);
-                acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x[t].d[b])), acc[t][h]);
+            }
+        }
+        for (int hh = 0; hh < NH; ++hh) {
+            const __m256 dw = fp16_half(d, h0 + hh);
+            for (int t = 0; t < T; ++t) {
+#if defined(__AVXVNNI__)
+                const __m256i dot = _mm256_add_epi32(s[t][hh], _mm256_set1_epi32(-8 * x[t].sum[b]));
+#else
+                const __m256i dot = _mm256_add_epi32(widen_pairs(s[t][hh]), _mm256_set1_epi32(-8 * x[t].sum[b]));
+#endif
+                acc[t][hh] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x[t].d[b])), acc[t][hh]);
             }
         }
     }
+    for (int t = 0; t < T; ++t)
+        for (int hh = 0; hh < NH; ++hh) out[t][h0 + hh] = acc[t][hh];
+}
+
+// The layout stores u = q + 128; flipping the top bit gives q back. u itself would overflow a
+// pair of vpmaddubsw (2 * 255 * 127), so |q| meets sign(x, q) (at most 2 * 128 * 127 = 32512 per
+// pair) and each word is widened on its own.
+template <int T, int NH>
+void q8_0_pass(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T], int h0,
+               __m256 (&out)[T][2]) noexcept {
+    using L = interleaved<q8_0>;
+    const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+    __m256 acc[T][NH];
+    for (int t = 0; t < T; ++t)
+        for (int hh = 0; hh < NH; ++hh) acc[t][hh] = _mm256_setzero_ps();
+    for (std::size_t b = 0; b < nb; ++b) {
+        if (h0 == 0) prefetch_block(g, pf, b);
+        const std::byte* q = g + L::part(0, nb) + b * 512;
+        const std::byte* d = g + L::part(1, nb) + b * 32;
+        __m256i s[T][NH];
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; ++k) {
+            for (int hh = 0; hh < NH; ++hh) {
+                const __m256i w = _mm256_xor_si256(load_half(q + 64 * k, h0 + hh), flip);
+                const __m256i mag = _mm256_abs_epi8(w);
+                for (int t = 0; t < T; ++t) {
+                    const __m256i xs = _mm256_sign_epi8(broadcast_word(x[t].qs + b * 32 + 4 * k), w);
+#if defined(__AVXVNNI__)
+                    s[t][hh] = dot_u8i8(k ? s[t][hh] : _mm256_setzero_si256(), mag, xs);
+#else
+                    const __m256i p = widen_pairs(_mm256_maddubs_epi16(mag, xs));
+                    s[t][hh] = k ? _mm256_add_epi32(s[t][hh], p) : p;
+#endif
+                }
+            }
+        }
+        for (int hh = 0; hh < NH; ++hh) {
+            const __m256 dw = fp16_half(d, h0 + hh);
+            for (int t = 0; t < T; ++t)
+                acc[t][hh] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t][hh]), _mm256_mul_ps(dw, _mm256_set1_ps(x[t].d[b])),
+                                             acc[t][hh]);
+        }
+    }
+    for (int t = 0; t < T; ++t)
+        for (int hh = 0; hh < NH; ++hh) out[t][h0 + hh] = acc[t][hh];
 }
 
 // Q4_K's 6-bit scale (Min = false) or min (Min = true) of sub-block J in every lane, from the
@@ -166,92 +204,99 @@ __m256i k4_scale(__m256i a, __m256i b, __m256i c) noexcept {
     }
 }
 
-// Sum of the 8 products of 32 nibbles (in 8 words u) with the 32 activation bytes at xq.
-inline __m256i dot32_nibbles(const __m256i (&u)[8], const std::int8_t* xq) noexcept {
-#if defined(__AVXVNNI__)
-    __m256i d = _mm256_setzero_si256();
-    for (int k = 0; k < 8; ++k) d = dot_u8i8(d, u[k], broadcast_word(xq + 4 * k));
-    return d;
-#else
-    __m256i s0 = _mm256_maddubs_epi16(u[0], broadcast_word(xq)), s1 = _mm256_maddubs_epi16(u[1], broadcast_word(xq + 4));
-    for (int k = 2; k < 8; k += 2) {
-        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(u[k], broadcast_word(xq + 4 * k)));
-        s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(u[k + 1], broadcast_word(xq + 4 * k + 4)));
-    }
-    return widen_pairs(_mm256_add_epi16(s0, s1));
-#endif
-}
-
-template <int T>
-void group_q4_k(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
-                __m256 (&acc)[T][2]) noexcept {
+// Each 32-element sub-block j (low nibbles of chunk j / 2 for even j, high for odd) is one int16
+// sum per token (8 pairs of 15 * 127: at most 30480), widened once and scaled in floats by its
+// own scale and min. The super-block's 8 scales and mins are decoded to floats once per half.
+template <int T, int NH>
+void q4_k_pass(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T], int h0,
+               __m256 (&out)[T][2]) noexcept {
     using L = interleaved<q4_k>;
     const __m256i low4 = _mm256_set1_epi8(0x0F);
-    for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    __m256 acc[T][NH];
+    for (int t = 0; t < T; ++t)
+        for (int hh = 0; hh < NH; ++hh) acc[t][hh] = _mm256_setzero_ps();
     for (std::size_t b = 0; b < nb; ++b) {
-        prefetch_block(g, pf, b);
+        if (h0 == 0) prefetch_block(g, pf, b);
         const std::byte* s = g + L::part(1, nb) + b * 192;
         const std::byte* d = g + L::part(2, nb) + b * 64;
-        for (int h = 0; h < 2; ++h) {
+        __m256 scale[NH][8], min[NH][8];
+        for (int hh = 0; hh < NH; ++hh) {
+            const int h = h0 + hh;
             const __m256i sa = load_half(s, h), sb = load_half(s + 64, h), sc = load_half(s + 128, h);
             const __m256 dd = fp16_half(d, h), dmin = fp16_half(d + 32, h);
-            __m256 scale[8], min[8];
             const auto decode = [&]<int J>() {
-                scale[J] = _mm256_mul_ps(_mm256_cvtepi32_ps(k4_scale<J, false>(sa, sb, sc)), dd);
-                min[J] = _mm256_mul_ps(_mm256_cvtepi32_ps(k4_scale<J, true>(sa, sb, sc)), dmin);
+                scale[hh][J] = _mm256_mul_ps(_mm256_cvtepi32_ps(k4_scale<J, false>(sa, sb, sc)), dd);
+                min[hh][J] = _mm256_mul_ps(_mm256_cvtepi32_ps(k4_scale<J, true>(sa, sb, sc)), dmin);
             };
             [&]<int... J>(std::integer_sequence<int, J...>) { (decode.template operator()<J>(), ...); }(
                 std::make_integer_sequence<int, 8>{});
-            for (std::size_t c = 0; c < 4; ++c) {
-                const std::byte* q = g + L::part(0, nb) + b * 2048 + c * 512;
-                __m256i lo[8], hi[8];
-                for (int k = 0; k < 8; ++k) {
-                    const __m256i v = load_half(q + 64 * k, h);
-                    lo[k] = _mm256_and_si256(v, low4);
-                    hi[k] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-                }
-                const std::size_t a = b * 8 + 2 * c;  // activation block of sub-block 2c; 2c + 1's is a + 1
-                for (int t = 0; t < T; ++t) {
-                    const std::int8_t* xq = x[t].qs + a * 32;
-                    const __m256i da = dot32_nibbles(lo, xq), db = dot32_nibbles(hi, xq + 32);
-                    __m256 r = _mm256_fmadd_ps(_mm256_cvtepi32_ps(da), _mm256_mul_ps(scale[2 * c], _mm256_set1_ps(x[t].d[a])),
-                                               acc[t][h]);
-                    r = _mm256_fnmadd_ps(min[2 * c], _mm256_set1_ps(x[t].ds[a]), r);
-                    r = _mm256_fmadd_ps(_mm256_cvtepi32_ps(db),
-                                        _mm256_mul_ps(scale[2 * c + 1], _mm256_set1_ps(x[t].d[a + 1])), r);
-                    acc[t][h] = _mm256_fnmadd_ps(min[2 * c + 1], _mm256_set1_ps(x[t].ds[a + 1]), r);
+        }
+        for (int j = 0; j < 8; ++j) {
+            const std::byte* q = g + L::part(0, nb) + b * 2048 + std::size_t(j / 2) * 512;
+            const int shift = (j % 2) * 4;
+            const std::size_t a = b * 8 + std::size_t(j);  // the activation block of sub-block j
+            __m256i sum[T][NH];
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; ++k) {
+                for (int hh = 0; hh < NH; ++hh) {
+                    const __m256i u = _mm256_and_si256(_mm256_srli_epi16(load_half(q + 64 * k, h0 + hh), shift), low4);
+                    for (int t = 0; t < T; ++t) {
+                        const __m256i xw = broadcast_word(x[t].qs + a * 32 + 4 * k);
+#if defined(__AVXVNNI__)
+                        sum[t][hh] = dot_u8i8(k ? sum[t][hh] : _mm256_setzero_si256(), u, xw);
+#else
+                        const __m256i p = _mm256_maddubs_epi16(u, xw);
+                        sum[t][hh] = k ? _mm256_add_epi16(sum[t][hh], p) : p;
+#endif
+                    }
                 }
             }
+            for (int hh = 0; hh < NH; ++hh)
+                for (int t = 0; t < T; ++t) {
+#if defined(__AVXVNNI__)
+                    const __m256i dot = sum[t][hh];
+#else
+                    const __m256i dot = widen_pairs(sum[t][hh]);
+#endif
+                    const __m256 r = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot),
+                                                     _mm256_mul_ps(scale[hh][j], _mm256_set1_ps(x[t].d[a])), acc[t][hh]);
+                    acc[t][hh] = _mm256_fnmadd_ps(min[hh][j], _mm256_set1_ps(x[t].ds[a]), r);
+                }
         }
     }
+    for (int t = 0; t < T; ++t)
+        for (int hh = 0; hh < NH; ++hh) out[t][h0 + hh] = acc[t][hh];
 }
 
 // Q6_K: per sub-block of 16 elements, 2 words of nibbles and 1 of top bits make the 4 words of
-// u = q + 32; the dot is corrected by -32 * sum(x) over the sub-block (sum16, per token).
-template <int T>
-void group_q6_k(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
-                const std::int32_t* const (&sum16)[T], __m256 (&acc)[T][2]) noexcept {
+// u = q + 32; the dot is corrected by -32 * sum(x) over the sub-block (sum16, per token). Two
+// pairs of u <= 63 fit an int16 lane (2 * 2 * 63 * 127 = 32004), so two widenings per sub-block.
+template <int T, int NH>
+void q6_k_pass(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
+               const std::int32_t* const (&sum16)[T], int h0, __m256 (&out)[T][2]) noexcept {
     using L = interleaved<q6_k>;
     const __m256i low4 = _mm256_set1_epi8(0x0F), top2 = _mm256_set1_epi8(0x30);
     const auto merge = [](__m256i a, __m256i b, __m256i c) { return _mm256_or_si256(a, _mm256_and_si256(b, c)); };
-    for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    __m256 acc[T][NH];
+    for (int t = 0; t < T; ++t)
+        for (int hh = 0; hh < NH; ++hh) acc[t][hh] = _mm256_setzero_ps();
     for (std::size_t b = 0; b < nb; ++b) {
-        prefetch_block(g, pf, b);
+        if (h0 == 0) prefetch_block(g, pf, b);
         const std::byte* lo = g + L::part(0, nb) + b * 2048;
         const std::byte* hi = g + L::part(1, nb) + b * 1024;
         const std::byte* scales = g + L::part(2, nb) + b * 256;
         const std::byte* d = g + L::part(3, nb) + b * 32;
-        for (int h = 0; h < 2; ++h) {
-            const __m256 dd = fp16_half(d, h);
-            for (std::size_t s = 0; s < 16; ++s) {
+        for (std::size_t s = 0; s < 16; ++s) {
+            const std::size_t e = b * 256 + s * 16;  // first element
+            for (int hh = 0; hh < NH; ++hh) {
+                const int h = h0 + hh;
                 const __m128i sc8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(scales + s * 16 + 8 * h));
-                const __m256 scale = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc8)), dd);
+                const __m256 scale = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc8)), fp16_half(d, h));
                 const __m256i l0 = load_half(lo + s * 128, h), l1 = load_half(lo + s * 128 + 64, h), hv = load_half(hi + s * 64, h);
                 const __m256i u0 = merge(_mm256_and_si256(l0, low4), _mm256_slli_epi16(hv, 4), top2);
                 const __m256i u1 = merge(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low4), _mm256_slli_epi16(hv, 2), top2);
                 const __m256i u2 = merge(_mm256_and_si256(l1, low4), hv, top2);
                 const __m256i u3 = merge(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4), _mm256_srli_epi16(hv, 2), top2);
-                const std::size_t e = b * 256 + s * 16;  // first element
                 for (int t = 0; t < T; ++t) {
                     const std::int8_t* xq = x[t].qs + e;
 #if defined(__AVXVNNI__)
@@ -268,12 +313,35 @@ void group_q6_k(const std::byte* g, std::size_t nb, const prefetch_plan& pf, con
                     const __m256i dot = _mm256_add_epi32(_mm256_add_epi32(widen_pairs(p01), widen_pairs(p23)),
                                                          _mm256_set1_epi32(-32 * sum16[t][e / 16]));
 #endif
-                    acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(scale, _mm256_set1_ps(x[t].d[e / 32])),
-                                                acc[t][h]);
+                    acc[t][hh] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(scale, _mm256_set1_ps(x[t].d[e / 32])),
+                                                 acc[t][hh]);
                 }
             }
         }
     }
+    for (int t = 0; t < T; ++t)
+        for (int hh = 0; hh < NH; ++hh) out[t][h0 + hh] = acc[t][hh];
+}
+
+template <int T>
+void group_q4_0(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
+                __m256 (&out)[T][2]) noexcept {
+    group_passes<T>([&]<int NH>(int h0) { q4_0_pass<T, NH>(g, nb, pf, x, h0, out); });
+}
+template <int T>
+void group_q8_0(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
+                __m256 (&out)[T][2]) noexcept {
+    group_passes<T>([&]<int NH>(int h0) { q8_0_pass<T, NH>(g, nb, pf, x, h0, out); });
+}
+template <int T>
+void group_q4_k(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
+                __m256 (&out)[T][2]) noexcept {
+    group_passes<T>([&]<int NH>(int h0) { q4_k_pass<T, NH>(g, nb, pf, x, h0, out); });
+}
+template <int T>
+void group_q6_k(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
+                const std::int32_t* const (&sum16)[T], __m256 (&out)[T][2]) noexcept {
+    group_passes<T>([&]<int NH>(int h0) { q6_k_pass<T, NH>(g, nb, pf, x, sum16, h0, out); });
 }
 
 // The first n (<= 16) of the 16 rows' results.
