@@ -63,6 +63,12 @@ inline __m256 fp16_half(const std::byte* p, int h) noexcept {
     return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(p + 16 * h)));
 }
 
+// An empty asm that claims to change v, after each step of a running sum: the compiler must
+// then hold the sum in a register at that point, and cannot rewrite a block's chain of adds
+// into a tree over all the products (which GCC 12 does once the loops are unrolled, spilling
+// most of the products to the stack and reading them back).
+inline void keep_in_register(__m256i& v) noexcept { asm("" : "+x"(v)); }
+
 // int16 lanes -> int32 lanes, each the sum of its pair.
 inline __m256i widen_pairs(__m256i v) noexcept { return _mm256_madd_epi16(v, _mm256_set1_epi16(1)); }
 
@@ -128,6 +134,7 @@ void q4_0_pass(const std::byte* g, std::size_t nb, const prefetch_plan& pf, cons
                                                        _mm256_maddubs_epi16(hi, broadcast_word(xq + 16 + 4 * k)));
                     s[t][hh] = k ? _mm256_add_epi16(s[t][hh], p) : p;
 #endif
+                    keep_in_register(s[t][hh]);
                 }
             }
         }
@@ -176,6 +183,7 @@ void q8_0_pass(const std::byte* g, std::size_t nb, const prefetch_plan& pf, cons
                     const __m256i p = widen_pairs(_mm256_maddubs_epi16(mag, xs));
                     s[t][hh] = k ? _mm256_add_epi32(s[t][hh], p) : p;
 #endif
+                    keep_in_register(s[t][hh]);
                 }
             }
         }
@@ -248,6 +256,7 @@ void q4_k_pass(const std::byte* g, std::size_t nb, const prefetch_plan& pf, cons
                         const __m256i p = _mm256_maddubs_epi16(u, xw);
                         sum[t][hh] = k ? _mm256_add_epi16(sum[t][hh], p) : p;
 #endif
+                        keep_in_register(sum[t][hh]);
                     }
                 }
             }
