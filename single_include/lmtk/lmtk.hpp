@@ -4935,9 +4935,8 @@ void q4_0_pass(const std::byte* g, std::size_t nb, const prefetch_plan& pf, cons
         for (int hh = 0; hh < NH; ++hh) out[t][h0 + hh] = acc[t][hh];
 }
 
-// The layout stores u = q + 128; flipping the top bit gives q back. u itself would overflow a
-// pair of vpmaddubsw (2 * 255 * 127), so |q| meets sign(x, q) (at most 2 * 128 * 127 = 32512 per
-// pair) and each word is widened on its own.
+// The layout stores u = q + 128; flipping the top bit gives q back (|q| meets sign(x, q): see
+// the top of this file).
 template <int T, int NH>
 void q8_0_pass(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T], int h0,
                __m256 (&out)[T][2]) noexcept {
@@ -5059,8 +5058,7 @@ void q4_k_pass(const std::byte* g, std::size_t nb, const prefetch_plan& pf, cons
 }
 
 // Q6_K: per sub-block of 16 elements, 2 words of nibbles and 1 of top bits make the 4 words of
-// u = q + 32; the dot is corrected by -32 * sum(x) over the sub-block (sum16, per token). Two
-// pairs of u <= 63 fit an int16 lane (2 * 2 * 63 * 127 = 32004), so two widenings per sub-block.
+// u = q + 32; the dot is corrected by -32 * sum(x) over the sub-block (sum16, per token).
 template <int T, int NH>
 void q6_k_pass(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
                const std::int32_t* const (&sum16)[T], int h0, __m256 (&out)[T][2]) noexcept {
@@ -5113,27 +5111,6 @@ void q6_k_pass(const std::byte* g, std::size_t nb, const prefetch_plan& pf, cons
         for (int hh = 0; hh < NH; ++hh) out[t][h0 + hh] = acc[t][hh];
 }
 
-template <int T>
-void group_q4_0(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
-                __m256 (&out)[T][2]) noexcept {
-    group_passes<T>([&]<int NH>(int h0) { q4_0_pass<T, NH>(g, nb, pf, x, h0, out); });
-}
-template <int T>
-void group_q8_0(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
-                __m256 (&out)[T][2]) noexcept {
-    group_passes<T>([&]<int NH>(int h0) { q8_0_pass<T, NH>(g, nb, pf, x, h0, out); });
-}
-template <int T>
-void group_q4_k(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
-                __m256 (&out)[T][2]) noexcept {
-    group_passes<T>([&]<int NH>(int h0) { q4_k_pass<T, NH>(g, nb, pf, x, h0, out); });
-}
-template <int T>
-void group_q6_k(const std::byte* g, std::size_t nb, const prefetch_plan& pf, const act_q8::row (&x)[T],
-                const std::int32_t* const (&sum16)[T], __m256 (&out)[T][2]) noexcept {
-    group_passes<T>([&]<int NH>(int h0) { q6_k_pass<T, NH>(g, nb, pf, x, sum16, h0, out); });
-}
-
 // The first n (<= 16) of the 16 rows' results.
 inline void store_rows(float* y, std::size_t n, const __m256 (&v)[2]) noexcept {
     if (n >= 16) {
@@ -5155,16 +5132,18 @@ struct kernels {
     template <class P, int T>
     static void group(const std::byte* g, std::size_t nb, const detail::prefetch_plan& pf, const act_q8::row (&x)[T],
                       const std::int32_t* const (&sum16)[T], acc (&out)[T]) noexcept {
-        if constexpr (std::is_same_v<P, q4_0>) {
-            detail::group_q4_0<T>(g, nb, pf, x, out);
-        } else if constexpr (std::is_same_v<P, q8_0>) {
-            detail::group_q8_0<T>(g, nb, pf, x, out);
-        } else if constexpr (std::is_same_v<P, q4_k>) {
-            detail::group_q4_k<T>(g, nb, pf, x, out);
-        } else {
-            static_assert(std::is_same_v<P, q6_k>);
-            detail::group_q6_k<T>(g, nb, pf, x, sum16, out);
-        }
+        detail::group_passes<T>([&]<int NH>(int h0) {
+            if constexpr (std::is_same_v<P, q4_0>) {
+                detail::q4_0_pass<T, NH>(g, nb, pf, x, h0, out);
+            } else if constexpr (std::is_same_v<P, q8_0>) {
+                detail::q8_0_pass<T, NH>(g, nb, pf, x, h0, out);
+            } else if constexpr (std::is_same_v<P, q4_k>) {
+                detail::q4_k_pass<T, NH>(g, nb, pf, x, h0, out);
+            } else {
+                static_assert(std::is_same_v<P, q6_k>);
+                detail::q6_k_pass<T, NH>(g, nb, pf, x, sum16, h0, out);
+            }
+        });
     }
     static void store_rows(float* y, std::size_t n, const acc& v) noexcept { detail::store_rows(y, n, v); }
 };
@@ -8232,7 +8211,7 @@ struct kernel_table {
     std::optional<weight_ops> (*resolve)(ggml_type) noexcept;
     std::optional<weight_ops> (*resolve_group)(const group_format&) noexcept;
     // The attention of a forward pass at this level, per KV cache type: after the matmuls the
-    // largest share of a long prompt's time, which the program's own floor (SSE4.2) would halve.
+    // largest share of a long prompt's time, too much to leave at the program's SSE4.2 floor.
     template <class KV>
     using make_attention = std::unique_ptr<model::attention_pass<KV>> (*)(const model::llama_hparams&, std::size_t n_ctx,
                                                                           std::size_t n_batch, core::thread_pool&);

@@ -30,7 +30,7 @@ struct kernel_table {
     std::optional<weight_ops> (*resolve)(ggml_type) noexcept;
     std::optional<weight_ops> (*resolve_group)(const group_format&) noexcept;
     // The attention of a forward pass at this level, per KV cache type: after the matmuls the
-    // largest share of a long prompt's time, which the program's own floor (SSE4.2) would halve.
+    // largest share of a long prompt's time, too much to leave at the program's SSE4.2 floor.
     template <class KV>
     using make_attention = std::unique_ptr<model::attention_pass<KV>> (*)(const model::llama_hparams&, std::size_t n_ctx,
                                                                           std::size_t n_batch, core::thread_pool&);
